@@ -1,0 +1,283 @@
+//! Builds a node: storage, bus, presence, router, listeners and background
+//! tasks; runs it until a shutdown signal, then drains.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::{self, Authenticator, Verifier};
+use crate::bus::SharedBus;
+use crate::bus::memory::MemoryBus;
+use crate::chat::Chat;
+use crate::config::{Config, DatabaseConfig, Secret};
+use crate::presence::SharedPresence;
+use crate::presence::memory::MemoryPresence;
+use crate::store::{self, Store};
+use crate::ws::Hub;
+
+/// Everything a handler may need; handlers take parts through `FromRef`.
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub chat: Arc<Chat>,
+    pub auth: Arc<Authenticator>,
+    pub store: Arc<dyn Store>,
+    pub bus: SharedBus,
+    pub presence: SharedPresence,
+    pub hub: Arc<Hub>,
+    /// Set on SIGTERM: readiness fails at once.
+    pub draining: Arc<AtomicBool>,
+    /// Cancelled when the node stops; every background task watches it.
+    pub shutdown: CancellationToken,
+    /// Owns every task the node spawns, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+}
+
+pub struct Application {
+    listener: TcpListener,
+    metrics_port: Option<u16>,
+    router: Router,
+    state: AppState,
+}
+
+/// The secret `ochat token` and HS256 verification use: `JWT_SECRET`, or in
+/// development mode a generated one kept beside the embedded database.
+pub fn signing_secret(config: &Config) -> anyhow::Result<Option<Secret>> {
+    if let Some(secret) = &config.auth.jwt_secret {
+        return Ok(Some(secret.clone()));
+    }
+    if !config.auth.is_development() {
+        return Ok(None);
+    }
+    let path = development_secret_path(config);
+    let secret = auth::development_secret(&path)
+        .with_context(|| format!("Failed to read or create {}", path.display()))?;
+    Ok(Some(secret))
+}
+
+pub fn development_secret_path(config: &Config) -> PathBuf {
+    match &config.database {
+        DatabaseConfig::Sqlite(path) => path.with_extension("dev-secret"),
+        DatabaseConfig::Postgres(_) => PathBuf::from("ochat.dev-secret"),
+    }
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        // reqwest (JWKS) needs a process-wide TLS provider; a second install
+        // (several nodes in one test process) is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let metrics = crate::metrics::install();
+        crate::metrics::build_info(&config.node_id);
+
+        if config.auth.is_development() {
+            if !config.server_host.is_loopback() {
+                bail!(
+                    "refusing to start: no JWT_SECRET, SUPABASE_URL or JWKS_URL is set (development auth) \
+                     and SERVER_HOST {} is not a loopback address",
+                    config.server_host
+                );
+            }
+            tracing::warn!(
+                secret_file = %development_secret_path(&config).display(),
+                "DEVELOPMENT AUTH: no JWT_SECRET or JWKS configured; tokens are signed with a generated \
+                 secret (mint one with `ochat token`). Never expose this node."
+            );
+        }
+        let secret = signing_secret(&config)?;
+
+        let store = store::open(&config).await?;
+        let hub = Arc::new(Hub::default());
+        let bus: SharedBus = Arc::new(MemoryBus::new(hub.clone()));
+        let presence: SharedPresence = Arc::new(MemoryPresence::default());
+        tracing::info!(
+            node_id = %config.node_id,
+            storage = %config.database.describe(),
+            bus = %bus.describe(),
+            presence = %presence.describe(),
+            "backends"
+        );
+
+        let verifier = Verifier::new(&config.auth, secret.as_ref());
+        let auth = Arc::new(Authenticator::new(verifier, store.clone()));
+        let chat = Arc::new(Chat::new(
+            store.clone(),
+            bus.clone(),
+            presence.clone(),
+            config.limits.clone(),
+        ));
+        let config = Arc::new(config);
+        let state = AppState {
+            config: config.clone(),
+            chat,
+            auth,
+            store,
+            bus,
+            presence,
+            hub,
+            draining: Arc::new(AtomicBool::new(false)),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        };
+
+        let listener = TcpListener::bind(SocketAddr::new(config.server_host, config.server_port))
+            .await
+            .with_context(|| format!("Failed to bind {}:{}", config.server_host, config.server_port))?;
+        let metrics_listener = match config.metrics_port {
+            Some(port) => Some(
+                TcpListener::bind(SocketAddr::new(config.server_host, port))
+                    .await
+                    .with_context(|| format!("Failed to bind metrics port {port}"))?,
+            ),
+            None => None,
+        };
+
+        let router = Router::new()
+            .nest("/api/v1", crate::http::router())
+            .layer(axum::middleware::from_fn(crate::http::track))
+            .layer(DefaultBodyLimit::max(config.limits.max_body_bytes))
+            .layer(cors(&config.allowed_origins))
+            .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::extract::Request| {
+                // The path only: a query string may carry `?token=`.
+                tracing::info_span!("http", method = %request.method(), path = %request.uri().path())
+            }))
+            .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
+            .with_state(state.clone());
+
+        let metrics_port = match metrics_listener {
+            Some(listener) => {
+                let port = listener.local_addr()?.port();
+                serve_metrics(&state, listener, metrics);
+                Some(port)
+            }
+            None => None,
+        };
+        let app = Self {
+            listener,
+            metrics_port,
+            router,
+            state,
+        };
+        app.spawn_presence_upkeep();
+        tracing::info!(addr = %app.listener.local_addr()?, "listening");
+        Ok(app)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
+    }
+
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_port
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `signal` resolves, then drains: readiness fails, every
+    /// session is closed with 1001, background tasks stop, and the call
+    /// returns within `SHUTDOWN_GRACE`.
+    pub async fn run_until_stopped(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let state = self.state.clone();
+        let stop = state.shutdown.clone();
+        let watcher = {
+            let state = state.clone();
+            async move {
+                tokio::select! {
+                    () = signal => {}
+                    () = state.shutdown.cancelled() => {}
+                }
+                tracing::info!("draining");
+                state.draining.store(true, Ordering::Relaxed);
+                state.hub.close_all(crate::ws::hub::CloseReason::Shutdown);
+                state.shutdown.cancel();
+            }
+        };
+        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(watcher);
+        let grace = state.config.shutdown_grace;
+        let served = server.into_future();
+        tokio::pin!(served);
+        let result = tokio::select! {
+            result = &mut served => result.context("server failed"),
+            () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!("grace period over; closing remaining connections");
+                Ok(())
+            }
+        };
+        state.tasks.close();
+        if tokio::time::timeout(grace, state.tasks.wait()).await.is_err() {
+            tracing::warn!("background tasks did not stop within the grace period");
+        }
+        tracing::info!("stopped");
+        result
+    }
+
+    /// Refreshes this node's presence keys and sweeps sessions of dead nodes.
+    fn spawn_presence_upkeep(&self) {
+        let state = self.state.clone();
+        let every = state.config.presence_ttl / 3;
+        self.state.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = state.shutdown.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                if let Err(e) = state.presence.heartbeat(&state.hub.sessions()).await {
+                    tracing::warn!(error = %e, "presence heartbeat failed");
+                }
+                state.chat.sweep_presence().await;
+            }
+        });
+    }
+}
+
+/// Prometheus on its own listener, so scrapes never compete with (or get
+/// exposed like) the public API.
+fn serve_metrics(state: &AppState, listener: TcpListener, handle: PrometheusHandle) {
+    let router = Router::new().route(
+        "/metrics",
+        get(move || {
+            let handle = handle.clone();
+            async move {
+                handle.run_upkeep();
+                handle.render()
+            }
+        }),
+    );
+    let stop = state.shutdown.clone();
+    state.tasks.spawn(async move {
+        let server = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "metrics listener failed");
+        }
+    });
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::PATCH])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("x-request-id")]);
+    if origins.iter().any(|o| o == "*") {
+        return layer.allow_origin(AllowOrigin::any());
+    }
+    let list: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    layer.allow_origin(AllowOrigin::list(list))
+}

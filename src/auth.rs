@@ -1,0 +1,362 @@
+//! Supabase-compatible token verification and the [`AuthUser`] extractor.
+//!
+//! Accepted: HS256 signed with `JWT_SECRET`, and RS256/ES256 signed by a key
+//! from the JWKS endpoint. Each token is checked against exactly one
+//! algorithm, chosen by the key that verifies it, never by the token alone:
+//! `alg: none` or an HS256 token where only JWKS keys are configured is
+//! refused. Tokens never appear in logs or error messages.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use chrono::{DateTime, Utc};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::config::{AuthConfig, Secret};
+use crate::error::ApiError;
+use crate::store::Store;
+
+/// The signed-in user, as proven by a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthUser {
+    pub id: Uuid,
+    pub email: String,
+    /// When the token stops being valid; a WebSocket session closes then.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Why a token was refused. The label is bounded, so it can be a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing bearer token")]
+    Missing,
+    #[error("malformed token")]
+    Malformed,
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid")]
+    NotYetValid,
+    #[error("invalid token signature")]
+    BadSignature,
+    #[error("token algorithm not accepted")]
+    BadAlgorithm,
+    #[error("token audience not accepted")]
+    BadAudience,
+    #[error("token issuer not accepted")]
+    BadIssuer,
+    #[error("token signed by an unknown key")]
+    UnknownKey,
+    #[error("token subject is not a user id")]
+    BadSubject,
+    #[error("token role is not authenticated")]
+    BadRole,
+    #[error("signing keys unavailable")]
+    KeysUnavailable,
+}
+
+impl AuthError {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Malformed => "malformed",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::BadSignature => "bad_signature",
+            Self::BadAlgorithm => "bad_algorithm",
+            Self::BadAudience => "bad_audience",
+            Self::BadIssuer => "bad_issuer",
+            Self::UnknownKey => "unknown_key",
+            Self::BadSubject => "bad_subject",
+            Self::BadRole => "bad_role",
+            Self::KeysUnavailable => "keys_unavailable",
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        crate::metrics::auth_failure(err.reason());
+        match err {
+            AuthError::KeysUnavailable => ApiError::new(
+                crate::error::ErrorCode::Unavailable,
+                "signing keys are unavailable, retry",
+            ),
+            other => ApiError::unauthorized(other.to_string()),
+        }
+    }
+}
+
+fn map_jwt_error(err: jsonwebtoken::errors::Error) -> AuthError {
+    use jsonwebtoken::errors::ErrorKind;
+    match err.kind() {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        ErrorKind::InvalidSignature => AuthError::BadSignature,
+        ErrorKind::InvalidAudience => AuthError::BadAudience,
+        ErrorKind::InvalidIssuer => AuthError::BadIssuer,
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::MissingAlgorithm => {
+            AuthError::BadAlgorithm
+        }
+        _ => AuthError::Malformed,
+    }
+}
+
+/// The claims ochat reads. Supabase access tokens carry more; they are ignored.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    pub exp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<serde_json::Value>,
+}
+
+/// Keys fetched from a JWKS endpoint, refetched when a token names a `kid`
+/// not seen yet, at most once per `refetch_interval` so made-up `kid`s cannot
+/// hammer the auth server.
+struct JwksCache {
+    url: String,
+    client: reqwest::Client,
+    keys: tokio::sync::RwLock<HashMap<String, (DecodingKey, Algorithm)>>,
+    /// Held while fetching, so concurrent misses share one request.
+    last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    refetch_interval: Duration,
+}
+
+impl JwksCache {
+    async fn key(&self, kid: &str) -> Result<(DecodingKey, Algorithm), AuthError> {
+        if let Some(found) = self.keys.read().await.get(kid) {
+            return Ok(found.clone());
+        }
+        let mut last = self.last_fetch.lock().await;
+        // Another request may have fetched while this one waited.
+        if let Some(found) = self.keys.read().await.get(kid) {
+            return Ok(found.clone());
+        }
+        if last.is_some_and(|at| at.elapsed() < self.refetch_interval) {
+            return Err(AuthError::UnknownKey);
+        }
+        *last = Some(Instant::now());
+        let set = self.fetch().await?;
+        let mut keys = HashMap::new();
+        for jwk in &set.keys {
+            if let (Some(kid), Some(parsed)) = (&jwk.common.key_id, parse_jwk(jwk)) {
+                keys.insert(kid.clone(), parsed);
+            }
+        }
+        tracing::info!(url = %self.url, keys = keys.len(), "fetched signing keys");
+        let found = keys.get(kid).cloned();
+        *self.keys.write().await = keys;
+        found.ok_or(AuthError::UnknownKey)
+    }
+
+    async fn fetch(&self) -> Result<JwkSet, AuthError> {
+        let response = self.client.get(&self.url).send().await.map_err(|e| {
+            tracing::warn!(url = %self.url, error = %e, "JWKS fetch failed");
+            AuthError::KeysUnavailable
+        })?;
+        let response = response.error_for_status().map_err(|e| {
+            tracing::warn!(url = %self.url, error = %e, "JWKS fetch failed");
+            AuthError::KeysUnavailable
+        })?;
+        response.json::<JwkSet>().await.map_err(|e| {
+            tracing::warn!(url = %self.url, error = %e, "JWKS response is not a key set");
+            AuthError::KeysUnavailable
+        })
+    }
+}
+
+/// Only RS256 and ES256 keys are taken from a JWKS; anything else is skipped.
+fn parse_jwk(jwk: &Jwk) -> Option<(DecodingKey, Algorithm)> {
+    let alg = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => Algorithm::RS256,
+        AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => Algorithm::ES256,
+        _ => return None,
+    };
+    if let Some(declared) = jwk.common.key_algorithm {
+        if format!("{declared:?}") != format!("{alg:?}") {
+            return None;
+        }
+    }
+    DecodingKey::from_jwk(jwk).ok().map(|key| (key, alg))
+}
+
+pub struct Verifier {
+    hs256: Option<DecodingKey>,
+    jwks: Option<JwksCache>,
+    audience: String,
+    issuer: Option<String>,
+    leeway: u64,
+}
+
+impl Verifier {
+    pub fn new(config: &AuthConfig, secret: Option<&Secret>) -> Self {
+        let jwks = config.jwks_url.as_ref().map(|url| JwksCache {
+            url: url.clone(),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("a TLS provider is installed at start-up"),
+            keys: Default::default(),
+            last_fetch: Default::default(),
+            refetch_interval: config.jwks_refetch_interval,
+        });
+        Self {
+            hs256: secret.map(|s| DecodingKey::from_secret(s.expose().as_bytes())),
+            jwks,
+            audience: config.audience.clone(),
+            issuer: config.issuer.clone(),
+            leeway: config.leeway_secs,
+        }
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<AuthUser, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
+        let (key, alg) = match header.alg {
+            Algorithm::HS256 => (self.hs256.clone().ok_or(AuthError::BadAlgorithm)?, Algorithm::HS256),
+            Algorithm::RS256 | Algorithm::ES256 => {
+                let jwks = self.jwks.as_ref().ok_or(AuthError::BadAlgorithm)?;
+                let kid = header.kid.as_deref().ok_or(AuthError::UnknownKey)?;
+                let (key, alg) = jwks.key(kid).await?;
+                if alg != header.alg {
+                    return Err(AuthError::BadAlgorithm);
+                }
+                (key, alg)
+            }
+            _ => return Err(AuthError::BadAlgorithm),
+        };
+        let mut validation = Validation::new(alg);
+        validation.leeway = self.leeway;
+        validation.validate_nbf = true;
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        if let Some(iss) = &self.issuer {
+            validation.set_issuer(&[iss]);
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(map_jwt_error)?;
+        let claims = data.claims;
+        if claims.role.as_deref().is_some_and(|r| r != "authenticated") {
+            return Err(AuthError::BadRole);
+        }
+        let id = Uuid::parse_str(&claims.sub).map_err(|_| AuthError::BadSubject)?;
+        let expires_at = DateTime::from_timestamp(claims.exp, 0).ok_or(AuthError::Malformed)?;
+        // Supabase users without an email (phone, anonymous) still need a
+        // unique value for the seed's NOT NULL UNIQUE column.
+        let email = claims
+            .email
+            .filter(|e| !e.is_empty())
+            .unwrap_or_else(|| format!("{id}@users.invalid"));
+        Ok(AuthUser { id, email, expires_at })
+    }
+}
+
+/// Verifies tokens and makes sure their user exists in storage.
+pub struct Authenticator {
+    verifier: Verifier,
+    store: Arc<dyn Store>,
+    /// Users already upserted by this node, so each request does not write.
+    /// Bounded: cleared when it grows past `KNOWN_USERS_CAP`.
+    known: Mutex<HashSet<(Uuid, String)>>,
+}
+
+const KNOWN_USERS_CAP: usize = 100_000;
+
+impl Authenticator {
+    pub fn new(verifier: Verifier, store: Arc<dyn Store>) -> Self {
+        Self {
+            verifier,
+            store,
+            known: Mutex::new(HashSet::new()),
+        }
+    }
+
+    pub async fn authenticate(&self, token: Option<&str>) -> Result<AuthUser, ApiError> {
+        let token = token.filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
+        let user = self.verifier.verify(token).await?;
+        let key = (user.id, user.email.clone());
+        if !self.known.lock().expect("not poisoned").contains(&key) {
+            self.store.upsert_user(user.id, &user.email).await?;
+            let mut known = self.known.lock().expect("not poisoned");
+            if known.len() >= KNOWN_USERS_CAP {
+                known.clear();
+            }
+            known.insert(key);
+        }
+        Ok(user)
+    }
+}
+
+/// The token from an `Authorization: Bearer` header, if any.
+pub fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        state.auth.authenticate(bearer(parts)).await
+    }
+}
+
+/// Signs an HS256 token shaped like a Supabase access token.
+pub fn mint(secret: &Secret, sub: Uuid, email: &str, ttl: Duration) -> String {
+    let now = Utc::now().timestamp();
+    let claims = Claims {
+        sub: sub.to_string(),
+        email: Some(email.to_owned()),
+        role: Some("authenticated".into()),
+        exp: now + ttl.as_secs() as i64,
+        iat: Some(now),
+        aud: Some(serde_json::Value::String("authenticated".into())),
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.expose().as_bytes()),
+    )
+    .expect("HS256 signing with an in-memory secret cannot fail")
+}
+
+/// Development mode's secret: generated once and kept in `path`, so restarts
+/// and `ochat token` agree on it.
+pub fn development_secret(path: &Path) -> std::io::Result<Secret> {
+    match std::fs::read_to_string(path) {
+        Ok(existing) if existing.trim().len() >= 32 => return Ok(Secret::new(existing.trim())),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let bytes: [u8; 32] = rand::random();
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    write_private(path, &secret)?;
+    Ok(Secret::new(secret))
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(contents.as_bytes())
+}

@@ -1,0 +1,162 @@
+//! The one error type clients see, and its mappings to HTTP responses and
+//! WebSocket `error` frames.
+//!
+//! Internal details (SQL errors, Redis errors) are logged where they happen
+//! and never copied into a client-facing message.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Machine-readable error codes, exactly as they appear on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidJson,
+    UnknownType,
+    InvalidField,
+    ContentEmpty,
+    ContentTooLong,
+    RecipientNotFound,
+    NotFound,
+    Forbidden,
+    RateLimited,
+    Unavailable,
+    Internal,
+    /// REST only: no or invalid token (the socket is refused before upgrade).
+    Unauthorized,
+    /// REST only: request body above `MAX_BODY_BYTES`.
+    PayloadTooLarge,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 13] = [
+        Self::InvalidJson,
+        Self::UnknownType,
+        Self::InvalidField,
+        Self::ContentEmpty,
+        Self::ContentTooLong,
+        Self::RecipientNotFound,
+        Self::NotFound,
+        Self::Forbidden,
+        Self::RateLimited,
+        Self::Unavailable,
+        Self::Internal,
+        Self::Unauthorized,
+        Self::PayloadTooLarge,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidJson => "invalid_json",
+            Self::UnknownType => "unknown_type",
+            Self::InvalidField => "invalid_field",
+            Self::ContentEmpty => "content_empty",
+            Self::ContentTooLong => "content_too_long",
+            Self::RecipientNotFound => "recipient_not_found",
+            Self::NotFound => "not_found",
+            Self::Forbidden => "forbidden",
+            Self::RateLimited => "rate_limited",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+            Self::Unauthorized => "unauthorized",
+            Self::PayloadTooLarge => "payload_too_large",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::InvalidJson
+            | Self::UnknownType
+            | Self::InvalidField
+            | Self::ContentEmpty
+            | Self::ContentTooLong => StatusCode::BAD_REQUEST,
+            Self::RecipientNotFound | Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        }
+    }
+}
+
+/// An error a client may see: a code and a human sentence.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn invalid_field(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidField, message)
+    }
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthorized, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+    pub fn unavailable() -> Self {
+        Self::new(
+            ErrorCode::Unavailable,
+            "storage is unavailable; nothing was stored, retry",
+        )
+    }
+    pub fn internal() -> Self {
+        Self::new(ErrorCode::Internal, "internal error")
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: ErrorCode,
+    message: &'a str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: &self.message,
+            },
+        };
+        (self.code.status(), Json(body)).into_response()
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(err: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
+        match err {
+            StoreError::Unavailable(e) => {
+                tracing::warn!(error = %e, "storage unavailable");
+                Self::unavailable()
+            }
+            StoreError::NotFound(what) => Self::not_found(what),
+            StoreError::Conflict(what) => Self::new(ErrorCode::Forbidden, what),
+            StoreError::Internal(e) => {
+                tracing::error!(error = %e, "storage error");
+                Self::internal()
+            }
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! ochat: a horizontally scalable real-time chat backend.
+//!
+//! A map of the crate:
+//! - [`config`]: typed settings from the environment.
+//! - [`app`]: builds a node (storage, bus, presence, router) and runs it.
+//! - [`auth`]: Supabase-compatible JWT verification, the `AuthUser` extractor.
+//! - [`protocol`]: WebSocket frames on the wire.
+//! - [`ws`]: the WebSocket upgrade, session loop and the node's session hub.
+//! - [`http`]: the REST API.
+//! - [`chat`]: the domain operations both HTTP and WebSocket call.
+//! - [`bus`]: per-user event channels (in-process or Redis).
+//! - [`presence`]: who is online (in-process or Redis).
+//! - [`store`]: history and users (Postgres or SQLite); all SQL lives here.
+//! - [`metrics`]: Prometheus metric names and recording.
+//! - [`error`]: the client-facing error and its mappings.
+
+pub mod app;
+pub mod auth;
+pub mod bus;
+pub mod chat;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod presence;
+pub mod protocol;
+pub mod store;
+pub mod telemetry;
+pub mod ws;
+
+pub use app::Application;
+pub use config::Config;

@@ -1,0 +1,125 @@
+//! Prometheus metrics: names live here as constants, recorded through the
+//! `metrics` facade and rendered on the separate `METRICS_PORT` listener.
+//!
+//! Labels are bounded: route templates (never raw paths), frame types, close
+//! reasons and operation names. No user ids.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const BUILD_INFO: &str = "ochat_build_info";
+pub const CONNECTIONS: &str = "ochat_connections";
+pub const SESSIONS: &str = "ochat_sessions";
+pub const CONNECTS: &str = "ochat_connects_total";
+pub const DISCONNECTS: &str = "ochat_disconnects_total";
+pub const FRAMES_IN: &str = "ochat_frames_in_total";
+pub const FRAMES_OUT: &str = "ochat_frames_out_total";
+pub const MESSAGES_SENT: &str = "ochat_messages_sent_total";
+pub const MESSAGES_DELIVERED: &str = "ochat_messages_delivered_total";
+pub const DELIVERY_LATENCY: &str = "ochat_delivery_latency_seconds";
+pub const DB_LATENCY: &str = "ochat_db_operation_seconds";
+pub const DB_ERRORS: &str = "ochat_db_errors_total";
+pub const REDIS_LATENCY: &str = "ochat_redis_operation_seconds";
+pub const REDIS_ERRORS: &str = "ochat_redis_errors_total";
+pub const REDIS_RECONNECTS: &str = "ochat_redis_reconnects_total";
+pub const RATE_LIMITED: &str = "ochat_rate_limited_total";
+pub const SLOW_CONSUMERS: &str = "ochat_slow_consumer_disconnects_total";
+pub const AUTH_FAILURES: &str = "ochat_auth_failures_total";
+pub const HTTP_REQUESTS: &str = "ochat_http_requests_total";
+pub const HTTP_LATENCY: &str = "ochat_http_request_seconds";
+
+/// 0.5 ms to 5 s: fine enough to tell a 1 ms delivery from a 2 ms one.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder once; later calls (several in-process
+/// nodes in tests) share it.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .expect("buckets are non-empty")
+                .install_recorder()
+                .expect("no other metrics recorder is installed")
+        })
+        .clone()
+}
+
+pub fn build_info(node_id: &str) {
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "node_id" => node_id.to_owned()).set(1.0);
+}
+
+pub fn auth_failure(reason: &'static str) {
+    counter!(AUTH_FAILURES, "reason" => reason).increment(1);
+}
+
+pub fn db_operation(op: &'static str, took: Duration, ok: bool) {
+    histogram!(DB_LATENCY, "op" => op).record(took.as_secs_f64());
+    if !ok {
+        counter!(DB_ERRORS, "op" => op).increment(1);
+    }
+}
+
+pub fn redis_operation(op: &'static str, took: Duration, ok: bool) {
+    histogram!(REDIS_LATENCY, "op" => op).record(took.as_secs_f64());
+    if !ok {
+        counter!(REDIS_ERRORS, "op" => op).increment(1);
+    }
+}
+
+pub fn redis_reconnect() {
+    counter!(REDIS_RECONNECTS).increment(1);
+}
+
+pub fn http_request(route: String, method: String, status: u16, took: Duration) {
+    counter!(HTTP_REQUESTS, "route" => route.clone(), "method" => method, "status" => status.to_string())
+        .increment(1);
+    histogram!(HTTP_LATENCY, "route" => route).record(took.as_secs_f64());
+}
+
+pub fn connection_opened() {
+    gauge!(CONNECTIONS).increment(1.0);
+    counter!(CONNECTS).increment(1);
+}
+
+pub fn connection_closed(reason: &'static str) {
+    gauge!(CONNECTIONS).decrement(1.0);
+    counter!(DISCONNECTS, "reason" => reason).increment(1);
+}
+
+pub fn sessions(delta: f64) {
+    gauge!(SESSIONS).increment(delta);
+}
+
+pub fn frame_in(kind: &'static str) {
+    counter!(FRAMES_IN, "type" => kind).increment(1);
+}
+
+pub fn frame_out(kind: &'static str) {
+    counter!(FRAMES_OUT, "type" => kind).increment(1);
+}
+
+pub fn message_sent() {
+    counter!(MESSAGES_SENT).increment(1);
+}
+
+pub fn message_delivered(latency: Duration) {
+    counter!(MESSAGES_DELIVERED).increment(1);
+    histogram!(DELIVERY_LATENCY).record(latency.as_secs_f64());
+}
+
+pub fn rate_limited(kind: &'static str) {
+    counter!(RATE_LIMITED, "type" => kind).increment(1);
+}
+
+pub fn slow_consumer() {
+    counter!(SLOW_CONSUMERS).increment(1);
+}

@@ -1,0 +1,265 @@
+//! WebSocket wire types: the seed's frames plus DESIGN.md's additions.
+//! Only (de)serialisation lives here; meaning lives in `chat`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::{ApiError, ErrorCode};
+use crate::store::Message;
+
+/// Frames a client sends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientFrame {
+    Message(SendFrame),
+    Ping,
+    MarkRead { message_id: Uuid },
+    Typing { to: Uuid, is_typing: bool },
+    Sync { since: Option<Uuid>, limit: Option<u32> },
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SendFrame {
+    pub to: Uuid,
+    pub content: String,
+    #[serde(default)]
+    pub client_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct MarkReadFrame {
+    message_id: Uuid,
+}
+
+#[derive(Deserialize)]
+struct TypingFrame {
+    to: Uuid,
+    is_typing: bool,
+}
+
+#[derive(Deserialize)]
+struct SyncFrame {
+    #[serde(default)]
+    since: Option<Uuid>,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+/// A frame that could not be read, with the `client_id` it carried (if any)
+/// so the client can match the error to what it sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError {
+    pub error: ApiError,
+    pub client_id: Option<String>,
+}
+
+impl ClientFrame {
+    /// Bounded label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Message(_) => "message",
+            Self::Ping => "ping",
+            Self::MarkRead { .. } => "mark_read",
+            Self::Typing { .. } => "typing",
+            Self::Sync { .. } => "sync",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, FrameError> {
+        let value: Value = serde_json::from_str(text).map_err(|e| FrameError {
+            error: ApiError::new(ErrorCode::InvalidJson, format!("frame is not valid JSON: {e}")),
+            client_id: None,
+        })?;
+        let client_id = value
+            .get("client_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let fail = |code: ErrorCode, message: String| FrameError {
+            error: ApiError::new(code, message),
+            client_id: client_id.clone(),
+        };
+        let kind = match value.get("type") {
+            Some(Value::String(kind)) => kind.clone(),
+            Some(_) => return Err(fail(ErrorCode::InvalidField, "`type` must be a string".into())),
+            None if value.is_object() => {
+                return Err(fail(ErrorCode::InvalidField, "missing field `type`".into()));
+            }
+            None => return Err(fail(ErrorCode::InvalidJson, "frame must be a JSON object".into())),
+        };
+        let field = |e: serde_json::Error| fail(ErrorCode::InvalidField, format!("invalid `{kind}` frame: {e}"));
+        match kind.as_str() {
+            "message" => Ok(Self::Message(serde_json::from_value(value.clone()).map_err(field)?)),
+            "ping" => Ok(Self::Ping),
+            "mark_read" => {
+                let f: MarkReadFrame = serde_json::from_value(value.clone()).map_err(field)?;
+                Ok(Self::MarkRead { message_id: f.message_id })
+            }
+            "typing" => {
+                let f: TypingFrame = serde_json::from_value(value.clone()).map_err(field)?;
+                Ok(Self::Typing { to: f.to, is_typing: f.is_typing })
+            }
+            "sync" => {
+                let f: SyncFrame = serde_json::from_value(value.clone()).map_err(field)?;
+                Ok(Self::Sync { since: f.since, limit: f.limit })
+            }
+            other => Err(fail(ErrorCode::UnknownType, format!("unknown frame type {other:?}"))),
+        }
+    }
+}
+
+/// A message as the WebSocket shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageFrame {
+    pub id: Uuid,
+    pub from: Uuid,
+    pub to: Uuid,
+    pub content: String,
+    pub timestamp: DateTime<Utc>,
+}
+
+impl From<&Message> for MessageFrame {
+    fn from(m: &Message) -> Self {
+        Self {
+            id: m.id,
+            from: m.sender_id,
+            to: m.receiver_id,
+            content: m.content.clone(),
+            timestamp: m.created_at,
+        }
+    }
+}
+
+/// Frames the server sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    Message(MessageFrame),
+    Ack {
+        client_id: Option<String>,
+        id: Uuid,
+        timestamp: DateTime<Utc>,
+    },
+    Pong,
+    Error {
+        message: String,
+        code: ErrorCode,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+    },
+    UserOnline {
+        user_id: Uuid,
+    },
+    UserOffline {
+        user_id: Uuid,
+    },
+    Typing {
+        from: Uuid,
+        is_typing: bool,
+    },
+    ReadReceipt {
+        message_id: Uuid,
+        read_by: Uuid,
+    },
+    Sync {
+        messages: Vec<MessageFrame>,
+        has_more: bool,
+    },
+}
+
+impl ServerFrame {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Message(_) => "message",
+            Self::Ack { .. } => "ack",
+            Self::Pong => "pong",
+            Self::Error { .. } => "error",
+            Self::UserOnline { .. } => "user_online",
+            Self::UserOffline { .. } => "user_offline",
+            Self::Typing { .. } => "typing",
+            Self::ReadReceipt { .. } => "read_receipt",
+            Self::Sync { .. } => "sync",
+        }
+    }
+
+    pub fn error(err: ApiError, client_id: Option<String>) -> Self {
+        Self::Error {
+            message: err.message,
+            code: err.code,
+            client_id,
+        }
+    }
+
+    /// The JSON text, produced once and shared by every recipient.
+    pub fn to_json(&self) -> bytes::Bytes {
+        bytes::Bytes::from(serde_json::to_vec(self).expect("server frames always serialise"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorCode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        ErrorCode::ALL
+            .iter()
+            .copied()
+            .find(|c| c.as_str() == raw)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown error code {raw:?}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn seed_frames_parse_exactly_as_shown() {
+        let to = Uuid::now_v7();
+        let frame = ClientFrame::parse(&json!({"type":"message","to":to,"content":"Hello, world!"}).to_string());
+        assert_eq!(
+            frame.unwrap(),
+            ClientFrame::Message(SendFrame { to, content: "Hello, world!".into(), client_id: None })
+        );
+        assert_eq!(ClientFrame::parse(r#"{"type":"ping"}"#).unwrap(), ClientFrame::Ping);
+        let frame = ClientFrame::parse(&json!({"type":"typing","to":to,"is_typing":true}).to_string());
+        assert_eq!(frame.unwrap(), ClientFrame::Typing { to, is_typing: true });
+    }
+
+    #[test]
+    fn bad_frames_get_precise_codes() {
+        let cases = [
+            ("{not json", ErrorCode::InvalidJson),
+            ("[1,2]", ErrorCode::InvalidJson),
+            (r#"{"type":"dance"}"#, ErrorCode::UnknownType),
+            (r#"{"to":"x"}"#, ErrorCode::InvalidField),
+            (r#"{"type":"message","to":"not-a-uuid","content":"x"}"#, ErrorCode::InvalidField),
+            (r#"{"type":"typing","to":"0190b6a0-0000-7000-8000-000000000000","is_typing":"yes"}"#, ErrorCode::InvalidField),
+        ];
+        for (text, code) in cases {
+            let err = ClientFrame::parse(text).expect_err(text);
+            assert_eq!(err.error.code, code, "{text}: {}", err.error.message);
+        }
+    }
+
+    #[test]
+    fn errors_echo_the_client_id() {
+        let err = ClientFrame::parse(r#"{"type":"message","client_id":"c1","content":"x"}"#).unwrap_err();
+        assert_eq!(err.client_id.as_deref(), Some("c1"));
+    }
+
+    #[test]
+    fn server_frames_have_the_seed_shape() {
+        let id = Uuid::nil();
+        let read = ServerFrame::ReadReceipt { message_id: id, read_by: id };
+        assert_eq!(
+            serde_json::to_value(&read).unwrap(),
+            json!({"type":"read_receipt","message_id":id,"read_by":id})
+        );
+        assert_eq!(serde_json::to_value(ServerFrame::Pong).unwrap(), json!({"type":"pong"}));
+        let err = ServerFrame::error(ApiError::new(ErrorCode::ContentEmpty, "empty"), None);
+        assert_eq!(
+            serde_json::to_value(&err).unwrap(),
+            json!({"type":"error","message":"empty","code":"content_empty"})
+        );
+    }
+}

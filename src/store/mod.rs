@@ -1,0 +1,436 @@
+//! History and users: one trait, two implementations.
+//!
+//! [`postgres::PgStore`] is the production path; [`sqlite::SqliteStore`] is
+//! the embedded default. All SQL lives under this module. Both run the same
+//! contract suite (`tests/api/store_contract.rs`).
+//!
+//! Ordering rule that keeps `sync` gap-free: every message carries a
+//! per-user sequence number for its sender (`sender_seq`) and its receiver
+//! (`receiver_seq`). A writer takes the row locks of both users (in id order,
+//! so writers never deadlock) before handing out the next numbers and holds
+//! them until commit. Two transactions that touch the same user are therefore
+//! serialised, and a user's sequence numbers become visible in the order they
+//! were handed out: a reader that saw number `n` can never later find a
+//! committed `n - 1` it missed.
+
+pub mod postgres;
+pub mod sqlite;
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+/// What went wrong below the domain layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached; nothing was written.
+    #[error("database unavailable: {0}")]
+    Unavailable(sqlx::Error),
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(&'static str),
+    #[error("database error: {0}")]
+    Internal(sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_) => Self::Unavailable(err),
+            sqlx::Error::Database(ref db) if is_unavailable_code(db.code().as_deref()) => {
+                Self::Unavailable(err)
+            }
+            other => Self::Internal(other),
+        }
+    }
+}
+
+/// Postgres classes 08 (connection), 53 (resources), 57P (shutdown) and
+/// SQLite's BUSY/LOCKED mean "try again later", not "your input is wrong".
+fn is_unavailable_code(code: Option<&str>) -> bool {
+    match code {
+        Some(c) => c.starts_with("08") || c.starts_with("53") || c.starts_with("57P") || c == "5" || c == "6",
+        None => false,
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A timestamp at the precision both databases store (microseconds), so the
+/// time in an `ack` equals the time read back later.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// The stable id of the conversation between two users, whichever way round.
+pub fn conversation_id(a: Uuid, b: Uuid) -> Uuid {
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    let mut name = [0u8; 32];
+    name[..16].copy_from_slice(lo.as_bytes());
+    name[16..].copy_from_slice(hi.as_bytes());
+    Uuid::new_v5(&CONVERSATION_NAMESPACE, &name)
+}
+
+const CONVERSATION_NAMESPACE: Uuid = Uuid::from_u128(0x6f63_6861_7400_4000_8000_636f_6e76_6572);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub username: Option<String>,
+    pub avatar_url: Option<String>,
+    pub is_online: bool,
+    pub last_seen: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A profile change: `None` keeps a field, `Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct ProfilePatch {
+    pub username: Option<Option<String>>,
+    pub avatar_url: Option<Option<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageType {
+    Text,
+    Image,
+    File,
+    System,
+}
+
+impl MessageType {
+    fn parse(raw: &str) -> Self {
+        match raw {
+            "image" => Self::Image,
+            "file" => Self::File,
+            "system" => Self::System,
+            _ => Self::Text,
+        }
+    }
+}
+
+/// A stored message, serialised with the columns of the seed's table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Message {
+    pub id: Uuid,
+    pub sender_id: Uuid,
+    pub receiver_id: Uuid,
+    pub content: String,
+    pub message_type: MessageType,
+    pub is_read: bool,
+    pub read_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The sender's idempotency key; private to the sender, so not serialised.
+    #[serde(skip)]
+    pub client_id: Option<String>,
+}
+
+/// A message about to be written. The id and time are chosen by the caller.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: Uuid,
+    pub sender_id: Uuid,
+    pub receiver_id: Uuid,
+    pub content: String,
+    pub client_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What happened to one message of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InsertOutcome {
+    Created(Message),
+    /// The sender already stored a message with this `client_id`.
+    Duplicate(Message),
+    RecipientNotFound,
+    SenderNotFound,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub has_more: bool,
+}
+
+impl<T> Page<T> {
+    /// Builds a page from up to `limit + 1` rows: the extra row only says
+    /// there is more.
+    fn from_overfetch(mut items: Vec<T>, limit: u32) -> Self {
+        let has_more = items.len() > limit as usize;
+        items.truncate(limit as usize);
+        Self { items, has_more }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConversationSummary {
+    pub user_id: Uuid,
+    pub username: Option<String>,
+    pub avatar_url: Option<String>,
+    pub last_message: Message,
+    pub unread_count: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    pub total_sent: i64,
+    pub total_received: i64,
+    pub unread: i64,
+    pub conversations: i64,
+}
+
+/// A message that just turned read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadMark {
+    pub message_id: Uuid,
+    pub sender_id: Uuid,
+}
+
+/// A search: whole words, case-insensitive, all of them must match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchWords(Vec<String>);
+
+impl SearchWords {
+    pub const MAX_WORDS: usize = 16;
+
+    /// Splits on anything that is not a letter or digit. `None` when no word
+    /// is left.
+    pub fn parse(query: &str) -> Option<Self> {
+        let words: Vec<String> = query
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .take(Self::MAX_WORDS)
+            .map(|w| w.chars().take(64).collect::<String>().to_lowercase())
+            .collect();
+        (!words.is_empty()).then_some(Self(words))
+    }
+
+    pub fn words(&self) -> &[String] {
+        &self.0
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Cheap round trip for readiness.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Creates the user on first sight; refreshes the email when it changed.
+    async fn upsert_user(&self, id: Uuid, email: &str) -> StoreResult<()>;
+    async fn user(&self, id: Uuid) -> StoreResult<Option<User>>;
+    async fn update_profile(&self, id: Uuid, patch: &ProfilePatch) -> StoreResult<Option<User>>;
+    /// Records a presence transition (`last_seen` is set to `at`).
+    async fn set_presence(&self, id: Uuid, online: bool, at: DateTime<Utc>) -> StoreResult<()>;
+    /// Everyone who shares a conversation with `id`.
+    async fn contacts(&self, id: Uuid) -> StoreResult<Vec<Uuid>>;
+    /// Whether `a` and `b` share a conversation.
+    async fn is_contact(&self, a: Uuid, b: Uuid) -> StoreResult<bool>;
+
+    /// Writes a batch in one transaction; outcomes are in input order.
+    /// Idempotent per `(sender_id, client_id)`.
+    async fn insert_messages(&self, batch: &[NewMessage]) -> StoreResult<Vec<InsertOutcome>>;
+    async fn message(&self, id: Uuid) -> StoreResult<Option<Message>>;
+    /// Marks read only messages `reader` received and had not read yet.
+    async fn mark_read(&self, reader: Uuid, ids: &[Uuid], at: DateTime<Utc>) -> StoreResult<Vec<ReadMark>>;
+
+    /// One page of the conversation between `me` and `peer`, oldest first,
+    /// strictly before `before` (a message id) when given.
+    async fn conversation(&self, me: Uuid, peer: Uuid, before: Option<Uuid>, limit: u32) -> StoreResult<Page<Message>>;
+    /// `me`'s conversations, most recent first.
+    async fn conversations(&self, me: Uuid, limit: u32) -> StoreResult<Vec<ConversationSummary>>;
+    /// `me`'s messages (sent or received) containing every word, newest first.
+    async fn search(&self, me: Uuid, words: &SearchWords, limit: u32) -> StoreResult<Vec<Message>>;
+    async fn stats(&self, me: Uuid) -> StoreResult<Stats>;
+    /// Every message to or from `me` after `since`, in `me`'s commit order.
+    /// `since` must be a message `me` sent or received.
+    async fn sync(&self, me: Uuid, since: Option<Uuid>, limit: u32) -> StoreResult<Page<Message>>;
+}
+
+/// The rows a batch will write, worked out from the users' current sequence
+/// numbers and the duplicates already stored. Shared by both backends so the
+/// idempotency and numbering rules exist once.
+struct BatchPlan {
+    outcomes: Vec<InsertOutcome>,
+    rows: Vec<PlannedRow>,
+    /// New `msg_seq` per user touched.
+    seqs: HashMap<Uuid, i64>,
+    /// Latest message per conversation in this batch: (conversation, a, b, message id, time).
+    conversations: Vec<(Uuid, Uuid, Uuid, Uuid, DateTime<Utc>)>,
+}
+
+struct PlannedRow {
+    message: Message,
+    conversation_id: Uuid,
+    sender_seq: i64,
+    receiver_seq: i64,
+}
+
+impl BatchPlan {
+    fn new(
+        batch: &[NewMessage],
+        mut seqs: HashMap<Uuid, i64>,
+        stored: &HashMap<(Uuid, String), Message>,
+    ) -> Self {
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut rows: Vec<PlannedRow> = Vec::with_capacity(batch.len());
+        // (sender, client_id) -> index in `rows`, for repeats inside one batch.
+        let mut in_batch: HashMap<(Uuid, &str), usize> = HashMap::new();
+        let mut conversations: HashMap<Uuid, (Uuid, Uuid, Uuid, DateTime<Utc>)> = HashMap::new();
+
+        for new in batch {
+            if !seqs.contains_key(&new.sender_id) {
+                outcomes.push(InsertOutcome::SenderNotFound);
+                continue;
+            }
+            if !seqs.contains_key(&new.receiver_id) {
+                outcomes.push(InsertOutcome::RecipientNotFound);
+                continue;
+            }
+            if let Some(client_id) = &new.client_id {
+                if let Some(existing) = stored.get(&(new.sender_id, client_id.clone())) {
+                    outcomes.push(InsertOutcome::Duplicate(existing.clone()));
+                    continue;
+                }
+                if let Some(&row) = in_batch.get(&(new.sender_id, client_id.as_str())) {
+                    outcomes.push(InsertOutcome::Duplicate(rows[row].message.clone()));
+                    continue;
+                }
+                in_batch.insert((new.sender_id, client_id.as_str()), rows.len());
+            }
+            let mut next = |user: Uuid| {
+                let seq = seqs.get_mut(&user).expect("checked above");
+                *seq += 1;
+                *seq
+            };
+            let sender_seq = next(new.sender_id);
+            let receiver_seq = next(new.receiver_id);
+            let message = Message {
+                id: new.id,
+                sender_id: new.sender_id,
+                receiver_id: new.receiver_id,
+                content: new.content.clone(),
+                message_type: MessageType::Text,
+                is_read: false,
+                read_at: None,
+                created_at: new.created_at,
+                updated_at: new.created_at,
+                client_id: new.client_id.clone(),
+            };
+            let conversation = conversation_id(new.sender_id, new.receiver_id);
+            let (a, b) = if new.sender_id <= new.receiver_id {
+                (new.sender_id, new.receiver_id)
+            } else {
+                (new.receiver_id, new.sender_id)
+            };
+            conversations.insert(conversation, (a, b, new.id, new.created_at));
+            outcomes.push(InsertOutcome::Created(message.clone()));
+            rows.push(PlannedRow {
+                message,
+                conversation_id: conversation,
+                sender_seq,
+                receiver_seq,
+            });
+        }
+        Self {
+            outcomes,
+            rows,
+            seqs,
+            conversations: conversations
+                .into_iter()
+                .map(|(id, (a, b, m, at))| (id, a, b, m, at))
+                .collect(),
+        }
+    }
+}
+
+/// Users a batch touches, sorted so every writer locks them in one order.
+fn users_of(batch: &[NewMessage]) -> Vec<Uuid> {
+    let mut ids: Vec<Uuid> = batch
+        .iter()
+        .flat_map(|m| [m.sender_id, m.receiver_id])
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conversation_id_ignores_direction() {
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        assert_eq!(conversation_id(a, b), conversation_id(b, a));
+        assert_ne!(conversation_id(a, b), conversation_id(a, Uuid::now_v7()));
+    }
+
+    #[test]
+    fn search_words_split_and_lowercase() {
+        let words = SearchWords::parse("Hello, WORLD! héllo_x").unwrap();
+        assert_eq!(words.words(), ["hello", "world", "héllo", "x"]);
+        assert_eq!(SearchWords::parse("  ,.;  "), None);
+    }
+
+    #[test]
+    fn a_batch_numbers_each_user_in_order_and_folds_repeats() {
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let new = |client_id: &str| NewMessage {
+            id: Uuid::now_v7(),
+            sender_id: a,
+            receiver_id: b,
+            content: "hi".into(),
+            client_id: Some(client_id.into()),
+            created_at: now(),
+        };
+        let batch = [new("1"), new("2"), new("1")];
+        let plan = BatchPlan::new(&batch, HashMap::from([(a, 5), (b, 9)]), &HashMap::new());
+        assert_eq!(plan.rows.len(), 2);
+        assert_eq!((plan.rows[0].sender_seq, plan.rows[0].receiver_seq), (6, 10));
+        assert_eq!((plan.rows[1].sender_seq, plan.rows[1].receiver_seq), (7, 11));
+        assert_eq!(plan.outcomes[2], InsertOutcome::Duplicate(plan.rows[0].message.clone()));
+        assert_eq!(plan.seqs[&a], 7);
+    }
+}
+
+/// Opens the configured store and applies its migrations.
+pub async fn open(config: &crate::config::Config) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+    use anyhow::Context;
+    match &config.database {
+        crate::config::DatabaseConfig::Postgres(url) => {
+            let store = postgres::PgStore::connect_lazy(url.expose(), config.db_max_connections)
+                .context("Failed to configure the Postgres pool")?;
+            store.migrate().await.context("Failed to migrate Postgres")?;
+            Ok(std::sync::Arc::new(store))
+        }
+        crate::config::DatabaseConfig::Sqlite(path) => {
+            let store = sqlite::SqliteStore::open(path)
+                .await
+                .with_context(|| format!("Failed to open SQLite database {}", path.display()))?;
+            store.migrate().await.context("Failed to migrate SQLite")?;
+            Ok(std::sync::Arc::new(store))
+        }
+    }
+}
+
+impl crate::config::DatabaseConfig {
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Postgres(_) => "postgres".into(),
+            Self::Sqlite(path) => format!("sqlite ({})", path.display()),
+        }
+    }
+}

@@ -1,0 +1,446 @@
+//! The embedded default store: one SQLite file in WAL mode.
+//!
+//! Writers take the database write lock up front (`BEGIN IMMEDIATE`), which
+//! plays the part of Postgres' row locks: writes are serialised, so sequence
+//! numbers commit in the order they are handed out.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{FromRow, QueryBuilder, Sqlite};
+use uuid::Uuid;
+
+use super::*;
+
+macro_rules! message_columns {
+    () => {
+        "m.id, m.sender_id, m.receiver_id, m.content, m.message_type, \
+         m.is_read, m.read_at, m.created_at, m.updated_at, m.client_id"
+    };
+}
+
+#[derive(FromRow)]
+struct MessageRow {
+    id: Uuid,
+    sender_id: Uuid,
+    receiver_id: Uuid,
+    content: String,
+    message_type: String,
+    is_read: bool,
+    read_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    client_id: Option<String>,
+}
+
+impl From<MessageRow> for Message {
+    fn from(r: MessageRow) -> Self {
+        Message {
+            id: r.id,
+            sender_id: r.sender_id,
+            receiver_id: r.receiver_id,
+            content: r.content,
+            message_type: MessageType::parse(&r.message_type),
+            is_read: r.is_read,
+            read_at: r.read_at,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            client_id: r.client_id,
+        }
+    }
+}
+
+#[derive(FromRow)]
+struct UserRow {
+    id: Uuid,
+    email: String,
+    username: Option<String>,
+    avatar_url: Option<String>,
+    is_online: bool,
+    last_seen: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<UserRow> for User {
+    fn from(r: UserRow) -> Self {
+        User {
+            id: r.id,
+            email: r.email,
+            username: r.username,
+            avatar_url: r.avatar_url,
+            is_online: r.is_online,
+            last_seen: r.last_seen,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+const USER_COLUMNS: &str =
+    "id, email, username, avatar_url, is_online, last_seen, created_at, updated_at";
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: an acknowledged message survives power loss, not only a crash.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        sqlx::migrate!("./migrations/sqlite").run(&self.pool).await
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn upsert_user(&self, id: Uuid, email: &str) -> StoreResult<()> {
+        let now = now();
+        let result = sqlx::query(
+            "INSERT INTO users (id, email, last_seen, created_at, updated_at) VALUES (?1, ?2, ?3, ?3, ?3)
+             ON CONFLICT (id) DO UPDATE SET email = excluded.email, updated_at = excluded.updated_at
+             WHERE users.email <> excluded.email",
+        )
+        .bind(id)
+        .bind(email)
+        .bind(now)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Err(
+                StoreError::Conflict("this email already belongs to another user"),
+            ),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn user(&self, id: Uuid) -> StoreResult<Option<User>> {
+        let row: Option<UserRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE id = ?1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn update_profile(&self, id: Uuid, patch: &ProfilePatch) -> StoreResult<Option<User>> {
+        let row: Option<UserRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "UPDATE users SET
+                username = CASE WHEN ?2 THEN ?3 ELSE username END,
+                avatar_url = CASE WHEN ?4 THEN ?5 ELSE avatar_url END,
+                updated_at = ?6
+             WHERE id = ?1 RETURNING {USER_COLUMNS}"
+        )))
+        .bind(id)
+        .bind(patch.username.is_some())
+        .bind(patch.username.clone().flatten())
+        .bind(patch.avatar_url.is_some())
+        .bind(patch.avatar_url.clone().flatten())
+        .bind(now())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn set_presence(&self, id: Uuid, online: bool, at: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query("UPDATE users SET is_online = ?2, last_seen = ?3 WHERE id = ?1")
+            .bind(id)
+            .bind(online)
+            .bind(at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn contacts(&self, id: Uuid) -> StoreResult<Vec<Uuid>> {
+        let ids = sqlx::query_scalar(
+            "SELECT user_b FROM conversations WHERE user_a = ?1
+             UNION ALL
+             SELECT user_a FROM conversations WHERE user_b = ?1",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids)
+    }
+
+    async fn is_contact(&self, a: Uuid, b: Uuid) -> StoreResult<bool> {
+        let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM conversations WHERE id = ?1")
+            .bind(conversation_id(a, b))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(found.is_some())
+    }
+
+    async fn insert_messages(&self, batch: &[NewMessage]) -> StoreResult<Vec<InsertOutcome>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+
+        let users = users_of(batch);
+        let mut query: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT id, msg_seq FROM users WHERE id IN (");
+        let mut list = query.separated(", ");
+        for id in &users {
+            list.push_bind(*id);
+        }
+        query.push(")");
+        let seqs: Vec<(Uuid, i64)> = query.build_query_as().fetch_all(&mut *tx).await?;
+
+        let mut stored = HashMap::new();
+        for new in batch {
+            let Some(client_id) = &new.client_id else { continue };
+            let row: Option<MessageRow> = sqlx::query_as(concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages m WHERE m.sender_id = ?1 AND m.client_id = ?2"
+            ))
+            .bind(new.sender_id)
+            .bind(client_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = row {
+                stored.insert((new.sender_id, client_id.clone()), row.into());
+            }
+        }
+
+        let plan = BatchPlan::new(batch, seqs.into_iter().collect(), &stored);
+        for row in &plan.rows {
+            let m = &row.message;
+            sqlx::query(
+                "INSERT INTO messages (id, sender_id, receiver_id, content, client_id,
+                    conversation_id, sender_seq, receiver_seq, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+            )
+            .bind(m.id)
+            .bind(m.sender_id)
+            .bind(m.receiver_id)
+            .bind(&m.content)
+            .bind(&m.client_id)
+            .bind(row.conversation_id)
+            .bind(row.sender_seq)
+            .bind(row.receiver_seq)
+            .bind(m.created_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !plan.rows.is_empty() {
+            for (id, seq) in &plan.seqs {
+                sqlx::query("UPDATE users SET msg_seq = ?2 WHERE id = ?1")
+                    .bind(*id)
+                    .bind(*seq)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for (id, a, b, message_id, at) in &plan.conversations {
+                sqlx::query(
+                    "INSERT INTO conversations (id, user_a, user_b, last_message_id, last_message_at, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+                     ON CONFLICT (id) DO UPDATE
+                       SET last_message_id = excluded.last_message_id,
+                           last_message_at = excluded.last_message_at
+                       WHERE conversations.last_message_id <= excluded.last_message_id",
+                )
+                .bind(*id)
+                .bind(*a)
+                .bind(*b)
+                .bind(*message_id)
+                .bind(*at)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(plan.outcomes)
+    }
+
+    async fn message(&self, id: Uuid) -> StoreResult<Option<Message>> {
+        let row: Option<MessageRow> =
+            sqlx::query_as(concat!("SELECT ", message_columns!(), " FROM messages m WHERE m.id = ?1"))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn mark_read(&self, reader: Uuid, ids: &[Uuid], at: DateTime<Utc>) -> StoreResult<Vec<ReadMark>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut query: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE messages SET is_read = 1, read_at = ");
+        query.push_bind(at);
+        query.push(", updated_at = ");
+        query.push_bind(at);
+        query.push(" WHERE receiver_id = ");
+        query.push_bind(reader);
+        query.push(" AND NOT is_read AND id IN (");
+        let mut list = query.separated(", ");
+        for id in ids {
+            list.push_bind(*id);
+        }
+        query.push(") RETURNING id, sender_id");
+        let rows: Vec<(Uuid, Uuid)> = query.build_query_as().fetch_all(&self.pool).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(message_id, sender_id)| ReadMark { message_id, sender_id })
+            .collect())
+    }
+
+    async fn conversation(&self, me: Uuid, peer: Uuid, before: Option<Uuid>, limit: u32) -> StoreResult<Page<Message>> {
+        let rows: Vec<MessageRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages m WHERE m.conversation_id = ?1 AND (?2 IS NULL OR m.id < ?2)
+              ORDER BY m.id DESC LIMIT ?3"
+        ))
+        .bind(conversation_id(me, peer))
+        .bind(before)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut page = Page::from_overfetch(rows.into_iter().map(Message::from).collect(), limit);
+        page.items.reverse();
+        Ok(page)
+    }
+
+    async fn conversations(&self, me: Uuid, limit: u32) -> StoreResult<Vec<ConversationSummary>> {
+        #[derive(FromRow)]
+        struct Row {
+            peer: Uuid,
+            username: Option<String>,
+            avatar_url: Option<String>,
+            unread: i64,
+            #[sqlx(flatten)]
+            message: MessageRow,
+        }
+        let rows: Vec<Row> = sqlx::query_as(concat!(
+            "SELECT c.peer, u.username, u.avatar_url,
+                (SELECT count(*) FROM messages x
+                  WHERE x.receiver_id = ?1 AND x.conversation_id = c.id AND NOT x.is_read) AS unread, ",
+            message_columns!(),
+            " FROM (SELECT id, user_b AS peer, last_message_id, last_message_at FROM conversations WHERE user_a = ?1
+                    UNION ALL
+                    SELECT id, user_a AS peer, last_message_id, last_message_at FROM conversations WHERE user_b = ?1) c
+              JOIN messages m ON m.id = c.last_message_id
+              JOIN users u ON u.id = c.peer
+              ORDER BY c.last_message_id DESC LIMIT ?2"
+        ))
+        .bind(me)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ConversationSummary {
+                user_id: r.peer,
+                username: r.username,
+                avatar_url: r.avatar_url,
+                last_message: r.message.into(),
+                unread_count: r.unread,
+            })
+            .collect())
+    }
+
+    async fn search(&self, me: Uuid, words: &SearchWords, limit: u32) -> StoreResult<Vec<Message>> {
+        // Each word becomes a quoted FTS5 string, so nothing a user types is
+        // read as query syntax; juxtaposed strings mean AND.
+        let fts_query = words
+            .words()
+            .iter()
+            .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let rows: Vec<MessageRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages_fts f JOIN messages m ON m.rowid = f.rowid
+              WHERE messages_fts MATCH ?2 AND (m.sender_id = ?1 OR m.receiver_id = ?1)
+              ORDER BY m.id DESC LIMIT ?3"
+        ))
+        .bind(me)
+        .bind(fts_query)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn stats(&self, me: Uuid) -> StoreResult<Stats> {
+        let (total_sent, total_received, unread, conversations): (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT
+                (SELECT count(*) FROM messages WHERE sender_id = ?1),
+                (SELECT count(*) FROM messages WHERE receiver_id = ?1),
+                (SELECT count(*) FROM messages WHERE receiver_id = ?1 AND NOT is_read),
+                (SELECT count(*) FROM conversations WHERE user_a = ?1 OR user_b = ?1)",
+        )
+        .bind(me)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Stats {
+            total_sent,
+            total_received,
+            unread,
+            conversations,
+        })
+    }
+
+    async fn sync(&self, me: Uuid, since: Option<Uuid>, limit: u32) -> StoreResult<Page<Message>> {
+        let after: i64 = match since {
+            None => 0,
+            Some(id) => sqlx::query_scalar(
+                "SELECT CASE WHEN sender_id = ?2 THEN sender_seq ELSE receiver_seq END
+                 FROM messages WHERE id = ?1 AND (sender_id = ?2 OR receiver_id = ?2)",
+            )
+            .bind(id)
+            .bind(me)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound("no message with that id is yours"))?,
+        };
+        let rows: Vec<MessageRow> = sqlx::query_as(concat!(
+            "SELECT * FROM (SELECT m.sender_seq AS my_seq, ",
+            message_columns!(),
+            " FROM messages m WHERE m.sender_id = ?1 AND m.sender_seq > ?2 ORDER BY m.sender_seq LIMIT ?3)
+              UNION ALL
+              SELECT * FROM (SELECT m.receiver_seq AS my_seq, ",
+            message_columns!(),
+            " FROM messages m WHERE m.receiver_id = ?1 AND m.receiver_seq > ?2 ORDER BY m.receiver_seq LIMIT ?3)
+              ORDER BY my_seq LIMIT ?3"
+        ))
+        .bind(me)
+        .bind(after)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Page::from_overfetch(rows.into_iter().map(Into::into).collect(), limit))
+    }
+}

@@ -1,0 +1,5 @@
+//! WebSocket: upgrade, per-connection session, and the node-local hub.
+
+pub mod hub;
+
+pub use hub::Hub;

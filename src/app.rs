@@ -79,9 +79,6 @@ pub fn development_secret_path(config: &Config) -> PathBuf {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        // reqwest (JWKS) needs a process-wide TLS provider; a second install
-        // (several nodes in one test process) is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let metrics = crate::metrics::install();
         crate::metrics::build_info(&config.node_id);
 

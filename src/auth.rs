@@ -205,6 +205,9 @@ pub struct Verifier {
 
 impl Verifier {
     pub fn new(config: &AuthConfig, secret: Option<&Secret>) -> Self {
+        // reqwest needs a process-wide TLS provider for https JWKS URLs; a
+        // second install (several nodes in one process) is a harmless no-op.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let jwks = config.jwks_url.as_ref().map(|url| JwksCache {
             url: url.clone(),
             client: reqwest::Client::builder()

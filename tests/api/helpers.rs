@@ -1,0 +1,284 @@
+//! Shared test plumbing: fresh databases, real servers on port 0, tokens.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ochat::store::Store;
+use ochat::{Application, Config};
+use serde_json::Value;
+use sqlx::Connection;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const TEST_SECRET: &str = "ochat-test-secret-that-is-long-enough-0123456789";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// Runs an `async fn(Backend)` test once per backend.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::helpers::Backend::Postgres).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::helpers::Backend::Sqlite).await
+            }
+        }
+    )*};
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database that exists for one test and is dropped after it. A test that
+/// cannot reach Postgres fails: the suite never skips a backend silently.
+pub struct TestDatabase {
+    pub url: String,
+    name: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Postgres => {
+                let name = format!("ochat_test_{}", Uuid::now_v7().simple());
+                let admin = postgres_admin_url();
+                let mut conn = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .unwrap_or_else(|e| panic!("Postgres must be reachable at {admin}: {e}"));
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create test database");
+                let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+                Self {
+                    url: format!("{base}/{name}"),
+                    name: Some(name),
+                    _dir: None,
+                }
+            }
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("ochat.db").display());
+                Self {
+                    url,
+                    name: None,
+                    _dir: Some(dir),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some(name) = self.name.take() else { return };
+        let admin = postgres_admin_url();
+        // Drop runs inside a test's runtime; a fresh one on its own thread
+        // can block on the cleanup without upsetting it.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A store on a fresh database, for the contract suite.
+pub async fn test_store(backend: Backend) -> (Arc<dyn Store>, TestDatabase) {
+    let db = TestDatabase::new(backend).await;
+    let config = Config::from_vars([("DATABASE_URL", db.url.as_str()), ("JWT_SECRET", TEST_SECRET)]).unwrap();
+    let store = ochat::store::open(&config).await.expect("open store");
+    (store, db)
+}
+
+/// A real node serving on a random port.
+pub struct TestApp {
+    pub port: u16,
+    pub metrics_port: Option<u16>,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub state: ochat::app::AppState,
+    pub stop: CancellationToken,
+    pub finished: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _db: Arc<TestDatabase>,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, &[]).await
+    }
+
+    pub async fn spawn_with(backend: Backend, env: &[(&str, &str)]) -> Self {
+        let db = Arc::new(TestDatabase::new(backend).await);
+        Self::spawn_on(db, env).await
+    }
+
+    /// Another node on the same database (multi-node tests).
+    pub async fn spawn_on(db: Arc<TestDatabase>, env: &[(&str, &str)]) -> Self {
+        let mut vars: Vec<(String, String)> = vec![
+            ("DATABASE_URL".into(), db.url.clone()),
+            ("JWT_SECRET".into(), TEST_SECRET.into()),
+            ("SERVER_PORT".into(), "0".into()),
+            ("METRICS_PORT".into(), "0".into()),
+            ("NODE_ID".into(), format!("test-{}", Uuid::now_v7().simple())),
+        ];
+        for (k, v) in env {
+            vars.retain(|(key, _)| key != k);
+            vars.push(((*k).into(), (*v).into()));
+        }
+        let config = Config::from_vars(vars).expect("test config");
+        let app = Application::build(config).await.expect("build app");
+        let port = app.port();
+        let metrics_port = app.metrics_port();
+        let state = app.state().clone();
+        let stop = CancellationToken::new();
+        let signal = stop.clone().cancelled_owned();
+        let finished = tokio::spawn(app.run_until_stopped(signal));
+        Self {
+            port,
+            metrics_port,
+            base: format!("http://127.0.0.1:{port}/api/v1"),
+            http: reqwest::Client::new(),
+            state,
+            stop,
+            finished: Some(finished),
+            _db: db,
+        }
+    }
+
+    pub fn database(&self) -> Arc<TestDatabase> {
+        self._db.clone()
+    }
+
+    /// A new user with a valid token, already known to the server.
+    pub async fn new_user(&self) -> TestUser {
+        let id = Uuid::now_v7();
+        let email = format!("{}@example.com", id.simple());
+        let token = token_for(id, &email);
+        let response = self.get("/users/me", &token).await;
+        assert_eq!(response.0, 200, "creating a user: {:?}", response.1);
+        TestUser { id, email, token }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        read(response).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        read(response).await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .patch(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        read(response).await
+    }
+
+    /// Sends a message through the domain layer (the WebSocket's path).
+    pub async fn send(&self, from: &TestUser, to: &TestUser, content: &str) -> ochat::store::Message {
+        self.state
+            .chat
+            .send(from.id, None, to.id, content, None)
+            .await
+            .expect("send")
+    }
+
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(handle) = self.finished.take() {
+            tokio::time::timeout(Duration::from_secs(30), handle)
+                .await
+                .expect("node stops within its grace period")
+                .expect("node task")
+                .expect("node result");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+pub async fn read(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: Uuid,
+    pub email: String,
+    pub token: String,
+}
+
+pub fn token_for(id: Uuid, email: &str) -> String {
+    ochat::auth::mint(
+        &ochat::config::Secret::new(TEST_SECRET),
+        id,
+        email,
+        Duration::from_secs(3600),
+    )
+}
+
+/// Polls until `check` holds or `timeout` passes; returns whether it held.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

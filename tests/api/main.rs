@@ -1,0 +1,7 @@
+//! Integration tests: real servers on random ports, against real Postgres
+//! (127.0.0.1:5432 unless `TEST_DATABASE_URL` says otherwise) and SQLite.
+
+mod auth;
+mod helpers;
+mod rest;
+mod store_contract;

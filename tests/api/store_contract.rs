@@ -1,0 +1,332 @@
+//! The store contract: every query behaves the same on Postgres and SQLite.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::Utc;
+use ochat::store::{
+    InsertOutcome, Message, NewMessage, ProfilePatch, SearchWords, Store, StoreError, now,
+};
+use uuid::Uuid;
+
+use crate::both_backends;
+use crate::helpers::{Backend, test_store};
+
+async fn user(store: &Arc<dyn Store>) -> Uuid {
+    let id = Uuid::now_v7();
+    store.upsert_user(id, &format!("{}@example.com", id.simple())).await.unwrap();
+    id
+}
+
+fn new_message(from: Uuid, to: Uuid, content: &str, client_id: Option<&str>) -> NewMessage {
+    NewMessage {
+        id: Uuid::now_v7(),
+        sender_id: from,
+        receiver_id: to,
+        content: content.into(),
+        client_id: client_id.map(str::to_owned),
+        created_at: now(),
+    }
+}
+
+async fn insert(store: &Arc<dyn Store>, from: Uuid, to: Uuid, content: &str) -> Message {
+    match store.insert_messages(&[new_message(from, to, content, None)]).await.unwrap().remove(0) {
+        InsertOutcome::Created(m) => m,
+        other => panic!("expected Created, got {other:?}"),
+    }
+}
+
+both_backends!(
+    users_are_upserted_and_patched,
+    an_email_cannot_move_to_another_user,
+    inserts_are_idempotent_per_sender_and_client_id,
+    unknown_recipients_are_reported_per_message,
+    conversation_pages_back_oldest_first,
+    conversations_list_most_recent_first_with_unread_counts,
+    search_sees_only_own_messages_by_whole_word,
+    stats_count_what_the_user_sees,
+    only_the_receiver_marks_read,
+    sync_pages_in_commit_order_and_checks_since,
+    sync_never_skips_under_concurrent_writers,
+    contacts_and_presence_are_recorded,
+);
+
+async fn users_are_upserted_and_patched(backend: Backend) {
+    let (store, _db) = test_store(backend).await;
+    let id = Uuid::now_v7();
+    store.upsert_user(id, "a@example.com").await.unwrap();
+    store.upsert_user(id, "a@example.com").await.unwrap();
+    store.upsert_user(id, "b@example.com").await.unwrap();
+    let user = store.user(id).await.unwrap().expect("user exists");
+    assert_eq!(user.email, "b@example.com");
+    assert_eq!(user.username, None);
+
+    let patch = ProfilePatch { username: Some(Some("alice".into())), avatar_url: Some(Some("https://x/a.png".into())) };
+    let user = store.update_profile(id, &patch).await.unwrap().unwrap();
+    assert_eq!((user.username.as_deref(), user.avatar_url.as_deref()), (Some("alice"), Some("https://x/a.png")));
+
+    let clear_avatar = ProfilePatch { username: None, avatar_url: Some(None) };
+    let user = store.update_profile(id, &clear_avatar).await.unwrap().unwrap();
+    assert_eq!((user.username.as_deref(), user.avatar_url), (Some("alice"), None));
+
+    assert_eq!(store.update_profile(Uuid::now_v7(), &clear_avatar).await.unwrap(), None);
+    assert_eq!(store.user(Uuid::now_v7()).await.unwrap(), None);
+}
+
+async fn an_email_cannot_move_to_another_user(backend: Backend) {
+    let (store, _db) = test_store(backend).await;
+    store.upsert_user(Uuid::now_v7(), "same@example.com").await.unwrap();
+    let err = store.upsert_user(Uuid::now_v7(), "same@example.com").await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+}
+
+async fn inserts_are_idempotent_per_sender_and_client_id(backend: Backend) {
+    let (store, _db) = test_store(backend).await;
+    let (a, b, c) = (user(&store).await, user(&store).await, user(&store).await);
+
+    let first = store.insert_messages(&[new_message(a, b, "hi", Some("k1"))]).await.unwrap();
+    let InsertOutcome::Created(original) = &first[0] else { panic!("{first:?}") };
+
+    // Same key again, alone and twice inside one batch: nothing new.
+    let again = store
+        .insert_messages(&[new_message(a, b, "hi (retry)", Some("k1")), new_message(a, b, "x", Some("k2")), new_message(a, b, "y", Some("k2"))])
+        .await
+        .unwrap();
+    assert_eq!(again[0], InsertOutcome::Duplicate(original.clone()));
+    let InsertOutcome::Created(k2) = &again[1] else { panic!("{again:?}") };
+    assert_eq!(again[2], InsertOutcome::Duplicate(k2.clone()));
+
+    // The key belongs to the sender: another sender may reuse it.
+    let other = store.insert_messages(&[new_message(c, b, "hi", Some("k1"))]).await.unwrap();
+    assert!(matches!(other[0], InsertOutcome::Created(_)), "{other:?}");
+
+    let page = store.conversation(a, b, None, 100).await.unwrap();
+    let contents: Vec<&str> = page.items.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(contents, ["hi", "x"]);
+}
+
+async fn unknown_recipients_are_reported_per_message(backend: Backend) {
+    let (store, _db) = test_store(backend).await;
+    let (a, b) = (user(&store).await, user(&store).await);
+    let outcomes = store
+        .insert_messages(&[new_message(a, Uuid::now_v7(), "lost", None), new_message(a, b, "kept", None)])
+        .await
+        .unwrap();
+    assert_eq!(outcomes[0], InsertOutcome::RecipientNotFound);
+    assert!(matches!(outcomes[1], InsertOutcome::Created(_)));
+    assert_eq!(store.stats(a).await.unwrap().total_sent, 1);
+}
+
+async fn conversation_pages_back_oldest_first(backend: Backend) {
+    let (store, _db) = test_store(backend).await;
+    let (a, b, c) = (user(&store).await, user(&store).await, user(&store).await);
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        let (from, to) = if i % 2 == 0 { (a, b) } else { (b, a) };
+        sent.push(insert(&store, from, to, &format!("m{i}")).await.id);
+    }
+    insert(&store, a, c, "elsewhere").await;
+
+    let newest = store.conversation(a, b, None, 2).await.unwrap();
+    assert_eq!(newest.items.iter().map(|m| m.id).collect::<Vec<_>>(), sent[3..5]);
+    assert!(newest.has_more);
+
+    let older = store.conversation(b, a, Some(newest.items[0].id), 2).await.unwrap();
+    assert_eq!(older.items.iter().map(|m| m.id).collect::<Vec<_>>(), sent[1..3]);
+    assert!(older.has_more);
+
+    let oldest = store.conversation(a, b, Some(older.items[0].id), 2).await.unwrap();
+    assert_eq!(oldest.items.iter().map(|m| m.id).collect::<Vec<_>>(), sent[0..1]);
+    assert!(!oldest.has_more);
+
+    // Someone outside the conversation sees nothing of it.
+    assert!(store.conversation(c, b, None, 50).await.unwrap().items.is_empty());
+}
+
+async fn conversations_list_most_recent_first_with_unread_counts(backend: Backend) {
+    let (store, _db) = test_store(backend).await;
+    let (a, b, c) = (user(&store).await, user(&store).await, user(&store).await);
+    store
+        .update_profile(c, &ProfilePatch { username: Some(Some("carol".into())), avatar_url: None })
+        .await
+        .unwrap();
+    insert(&store, b, a, "from b 1").await;
+    insert(&store, b, a, "from b 2").await;
+    insert(&store, a, c, "to c").await;
+    let last = insert(&store, c, a, "from c").await;
+
+    let list = store.conversations(a, 50).await.unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0].user_id, c);
+    assert_eq!(list[0].username.as_deref(), Some("carol"));
+    assert_eq!(list[0].last_message, last);
+    assert_eq!(list[0].unread_count, 1);
+    assert_eq!(list[1].user_id, b);
+    assert_eq!(list[1].unread_count, 2);
+    assert_eq!(list[1].last_message.content, "from b 2");
+
+    // The other side sees the same conversation with its own unread count.
+    let for_c = store.conversations(c, 50).await.unwrap();
+    assert_eq!((for_c[0].user_id, for_c[0].unread_count), (a, 1));
+    assert_eq!(store.conversations(a, 1).await.unwrap().len(), 1);
+}
+
+async fn search_sees_only_own_messages_by_whole_word(backend: Backend) {
+    let (store, _db) = test_store(backend).await;
+    let (a, b, c) = (user(&store).await, user(&store).await, user(&store).await);
+    let mine = insert(&store, a, b, "Hello World from Alice").await;
+    let to_me = insert(&store, b, a, "hello again").await;
+    insert(&store, b, c, "hello Carol, not for Alice").await;
+
+    let search = |q: &str| {
+        let store = store.clone();
+        let q = q.to_owned();
+        async move {
+            let words = SearchWords::parse(&q).unwrap();
+            store.search(a, &words, 20).await.unwrap().into_iter().map(|m| m.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(search("HELLO").await, vec![to_me.id, mine.id], "newest first, case-insensitive");
+    assert_eq!(search("hello world").await, vec![mine.id], "every word must match");
+    assert_eq!(search("hell").await, Vec::<Uuid>::new(), "whole words, not substrings");
+    assert_eq!(search("carol").await, Vec::<Uuid>::new(), "others' messages are invisible");
+    assert_eq!(search("\"Alice\" -hello*").await, vec![mine.id], "query syntax is never interpreted");
+}
+
+async fn stats_count_what_the_user_sees(backend: Backend) {
+    let (store, _db) = test_store(backend).await;
+    let (a, b, c) = (user(&store).await, user(&store).await, user(&store).await);
+    insert(&store, a, b, "1").await;
+    insert(&store, a, c, "2").await;
+    let read = insert(&store, b, a, "3").await;
+    insert(&store, c, a, "4").await;
+    insert(&store, b, c, "not a's").await;
+    store.mark_read(a, &[read.id], Utc::now()).await.unwrap();
+    let stats = store.stats(a).await.unwrap();
+    assert_eq!((stats.total_sent, stats.total_received, stats.unread, stats.conversations), (2, 2, 1, 2));
+}
+
+async fn only_the_receiver_marks_read(backend: Backend) {
+    let (store, _db) = test_store(backend).await;
+    let (a, b, c) = (user(&store).await, user(&store).await, user(&store).await);
+    let m1 = insert(&store, a, b, "one").await;
+    let m2 = insert(&store, a, b, "two").await;
+
+    assert!(store.mark_read(a, &[m1.id], now()).await.unwrap().is_empty(), "the sender cannot");
+    assert!(store.mark_read(c, &[m1.id], now()).await.unwrap().is_empty(), "a stranger cannot");
+
+    let marks = store.mark_read(b, &[m1.id, m2.id, Uuid::now_v7()], now()).await.unwrap();
+    let ids: HashSet<Uuid> = marks.iter().map(|m| m.message_id).collect();
+    assert_eq!(ids, HashSet::from([m1.id, m2.id]));
+    assert!(marks.iter().all(|m| m.sender_id == a));
+    assert!(store.mark_read(b, &[m1.id], now()).await.unwrap().is_empty(), "read once only");
+
+    let stored = store.message(m1.id).await.unwrap().unwrap();
+    assert!(stored.is_read && stored.read_at.is_some());
+}
+
+async fn sync_pages_in_commit_order_and_checks_since(backend: Backend) {
+    let (store, _db) = test_store(backend).await;
+    let (a, b, c) = (user(&store).await, user(&store).await, user(&store).await);
+    let mut expected = Vec::new();
+    for i in 0..7 {
+        let m = match i % 3 {
+            0 => insert(&store, a, b, "a→b").await,
+            1 => insert(&store, c, a, "c→a").await,
+            _ => insert(&store, a, c, "a→c").await,
+        };
+        expected.push(m.id);
+    }
+    insert(&store, b, c, "not a's").await;
+
+    let mut seen = Vec::new();
+    let mut since = None;
+    loop {
+        let page = store.sync(a, since, 3).await.unwrap();
+        seen.extend(page.items.iter().map(|m| m.id));
+        since = page.items.last().map(|m| m.id).or(since);
+        if !page.has_more {
+            break;
+        }
+    }
+    assert_eq!(seen, expected);
+    assert!(store.sync(a, since, 10).await.unwrap().items.is_empty());
+
+    let err = store.sync(a, Some(Uuid::now_v7()), 10).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    let not_mine = store.sync(b, Some(expected[1]), 10).await.unwrap_err();
+    assert!(matches!(not_mine, StoreError::NotFound(_)), "{not_mine:?}");
+}
+
+/// Many writers commit to one receiver while the receiver keeps syncing from
+/// the last id it saw. Ids are handed out before commit, so commits land out
+/// of id order; a cursor that skipped a late commit would lose messages here.
+async fn sync_never_skips_under_concurrent_writers(backend: Backend) {
+    let (store, _db) = test_store(backend).await;
+    let receiver = user(&store).await;
+    let mut senders = Vec::new();
+    for _ in 0..6 {
+        senders.push(user(&store).await);
+    }
+    let per_sender = 40;
+    let mut writers = tokio::task::JoinSet::new();
+    for sender in senders.clone() {
+        let store = store.clone();
+        writers.spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..per_sender {
+                let batch = [new_message(sender, receiver, &format!("{i}"), None)];
+                if let InsertOutcome::Created(m) = store.insert_messages(&batch).await.unwrap().remove(0) {
+                    ids.push(m.id);
+                }
+            }
+            ids
+        });
+    }
+    let reader = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut since = None;
+            while seen.len() < 6 * per_sender {
+                let page = store.sync(receiver, since, 7).await.unwrap();
+                if let Some(last) = page.items.last() {
+                    since = Some(last.id);
+                }
+                seen.extend(page.items.into_iter().map(|m| m.id));
+                tokio::task::yield_now().await;
+            }
+            seen
+        })
+    };
+    let mut written = HashSet::new();
+    while let Some(ids) = writers.join_next().await {
+        written.extend(ids.unwrap());
+    }
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(60), reader)
+        .await
+        .expect("the reader saw every message (a skip would leave it waiting)")
+        .unwrap();
+    assert_eq!(seen.len(), written.len(), "no message seen twice");
+    assert_eq!(seen.into_iter().collect::<HashSet<_>>(), written);
+}
+
+async fn contacts_and_presence_are_recorded(backend: Backend) {
+    let (store, _db) = test_store(backend).await;
+    let (a, b, c, d) = (user(&store).await, user(&store).await, user(&store).await, user(&store).await);
+    insert(&store, a, b, "1").await;
+    insert(&store, c, a, "2").await;
+    insert(&store, c, a, "3").await;
+    let contacts: HashSet<Uuid> = store.contacts(a).await.unwrap().into_iter().collect();
+    assert_eq!(contacts, HashSet::from([b, c]));
+    assert!(store.is_contact(b, a).await.unwrap());
+    assert!(!store.is_contact(a, d).await.unwrap());
+
+    let at = now();
+    store.set_presence(a, true, at).await.unwrap();
+    let user = store.user(a).await.unwrap().unwrap();
+    assert!(user.is_online);
+    assert_eq!(user.last_seen, at);
+    store.set_presence(a, false, at).await.unwrap();
+    assert!(!store.user(a).await.unwrap().unwrap().is_online);
+}

@@ -134,7 +134,12 @@ impl Application {
 
         let listener = TcpListener::bind(SocketAddr::new(config.server_host, config.server_port))
             .await
-            .with_context(|| format!("Failed to bind {}:{}", config.server_host, config.server_port))?;
+            .with_context(|| {
+                format!(
+                    "Failed to bind {}:{}",
+                    config.server_host, config.server_port
+                )
+            })?;
         let metrics_listener = match config.metrics_port {
             Some(port) => Some(
                 TcpListener::bind(SocketAddr::new(config.server_host, port))
@@ -145,7 +150,7 @@ impl Application {
         };
 
         let router = Router::new()
-            .nest("/api/v1", crate::http::router())
+            .nest("/api/v1", crate::http::router().merge(crate::ws::router()))
             .layer(axum::middleware::from_fn(crate::http::track))
             .layer(DefaultBodyLimit::max(config.limits.max_body_bytes))
             .layer(cors(&config.allowed_origins))
@@ -176,7 +181,10 @@ impl Application {
     }
 
     pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
+        self.listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
     }
 
     pub fn metrics_port(&self) -> Option<u16> {
@@ -190,7 +198,10 @@ impl Application {
     /// Serves until `signal` resolves, then drains: readiness fails, every
     /// session is closed with 1001, background tasks stop, and the call
     /// returns within `SHUTDOWN_GRACE`.
-    pub async fn run_until_stopped(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let state = self.state.clone();
         let stop = state.shutdown.clone();
         let watcher = {
@@ -218,7 +229,10 @@ impl Application {
             }
         };
         state.tasks.close();
-        if tokio::time::timeout(grace, state.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(grace, state.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("background tasks did not stop within the grace period");
         }
         tracing::info!("stopped");
@@ -271,10 +285,17 @@ fn serve_metrics(state: &AppState, listener: TcpListener, handle: PrometheusHand
 fn cors(origins: &[String]) -> CorsLayer {
     let layer = CorsLayer::new()
         .allow_methods([Method::GET, Method::POST, Method::PATCH])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("x-request-id")]);
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("x-request-id"),
+        ]);
     if origins.iter().any(|o| o == "*") {
         return layer.allow_origin(AllowOrigin::any());
     }
-    let list: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    let list: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
     layer.allow_origin(AllowOrigin::list(list))
 }

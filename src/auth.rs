@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
@@ -103,9 +104,9 @@ fn map_jwt_error(err: jsonwebtoken::errors::Error) -> AuthError {
         ErrorKind::InvalidSignature => AuthError::BadSignature,
         ErrorKind::InvalidAudience => AuthError::BadAudience,
         ErrorKind::InvalidIssuer => AuthError::BadIssuer,
-        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::MissingAlgorithm => {
-            AuthError::BadAlgorithm
-        }
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::InvalidAlgorithmName
+        | ErrorKind::MissingAlgorithm => AuthError::BadAlgorithm,
         _ => AuthError::Malformed,
     }
 }
@@ -184,13 +185,15 @@ impl JwksCache {
 fn parse_jwk(jwk: &Jwk) -> Option<(DecodingKey, Algorithm)> {
     let alg = match &jwk.algorithm {
         AlgorithmParameters::RSA(_) => Algorithm::RS256,
-        AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => Algorithm::ES256,
+        AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => {
+            Algorithm::ES256
+        }
         _ => return None,
     };
-    if let Some(declared) = jwk.common.key_algorithm {
-        if format!("{declared:?}") != format!("{alg:?}") {
-            return None;
-        }
+    if let Some(declared) = jwk.common.key_algorithm
+        && format!("{declared:?}") != format!("{alg:?}")
+    {
+        return None;
     }
     DecodingKey::from_jwk(jwk).ok().map(|key| (key, alg))
 }
@@ -230,7 +233,10 @@ impl Verifier {
     pub async fn verify(&self, token: &str) -> Result<AuthUser, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
         let (key, alg) = match header.alg {
-            Algorithm::HS256 => (self.hs256.clone().ok_or(AuthError::BadAlgorithm)?, Algorithm::HS256),
+            Algorithm::HS256 => (
+                self.hs256.clone().ok_or(AuthError::BadAlgorithm)?,
+                Algorithm::HS256,
+            ),
             Algorithm::RS256 | Algorithm::ES256 => {
                 let jwks = self.jwks.as_ref().ok_or(AuthError::BadAlgorithm)?;
                 let kid = header.kid.as_deref().ok_or(AuthError::UnknownKey)?;
@@ -250,7 +256,8 @@ impl Verifier {
         if let Some(iss) = &self.issuer {
             validation.set_issuer(&[iss]);
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(map_jwt_error)?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(map_jwt_error)?;
         let claims = data.claims;
         if claims.role.as_deref().is_some_and(|r| r != "authenticated") {
             return Err(AuthError::BadRole);
@@ -263,7 +270,11 @@ impl Verifier {
             .email
             .filter(|e| !e.is_empty())
             .unwrap_or_else(|| format!("{id}@users.invalid"));
-        Ok(AuthUser { id, email, expires_at })
+        Ok(AuthUser {
+            id,
+            email,
+            expires_at,
+        })
     }
 }
 
@@ -304,8 +315,8 @@ impl Authenticator {
 }
 
 /// The token from an `Authorization: Bearer` header, if any.
-pub fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
@@ -313,8 +324,11 @@ pub fn bearer(parts: &Parts) -> Option<&str> {
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        state.auth.authenticate(bearer(parts)).await
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        state.auth.authenticate(bearer(&parts.headers)).await
     }
 }
 

@@ -45,7 +45,9 @@ impl ClientId {
 
     pub fn parse(raw: &str) -> ApiResult<Self> {
         if raw.is_empty() || raw.chars().count() > Self::MAX_CHARS {
-            return Err(ApiError::invalid_field("client_id must be 1 to 64 characters"));
+            return Err(ApiError::invalid_field(
+                "client_id must be 1 to 64 characters",
+            ));
         }
         Ok(Self(raw.to_owned()))
     }
@@ -64,7 +66,12 @@ pub struct Chat {
 }
 
 impl Chat {
-    pub fn new(store: Arc<dyn Store>, bus: SharedBus, presence: SharedPresence, limits: Limits) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        bus: SharedBus,
+        presence: SharedPresence,
+        limits: Limits,
+    ) -> Self {
         Self {
             store,
             bus,
@@ -103,14 +110,17 @@ impl Chat {
             client_id: client_id.map(|c| c.0),
             created_at: store::now(),
         };
-        let outcome = self.store.insert_messages(std::slice::from_ref(&new)).await?;
+        let outcome = self
+            .store
+            .insert_messages(std::slice::from_ref(&new))
+            .await?;
         match outcome.into_iter().next() {
             Some(InsertOutcome::Created(message)) => {
                 crate::metrics::message_sent();
                 let frame = ServerFrame::Message(MessageFrame::from(&message)).to_json();
                 self.publish(vec![
-                    (message.receiver_id, Envelope::new(frame.clone(), None)),
-                    (message.sender_id, Envelope::new(frame, origin)),
+                    (message.receiver_id, Envelope::shared("message", frame.clone(), None)),
+                    (message.sender_id, Envelope::shared("message", frame, origin)),
                 ])
                 .await;
                 Ok(message)
@@ -135,7 +145,7 @@ impl Chat {
                     message_id: mark.message_id,
                     read_by: reader,
                 };
-                (mark.sender_id, Envelope::new(frame.to_json(), None))
+                (mark.sender_id, Envelope::new(&frame, None))
             })
             .collect();
         self.publish(events).await;
@@ -165,19 +175,27 @@ impl Chat {
         }
         if !self.store.is_contact(from, to).await? {
             if self.store.user(to).await?.is_none() {
-                return Err(ApiError::new(ErrorCode::RecipientNotFound, format!("no user with id {to}")));
+                return Err(ApiError::new(
+                    ErrorCode::RecipientNotFound,
+                    format!("no user with id {to}"),
+                ));
             }
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
                 "typing indicators go only to people you have a conversation with",
             ));
         }
-        let frame = ServerFrame::Typing { from, is_typing }.to_json();
-        self.publish(vec![(to, Envelope::new(frame, None))]).await;
+        let frame = ServerFrame::Typing { from, is_typing };
+        self.publish(vec![(to, Envelope::new(&frame, None))]).await;
         Ok(())
     }
 
-    pub async fn sync(&self, me: Uuid, since: Option<Uuid>, limit: Option<u32>) -> ApiResult<Page<Message>> {
+    pub async fn sync(
+        &self,
+        me: Uuid,
+        since: Option<Uuid>,
+        limit: Option<u32>,
+    ) -> ApiResult<Page<Message>> {
         Ok(self.store.sync(me, since, page_limit(limit)).await?)
     }
 
@@ -188,14 +206,26 @@ impl Chat {
         before: Option<Uuid>,
         limit: Option<u32>,
     ) -> ApiResult<Page<Message>> {
-        Ok(self.store.conversation(me, peer, before, page_limit(limit)).await?)
+        Ok(self
+            .store
+            .conversation(me, peer, before, page_limit(limit))
+            .await?)
     }
 
-    pub async fn conversations(&self, me: Uuid, limit: Option<u32>) -> ApiResult<Vec<ConversationSummary>> {
+    pub async fn conversations(
+        &self,
+        me: Uuid,
+        limit: Option<u32>,
+    ) -> ApiResult<Vec<ConversationSummary>> {
         Ok(self.store.conversations(me, page_limit(limit)).await?)
     }
 
-    pub async fn search(&self, me: Uuid, query: &str, limit: Option<u32>) -> ApiResult<Vec<Message>> {
+    pub async fn search(
+        &self,
+        me: Uuid,
+        query: &str,
+        limit: Option<u32>,
+    ) -> ApiResult<Vec<Message>> {
         let words = SearchWords::parse(query)
             .ok_or_else(|| ApiError::invalid_field("query must contain at least one word"))?;
         Ok(self.store.search(me, &words, page_limit(limit)).await?)
@@ -259,11 +289,11 @@ impl Chat {
             ServerFrame::UserOnline { user_id: user }
         } else {
             ServerFrame::UserOffline { user_id: user }
-        }
-        .to_json();
+        };
+        let (kind, json) = (frame.kind(), frame.to_json());
         let events = contacts
             .into_iter()
-            .map(|contact| (contact, Envelope::new(frame.clone(), None)))
+            .map(|contact| (contact, Envelope::shared(kind, json.clone(), None)))
             .collect();
         self.publish(events).await;
     }
@@ -287,9 +317,18 @@ mod tests {
     #[test]
     fn content_is_trimmed_and_bounded() {
         assert_eq!(Content::parse("  hi  ", 10).unwrap(), Content("hi".into()));
-        assert_eq!(Content::parse(" \n\t ", 10).unwrap_err().code, ErrorCode::ContentEmpty);
-        assert_eq!(Content::parse(&"é".repeat(11), 10).unwrap_err().code, ErrorCode::ContentTooLong);
-        assert!(Content::parse(&"é".repeat(10), 10).is_ok(), "the limit counts characters, not bytes");
+        assert_eq!(
+            Content::parse(" \n\t ", 10).unwrap_err().code,
+            ErrorCode::ContentEmpty
+        );
+        assert_eq!(
+            Content::parse(&"é".repeat(11), 10).unwrap_err().code,
+            ErrorCode::ContentTooLong
+        );
+        assert!(
+            Content::parse(&"é".repeat(10), 10).is_ok(),
+            "the limit counts characters, not bytes"
+        );
     }
 
     #[test]

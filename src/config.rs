@@ -155,10 +155,7 @@ struct Vars(HashMap<String, String>);
 
 impl Vars {
     fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .get(name)
-            .map(|v| v.trim())
-            .filter(|v| !v.is_empty())
+        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
     }
 
     fn parse<T: std::str::FromStr>(
@@ -183,7 +180,10 @@ impl Vars {
     ) -> Result<T, ConfigError> {
         let value = self.parse(var, default, what)?;
         if value <= T::default() {
-            return Err(bad(var, format!("expected {what}, got {:?}", self.get(var).unwrap_or(""))));
+            return Err(bad(
+                var,
+                format!("expected {what}, got {:?}", self.get(var).unwrap_or("")),
+            ));
         }
         Ok(value)
     }
@@ -227,7 +227,10 @@ impl Config {
         let server_host = match vars.get("SERVER_HOST") {
             None | Some("localhost") => IpAddr::from([127, 0, 0, 1]),
             Some(raw) => raw.parse().map_err(|_| {
-                bad("SERVER_HOST", format!("expected an IP address, got {raw:?}"))
+                bad(
+                    "SERVER_HOST",
+                    format!("expected an IP address, got {raw:?}"),
+                )
             })?,
         };
         let server_port = vars.parse("SERVER_PORT", 8080u16, "a port number 0-65535")?;
@@ -249,7 +252,10 @@ impl Config {
                     .next()
                     .unwrap_or_default();
                 if path.is_empty() {
-                    return Err(bad("DATABASE_URL", "a sqlite URL needs a file path, like sqlite://ochat.db"));
+                    return Err(bad(
+                        "DATABASE_URL",
+                        "a sqlite URL needs a file path, like sqlite://ochat.db",
+                    ));
                 }
                 DatabaseConfig::Sqlite(PathBuf::from(path))
             }
@@ -260,8 +266,11 @@ impl Config {
                 ));
             }
         };
-        let db_max_connections =
-            vars.positive("DB_MAX_CONNECTIONS", 20u32, "a positive number of connections")?;
+        let db_max_connections = vars.positive(
+            "DB_MAX_CONNECTIONS",
+            20u32,
+            "a positive number of connections",
+        )?;
 
         let redis_url = match vars.get("REDIS_URL") {
             None => None,
@@ -287,18 +296,20 @@ impl Config {
             None => supabase_url.map(|base| format!("{base}/auth/v1/.well-known/jwks.json")),
         };
         let jwt_secret = vars.get("JWT_SECRET").map(Secret::new);
-        if let Some(secret) = &jwt_secret {
-            if secret.expose().len() < 32 {
-                return Err(bad("JWT_SECRET", "must be at least 32 characters"));
-            }
+        if jwt_secret.as_ref().is_some_and(|s| s.expose().len() < 32) {
+            return Err(bad("JWT_SECRET", "must be at least 32 characters"));
         }
         let auth = AuthConfig {
             jwt_secret,
             jwks_url,
-            audience: vars.get("JWT_AUDIENCE").unwrap_or("authenticated").to_owned(),
+            audience: vars
+                .get("JWT_AUDIENCE")
+                .unwrap_or("authenticated")
+                .to_owned(),
             issuer: vars.get("JWT_ISSUER").map(str::to_owned),
             leeway_secs: vars.parse("JWT_LEEWAY_SECS", 30u64, "a number of seconds")?,
-            jwks_refetch_interval: vars.duration("JWKS_REFETCH_INTERVAL", Duration::from_secs(30))?,
+            jwks_refetch_interval: vars
+                .duration("JWKS_REFETCH_INTERVAL", Duration::from_secs(30))?,
         };
 
         let allowed_origins = vars
@@ -327,20 +338,44 @@ impl Config {
             None | Some("pretty") => LogFormat::Pretty,
             Some("json") => LogFormat::Json,
             Some(other) => {
-                return Err(bad("LOG_FORMAT", format!("expected json or pretty, got {other:?}")));
+                return Err(bad(
+                    "LOG_FORMAT",
+                    format!("expected json or pretty, got {other:?}"),
+                ));
             }
         };
 
         let d = Limits::default();
         let limits = Limits {
-            max_content_chars: vars.positive("MAX_MESSAGE_CHARS", d.max_content_chars, "a positive number")?,
-            max_frame_bytes: vars.positive("MAX_FRAME_BYTES", d.max_frame_bytes, "a positive number of bytes")?,
-            max_body_bytes: vars.positive("MAX_BODY_BYTES", d.max_body_bytes, "a positive number of bytes")?,
-            rate_per_sec: vars.positive("RATE_LIMIT_PER_SEC", d.rate_per_sec, "a positive number")?,
+            max_content_chars: vars.positive(
+                "MAX_MESSAGE_CHARS",
+                d.max_content_chars,
+                "a positive number",
+            )?,
+            max_frame_bytes: vars.positive(
+                "MAX_FRAME_BYTES",
+                d.max_frame_bytes,
+                "a positive number of bytes",
+            )?,
+            max_body_bytes: vars.positive(
+                "MAX_BODY_BYTES",
+                d.max_body_bytes,
+                "a positive number of bytes",
+            )?,
+            rate_per_sec: vars.positive(
+                "RATE_LIMIT_PER_SEC",
+                d.rate_per_sec,
+                "a positive number",
+            )?,
             rate_burst: vars.positive("RATE_LIMIT_BURST", d.rate_burst, "a positive number")?,
-            max_sessions_per_user: vars.positive("MAX_SESSIONS_PER_USER", d.max_sessions_per_user, "a positive number")?,
+            max_sessions_per_user: vars.positive(
+                "MAX_SESSIONS_PER_USER",
+                d.max_sessions_per_user,
+                "a positive number",
+            )?,
             send_queue: vars.positive("SEND_QUEUE", d.send_queue, "a positive number of frames")?,
-            slow_consumer_timeout: vars.duration("SLOW_CONSUMER_TIMEOUT", d.slow_consumer_timeout)?,
+            slow_consumer_timeout: vars
+                .duration("SLOW_CONSUMER_TIMEOUT", d.slow_consumer_timeout)?,
             ping_interval: vars.duration("WS_PING_INTERVAL", d.ping_interval)?,
             idle_timeout: vars.duration("WS_IDLE_TIMEOUT", d.idle_timeout)?,
         };
@@ -387,7 +422,9 @@ mod tests {
         let config = parse(&[]).unwrap();
         assert_eq!(config.server_port, 8080);
         assert_eq!(config.server_host, IpAddr::from([127, 0, 0, 1]));
-        assert!(matches!(config.database, DatabaseConfig::Sqlite(ref p) if p == &PathBuf::from("ochat.db")));
+        assert!(
+            matches!(config.database, DatabaseConfig::Sqlite(ref p) if p == &PathBuf::from("ochat.db"))
+        );
         assert!(config.redis_url.is_none());
         assert!(config.auth.is_development());
         assert_eq!(config.metrics_port, Some(9090));
@@ -396,16 +433,56 @@ mod tests {
     #[test]
     fn each_bad_value_names_its_variable() {
         let cases: &[(&str, &str, &str)] = &[
-            ("SERVER_PORT", "eighty", "invalid SERVER_PORT: expected a port number 0-65535, got \"eighty\""),
-            ("SERVER_HOST", "not an ip", "invalid SERVER_HOST: expected an IP address, got \"not an ip\""),
-            ("DATABASE_URL", "mysql://x", "invalid DATABASE_URL: expected a postgres:// or sqlite:// URL"),
-            ("REDIS_URL", "localhost:6379", "invalid REDIS_URL: expected a redis:// or rediss:// URL"),
-            ("JWT_SECRET", "short", "invalid JWT_SECRET: must be at least 32 characters"),
-            ("LOG_FORMAT", "xml", "invalid LOG_FORMAT: expected json or pretty, got \"xml\""),
-            ("ALLOWED_ORIGINS", "example.com", "invalid ALLOWED_ORIGINS: expected comma-separated http(s) origins, got \"example.com\""),
-            ("MAX_MESSAGE_CHARS", "0", "invalid MAX_MESSAGE_CHARS: expected a positive number, got \"0\""),
-            ("SHUTDOWN_GRACE", "soon", "invalid SHUTDOWN_GRACE: expected a positive duration like 30s or 500ms, got \"soon\""),
-            ("SUPABASE_URL", "project.supabase.co", "invalid SUPABASE_URL: expected an http(s):// URL"),
+            (
+                "SERVER_PORT",
+                "eighty",
+                "invalid SERVER_PORT: expected a port number 0-65535, got \"eighty\"",
+            ),
+            (
+                "SERVER_HOST",
+                "not an ip",
+                "invalid SERVER_HOST: expected an IP address, got \"not an ip\"",
+            ),
+            (
+                "DATABASE_URL",
+                "mysql://x",
+                "invalid DATABASE_URL: expected a postgres:// or sqlite:// URL",
+            ),
+            (
+                "REDIS_URL",
+                "localhost:6379",
+                "invalid REDIS_URL: expected a redis:// or rediss:// URL",
+            ),
+            (
+                "JWT_SECRET",
+                "short",
+                "invalid JWT_SECRET: must be at least 32 characters",
+            ),
+            (
+                "LOG_FORMAT",
+                "xml",
+                "invalid LOG_FORMAT: expected json or pretty, got \"xml\"",
+            ),
+            (
+                "ALLOWED_ORIGINS",
+                "example.com",
+                "invalid ALLOWED_ORIGINS: expected comma-separated http(s) origins, got \"example.com\"",
+            ),
+            (
+                "MAX_MESSAGE_CHARS",
+                "0",
+                "invalid MAX_MESSAGE_CHARS: expected a positive number, got \"0\"",
+            ),
+            (
+                "SHUTDOWN_GRACE",
+                "soon",
+                "invalid SHUTDOWN_GRACE: expected a positive duration like 30s or 500ms, got \"soon\"",
+            ),
+            (
+                "SUPABASE_URL",
+                "project.supabase.co",
+                "invalid SUPABASE_URL: expected an http(s):// URL",
+            ),
         ];
         for (var, value, expected) in cases {
             let err = parse(&[(var, value)]).expect_err(var);

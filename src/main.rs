@@ -7,7 +7,11 @@ use uuid::Uuid;
 use ochat::{Application, Config};
 
 #[derive(Parser)]
-#[command(name = "ochat", version, about = "A horizontally scalable real-time chat backend")]
+#[command(
+    name = "ochat",
+    version,
+    about = "A horizontally scalable real-time chat backend"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -46,7 +50,9 @@ async fn main() -> ExitCode {
     ochat::telemetry::init(config.log_format);
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
-        Command::Migrate => ochat::store::open(&config).await.map(|_| eprintln!("migrations applied")),
+        Command::Migrate => ochat::store::open(&config)
+            .await
+            .map(|_| eprintln!("migrations applied")),
         Command::Token { sub, email, ttl } => token(&config, sub, &email, ttl),
     };
     match result {
@@ -64,8 +70,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 fn token(config: &Config, sub: Uuid, email: &str, ttl: Duration) -> anyhow::Result<()> {
-    let secret = ochat::app::signing_secret(config)?
-        .ok_or_else(|| anyhow::anyhow!("ochat token needs JWT_SECRET (tokens from a JWKS issuer come from that issuer)"))?;
+    let secret = ochat::app::signing_secret(config)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "ochat token needs JWT_SECRET (tokens from a JWKS issuer come from that issuer)"
+        )
+    })?;
     println!("{}", ochat::auth::mint(&secret, sub, email, ttl));
     Ok(())
 }

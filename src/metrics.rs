@@ -54,7 +54,8 @@ pub fn install() -> PrometheusHandle {
 }
 
 pub fn build_info(node_id: &str) {
-    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "node_id" => node_id.to_owned()).set(1.0);
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "node_id" => node_id.to_owned())
+        .set(1.0);
 }
 
 pub fn auth_failure(reason: &'static str) {

@@ -14,9 +14,17 @@ use crate::store::Message;
 pub enum ClientFrame {
     Message(SendFrame),
     Ping,
-    MarkRead { message_id: Uuid },
-    Typing { to: Uuid, is_typing: bool },
-    Sync { since: Option<Uuid>, limit: Option<u32> },
+    MarkRead {
+        message_id: Uuid,
+    },
+    Typing {
+        to: Uuid,
+        is_typing: bool,
+    },
+    Sync {
+        since: Option<Uuid>,
+        limit: Option<u32>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -68,7 +76,10 @@ impl ClientFrame {
 
     pub fn parse(text: &str) -> Result<Self, FrameError> {
         let value: Value = serde_json::from_str(text).map_err(|e| FrameError {
-            error: ApiError::new(ErrorCode::InvalidJson, format!("frame is not valid JSON: {e}")),
+            error: ApiError::new(
+                ErrorCode::InvalidJson,
+                format!("frame is not valid JSON: {e}"),
+            ),
             client_id: None,
         })?;
         let client_id = value
@@ -81,29 +92,57 @@ impl ClientFrame {
         };
         let kind = match value.get("type") {
             Some(Value::String(kind)) => kind.clone(),
-            Some(_) => return Err(fail(ErrorCode::InvalidField, "`type` must be a string".into())),
+            Some(_) => {
+                return Err(fail(
+                    ErrorCode::InvalidField,
+                    "`type` must be a string".into(),
+                ));
+            }
             None if value.is_object() => {
                 return Err(fail(ErrorCode::InvalidField, "missing field `type`".into()));
             }
-            None => return Err(fail(ErrorCode::InvalidJson, "frame must be a JSON object".into())),
+            None => {
+                return Err(fail(
+                    ErrorCode::InvalidJson,
+                    "frame must be a JSON object".into(),
+                ));
+            }
         };
-        let field = |e: serde_json::Error| fail(ErrorCode::InvalidField, format!("invalid `{kind}` frame: {e}"));
+        let field = |e: serde_json::Error| {
+            fail(
+                ErrorCode::InvalidField,
+                format!("invalid `{kind}` frame: {e}"),
+            )
+        };
         match kind.as_str() {
-            "message" => Ok(Self::Message(serde_json::from_value(value.clone()).map_err(field)?)),
+            "message" => Ok(Self::Message(
+                serde_json::from_value(value.clone()).map_err(field)?,
+            )),
             "ping" => Ok(Self::Ping),
             "mark_read" => {
                 let f: MarkReadFrame = serde_json::from_value(value.clone()).map_err(field)?;
-                Ok(Self::MarkRead { message_id: f.message_id })
+                Ok(Self::MarkRead {
+                    message_id: f.message_id,
+                })
             }
             "typing" => {
                 let f: TypingFrame = serde_json::from_value(value.clone()).map_err(field)?;
-                Ok(Self::Typing { to: f.to, is_typing: f.is_typing })
+                Ok(Self::Typing {
+                    to: f.to,
+                    is_typing: f.is_typing,
+                })
             }
             "sync" => {
                 let f: SyncFrame = serde_json::from_value(value.clone()).map_err(field)?;
-                Ok(Self::Sync { since: f.since, limit: f.limit })
+                Ok(Self::Sync {
+                    since: f.since,
+                    limit: f.limit,
+                })
             }
-            other => Err(fail(ErrorCode::UnknownType, format!("unknown frame type {other:?}"))),
+            other => Err(fail(
+                ErrorCode::UnknownType,
+                format!("unknown frame type {other:?}"),
+            )),
         }
     }
 }
@@ -168,6 +207,18 @@ pub enum ServerFrame {
 }
 
 impl ServerFrame {
+    pub const KINDS: [&'static str; 9] = [
+        "message",
+        "ack",
+        "pong",
+        "error",
+        "user_online",
+        "user_offline",
+        "typing",
+        "read_receipt",
+        "sync",
+    ];
+
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Message(_) => "message",
@@ -215,14 +266,30 @@ mod tests {
     #[test]
     fn seed_frames_parse_exactly_as_shown() {
         let to = Uuid::now_v7();
-        let frame = ClientFrame::parse(&json!({"type":"message","to":to,"content":"Hello, world!"}).to_string());
+        let frame = ClientFrame::parse(
+            &json!({"type":"message","to":to,"content":"Hello, world!"}).to_string(),
+        );
         assert_eq!(
             frame.unwrap(),
-            ClientFrame::Message(SendFrame { to, content: "Hello, world!".into(), client_id: None })
+            ClientFrame::Message(SendFrame {
+                to,
+                content: "Hello, world!".into(),
+                client_id: None
+            })
         );
-        assert_eq!(ClientFrame::parse(r#"{"type":"ping"}"#).unwrap(), ClientFrame::Ping);
-        let frame = ClientFrame::parse(&json!({"type":"typing","to":to,"is_typing":true}).to_string());
-        assert_eq!(frame.unwrap(), ClientFrame::Typing { to, is_typing: true });
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"ping"}"#).unwrap(),
+            ClientFrame::Ping
+        );
+        let frame =
+            ClientFrame::parse(&json!({"type":"typing","to":to,"is_typing":true}).to_string());
+        assert_eq!(
+            frame.unwrap(),
+            ClientFrame::Typing {
+                to,
+                is_typing: true
+            }
+        );
     }
 
     #[test]
@@ -232,8 +299,14 @@ mod tests {
             ("[1,2]", ErrorCode::InvalidJson),
             (r#"{"type":"dance"}"#, ErrorCode::UnknownType),
             (r#"{"to":"x"}"#, ErrorCode::InvalidField),
-            (r#"{"type":"message","to":"not-a-uuid","content":"x"}"#, ErrorCode::InvalidField),
-            (r#"{"type":"typing","to":"0190b6a0-0000-7000-8000-000000000000","is_typing":"yes"}"#, ErrorCode::InvalidField),
+            (
+                r#"{"type":"message","to":"not-a-uuid","content":"x"}"#,
+                ErrorCode::InvalidField,
+            ),
+            (
+                r#"{"type":"typing","to":"0190b6a0-0000-7000-8000-000000000000","is_typing":"yes"}"#,
+                ErrorCode::InvalidField,
+            ),
         ];
         for (text, code) in cases {
             let err = ClientFrame::parse(text).expect_err(text);
@@ -243,19 +316,26 @@ mod tests {
 
     #[test]
     fn errors_echo_the_client_id() {
-        let err = ClientFrame::parse(r#"{"type":"message","client_id":"c1","content":"x"}"#).unwrap_err();
+        let err =
+            ClientFrame::parse(r#"{"type":"message","client_id":"c1","content":"x"}"#).unwrap_err();
         assert_eq!(err.client_id.as_deref(), Some("c1"));
     }
 
     #[test]
     fn server_frames_have_the_seed_shape() {
         let id = Uuid::nil();
-        let read = ServerFrame::ReadReceipt { message_id: id, read_by: id };
+        let read = ServerFrame::ReadReceipt {
+            message_id: id,
+            read_by: id,
+        };
         assert_eq!(
             serde_json::to_value(&read).unwrap(),
             json!({"type":"read_receipt","message_id":id,"read_by":id})
         );
-        assert_eq!(serde_json::to_value(ServerFrame::Pong).unwrap(), json!({"type":"pong"}));
+        assert_eq!(
+            serde_json::to_value(ServerFrame::Pong).unwrap(),
+            json!({"type":"pong"})
+        );
         let err = ServerFrame::error(ApiError::new(ErrorCode::ContentEmpty, "empty"), None);
         assert_eq!(
             serde_json::to_value(&err).unwrap(),

@@ -1,7 +1,8 @@
-//! The single-node bus: a publish is a direct hand-off to the local registry.
+//! The single-node bus: a publish is a direct hand-off to the local hub,
+//! which drops events for users without a session here, as a Redis channel
+//! without subscribers would.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use uuid::Uuid;
@@ -10,17 +11,11 @@ use super::{Bus, BusError, Delivery, Envelope};
 
 pub struct MemoryBus {
     delivery: Arc<dyn Delivery>,
-    /// Users with a session here; events for anyone else are dropped, as a
-    /// Redis channel without subscribers would drop them.
-    subscribed: Mutex<HashSet<Uuid>>,
 }
 
 impl MemoryBus {
     pub fn new(delivery: Arc<dyn Delivery>) -> Self {
-        Self {
-            delivery,
-            subscribed: Mutex::new(HashSet::new()),
-        }
+        Self { delivery }
     }
 }
 
@@ -28,21 +23,12 @@ impl MemoryBus {
 impl Bus for MemoryBus {
     async fn publish(&self, events: Vec<(Uuid, Envelope)>) -> Result<(), BusError> {
         for (user, envelope) in events {
-            let listening = self.subscribed.lock().expect("not poisoned").contains(&user);
-            if listening {
-                self.delivery.deliver(user, envelope);
-            }
+            self.delivery.deliver(user, envelope);
         }
         Ok(())
     }
 
-    async fn subscribe(&self, user: Uuid) -> Result<(), BusError> {
-        self.subscribed.lock().expect("not poisoned").insert(user);
-        Ok(())
-    }
-
-    async fn unsubscribe(&self, user: Uuid) -> Result<(), BusError> {
-        self.subscribed.lock().expect("not poisoned").remove(&user);
+    async fn interest_changed(&self, _user: Uuid) -> Result<(), BusError> {
         Ok(())
     }
 

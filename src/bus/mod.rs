@@ -13,6 +13,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use uuid::Uuid;
 
+use crate::protocol::ServerFrame;
+
 /// One WebSocket connection, unique across all nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub Uuid);
@@ -44,26 +46,36 @@ pub struct Envelope {
     /// A session that must not get this frame (the sender's own connection,
     /// which gets an `ack` instead).
     pub exclude: Option<SessionId>,
+    /// The frame's `type`, for metrics.
+    pub kind: &'static str,
     /// The server frame's JSON text.
     pub frame: Bytes,
 }
 
 impl Envelope {
-    pub fn new(frame: Bytes, exclude: Option<SessionId>) -> Self {
+    pub fn new(frame: &ServerFrame, exclude: Option<SessionId>) -> Self {
+        Self::shared(frame.kind(), frame.to_json(), exclude)
+    }
+
+    /// An envelope around an already serialised frame, so one serialisation
+    /// serves every recipient.
+    pub fn shared(kind: &'static str, frame: Bytes, exclude: Option<SessionId>) -> Self {
         Self {
             published_at_micros: chrono::Utc::now().timestamp_micros(),
             exclude,
+            kind,
             frame,
         }
     }
 
-    /// Wire form for Redis: `<micros> <exclude uuid or ->\n<frame json>`.
+    /// Wire form for Redis: `<micros> <exclude uuid or -> <kind>\n<frame json>`.
     pub fn encode(&self) -> Vec<u8> {
         let exclude = self.exclude.map(|s| s.0.to_string());
         let head = format!(
-            "{} {}\n",
+            "{} {} {}\n",
             self.published_at_micros,
-            exclude.as_deref().unwrap_or("-")
+            exclude.as_deref().unwrap_or("-"),
+            self.kind
         );
         let mut out = Vec::with_capacity(head.len() + self.frame.len());
         out.extend_from_slice(head.as_bytes());
@@ -74,14 +86,17 @@ impl Envelope {
     pub fn decode(raw: Bytes) -> Option<Self> {
         let newline = raw.iter().position(|&b| b == b'\n')?;
         let head = std::str::from_utf8(&raw[..newline]).ok()?;
-        let (micros, exclude) = head.split_once(' ')?;
-        let exclude = match exclude {
+        let mut parts = head.split(' ');
+        let micros = parts.next()?.parse().ok()?;
+        let exclude = match parts.next()? {
             "-" => None,
             id => Some(SessionId(Uuid::parse_str(id).ok()?)),
         };
+        let kind = ServerFrame::KINDS.into_iter().find(|k| Some(*k) == parts.next())?;
         Some(Self {
-            published_at_micros: micros.parse().ok()?,
+            published_at_micros: micros,
             exclude,
+            kind,
             frame: raw.slice(newline + 1..),
         })
     }
@@ -96,6 +111,10 @@ pub enum BusError {
 /// Where a node's incoming events go: the local session registry.
 pub trait Delivery: Send + Sync + 'static {
     fn deliver(&self, user: Uuid, envelope: Envelope);
+    /// Whether this node still has a session of `user`. A bus checks it when
+    /// it acts on a (un)subscribe request, so racing first and last sessions
+    /// always leave the subscription matching the sessions.
+    fn wants(&self, user: Uuid) -> bool;
 }
 
 #[async_trait]
@@ -103,11 +122,9 @@ pub trait Bus: Send + Sync + 'static {
     /// Sends each envelope to its user's channel. Best effort, at most once:
     /// history plus `sync` is what makes delivery reliable.
     async fn publish(&self, events: Vec<(Uuid, Envelope)>) -> Result<(), BusError>;
-    /// Starts hearing `user`'s channel on this node. Called when the user's
-    /// first local session opens.
-    async fn subscribe(&self, user: Uuid) -> Result<(), BusError>;
-    /// Stops hearing `user`'s channel; called when the last local session closes.
-    async fn unsubscribe(&self, user: Uuid) -> Result<(), BusError>;
+    /// Called when `user`'s first local session opened or last one closed:
+    /// the bus makes its subscription match [`Delivery::wants`].
+    async fn interest_changed(&self, user: Uuid) -> Result<(), BusError>;
     /// Readiness probe.
     async fn ping(&self) -> Result<(), BusError>;
     /// Human name for start-up logs.
@@ -123,7 +140,7 @@ mod tests {
     #[test]
     fn envelopes_round_trip() {
         for exclude in [None, Some(SessionId::new())] {
-            let env = Envelope::new(Bytes::from_static(br#"{"type":"pong"}"#), exclude);
+            let env = Envelope::new(&ServerFrame::Pong, exclude);
             assert_eq!(Envelope::decode(Bytes::from(env.encode())), Some(env));
         }
         assert_eq!(Envelope::decode(Bytes::from_static(b"garbage")), None);

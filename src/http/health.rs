@@ -37,6 +37,10 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
             "presence": check(presence.is_ok()),
         },
     });
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body))
 }

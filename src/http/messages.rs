@@ -36,8 +36,12 @@ async fn conversation(
     user: AuthUser,
     ApiQuery(q): ApiQuery<ConversationQuery>,
 ) -> ApiResult<Json<Value>> {
-    let page = chat.conversation(user.id, q.with_user, q.before, q.limit).await?;
-    Ok(Json(json!({"messages": page.items, "has_more": page.has_more})))
+    let page = chat
+        .conversation(user.id, q.with_user, q.before, q.limit)
+        .await?;
+    Ok(Json(
+        json!({"messages": page.items, "has_more": page.has_more}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -70,7 +74,9 @@ async fn search(
 }
 
 async fn stats(State(chat): State<Arc<Chat>>, user: AuthUser) -> ApiResult<Json<Value>> {
-    Ok(Json(serde_json::to_value(chat.stats(user.id).await?).map_err(|_| ApiError::internal())?))
+    Ok(Json(
+        serde_json::to_value(chat.stats(user.id).await?).map_err(|_| ApiError::internal())?,
+    ))
 }
 
 #[derive(Deserialize)]

@@ -39,7 +39,10 @@ async fn me(State(state): State<AppState>, auth: AuthUser) -> ApiResult<Json<Val
         .user(auth.id)
         .await?
         .ok_or_else(|| ApiError::not_found("user not found"))?;
-    Ok(Json(own_profile(&user, state.chat.is_online(auth.id).await)))
+    Ok(Json(own_profile(
+        &user,
+        state.chat.is_online(auth.id).await,
+    )))
 }
 
 #[derive(Deserialize)]
@@ -76,7 +79,10 @@ impl PatchBody {
             Some(Some(url)) => {
                 let url = url.trim();
                 let web = url.starts_with("https://") || url.starts_with("http://");
-                if !web || url.chars().count() > MAX_AVATAR_URL_CHARS || url.contains(char::is_whitespace) {
+                if !web
+                    || url.chars().count() > MAX_AVATAR_URL_CHARS
+                    || url.contains(char::is_whitespace)
+                {
                     return Err(ApiError::invalid_field(format!(
                         "avatar_url must be an http(s) URL of at most {MAX_AVATAR_URL_CHARS} characters, or null"
                     )));
@@ -85,7 +91,10 @@ impl PatchBody {
             }
             other => other,
         };
-        Ok(ProfilePatch { username, avatar_url })
+        Ok(ProfilePatch {
+            username,
+            avatar_url,
+        })
     }
 }
 
@@ -100,7 +109,10 @@ async fn update_me(
         .update_profile(auth.id, &patch)
         .await?
         .ok_or_else(|| ApiError::not_found("user not found"))?;
-    Ok(Json(own_profile(&user, state.chat.is_online(auth.id).await)))
+    Ok(Json(own_profile(
+        &user,
+        state.chat.is_online(auth.id).await,
+    )))
 }
 
 async fn profile(

@@ -39,7 +39,11 @@ impl Presence for MemoryPresence {
     }
 
     async fn is_online(&self, user: Uuid) -> Result<bool, PresenceError> {
-        Ok(self.sessions.lock().expect("not poisoned").contains_key(&user))
+        Ok(self
+            .sessions
+            .lock()
+            .expect("not poisoned")
+            .contains_key(&user))
     }
 
     async fn heartbeat(&self, _sessions: &[(Uuid, SessionId)]) -> Result<(), PresenceError> {
@@ -74,6 +78,9 @@ mod tests {
         assert!(presence.is_online(user).await.unwrap());
         assert!(presence.session_closed(user, b).await.unwrap());
         assert!(!presence.is_online(user).await.unwrap());
-        assert!(!presence.session_closed(user, b).await.unwrap(), "closing twice is not a second transition");
+        assert!(
+            !presence.session_closed(user, b).await.unwrap(),
+            "closing twice is not a second transition"
+        );
     }
 }

@@ -58,7 +58,13 @@ impl From<sqlx::Error> for StoreError {
 /// SQLite's BUSY/LOCKED mean "try again later", not "your input is wrong".
 fn is_unavailable_code(code: Option<&str>) -> bool {
     match code {
-        Some(c) => c.starts_with("08") || c.starts_with("53") || c.starts_with("57P") || c == "5" || c == "6",
+        Some(c) => {
+            c.starts_with("08")
+                || c.starts_with("53")
+                || c.starts_with("57P")
+                || c == "5"
+                || c == "6"
+        }
         None => false,
     }
 }
@@ -244,11 +250,22 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_messages(&self, batch: &[NewMessage]) -> StoreResult<Vec<InsertOutcome>>;
     async fn message(&self, id: Uuid) -> StoreResult<Option<Message>>;
     /// Marks read only messages `reader` received and had not read yet.
-    async fn mark_read(&self, reader: Uuid, ids: &[Uuid], at: DateTime<Utc>) -> StoreResult<Vec<ReadMark>>;
+    async fn mark_read(
+        &self,
+        reader: Uuid,
+        ids: &[Uuid],
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<ReadMark>>;
 
     /// One page of the conversation between `me` and `peer`, oldest first,
     /// strictly before `before` (a message id) when given.
-    async fn conversation(&self, me: Uuid, peer: Uuid, before: Option<Uuid>, limit: u32) -> StoreResult<Page<Message>>;
+    async fn conversation(
+        &self,
+        me: Uuid,
+        peer: Uuid,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Page<Message>>;
     /// `me`'s conversations, most recent first.
     async fn conversations(&self, me: Uuid, limit: u32) -> StoreResult<Vec<ConversationSummary>>;
     /// `me`'s messages (sent or received) containing every word, newest first.
@@ -367,6 +384,38 @@ fn users_of(batch: &[NewMessage]) -> Vec<Uuid> {
     ids
 }
 
+/// Opens the configured store and applies its migrations.
+pub async fn open(config: &crate::config::Config) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+    use anyhow::Context;
+    match &config.database {
+        crate::config::DatabaseConfig::Postgres(url) => {
+            let store = postgres::PgStore::connect_lazy(url.expose(), config.db_max_connections)
+                .context("Failed to configure the Postgres pool")?;
+            store
+                .migrate()
+                .await
+                .context("Failed to migrate Postgres")?;
+            Ok(std::sync::Arc::new(store))
+        }
+        crate::config::DatabaseConfig::Sqlite(path) => {
+            let store = sqlite::SqliteStore::open(path)
+                .await
+                .with_context(|| format!("Failed to open SQLite database {}", path.display()))?;
+            store.migrate().await.context("Failed to migrate SQLite")?;
+            Ok(std::sync::Arc::new(store))
+        }
+    }
+}
+
+impl crate::config::DatabaseConfig {
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Postgres(_) => "postgres".into(),
+            Self::Sqlite(path) => format!("sqlite ({})", path.display()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,38 +448,18 @@ mod tests {
         let batch = [new("1"), new("2"), new("1")];
         let plan = BatchPlan::new(&batch, HashMap::from([(a, 5), (b, 9)]), &HashMap::new());
         assert_eq!(plan.rows.len(), 2);
-        assert_eq!((plan.rows[0].sender_seq, plan.rows[0].receiver_seq), (6, 10));
-        assert_eq!((plan.rows[1].sender_seq, plan.rows[1].receiver_seq), (7, 11));
-        assert_eq!(plan.outcomes[2], InsertOutcome::Duplicate(plan.rows[0].message.clone()));
+        assert_eq!(
+            (plan.rows[0].sender_seq, plan.rows[0].receiver_seq),
+            (6, 10)
+        );
+        assert_eq!(
+            (plan.rows[1].sender_seq, plan.rows[1].receiver_seq),
+            (7, 11)
+        );
+        assert_eq!(
+            plan.outcomes[2],
+            InsertOutcome::Duplicate(plan.rows[0].message.clone())
+        );
         assert_eq!(plan.seqs[&a], 7);
-    }
-}
-
-/// Opens the configured store and applies its migrations.
-pub async fn open(config: &crate::config::Config) -> anyhow::Result<std::sync::Arc<dyn Store>> {
-    use anyhow::Context;
-    match &config.database {
-        crate::config::DatabaseConfig::Postgres(url) => {
-            let store = postgres::PgStore::connect_lazy(url.expose(), config.db_max_connections)
-                .context("Failed to configure the Postgres pool")?;
-            store.migrate().await.context("Failed to migrate Postgres")?;
-            Ok(std::sync::Arc::new(store))
-        }
-        crate::config::DatabaseConfig::Sqlite(path) => {
-            let store = sqlite::SqliteStore::open(path)
-                .await
-                .with_context(|| format!("Failed to open SQLite database {}", path.display()))?;
-            store.migrate().await.context("Failed to migrate SQLite")?;
-            Ok(std::sync::Arc::new(store))
-        }
-    }
-}
-
-impl crate::config::DatabaseConfig {
-    pub fn describe(&self) -> String {
-        match self {
-            Self::Postgres(_) => "postgres".into(),
-            Self::Sqlite(path) => format!("sqlite ({})", path.display()),
-        }
     }
 }

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::FromRow;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use uuid::Uuid;
 
 use super::*;
@@ -97,7 +97,9 @@ impl PgStore {
     }
 
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
-        sqlx::migrate!("./migrations/postgres").run(&self.pool).await
+        sqlx::migrate!("./migrations/postgres")
+            .run(&self.pool)
+            .await
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -199,11 +201,12 @@ impl Store for PgStore {
 
         // Lock every user of the batch in id order; see the module docs.
         let users = users_of(batch);
-        let seqs: Vec<(Uuid, i64)> =
-            sqlx::query_as("SELECT id, msg_seq FROM users WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-                .bind(&users)
-                .fetch_all(&mut *tx)
-                .await?;
+        let seqs: Vec<(Uuid, i64)> = sqlx::query_as(
+            "SELECT id, msg_seq FROM users WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        )
+        .bind(&users)
+        .fetch_all(&mut *tx)
+        .await?;
 
         // Under the sender's lock no other writer can add the same key, so
         // this read is final.
@@ -225,7 +228,10 @@ impl Store for PgStore {
             .await?;
             for row in rows {
                 let message = Message::from(row);
-                let key = (message.sender_id, message.client_id.clone().unwrap_or_default());
+                let key = (
+                    message.sender_id,
+                    message.client_id.clone().unwrap_or_default(),
+                );
                 stored.insert(key, message);
             }
         }
@@ -258,7 +264,8 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
 
-            let (ids, values): (Vec<Uuid>, Vec<i64>) = plan.seqs.iter().map(|(k, v)| (*k, *v)).unzip();
+            let (ids, values): (Vec<Uuid>, Vec<i64>) =
+                plan.seqs.iter().map(|(k, v)| (*k, *v)).unzip();
             sqlx::query(
                 "UPDATE users SET msg_seq = v.seq
                  FROM UNNEST($1::uuid[], $2::int8[]) AS v(id, seq) WHERE users.id = v.id",
@@ -268,8 +275,13 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
 
-            let mut conv: (Vec<Uuid>, Vec<Uuid>, Vec<Uuid>, Vec<Uuid>, Vec<DateTime<Utc>>) =
-                Default::default();
+            let mut conv: (
+                Vec<Uuid>,
+                Vec<Uuid>,
+                Vec<Uuid>,
+                Vec<Uuid>,
+                Vec<DateTime<Utc>>,
+            ) = Default::default();
             for (id, a, b, m, at) in &plan.conversations {
                 conv.0.push(*id);
                 conv.1.push(*a);
@@ -298,15 +310,23 @@ impl Store for PgStore {
     }
 
     async fn message(&self, id: Uuid) -> StoreResult<Option<Message>> {
-        let row: Option<MessageRow> =
-            sqlx::query_as(concat!("SELECT ", message_columns!(), " FROM messages m WHERE m.id = $1"))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row: Option<MessageRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages m WHERE m.id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.map(Into::into))
     }
 
-    async fn mark_read(&self, reader: Uuid, ids: &[Uuid], at: DateTime<Utc>) -> StoreResult<Vec<ReadMark>> {
+    async fn mark_read(
+        &self,
+        reader: Uuid,
+        ids: &[Uuid],
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<ReadMark>> {
         let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
             "UPDATE messages SET is_read = true, read_at = $3, updated_at = $3
              WHERE id = ANY($2) AND receiver_id = $1 AND NOT is_read
@@ -319,11 +339,20 @@ impl Store for PgStore {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(message_id, sender_id)| ReadMark { message_id, sender_id })
+            .map(|(message_id, sender_id)| ReadMark {
+                message_id,
+                sender_id,
+            })
             .collect())
     }
 
-    async fn conversation(&self, me: Uuid, peer: Uuid, before: Option<Uuid>, limit: u32) -> StoreResult<Page<Message>> {
+    async fn conversation(
+        &self,
+        me: Uuid,
+        peer: Uuid,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Page<Message>> {
         let rows: Vec<MessageRow> = sqlx::query_as(concat!(
             "SELECT ",
             message_columns!(),
@@ -396,16 +425,17 @@ impl Store for PgStore {
     }
 
     async fn stats(&self, me: Uuid) -> StoreResult<Stats> {
-        let (total_sent, total_received, unread, conversations): (i64, i64, i64, i64) = sqlx::query_as(
-            "SELECT
+        let (total_sent, total_received, unread, conversations): (i64, i64, i64, i64) =
+            sqlx::query_as(
+                "SELECT
                 (SELECT count(*) FROM messages WHERE sender_id = $1),
                 (SELECT count(*) FROM messages WHERE receiver_id = $1),
                 (SELECT count(*) FROM messages WHERE receiver_id = $1 AND NOT is_read),
                 (SELECT count(*) FROM conversations WHERE user_a = $1 OR user_b = $1)",
-        )
-        .bind(me)
-        .fetch_one(&self.pool)
-        .await?;
+            )
+            .bind(me)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(Stats {
             total_sent,
             total_received,
@@ -443,7 +473,10 @@ impl Store for PgStore {
         .bind(i64::from(limit) + 1)
         .fetch_all(&self.pool)
         .await?;
-        Ok(Page::from_overfetch(rows.into_iter().map(Into::into).collect(), limit))
+        Ok(Page::from_overfetch(
+            rows.into_iter().map(Into::into).collect(),
+            limit,
+        ))
     }
 }
 
@@ -475,4 +508,3 @@ impl MessageColumns {
         self.created_at.push(m.created_at);
     }
 }
-

@@ -218,7 +218,9 @@ impl Store for SqliteStore {
 
         let mut stored = HashMap::new();
         for new in batch {
-            let Some(client_id) = &new.client_id else { continue };
+            let Some(client_id) = &new.client_id else {
+                continue;
+            };
             let row: Option<MessageRow> = sqlx::query_as(concat!(
                 "SELECT ",
                 message_columns!(),
@@ -284,19 +286,28 @@ impl Store for SqliteStore {
     }
 
     async fn message(&self, id: Uuid) -> StoreResult<Option<Message>> {
-        let row: Option<MessageRow> =
-            sqlx::query_as(concat!("SELECT ", message_columns!(), " FROM messages m WHERE m.id = ?1"))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row: Option<MessageRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages m WHERE m.id = ?1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.map(Into::into))
     }
 
-    async fn mark_read(&self, reader: Uuid, ids: &[Uuid], at: DateTime<Utc>) -> StoreResult<Vec<ReadMark>> {
+    async fn mark_read(
+        &self,
+        reader: Uuid,
+        ids: &[Uuid],
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<ReadMark>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut query: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE messages SET is_read = 1, read_at = ");
+        let mut query: QueryBuilder<Sqlite> =
+            QueryBuilder::new("UPDATE messages SET is_read = 1, read_at = ");
         query.push_bind(at);
         query.push(", updated_at = ");
         query.push_bind(at);
@@ -311,11 +322,20 @@ impl Store for SqliteStore {
         let rows: Vec<(Uuid, Uuid)> = query.build_query_as().fetch_all(&self.pool).await?;
         Ok(rows
             .into_iter()
-            .map(|(message_id, sender_id)| ReadMark { message_id, sender_id })
+            .map(|(message_id, sender_id)| ReadMark {
+                message_id,
+                sender_id,
+            })
             .collect())
     }
 
-    async fn conversation(&self, me: Uuid, peer: Uuid, before: Option<Uuid>, limit: u32) -> StoreResult<Page<Message>> {
+    async fn conversation(
+        &self,
+        me: Uuid,
+        peer: Uuid,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Page<Message>> {
         let rows: Vec<MessageRow> = sqlx::query_as(concat!(
             "SELECT ",
             message_columns!(),
@@ -395,16 +415,17 @@ impl Store for SqliteStore {
     }
 
     async fn stats(&self, me: Uuid) -> StoreResult<Stats> {
-        let (total_sent, total_received, unread, conversations): (i64, i64, i64, i64) = sqlx::query_as(
-            "SELECT
+        let (total_sent, total_received, unread, conversations): (i64, i64, i64, i64) =
+            sqlx::query_as(
+                "SELECT
                 (SELECT count(*) FROM messages WHERE sender_id = ?1),
                 (SELECT count(*) FROM messages WHERE receiver_id = ?1),
                 (SELECT count(*) FROM messages WHERE receiver_id = ?1 AND NOT is_read),
                 (SELECT count(*) FROM conversations WHERE user_a = ?1 OR user_b = ?1)",
-        )
-        .bind(me)
-        .fetch_one(&self.pool)
-        .await?;
+            )
+            .bind(me)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(Stats {
             total_sent,
             total_received,
@@ -441,6 +462,9 @@ impl Store for SqliteStore {
         .bind(i64::from(limit) + 1)
         .fetch_all(&self.pool)
         .await?;
-        Ok(Page::from_overfetch(rows.into_iter().map(Into::into).collect(), limit))
+        Ok(Page::from_overfetch(
+            rows.into_iter().map(Into::into).collect(),
+            limit,
+        ))
     }
 }

@@ -13,6 +13,8 @@ use crate::bus::{Delivery, Envelope, SessionId};
 /// A frame queued for one session's writer.
 #[derive(Debug, Clone)]
 pub struct Outbound {
+    /// The frame's `type`, for metrics.
+    pub kind: &'static str,
     pub frame: Bytes,
     /// Set for bus events: when the event was published, for the
     /// delivery-latency histogram.
@@ -26,6 +28,43 @@ pub enum CloseReason {
     SlowConsumer,
     /// The node is draining (SIGTERM).
     Shutdown,
+    /// The token's `exp` passed.
+    TokenExpired,
+    /// The user already holds `MAX_SESSIONS_PER_USER` sessions here.
+    TooManySessions,
+    /// A frame above `MAX_FRAME_BYTES`.
+    FrameTooLarge,
+    /// Nothing heard (not even a pong) within `WS_IDLE_TIMEOUT`.
+    IdleTimeout,
+    /// The client closed or the connection broke.
+    ClientGone,
+}
+
+impl CloseReason {
+    /// The close frame to send; `None` when the peer is gone or dead.
+    pub fn close_frame(self) -> Option<(u16, &'static str)> {
+        match self {
+            Self::SlowConsumer => Some((1013, "too slow to keep up: reconnect and sync")),
+            Self::Shutdown => Some((1001, "server going away: reconnect")),
+            Self::TokenExpired => Some((1008, "token expired: reconnect with a fresh token")),
+            Self::TooManySessions => Some((1008, "too many sessions for this user")),
+            Self::FrameTooLarge => Some((1009, "frame too large")),
+            Self::IdleTimeout | Self::ClientGone => None,
+        }
+    }
+
+    /// Bounded label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::SlowConsumer => "slow_consumer",
+            Self::Shutdown => "shutdown",
+            Self::TokenExpired => "token_expired",
+            Self::TooManySessions => "too_many_sessions",
+            Self::FrameTooLarge => "frame_too_large",
+            Self::IdleTimeout => "idle_timeout",
+            Self::ClientGone => "client_closed",
+        }
+    }
 }
 
 /// The handle the hub keeps for one session.
@@ -50,7 +89,10 @@ impl SessionHandle {
     }
 
     pub fn kick(&self, reason: CloseReason) {
-        self.reason.lock().expect("not poisoned").get_or_insert(reason);
+        self.reason
+            .lock()
+            .expect("not poisoned")
+            .get_or_insert(reason);
         self.kick.cancel();
     }
 
@@ -67,6 +109,7 @@ impl SessionHandle {
     /// frames, the session is closed so the client reconnects and syncs.
     fn offer(&self, envelope: &Envelope) {
         let outbound = Outbound {
+            kind: envelope.kind,
             frame: envelope.frame.clone(),
             published_at_micros: Some(envelope.published_at_micros),
         };
@@ -108,7 +151,11 @@ impl Hub {
         }
         let first = sessions.is_empty();
         sessions.push(handle);
-        if first { Registered::First } else { Registered::Another }
+        if first {
+            Registered::First
+        } else {
+            Registered::Another
+        }
     }
 
     /// Removes a session; `true` when it was the user's last one here.
@@ -134,11 +181,25 @@ impl Hub {
     }
 
     pub fn users(&self) -> Vec<Uuid> {
-        self.users.read().expect("not poisoned").keys().copied().collect()
+        self.users
+            .read()
+            .expect("not poisoned")
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    pub fn has(&self, user: Uuid) -> bool {
+        self.users.read().expect("not poisoned").contains_key(&user)
     }
 
     pub fn session_count(&self) -> usize {
-        self.users.read().expect("not poisoned").values().map(Vec::len).sum()
+        self.users
+            .read()
+            .expect("not poisoned")
+            .values()
+            .map(Vec::len)
+            .sum()
     }
 
     /// Asks every session to close (node shutdown).
@@ -161,5 +222,9 @@ impl Delivery for Hub {
                 session.offer(&envelope);
             }
         }
+    }
+
+    fn wants(&self, user: Uuid) -> bool {
+        self.has(user)
     }
 }

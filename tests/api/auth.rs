@@ -68,7 +68,9 @@ struct JwksServer {
 
 impl JwksServer {
     async fn start(keys: &[&TestKey]) -> Self {
-        let set = Arc::new(Mutex::new(keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()));
+        let set = Arc::new(Mutex::new(
+            keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>(),
+        ));
         let fetches = Arc::new(AtomicUsize::new(0));
         let router = Router::new().route("/auth/v1/.well-known/jwks.json", {
             let (set, fetches) = (set.clone(), fetches.clone());
@@ -81,7 +83,11 @@ impl JwksServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-        Self { url: format!("http://{addr}"), keys: set, fetches }
+        Self {
+            url: format!("http://{addr}"),
+            keys: set,
+            fetches,
+        }
     }
 
     fn publish(&self, keys: &[&TestKey]) {
@@ -101,7 +107,12 @@ fn sign(key: &TestKey, claims: &Value) -> String {
 }
 
 fn sign_hs256(secret: &str, claims: &Value) -> String {
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
 }
 
 fn verifier(vars: &[(&str, &str)]) -> Verifier {
@@ -118,7 +129,10 @@ async fn hs256_tokens_are_checked_claim_by_claim() {
     let v = hs256_verifier();
     let sub = Uuid::now_v7().to_string();
     let now = chrono::Utc::now().timestamp();
-    let ok = v.verify(&sign_hs256(TEST_SECRET, &claims(&sub))).await.unwrap();
+    let ok = v
+        .verify(&sign_hs256(TEST_SECRET, &claims(&sub)))
+        .await
+        .unwrap();
     assert_eq!(ok.id.to_string(), sub);
     assert_eq!(ok.email, "a@example.com");
 
@@ -130,13 +144,41 @@ async fn hs256_tokens_are_checked_claim_by_claim() {
         sign_hs256(TEST_SECRET, &c)
     };
     let cases = [
-        ("expired", with(json!({"exp": now - 3600})), AuthError::Expired),
-        ("not yet valid", with(json!({"nbf": now + 3600})), AuthError::NotYetValid),
-        ("wrong audience", with(json!({"aud": "someone-else"})), AuthError::BadAudience),
-        ("non-uuid sub", with(json!({"sub": "alice"})), AuthError::BadSubject),
-        ("anon key", with(json!({"role": "anon"})), AuthError::BadRole),
-        ("service role key", with(json!({"role": "service_role"})), AuthError::BadRole),
-        ("wrong signature", sign_hs256("another-secret-that-is-also-long-enough!", &claims(&sub)), AuthError::BadSignature),
+        (
+            "expired",
+            with(json!({"exp": now - 3600})),
+            AuthError::Expired,
+        ),
+        (
+            "not yet valid",
+            with(json!({"nbf": now + 3600})),
+            AuthError::NotYetValid,
+        ),
+        (
+            "wrong audience",
+            with(json!({"aud": "someone-else"})),
+            AuthError::BadAudience,
+        ),
+        (
+            "non-uuid sub",
+            with(json!({"sub": "alice"})),
+            AuthError::BadSubject,
+        ),
+        (
+            "anon key",
+            with(json!({"role": "anon"})),
+            AuthError::BadRole,
+        ),
+        (
+            "service role key",
+            with(json!({"role": "service_role"})),
+            AuthError::BadRole,
+        ),
+        (
+            "wrong signature",
+            sign_hs256("another-secret-that-is-also-long-enough!", &claims(&sub)),
+            AuthError::BadSignature,
+        ),
         ("garbage", "not.a.token".to_owned(), AuthError::Malformed),
     ];
     for (what, token, expected) in cases {
@@ -157,7 +199,11 @@ async fn hs256_tokens_are_checked_claim_by_claim() {
 async fn alg_none_is_refused() {
     let v = hs256_verifier();
     let encode = |v: &Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap());
-    let token = format!("{}.{}.", encode(&json!({"alg": "none", "typ": "JWT"})), encode(&claims(&Uuid::now_v7().to_string())));
+    let token = format!(
+        "{}.{}.",
+        encode(&json!({"alg": "none", "typ": "JWT"})),
+        encode(&claims(&Uuid::now_v7().to_string()))
+    );
     assert!(v.verify(&token).await.is_err());
 }
 
@@ -168,8 +214,22 @@ async fn jwks_keys_verify_rs256_and_es256_and_nothing_else() {
     let v = verifier(&[("SUPABASE_URL", &server.url)]);
     let sub = Uuid::now_v7().to_string();
 
-    assert_eq!(v.verify(&sign(&rsa, &claims(&sub))).await.unwrap().id.to_string(), sub);
-    assert_eq!(v.verify(&sign(&ec, &claims(&sub))).await.unwrap().id.to_string(), sub);
+    assert_eq!(
+        v.verify(&sign(&rsa, &claims(&sub)))
+            .await
+            .unwrap()
+            .id
+            .to_string(),
+        sub
+    );
+    assert_eq!(
+        v.verify(&sign(&ec, &claims(&sub)))
+            .await
+            .unwrap()
+            .id
+            .to_string(),
+        sub
+    );
     assert_eq!(server.fetches.load(Ordering::SeqCst), 1, "keys are cached");
 
     // An HS256 token where only JWKS is configured (even one "signed" with a
@@ -180,49 +240,82 @@ async fn jwks_keys_verify_rs256_and_es256_and_nothing_else() {
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some("ec-1".into());
     let confused = jsonwebtoken::encode(&header, &claims(&sub), &rsa.encoding).unwrap();
-    assert_eq!(v.verify(&confused).await.unwrap_err(), AuthError::BadAlgorithm);
+    assert_eq!(
+        v.verify(&confused).await.unwrap_err(),
+        AuthError::BadAlgorithm
+    );
     // Signed by a key that is not in the set, under a known kid.
-    let impostor = TestKey { kid: "rsa-1".into(), ..rsa_key("x") };
-    assert_eq!(v.verify(&sign(&impostor, &claims(&sub))).await.unwrap_err(), AuthError::BadSignature);
+    let impostor = TestKey {
+        kid: "rsa-1".into(),
+        ..rsa_key("x")
+    };
+    assert_eq!(
+        v.verify(&sign(&impostor, &claims(&sub))).await.unwrap_err(),
+        AuthError::BadSignature
+    );
 }
 
 #[tokio::test]
 async fn unknown_kids_refetch_at_most_once_per_interval() {
     let key = ec_key("k1");
     let server = JwksServer::start(&[&key]).await;
-    let v = verifier(&[("JWKS_URL", &format!("{}/auth/v1/.well-known/jwks.json", server.url))]);
+    let v = verifier(&[(
+        "JWKS_URL",
+        &format!("{}/auth/v1/.well-known/jwks.json", server.url),
+    )]);
     let sub = Uuid::now_v7().to_string();
     v.verify(&sign(&key, &claims(&sub))).await.unwrap();
 
     for i in 0..20 {
-        let made_up = TestKey { kid: format!("made-up-{i}"), ..ec_key("x") };
-        assert_eq!(v.verify(&sign(&made_up, &claims(&sub))).await.unwrap_err(), AuthError::UnknownKey);
+        let made_up = TestKey {
+            kid: format!("made-up-{i}"),
+            ..ec_key("x")
+        };
+        assert_eq!(
+            v.verify(&sign(&made_up, &claims(&sub))).await.unwrap_err(),
+            AuthError::UnknownKey
+        );
     }
-    assert_eq!(server.fetches.load(Ordering::SeqCst), 1, "made-up kids within the interval fetch nothing");
+    assert_eq!(
+        server.fetches.load(Ordering::SeqCst),
+        1,
+        "made-up kids within the interval fetch nothing"
+    );
 }
 
 #[tokio::test]
 async fn rotated_keys_are_picked_up() {
     let (old, new) = (rsa_key("2026-01"), ec_key("2026-02"));
     let server = JwksServer::start(&[&old]).await;
-    let v = verifier(&[("SUPABASE_URL", &server.url), ("JWKS_REFETCH_INTERVAL", "100ms")]);
+    let v = verifier(&[
+        ("SUPABASE_URL", &server.url),
+        ("JWKS_REFETCH_INTERVAL", "100ms"),
+    ]);
     let sub = Uuid::now_v7().to_string();
     v.verify(&sign(&old, &claims(&sub))).await.unwrap();
 
     server.publish(&[&new]);
     tokio::time::sleep(Duration::from_millis(150)).await;
-    v.verify(&sign(&new, &claims(&sub))).await.expect("the new kid triggers a refetch");
+    v.verify(&sign(&new, &claims(&sub)))
+        .await
+        .expect("the new kid triggers a refetch");
     assert_eq!(server.fetches.load(Ordering::SeqCst), 2);
 
     // The refetched set no longer holds the old key, so it stops working.
-    assert_eq!(v.verify(&sign(&old, &claims(&sub))).await.unwrap_err(), AuthError::UnknownKey);
+    assert_eq!(
+        v.verify(&sign(&old, &claims(&sub))).await.unwrap_err(),
+        AuthError::UnknownKey
+    );
 }
 
 #[tokio::test]
 async fn an_unreachable_jwks_is_unavailable_not_unauthorized() {
     let v = verifier(&[("JWKS_URL", "http://127.0.0.1:9/jwks.json")]);
     let key = ec_key("k");
-    let err = v.verify(&sign(&key, &claims(&Uuid::now_v7().to_string()))).await.unwrap_err();
+    let err = v
+        .verify(&sign(&key, &claims(&Uuid::now_v7().to_string())))
+        .await
+        .unwrap_err();
     assert_eq!(err, AuthError::KeysUnavailable);
 }
 
@@ -230,7 +323,11 @@ async fn an_unreachable_jwks_is_unavailable_not_unauthorized() {
 async fn a_jwks_node_creates_users_from_their_first_request() {
     let key = rsa_key("k1");
     let server = JwksServer::start(&[&key]).await;
-    let app = TestApp::spawn_with(Backend::Sqlite, &[("JWT_SECRET", ""), ("SUPABASE_URL", &server.url)]).await;
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[("JWT_SECRET", ""), ("SUPABASE_URL", &server.url)],
+    )
+    .await;
     let id = Uuid::now_v7();
     let token = sign(&key, &claims(&id.to_string()));
 
@@ -242,18 +339,29 @@ async fn a_jwks_node_creates_users_from_their_first_request() {
     let hs = sign_hs256(TEST_SECRET, &claims(&id.to_string()));
     let (status, body) = app.get("/users/me", &hs).await;
     assert_eq!(status, 401);
-    assert_eq!(body, json!({"error": {"code": "unauthorized", "message": "token algorithm not accepted"}}));
+    assert_eq!(
+        body,
+        json!({"error": {"code": "unauthorized", "message": "token algorithm not accepted"}})
+    );
 }
 
 #[test]
 fn minted_tokens_look_like_supabase_access_tokens() {
     let id = Uuid::now_v7();
-    let token = ochat::auth::mint(&Secret::new(TEST_SECRET), id, "a@example.com", Duration::from_secs(3600));
+    let token = ochat::auth::mint(
+        &Secret::new(TEST_SECRET),
+        id,
+        "a@example.com",
+        Duration::from_secs(3600),
+    );
     let payload = token.split('.').nth(1).unwrap();
     let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
     assert_eq!(claims["sub"], json!(id));
     assert_eq!(claims["aud"], "authenticated");
     assert_eq!(claims["role"], "authenticated");
-    let (exp, iat) = (claims["exp"].as_i64().unwrap(), claims["iat"].as_i64().unwrap());
+    let (exp, iat) = (
+        claims["exp"].as_i64().unwrap(),
+        claims["iat"].as_i64().unwrap(),
+    );
     assert_eq!(exp - iat, 3600);
 }

@@ -88,7 +88,10 @@ impl Drop for TestDatabase {
         // Drop runs inside a test's runtime; a fresh one on its own thread
         // can block on the cleanup without upsetting it.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
                     let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -106,7 +109,11 @@ impl Drop for TestDatabase {
 /// A store on a fresh database, for the contract suite.
 pub async fn test_store(backend: Backend) -> (Arc<dyn Store>, TestDatabase) {
     let db = TestDatabase::new(backend).await;
-    let config = Config::from_vars([("DATABASE_URL", db.url.as_str()), ("JWT_SECRET", TEST_SECRET)]).unwrap();
+    let config = Config::from_vars([
+        ("DATABASE_URL", db.url.as_str()),
+        ("JWT_SECRET", TEST_SECRET),
+    ])
+    .unwrap();
     let store = ochat::store::open(&config).await.expect("open store");
     (store, db)
 }
@@ -140,7 +147,10 @@ impl TestApp {
             ("JWT_SECRET".into(), TEST_SECRET.into()),
             ("SERVER_PORT".into(), "0".into()),
             ("METRICS_PORT".into(), "0".into()),
-            ("NODE_ID".into(), format!("test-{}", Uuid::now_v7().simple())),
+            (
+                "NODE_ID".into(),
+                format!("test-{}", Uuid::now_v7().simple()),
+            ),
         ];
         for (k, v) in env {
             vars.retain(|(key, _)| key != k);
@@ -216,7 +226,12 @@ impl TestApp {
     }
 
     /// Sends a message through the domain layer (the WebSocket's path).
-    pub async fn send(&self, from: &TestUser, to: &TestUser, content: &str) -> ochat::store::Message {
+    pub async fn send(
+        &self,
+        from: &TestUser,
+        to: &TestUser,
+        content: &str,
+    ) -> ochat::store::Message {
         self.state
             .chat
             .send(from.id, None, to.id, content, None)

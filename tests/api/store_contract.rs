@@ -14,7 +14,10 @@ use crate::helpers::{Backend, test_store};
 
 async fn user(store: &Arc<dyn Store>) -> Uuid {
     let id = Uuid::now_v7();
-    store.upsert_user(id, &format!("{}@example.com", id.simple())).await.unwrap();
+    store
+        .upsert_user(id, &format!("{}@example.com", id.simple()))
+        .await
+        .unwrap();
     id
 }
 
@@ -30,7 +33,12 @@ fn new_message(from: Uuid, to: Uuid, content: &str, client_id: Option<&str>) -> 
 }
 
 async fn insert(store: &Arc<dyn Store>, from: Uuid, to: Uuid, content: &str) -> Message {
-    match store.insert_messages(&[new_message(from, to, content, None)]).await.unwrap().remove(0) {
+    match store
+        .insert_messages(&[new_message(from, to, content, None)])
+        .await
+        .unwrap()
+        .remove(0)
+    {
         InsertOutcome::Created(m) => m,
         other => panic!("expected Created, got {other:?}"),
     }
@@ -61,22 +69,50 @@ async fn users_are_upserted_and_patched(backend: Backend) {
     assert_eq!(user.email, "b@example.com");
     assert_eq!(user.username, None);
 
-    let patch = ProfilePatch { username: Some(Some("alice".into())), avatar_url: Some(Some("https://x/a.png".into())) };
+    let patch = ProfilePatch {
+        username: Some(Some("alice".into())),
+        avatar_url: Some(Some("https://x/a.png".into())),
+    };
     let user = store.update_profile(id, &patch).await.unwrap().unwrap();
-    assert_eq!((user.username.as_deref(), user.avatar_url.as_deref()), (Some("alice"), Some("https://x/a.png")));
+    assert_eq!(
+        (user.username.as_deref(), user.avatar_url.as_deref()),
+        (Some("alice"), Some("https://x/a.png"))
+    );
 
-    let clear_avatar = ProfilePatch { username: None, avatar_url: Some(None) };
-    let user = store.update_profile(id, &clear_avatar).await.unwrap().unwrap();
-    assert_eq!((user.username.as_deref(), user.avatar_url), (Some("alice"), None));
+    let clear_avatar = ProfilePatch {
+        username: None,
+        avatar_url: Some(None),
+    };
+    let user = store
+        .update_profile(id, &clear_avatar)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (user.username.as_deref(), user.avatar_url),
+        (Some("alice"), None)
+    );
 
-    assert_eq!(store.update_profile(Uuid::now_v7(), &clear_avatar).await.unwrap(), None);
+    assert_eq!(
+        store
+            .update_profile(Uuid::now_v7(), &clear_avatar)
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(store.user(Uuid::now_v7()).await.unwrap(), None);
 }
 
 async fn an_email_cannot_move_to_another_user(backend: Backend) {
     let (store, _db) = test_store(backend).await;
-    store.upsert_user(Uuid::now_v7(), "same@example.com").await.unwrap();
-    let err = store.upsert_user(Uuid::now_v7(), "same@example.com").await.unwrap_err();
+    store
+        .upsert_user(Uuid::now_v7(), "same@example.com")
+        .await
+        .unwrap();
+    let err = store
+        .upsert_user(Uuid::now_v7(), "same@example.com")
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
 }
 
@@ -84,20 +120,34 @@ async fn inserts_are_idempotent_per_sender_and_client_id(backend: Backend) {
     let (store, _db) = test_store(backend).await;
     let (a, b, c) = (user(&store).await, user(&store).await, user(&store).await);
 
-    let first = store.insert_messages(&[new_message(a, b, "hi", Some("k1"))]).await.unwrap();
-    let InsertOutcome::Created(original) = &first[0] else { panic!("{first:?}") };
+    let first = store
+        .insert_messages(&[new_message(a, b, "hi", Some("k1"))])
+        .await
+        .unwrap();
+    let InsertOutcome::Created(original) = &first[0] else {
+        panic!("{first:?}")
+    };
 
     // Same key again, alone and twice inside one batch: nothing new.
     let again = store
-        .insert_messages(&[new_message(a, b, "hi (retry)", Some("k1")), new_message(a, b, "x", Some("k2")), new_message(a, b, "y", Some("k2"))])
+        .insert_messages(&[
+            new_message(a, b, "hi (retry)", Some("k1")),
+            new_message(a, b, "x", Some("k2")),
+            new_message(a, b, "y", Some("k2")),
+        ])
         .await
         .unwrap();
     assert_eq!(again[0], InsertOutcome::Duplicate(original.clone()));
-    let InsertOutcome::Created(k2) = &again[1] else { panic!("{again:?}") };
+    let InsertOutcome::Created(k2) = &again[1] else {
+        panic!("{again:?}")
+    };
     assert_eq!(again[2], InsertOutcome::Duplicate(k2.clone()));
 
     // The key belongs to the sender: another sender may reuse it.
-    let other = store.insert_messages(&[new_message(c, b, "hi", Some("k1"))]).await.unwrap();
+    let other = store
+        .insert_messages(&[new_message(c, b, "hi", Some("k1"))])
+        .await
+        .unwrap();
     assert!(matches!(other[0], InsertOutcome::Created(_)), "{other:?}");
 
     let page = store.conversation(a, b, None, 100).await.unwrap();
@@ -109,7 +159,10 @@ async fn unknown_recipients_are_reported_per_message(backend: Backend) {
     let (store, _db) = test_store(backend).await;
     let (a, b) = (user(&store).await, user(&store).await);
     let outcomes = store
-        .insert_messages(&[new_message(a, Uuid::now_v7(), "lost", None), new_message(a, b, "kept", None)])
+        .insert_messages(&[
+            new_message(a, Uuid::now_v7(), "lost", None),
+            new_message(a, b, "kept", None),
+        ])
         .await
         .unwrap();
     assert_eq!(outcomes[0], InsertOutcome::RecipientNotFound);
@@ -128,26 +181,54 @@ async fn conversation_pages_back_oldest_first(backend: Backend) {
     insert(&store, a, c, "elsewhere").await;
 
     let newest = store.conversation(a, b, None, 2).await.unwrap();
-    assert_eq!(newest.items.iter().map(|m| m.id).collect::<Vec<_>>(), sent[3..5]);
+    assert_eq!(
+        newest.items.iter().map(|m| m.id).collect::<Vec<_>>(),
+        sent[3..5]
+    );
     assert!(newest.has_more);
 
-    let older = store.conversation(b, a, Some(newest.items[0].id), 2).await.unwrap();
-    assert_eq!(older.items.iter().map(|m| m.id).collect::<Vec<_>>(), sent[1..3]);
+    let older = store
+        .conversation(b, a, Some(newest.items[0].id), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        older.items.iter().map(|m| m.id).collect::<Vec<_>>(),
+        sent[1..3]
+    );
     assert!(older.has_more);
 
-    let oldest = store.conversation(a, b, Some(older.items[0].id), 2).await.unwrap();
-    assert_eq!(oldest.items.iter().map(|m| m.id).collect::<Vec<_>>(), sent[0..1]);
+    let oldest = store
+        .conversation(a, b, Some(older.items[0].id), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        oldest.items.iter().map(|m| m.id).collect::<Vec<_>>(),
+        sent[0..1]
+    );
     assert!(!oldest.has_more);
 
     // Someone outside the conversation sees nothing of it.
-    assert!(store.conversation(c, b, None, 50).await.unwrap().items.is_empty());
+    assert!(
+        store
+            .conversation(c, b, None, 50)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
 }
 
 async fn conversations_list_most_recent_first_with_unread_counts(backend: Backend) {
     let (store, _db) = test_store(backend).await;
     let (a, b, c) = (user(&store).await, user(&store).await, user(&store).await);
     store
-        .update_profile(c, &ProfilePatch { username: Some(Some("carol".into())), avatar_url: None })
+        .update_profile(
+            c,
+            &ProfilePatch {
+                username: Some(Some("carol".into())),
+                avatar_url: None,
+            },
+        )
         .await
         .unwrap();
     insert(&store, b, a, "from b 1").await;
@@ -183,14 +264,40 @@ async fn search_sees_only_own_messages_by_whole_word(backend: Backend) {
         let q = q.to_owned();
         async move {
             let words = SearchWords::parse(&q).unwrap();
-            store.search(a, &words, 20).await.unwrap().into_iter().map(|m| m.id).collect::<Vec<_>>()
+            store
+                .search(a, &words, 20)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|m| m.id)
+                .collect::<Vec<_>>()
         }
     };
-    assert_eq!(search("HELLO").await, vec![to_me.id, mine.id], "newest first, case-insensitive");
-    assert_eq!(search("hello world").await, vec![mine.id], "every word must match");
-    assert_eq!(search("hell").await, Vec::<Uuid>::new(), "whole words, not substrings");
-    assert_eq!(search("carol").await, Vec::<Uuid>::new(), "others' messages are invisible");
-    assert_eq!(search("\"Alice\" -hello*").await, vec![mine.id], "query syntax is never interpreted");
+    assert_eq!(
+        search("HELLO").await,
+        vec![to_me.id, mine.id],
+        "newest first, case-insensitive"
+    );
+    assert_eq!(
+        search("hello world").await,
+        vec![mine.id],
+        "every word must match"
+    );
+    assert_eq!(
+        search("hell").await,
+        Vec::<Uuid>::new(),
+        "whole words, not substrings"
+    );
+    assert_eq!(
+        search("carol").await,
+        Vec::<Uuid>::new(),
+        "others' messages are invisible"
+    );
+    assert_eq!(
+        search("\"Alice\" -hello*").await,
+        vec![mine.id],
+        "query syntax is never interpreted"
+    );
 }
 
 async fn stats_count_what_the_user_sees(backend: Backend) {
@@ -203,7 +310,15 @@ async fn stats_count_what_the_user_sees(backend: Backend) {
     insert(&store, b, c, "not a's").await;
     store.mark_read(a, &[read.id], Utc::now()).await.unwrap();
     let stats = store.stats(a).await.unwrap();
-    assert_eq!((stats.total_sent, stats.total_received, stats.unread, stats.conversations), (2, 2, 1, 2));
+    assert_eq!(
+        (
+            stats.total_sent,
+            stats.total_received,
+            stats.unread,
+            stats.conversations
+        ),
+        (2, 2, 1, 2)
+    );
 }
 
 async fn only_the_receiver_marks_read(backend: Backend) {
@@ -212,14 +327,38 @@ async fn only_the_receiver_marks_read(backend: Backend) {
     let m1 = insert(&store, a, b, "one").await;
     let m2 = insert(&store, a, b, "two").await;
 
-    assert!(store.mark_read(a, &[m1.id], now()).await.unwrap().is_empty(), "the sender cannot");
-    assert!(store.mark_read(c, &[m1.id], now()).await.unwrap().is_empty(), "a stranger cannot");
+    assert!(
+        store
+            .mark_read(a, &[m1.id], now())
+            .await
+            .unwrap()
+            .is_empty(),
+        "the sender cannot"
+    );
+    assert!(
+        store
+            .mark_read(c, &[m1.id], now())
+            .await
+            .unwrap()
+            .is_empty(),
+        "a stranger cannot"
+    );
 
-    let marks = store.mark_read(b, &[m1.id, m2.id, Uuid::now_v7()], now()).await.unwrap();
+    let marks = store
+        .mark_read(b, &[m1.id, m2.id, Uuid::now_v7()], now())
+        .await
+        .unwrap();
     let ids: HashSet<Uuid> = marks.iter().map(|m| m.message_id).collect();
     assert_eq!(ids, HashSet::from([m1.id, m2.id]));
     assert!(marks.iter().all(|m| m.sender_id == a));
-    assert!(store.mark_read(b, &[m1.id], now()).await.unwrap().is_empty(), "read once only");
+    assert!(
+        store
+            .mark_read(b, &[m1.id], now())
+            .await
+            .unwrap()
+            .is_empty(),
+        "read once only"
+    );
 
     let stored = store.message(m1.id).await.unwrap().unwrap();
     assert!(stored.is_read && stored.read_at.is_some());
@@ -276,7 +415,9 @@ async fn sync_never_skips_under_concurrent_writers(backend: Backend) {
             let mut ids = Vec::new();
             for i in 0..per_sender {
                 let batch = [new_message(sender, receiver, &format!("{i}"), None)];
-                if let InsertOutcome::Created(m) = store.insert_messages(&batch).await.unwrap().remove(0) {
+                if let InsertOutcome::Created(m) =
+                    store.insert_messages(&batch).await.unwrap().remove(0)
+                {
                     ids.push(m.id);
                 }
             }
@@ -313,7 +454,12 @@ async fn sync_never_skips_under_concurrent_writers(backend: Backend) {
 
 async fn contacts_and_presence_are_recorded(backend: Backend) {
     let (store, _db) = test_store(backend).await;
-    let (a, b, c, d) = (user(&store).await, user(&store).await, user(&store).await, user(&store).await);
+    let (a, b, c, d) = (
+        user(&store).await,
+        user(&store).await,
+        user(&store).await,
+        user(&store).await,
+    );
     insert(&store, a, b, "1").await;
     insert(&store, c, a, "2").await;
     insert(&store, c, a, "3").await;

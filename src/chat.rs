@@ -119,8 +119,14 @@ impl Chat {
                 crate::metrics::message_sent();
                 let frame = ServerFrame::Message(MessageFrame::from(&message)).to_json();
                 self.publish(vec![
-                    (message.receiver_id, Envelope::shared("message", frame.clone(), None)),
-                    (message.sender_id, Envelope::shared("message", frame, origin)),
+                    (
+                        message.receiver_id,
+                        Envelope::shared("message", frame.clone(), None),
+                    ),
+                    (
+                        message.sender_id,
+                        Envelope::shared("message", frame, origin),
+                    ),
                 ])
                 .await;
                 Ok(message)

@@ -120,6 +120,9 @@ pub struct Config {
     pub metrics_port: Option<u16>,
     pub database: DatabaseConfig,
     pub db_max_connections: u32,
+    /// How long an embedded-database writer waits for the write lock before
+    /// the send fails as `unavailable`.
+    pub sqlite_busy_timeout: Duration,
     pub redis_url: Option<Secret>,
     /// Prefix of every Redis key and channel, so deployments can share a server.
     pub redis_prefix: String,
@@ -386,6 +389,7 @@ impl Config {
             metrics_port,
             database,
             db_max_connections,
+            sqlite_busy_timeout: vars.duration("SQLITE_BUSY_TIMEOUT", Duration::from_secs(5))?,
             redis_url,
             redis_prefix,
             auth,

@@ -92,7 +92,8 @@ impl Envelope {
             "-" => None,
             id => Some(SessionId(Uuid::parse_str(id).ok()?)),
         };
-        let kind = ServerFrame::KINDS.into_iter().find(|k| Some(*k) == parts.next())?;
+        let kind_name = parts.next()?;
+        let kind = ServerFrame::KINDS.into_iter().find(|k| *k == kind_name)?;
         Some(Self {
             published_at_micros: micros,
             exclude,

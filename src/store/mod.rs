@@ -54,19 +54,18 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// Postgres classes 08 (connection), 53 (resources), 57P (shutdown) and
-/// SQLite's BUSY/LOCKED mean "try again later", not "your input is wrong".
+/// Codes that mean "try again later", not "your input is wrong": Postgres
+/// classes 08 (connection), 53 (resources), 55 (e.g. a database refusing
+/// connections), 57P (shutdown), 3D000 (database missing while connecting),
+/// and SQLite's BUSY (5) and LOCKED (6), whose extended codes keep the
+/// primary code in the low byte.
 fn is_unavailable_code(code: Option<&str>) -> bool {
-    match code {
-        Some(c) => {
-            c.starts_with("08")
-                || c.starts_with("53")
-                || c.starts_with("57P")
-                || c == "5"
-                || c == "6"
-        }
-        None => false,
-    }
+    let Some(c) = code else { return false };
+    ["08", "53", "55", "57P"]
+        .iter()
+        .any(|class| c.starts_with(class))
+        || c == "3D000"
+        || c.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -398,7 +397,7 @@ pub async fn open(config: &crate::config::Config) -> anyhow::Result<std::sync::A
             Ok(std::sync::Arc::new(store))
         }
         crate::config::DatabaseConfig::Sqlite(path) => {
-            let store = sqlite::SqliteStore::open(path)
+            let store = sqlite::SqliteStore::open(path, config.sqlite_busy_timeout)
                 .await
                 .with_context(|| format!("Failed to open SQLite database {}", path.display()))?;
             store.migrate().await.context("Failed to migrate SQLite")?;

@@ -42,7 +42,9 @@ async fn upgrade(
         return e.into_response();
     }
     let query = Query::<TokenQuery>::try_from_uri(&uri).ok();
-    let token = auth::bearer(&headers).map(str::to_owned).or_else(|| query.and_then(|q| q.0.token));
+    let token = auth::bearer(&headers)
+        .map(str::to_owned)
+        .or_else(|| query.and_then(|q| q.0.token));
     let user = match state.auth.authenticate(token.as_deref()).await {
         Ok(user) => user,
         Err(e) => return e.into_response(),
@@ -50,8 +52,11 @@ async fn upgrade(
     let ws = match ws {
         Ok(ws) => ws,
         Err(rejection) => {
-            return ApiError::invalid_field(format!("expected a WebSocket upgrade: {}", rejection.body_text()))
-                .into_response();
+            return ApiError::invalid_field(format!(
+                "expected a WebSocket upgrade: {}",
+                rejection.body_text()
+            ))
+            .into_response();
         }
     };
     let limits = &state.config.limits;
@@ -72,7 +77,9 @@ fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), ApiError>
     let same_site = headers
         .get(HOST)
         .and_then(|h| h.to_str().ok())
-        .is_some_and(|host| origin == format!("http://{host}") || origin == format!("https://{host}"));
+        .is_some_and(|host| {
+            origin == format!("http://{host}") || origin == format!("https://{host}")
+        });
     if same_site || allowed.iter().any(|a| a == "*" || a == origin) {
         return Ok(());
     }

@@ -56,7 +56,9 @@ pub async fn run(socket: WebSocket, state: AppState, user: AuthUser, id: Session
     let span = tracing::info_span!("ws", node = %state.config.node_id, user = %user.id, conn = %id);
     // Tracked, so a draining node waits for its sessions to close.
     let tasks = state.tasks.clone();
-    tasks.track_future(session(socket, state, user, id).instrument(span)).await
+    tasks
+        .track_future(session(socket, state, user, id).instrument(span))
+        .await
 }
 
 async fn session(socket: WebSocket, state: AppState, user: AuthUser, id: SessionId) {
@@ -66,7 +68,10 @@ async fn session(socket: WebSocket, state: AppState, user: AuthUser, id: Session
     let handle = Arc::new(SessionHandle::new(id, user.id, queue.clone()));
     let (mut sink, stream) = socket.split();
 
-    match state.hub.register(handle.clone(), limits.max_sessions_per_user) {
+    match state
+        .hub
+        .register(handle.clone(), limits.max_sessions_per_user)
+    {
         Registered::TooMany => {
             close(&mut sink, CloseReason::TooManySessions).await;
             crate::metrics::connection_closed(CloseReason::TooManySessions.label());
@@ -110,7 +115,9 @@ async fn read_loop(
 ) -> CloseReason {
     let limits = &state.config.limits;
     let mut bucket = TokenBucket::new(limits.rate_per_sec, limits.rate_burst);
-    let until_expiry = (user.expires_at - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO);
+    let until_expiry = (user.expires_at - chrono::Utc::now())
+        .to_std()
+        .unwrap_or(Duration::ZERO);
     let expiry = sleep(until_expiry);
     tokio::pin!(expiry);
     let mut last_heard = Instant::now();
@@ -133,7 +140,10 @@ async fn read_loop(
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             Some(Ok(Message::Binary(_))) => Some(ServerFrame::error(
-                ApiError::new(ErrorCode::InvalidJson, "binary frames are not supported; send JSON text frames"),
+                ApiError::new(
+                    ErrorCode::InvalidJson,
+                    "binary frames are not supported; send JSON text frames",
+                ),
                 None,
             )),
             Some(Ok(Message::Text(text))) => {
@@ -180,7 +190,16 @@ async fn answer(
             if !bucket.take() {
                 return Some(ServerFrame::error(rate_limited("message"), f.client_id));
             }
-            match chat.send(user.id, Some(session), f.to, &f.content, f.client_id.as_deref()).await {
+            match chat
+                .send(
+                    user.id,
+                    Some(session),
+                    f.to,
+                    &f.content,
+                    f.client_id.as_deref(),
+                )
+                .await
+            {
                 Ok(m) => Some(ServerFrame::Ack {
                     client_id: f.client_id,
                     id: m.id,
@@ -222,7 +241,8 @@ async fn write_loop(
     handle: Arc<SessionHandle>,
     limits: Limits,
 ) {
-    let mut ping = tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
+    let mut ping =
+        tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
     loop {
         let message = tokio::select! {
             biased;
@@ -269,6 +289,10 @@ async fn close(sink: &mut SplitSink<WebSocket, Message>, reason: CloseReason) {
             code,
             reason: Utf8Bytes::from(text),
         };
-        let _ = timeout(Duration::from_secs(1), sink.send(Message::Close(Some(frame)))).await;
+        let _ = timeout(
+            Duration::from_secs(1),
+            sink.send(Message::Close(Some(frame))),
+        )
+        .await;
     }
 }

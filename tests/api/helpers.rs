@@ -151,6 +151,8 @@ impl TestApp {
                 "NODE_ID".into(),
                 format!("test-{}", Uuid::now_v7().simple()),
             ),
+            // Fail fast when a test holds the embedded database's write lock.
+            ("SQLITE_BUSY_TIMEOUT".into(), "500ms".into()),
         ];
         for (k, v) in env {
             vars.retain(|(key, _)| key != k);
@@ -295,5 +297,68 @@ where
             return false;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Makes a node's storage unreachable while it lives: Postgres refuses the
+/// test database's connections (and drops the open ones); SQLite's write lock
+/// is held by another connection.
+pub enum StorageOutage {
+    Postgres {
+        admin: sqlx::PgConnection,
+        name: String,
+    },
+    Sqlite {
+        conn: sqlx::SqliteConnection,
+    },
+}
+
+impl StorageOutage {
+    pub async fn start(app: &TestApp, backend: Backend) -> Self {
+        let db = app.database();
+        match backend {
+            Backend::Postgres => {
+                let name = db.name.clone().expect("postgres test database");
+                let mut admin = sqlx::PgConnection::connect(&postgres_admin_url())
+                    .await
+                    .unwrap();
+                for sql in [
+                    format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"),
+                    format!(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+                    ),
+                ] {
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut admin)
+                        .await
+                        .unwrap();
+                }
+                Self::Postgres { admin, name }
+            }
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+                sqlx::query("BEGIN EXCLUSIVE")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                Self::Sqlite { conn }
+            }
+        }
+    }
+
+    pub async fn end(self) {
+        match self {
+            Self::Postgres { mut admin, name } => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "ALTER DATABASE {name} ALLOW_CONNECTIONS true"
+                )))
+                .execute(&mut admin)
+                .await
+                .unwrap();
+            }
+            Self::Sqlite { mut conn } => {
+                sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+            }
+        }
     }
 }

@@ -5,3 +5,5 @@ mod auth;
 mod helpers;
 mod rest;
 mod store_contract;
+mod ws;
+mod wsclient;

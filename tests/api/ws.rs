@@ -1,0 +1,676 @@
+//! The WebSocket protocol end to end: real clients, a real node on a random
+//! port, both storage backends.
+
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use uuid::Uuid;
+
+use crate::both_backends;
+use crate::helpers::{Backend, TEST_SECRET, TestApp, TestUser, eventually, token_for};
+use crate::wsclient::WsClient;
+
+both_backends!(
+    a_seed_client_works_unchanged,
+    acks_carry_the_client_id_and_time,
+    every_bad_frame_gets_its_code_and_stores_nothing,
+    an_oversized_frame_closes_with_1009,
+    a_flood_is_rate_limited_and_the_connection_kept,
+    a_repeated_client_id_stores_one_message,
+    concurrent_repeats_from_two_devices_store_one_message,
+    every_device_gets_every_message,
+    presence_goes_to_contacts_only,
+    typing_goes_to_the_recipient_only,
+    read_receipts_reach_the_sender_from_ws_and_rest,
+    sync_after_reconnect_returns_exactly_what_was_missed,
+    storage_failure_is_unavailable_and_never_acked,
+);
+
+async fn two_users(app: &TestApp) -> (TestUser, TestUser) {
+    (app.new_user().await, app.new_user().await)
+}
+
+async fn stored_count(app: &TestApp, user: &TestUser) -> i64 {
+    let (_, stats) = app.get("/messages/stats", &user.token).await;
+    stats["total_sent"].as_i64().unwrap()
+}
+
+async fn a_seed_client_works_unchanged(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (a, b) = two_users(&app).await;
+    let mut wa = WsClient::connect(&app, &a.token).await;
+    let mut wb = WsClient::connect(&app, &b.token).await;
+
+    // Send Message, exactly as the seed shows it.
+    wa.send(json!({"type": "message", "to": b.id, "content": "Hello, world!"}))
+        .await;
+    let ack = wa.recv_type("ack").await;
+    assert_eq!(ack["client_id"], Value::Null);
+    let received = wb.recv_type("message").await;
+    assert_eq!(received["id"], ack["id"]);
+    assert_eq!(received["from"], json!(a.id));
+    assert_eq!(received["to"], json!(b.id));
+    assert_eq!(received["content"], "Hello, world!");
+    let stamp = received["timestamp"].as_str().unwrap();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(stamp).is_ok() && stamp.ends_with('Z'),
+        "{stamp}"
+    );
+    let keys: Vec<&String> = received.as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys.len(),
+        6,
+        "type, id, from, to, content, timestamp: {received}"
+    );
+
+    // Ping.
+    wb.send(json!({"type": "ping"})).await;
+    assert_eq!(wb.recv_type("pong").await, json!({"type": "pong"}));
+
+    // Typing.
+    wb.send(json!({"type": "typing", "to": a.id, "is_typing": true}))
+        .await;
+    assert_eq!(
+        wa.recv_type("typing").await,
+        json!({"type": "typing", "from": b.id, "is_typing": true})
+    );
+
+    // Mark as read → the sender's read receipt.
+    wb.send(json!({"type": "mark_read", "message_id": received["id"]}))
+        .await;
+    assert_eq!(
+        wa.recv_type("read_receipt").await,
+        json!({"type": "read_receipt", "message_id": received["id"], "read_by": b.id})
+    );
+}
+
+async fn acks_carry_the_client_id_and_time(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (a, b) = two_users(&app).await;
+    let mut wa = WsClient::connect(&app, &a.token).await;
+    wa.send(json!({"type": "message", "to": b.id, "content": "  padded  ", "client_id": "c-1"}))
+        .await;
+    let ack = wa.recv_type("ack").await;
+    assert_eq!(ack["client_id"], "c-1");
+    let (_, history) = app
+        .get(
+            &format!("/messages/conversation?with_user={}", b.id),
+            &a.token,
+        )
+        .await;
+    let stored = &history["messages"][0];
+    assert_eq!(stored["id"], ack["id"]);
+    assert_eq!(stored["content"], "padded", "content is stored trimmed");
+    let acked = chrono::DateTime::parse_from_rfc3339(ack["timestamp"].as_str().unwrap()).unwrap();
+    let created =
+        chrono::DateTime::parse_from_rfc3339(stored["created_at"].as_str().unwrap()).unwrap();
+    assert_eq!(acked, created, "the ack's time is the stored time");
+}
+
+async fn every_bad_frame_gets_its_code_and_stores_nothing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (a, b) = two_users(&app).await;
+    // Make a received message exist, to mark and sync against.
+    let theirs = app.send(&b, &a, "to a").await;
+    let mine_before = stored_count(&app, &a).await;
+    let mut wa = WsClient::connect(&app, &a.token).await;
+
+    let long_client_id = "x".repeat(65);
+    let cases: Vec<(String, &str)> = vec![
+        ("{not json".into(), "invalid_json"),
+        ("[1, 2, 3]".into(), "invalid_json"),
+        (json!({"type": "dance"}).to_string(), "unknown_type"),
+        (json!({"content": "no type"}).to_string(), "invalid_field"),
+        (json!({"type": 7}).to_string(), "invalid_field"),
+        (
+            json!({"type": "message", "content": "no recipient"}).to_string(),
+            "invalid_field",
+        ),
+        (
+            json!({"type": "message", "to": "bob", "content": "x"}).to_string(),
+            "invalid_field",
+        ),
+        (
+            json!({"type": "message", "to": b.id, "content": 42}).to_string(),
+            "invalid_field",
+        ),
+        (
+            json!({"type": "message", "to": b.id, "content": "x", "client_id": long_client_id})
+                .to_string(),
+            "invalid_field",
+        ),
+        (
+            json!({"type": "message", "to": b.id, "content": "x", "client_id": ""}).to_string(),
+            "invalid_field",
+        ),
+        (
+            json!({"type": "message", "to": a.id, "content": "to myself"}).to_string(),
+            "invalid_field",
+        ),
+        (
+            json!({"type": "message", "to": b.id, "content": " \n\t "}).to_string(),
+            "content_empty",
+        ),
+        (
+            json!({"type": "message", "to": b.id, "content": "y".repeat(4001)}).to_string(),
+            "content_too_long",
+        ),
+        (
+            json!({"type": "message", "to": Uuid::now_v7(), "content": "hello?"}).to_string(),
+            "recipient_not_found",
+        ),
+        (
+            json!({"type": "typing", "to": b.id, "is_typing": "yes"}).to_string(),
+            "invalid_field",
+        ),
+        (
+            json!({"type": "typing", "to": Uuid::now_v7(), "is_typing": true}).to_string(),
+            "recipient_not_found",
+        ),
+        (
+            json!({"type": "mark_read", "message_id": "nope"}).to_string(),
+            "invalid_field",
+        ),
+        (
+            json!({"type": "mark_read", "message_id": Uuid::now_v7()}).to_string(),
+            "not_found",
+        ),
+        (
+            json!({"type": "sync", "since": Uuid::now_v7()}).to_string(),
+            "not_found",
+        ),
+        (
+            json!({"type": "sync", "limit": -5}).to_string(),
+            "invalid_field",
+        ),
+    ];
+    for (text, code) in &cases {
+        wa.send_text(text).await;
+        let error = wa.recv_type("error").await;
+        assert_eq!(error["code"], *code, "{text} → {error}");
+        assert!(
+            error["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{error}"
+        );
+        wa.assert_usable().await;
+    }
+
+    // A failed send echoes its client_id so the client can match it.
+    wa.send(json!({"type": "message", "to": b.id, "content": "", "client_id": "k9"}))
+        .await;
+    assert_eq!(
+        wa.recv_type("error").await,
+        json!({"type": "error", "code": "content_empty", "message": "content is empty", "client_id": "k9"})
+    );
+
+    // The sender cannot mark their own message read.
+    let mine = app.send(&a, &b, "mine").await;
+    wa.send(json!({"type": "mark_read", "message_id": mine.id}))
+        .await;
+    assert_eq!(wa.recv_type("error").await["code"], "forbidden");
+    // Typing to someone who shares no conversation is refused.
+    let stranger = app.new_user().await;
+    wa.send(json!({"type": "typing", "to": stranger.id, "is_typing": true}))
+        .await;
+    assert_eq!(wa.recv_type("error").await["code"], "forbidden");
+
+    // Binary frames are refused, the connection stays.
+    wa.stream
+        .send(Message::Binary(vec![1u8, 2, 3].into()))
+        .await
+        .unwrap();
+    assert_eq!(wa.recv_type("error").await["code"], "invalid_json");
+    wa.assert_usable().await;
+
+    assert_eq!(
+        stored_count(&app, &a).await,
+        mine_before + 1,
+        "only the one valid send was stored"
+    );
+    let (_, stats) = app.get("/messages/stats", &a.token).await;
+    assert_eq!(
+        stats["unread"], 1,
+        "the failed mark_read changed nothing: {}",
+        theirs.id
+    );
+}
+
+async fn an_oversized_frame_closes_with_1009(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &[("MAX_FRAME_BYTES", "1024")]).await;
+    let (a, b) = two_users(&app).await;
+    let mut wa = WsClient::connect(&app, &a.token).await;
+    wa.send(json!({"type": "message", "to": b.id, "content": "z".repeat(2000)}))
+        .await;
+    let close = wa.closed().await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1009);
+    assert_eq!(stored_count(&app, &a).await, 0);
+}
+
+async fn a_flood_is_rate_limited_and_the_connection_kept(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        &[("RATE_LIMIT_PER_SEC", "1"), ("RATE_LIMIT_BURST", "5")],
+    )
+    .await;
+    let (a, b) = two_users(&app).await;
+    let mut wa = WsClient::connect(&app, &a.token).await;
+    for i in 0..12 {
+        wa.send(json!({"type": "message", "to": b.id, "content": "flood", "client_id": format!("f{i}")})).await;
+    }
+    let (mut acks, mut limited) = (0, 0);
+    for _ in 0..12 {
+        let frame = wa.recv().await;
+        match frame["type"].as_str() {
+            Some("ack") => acks += 1,
+            Some("error") => {
+                assert_eq!(frame["code"], "rate_limited", "{frame}");
+                assert!(frame["client_id"].is_string(), "{frame}");
+                limited += 1;
+            }
+            _ => panic!("unexpected {frame}"),
+        }
+    }
+    assert!((5..=6).contains(&acks), "the burst passes: {acks}");
+    assert_eq!(acks + limited, 12);
+    assert_eq!(stored_count(&app, &a).await, acks);
+    wa.assert_usable().await;
+}
+
+async fn a_repeated_client_id_stores_one_message(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (a, b) = two_users(&app).await;
+    let mut wa = WsClient::connect(&app, &a.token).await;
+    let mut wb = WsClient::connect(&app, &b.token).await;
+    let frame = json!({"type": "message", "to": b.id, "content": "once", "client_id": "same"});
+    wa.send(frame.clone()).await;
+    let first = wa.recv_type("ack").await;
+    wa.send(frame).await;
+    let second = wa.recv_type("ack").await;
+    assert_eq!(first, second, "the retry acks the original id and time");
+    assert_eq!(wb.recv_type("message").await["id"], first["id"]);
+    wb.silent_for(Duration::from_millis(300)).await;
+    assert_eq!(stored_count(&app, &a).await, 1);
+}
+
+async fn concurrent_repeats_from_two_devices_store_one_message(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (a, b) = two_users(&app).await;
+    let mut d1 = WsClient::connect(&app, &a.token).await;
+    let mut d2 = WsClient::connect(&app, &a.token).await;
+    for round in 0..10 {
+        let frame = json!({"type": "message", "to": b.id, "content": "race", "client_id": format!("r{round}")});
+        let (s1, s2) = (frame.clone(), frame);
+        tokio::join!(d1.send(s1), d2.send(s2));
+        let ack1 = d1.recv_type("ack").await;
+        let ack2 = d2.recv_type("ack").await;
+        assert_eq!(ack1["id"], ack2["id"], "round {round}");
+    }
+    assert_eq!(stored_count(&app, &a).await, 10);
+}
+
+async fn every_device_gets_every_message(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (a, b) = two_users(&app).await;
+    let mut wa = WsClient::connect(&app, &a.token).await;
+    let mut devices = Vec::new();
+    for _ in 0..3 {
+        devices.push(WsClient::connect(&app, &b.token).await);
+    }
+    wa.send(json!({"type": "message", "to": b.id, "content": "to all of b"}))
+        .await;
+    let ack = wa.recv_type("ack").await;
+    for device in &mut devices {
+        assert_eq!(device.recv_type("message").await["id"], ack["id"]);
+    }
+
+    // b writes from device 0: devices 1 and 2 see their own message, device 0 gets the ack only.
+    devices[0]
+        .send(
+            json!({"type": "message", "to": a.id, "content": "from b's phone", "client_id": "p1"}),
+        )
+        .await;
+    let ack = devices[0].recv_type("ack").await;
+    for device in &mut devices[1..] {
+        let echo = device.recv_type("message").await;
+        assert_eq!(
+            (echo["id"].clone(), echo["from"].clone(), echo["to"].clone()),
+            (ack["id"].clone(), json!(b.id), json!(a.id))
+        );
+    }
+    assert_eq!(wa.recv_type("message").await["id"], ack["id"]);
+    devices[0].silent_for(Duration::from_millis(300)).await;
+}
+
+async fn presence_goes_to_contacts_only(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (a, b) = two_users(&app).await;
+    let stranger = app.new_user().await;
+    app.send(&a, &b, "we are contacts").await;
+    let mut wa = WsClient::connect(&app, &a.token).await;
+    let mut ws = WsClient::connect(&app, &stranger.token).await;
+
+    let wb = WsClient::connect(&app, &b.token).await;
+    assert_eq!(
+        wa.recv().await,
+        json!({"type": "user_online", "user_id": b.id})
+    );
+    let (_, profile) = app.get(&format!("/users/{}", b.id), &a.token).await;
+    assert_eq!(profile["is_online"], true);
+
+    // A second device changes nothing; closing it changes nothing either.
+    let wb2 = WsClient::connect(&app, &b.token).await;
+    wb2.close().await;
+    wa.silent_for(Duration::from_millis(300)).await;
+
+    wb.close().await;
+    assert_eq!(
+        wa.recv().await,
+        json!({"type": "user_offline", "user_id": b.id})
+    );
+    let (_, profile) = app.get(&format!("/users/{}", b.id), &a.token).await;
+    assert_eq!(profile["is_online"], false);
+    ws.silent_for(Duration::from_millis(300)).await;
+}
+
+async fn typing_goes_to_the_recipient_only(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (a, b) = two_users(&app).await;
+    let c = app.new_user().await;
+    app.send(&a, &b, "hi").await;
+    app.send(&a, &c, "hi").await;
+    // Each session is fully open (presence announced) once it answers a ping.
+    let mut wa = WsClient::connect(&app, &a.token).await;
+    wa.assert_usable().await;
+    let mut wb = WsClient::connect(&app, &b.token).await;
+    wb.assert_usable().await;
+    let mut wc = WsClient::connect(&app, &c.token).await;
+    wc.assert_usable().await;
+    assert_eq!(wa.recv().await["type"], "user_online");
+    assert_eq!(wa.recv().await["type"], "user_online");
+    wa.send(json!({"type": "typing", "to": b.id, "is_typing": false}))
+        .await;
+    assert_eq!(
+        wb.recv().await,
+        json!({"type": "typing", "from": a.id, "is_typing": false})
+    );
+    wc.silent_for(Duration::from_millis(300)).await;
+    wa.silent_for(Duration::from_millis(100)).await;
+}
+
+async fn read_receipts_reach_the_sender_from_ws_and_rest(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (a, b) = two_users(&app).await;
+    let m1 = app.send(&a, &b, "one").await;
+    let m2 = app.send(&a, &b, "two").await;
+    let mut wa = WsClient::connect(&app, &a.token).await;
+
+    let (_, body) = app
+        .post(
+            "/messages/mark-read",
+            &b.token,
+            &json!({"message_ids": [m1.id, m2.id]}),
+        )
+        .await;
+    assert_eq!(body, json!({"updated": 2}));
+    let mut receipts = vec![
+        wa.recv_type("read_receipt").await,
+        wa.recv_type("read_receipt").await,
+    ];
+    receipts.sort_by_key(|r| r["message_id"].as_str().unwrap().to_owned());
+    let mut expected = vec![
+        json!({"type": "read_receipt", "message_id": m1.id, "read_by": b.id}),
+        json!({"type": "read_receipt", "message_id": m2.id, "read_by": b.id}),
+    ];
+    expected.sort_by_key(|r| r["message_id"].as_str().unwrap().to_owned());
+    assert_eq!(receipts, expected);
+
+    // Marking again is not an error and sends no second receipt.
+    let mut wb = WsClient::connect(&app, &b.token).await;
+    assert_eq!(
+        wa.recv().await,
+        json!({"type": "user_online", "user_id": b.id})
+    );
+    wb.send(json!({"type": "mark_read", "message_id": m1.id}))
+        .await;
+    wb.assert_usable().await;
+    wa.silent_for(Duration::from_millis(300)).await;
+}
+
+async fn sync_after_reconnect_returns_exactly_what_was_missed(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (a, b) = two_users(&app).await;
+    let c = app.new_user().await;
+    let mut wb = WsClient::connect(&app, &b.token).await;
+    app.send(&a, &b, "seen live").await;
+    let last_seen = wb.recv_type("message").await["id"].clone();
+    wb.close().await;
+
+    let mut missed = Vec::new();
+    for i in 0..25 {
+        let m = if i % 2 == 0 {
+            app.send(&a, &b, &format!("missed {i}")).await
+        } else {
+            app.send(&c, &b, &format!("missed {i}")).await
+        };
+        missed.push(json!(m.id));
+    }
+
+    let mut wb = WsClient::connect(&app, &b.token).await;
+    let mut since = last_seen;
+    let mut got = Vec::new();
+    let mut pages = Vec::new();
+    loop {
+        wb.send(json!({"type": "sync", "since": since, "limit": 10}))
+            .await;
+        let page = wb.recv_type("sync").await;
+        let messages = page["messages"].as_array().unwrap();
+        pages.push((messages.len(), page["has_more"].as_bool().unwrap()));
+        for m in messages {
+            for key in ["id", "from", "to", "content", "timestamp"] {
+                assert!(m.get(key).is_some(), "{m}");
+            }
+            got.push(m["id"].clone());
+        }
+        if !page["has_more"].as_bool().unwrap() {
+            break;
+        }
+        since = messages.last().unwrap()["id"].clone();
+    }
+    assert_eq!(pages, vec![(10, true), (10, true), (5, false)]);
+    assert_eq!(got, missed);
+
+    // From the start (`since: null`) a new device gets everything.
+    wb.send(json!({"type": "sync", "since": null, "limit": 100}))
+        .await;
+    let all = wb.recv_type("sync").await;
+    assert_eq!(all["messages"].as_array().unwrap().len(), 26);
+}
+
+async fn storage_failure_is_unavailable_and_never_acked(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (a, b) = two_users(&app).await;
+    let mut wa = WsClient::connect(&app, &a.token).await;
+    let outage = crate::helpers::StorageOutage::start(&app, backend).await;
+
+    wa.send(
+        json!({"type": "message", "to": b.id, "content": "during the outage", "client_id": "o1"}),
+    )
+    .await;
+    let frame = wa.recv().await;
+    assert_eq!(
+        frame["type"], "error",
+        "no ack while storage is down: {frame}"
+    );
+    assert_eq!(frame["code"], "unavailable");
+    assert_eq!(frame["client_id"], "o1");
+
+    outage.end().await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            let (status, _) = app.get("/messages/stats", &a.token).await;
+            status == 200
+        })
+        .await,
+        "storage recovers without a restart"
+    );
+    assert_eq!(stored_count(&app, &a).await, 0, "nothing half-stored");
+    wa.send(json!({"type": "message", "to": b.id, "content": "after", "client_id": "o1"}))
+        .await;
+    assert_eq!(wa.recv_type("ack").await["client_id"], "o1");
+}
+
+#[tokio::test]
+async fn the_upgrade_needs_a_valid_token() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let user = app.new_user().await;
+    let url = format!("ws://127.0.0.1:{}/api/v1/ws", app.port);
+    assert_eq!(WsClient::open(url.clone()).await.err(), Some(401));
+    assert_eq!(
+        WsClient::try_connect(&app, "garbage", None).await.err(),
+        Some(401)
+    );
+    let expired = ochat::auth::mint(
+        &ochat::config::Secret::new(TEST_SECRET),
+        user.id,
+        &user.email,
+        Duration::ZERO,
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let app_strict = TestApp::spawn_with(Backend::Sqlite, &[("JWT_LEEWAY_SECS", "0")]).await;
+    assert_eq!(
+        WsClient::try_connect(&app_strict, &expired, None)
+            .await
+            .err(),
+        Some(401)
+    );
+
+    // The seed's `?token=` form works.
+    let mut ws = WsClient::open(format!("{url}?token={}", user.token))
+        .await
+        .expect("query token");
+    ws.assert_usable().await;
+}
+
+#[tokio::test]
+async fn browsers_must_come_from_an_allowed_origin() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[("ALLOWED_ORIGINS", "https://chat.example")],
+    )
+    .await;
+    let user = app.new_user().await;
+    assert_eq!(
+        WsClient::try_connect(&app, &user.token, Some("https://evil.example"))
+            .await
+            .err(),
+        Some(403)
+    );
+    assert!(
+        WsClient::try_connect(&app, &user.token, Some("https://chat.example"))
+            .await
+            .is_ok()
+    );
+    let same_site = format!("http://127.0.0.1:{}", app.port);
+    assert!(
+        WsClient::try_connect(&app, &user.token, Some(&same_site))
+            .await
+            .is_ok()
+    );
+    assert!(
+        WsClient::try_connect(&app, &user.token, None).await.is_ok(),
+        "non-browser clients send no Origin"
+    );
+}
+
+#[tokio::test]
+async fn an_expiring_token_closes_the_session() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let id = Uuid::now_v7();
+    let token = ochat::auth::mint(
+        &ochat::config::Secret::new(TEST_SECRET),
+        id,
+        "short@example.com",
+        Duration::from_secs(2),
+    );
+    let mut ws = WsClient::connect(&app, &token).await;
+    ws.assert_usable().await;
+    let close = ws.closed().await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1008);
+    assert_eq!(
+        close.reason.as_str(),
+        "token expired: reconnect with a fresh token"
+    );
+}
+
+#[tokio::test]
+async fn sessions_per_user_are_capped() {
+    let app = TestApp::spawn_with(Backend::Sqlite, &[("MAX_SESSIONS_PER_USER", "2")]).await;
+    let user = app.new_user().await;
+    let _one = WsClient::connect(&app, &user.token).await;
+    let _two = WsClient::connect(&app, &user.token).await;
+    let mut three = WsClient::connect(&app, &user.token).await;
+    let close = three.closed().await.expect("a close frame");
+    assert_eq!(
+        (u16::from(close.code), close.reason.as_str()),
+        (1008, "too many sessions for this user")
+    );
+}
+
+/// A client that stops reading is cut off instead of growing the server's
+/// memory: its queue is bounded and it is closed with 1013.
+#[tokio::test]
+async fn a_slow_consumer_is_disconnected() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[
+            ("SEND_QUEUE", "8"),
+            ("SLOW_CONSUMER_TIMEOUT", "500ms"),
+            ("RATE_LIMIT_PER_SEC", "100000"),
+            ("RATE_LIMIT_BURST", "100000"),
+        ],
+    )
+    .await;
+    let (a, b) = two_users(&app).await;
+    let mut slow = crate::wsclient::WsClient::connect_with_small_buffer(&app, &b.token).await;
+    let mut wa = WsClient::connect(&app, &a.token).await;
+    let content = "s".repeat(3900);
+    let mut sent = 0;
+    while app.state.hub.has(b.id) && sent < 5000 {
+        wa.send(json!({"type": "message", "to": b.id, "content": content}))
+            .await;
+        wa.recv_type("ack").await;
+        sent += 1;
+    }
+    assert!(
+        !app.state.hub.has(b.id),
+        "the slow session was dropped after {sent} messages"
+    );
+    assert!(sent < 5000);
+    // Now drain what the kernel buffered: the stream ends with the close.
+    let close = slow.closed().await;
+    if let Some(close) = close {
+        assert!([1008, 1013].contains(&u16::from(close.code)), "{close:?}");
+    }
+    let (_, stats) = app.get("/messages/stats", &b.token).await;
+    assert_eq!(
+        stats["total_received"], sent,
+        "every acked message is stored for a later sync"
+    );
+}
+
+#[tokio::test]
+async fn a_new_user_token_from_ochat_token_connects() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let id = Uuid::now_v7();
+    let mut ws = WsClient::connect(&app, &token_for(id, "new@example.com")).await;
+    ws.assert_usable().await;
+    let (status, me) = app
+        .get("/users/me", &token_for(id, "new@example.com"))
+        .await;
+    assert_eq!(
+        (status, me["email"].clone()),
+        (200, json!("new@example.com"))
+    );
+}

@@ -1,0 +1,163 @@
+//! A real WebSocket client for tests.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::helpers::TestApp;
+
+pub struct WsClient {
+    pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// How long a test waits for a frame that should come.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+impl WsClient {
+    pub async fn connect(app: &TestApp, token: &str) -> Self {
+        Self::try_connect(app, token, None)
+            .await
+            .expect("websocket upgrade")
+    }
+
+    /// Connects with the token in the Authorization header (and an optional
+    /// Origin); returns the HTTP status on refusal.
+    pub async fn try_connect(
+        app: &TestApp,
+        token: &str,
+        origin: Option<&str>,
+    ) -> Result<Self, u16> {
+        let mut request = format!("ws://127.0.0.1:{}/api/v1/ws", app.port)
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+        if let Some(origin) = origin {
+            request
+                .headers_mut()
+                .insert("Origin", origin.parse().unwrap());
+        }
+        Self::open(request).await
+    }
+
+    pub async fn open(request: impl IntoClientRequest + Unpin) -> Result<Self, u16> {
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((stream, _)) => Ok(Self { stream }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Err(response.status().as_u16())
+            }
+            Err(e) => panic!("connect failed: {e}"),
+        }
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.stream
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .expect("send frame");
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.stream
+            .send(Message::Text(text.into()))
+            .await
+            .expect("send frame");
+    }
+
+    /// The next JSON frame; panics after `WAIT` or on close.
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let next = tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("a frame within the wait")
+                .expect("socket open")
+                .expect("frame");
+            match next {
+                Message::Text(text) => return serde_json::from_str(&text).expect("JSON frame"),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next frame of `kind`, skipping frames of other kinds; an
+    /// unexpected `error` fails the test.
+    pub async fn recv_type(&mut self, kind: &str) -> Value {
+        loop {
+            let frame = self.recv().await;
+            if frame["type"] == kind {
+                return frame;
+            }
+            assert_ne!(frame["type"], "error", "expected {kind}, got {frame}");
+        }
+    }
+
+    /// Asserts no text frame arrives within `wait`.
+    pub async fn silent_for(&mut self, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Ok(other) => panic!("expected silence, got {other:?}"),
+            }
+        }
+    }
+
+    /// Round trip that proves the connection still works.
+    pub async fn assert_usable(&mut self) {
+        self.send(serde_json::json!({"type": "ping"})).await;
+        assert_eq!(
+            self.recv_type("pong").await,
+            serde_json::json!({"type": "pong"})
+        );
+    }
+
+    /// Waits for the server's close frame.
+    pub async fn closed(&mut self) -> Option<CloseFrame> {
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(15), self.stream.next())
+                .await
+                .expect("the server closes the socket in time");
+            match next {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.stream.close(None).await;
+    }
+}
+
+impl WsClient {
+    /// A client whose socket receive buffer is tiny, so a server writing to
+    /// it blocks quickly once the client stops reading.
+    pub async fn connect_with_small_buffer(app: &TestApp, token: &str) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let tcp = socket
+            .connect(format!("127.0.0.1:{}", app.port).parse().unwrap())
+            .await
+            .unwrap();
+        let mut request = format!("ws://127.0.0.1:{}/api/v1/ws", app.port)
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+        let (stream, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp))
+            .await
+            .unwrap();
+        Self { stream }
+    }
+}

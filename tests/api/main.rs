@@ -3,6 +3,7 @@
 
 mod auth;
 mod helpers;
+mod ops;
 mod rest;
 mod store_contract;
 mod ws;

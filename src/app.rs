@@ -23,12 +23,16 @@ use tower_http::trace::TraceLayer;
 use crate::auth::{self, Authenticator, Verifier};
 use crate::bus::SharedBus;
 use crate::bus::memory::MemoryBus;
+use crate::bus::redis::RedisBus;
 use crate::chat::Chat;
 use crate::config::{Config, DatabaseConfig, Secret};
 use crate::presence::SharedPresence;
 use crate::presence::memory::MemoryPresence;
+use crate::presence::redis::RedisPresence;
 use crate::store::{self, Store};
 use crate::ws::Hub;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::time::Duration;
 
 /// Everything a handler may need; handlers take parts through `FromRef`.
 #[derive(Clone, FromRef)]
@@ -100,8 +104,38 @@ impl Application {
 
         let store = store::open(&config).await?;
         let hub = Arc::new(Hub::default());
-        let bus: SharedBus = Arc::new(MemoryBus::new(hub.clone()));
-        let presence: SharedPresence = Arc::new(MemoryPresence::default());
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let (bus, presence): (SharedBus, SharedPresence) = match &config.redis_url {
+            None => (
+                Arc::new(MemoryBus::new(hub.clone())),
+                Arc::new(MemoryPresence::default()),
+            ),
+            Some(url) => {
+                let client =
+                    redis::Client::open(url.expose()).context("Failed to parse REDIS_URL")?;
+                // Short timeouts: while Redis is away, publishes fail fast
+                // (clients recover by sync) instead of piling up.
+                let manager = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(2)))
+                    .set_response_timeout(Some(Duration::from_secs(2)))
+                    .set_number_of_retries(2)
+                    .set_max_delay(Duration::from_secs(1));
+                let conn = ConnectionManager::new_with_config(client.clone(), manager)
+                    .await
+                    .context("Failed to connect to Redis (REDIS_URL)")?;
+                let bus = RedisBus::start(
+                    client,
+                    conn.clone(),
+                    config.redis_prefix.clone(),
+                    hub.clone(),
+                    shutdown.clone(),
+                    &tasks,
+                );
+                let presence = RedisPresence::new(conn, &config.redis_prefix, config.presence_ttl);
+                (Arc::new(bus), Arc::new(presence))
+            }
+        };
         tracing::info!(
             node_id = %config.node_id,
             storage = %config.database.describe(),
@@ -128,8 +162,8 @@ impl Application {
             presence,
             hub,
             draining: Arc::new(AtomicBool::new(false)),
-            shutdown: CancellationToken::new(),
-            tasks: TaskTracker::new(),
+            shutdown,
+            tasks,
         };
 
         let listener = TcpListener::bind(SocketAddr::new(config.server_host, config.server_port))

@@ -116,6 +116,8 @@ pub trait Delivery: Send + Sync + 'static {
     /// it acts on a (un)subscribe request, so racing first and last sessions
     /// always leave the subscription matching the sessions.
     fn wants(&self, user: Uuid) -> bool;
+    /// Every user with a session here (to resubscribe after a reconnect).
+    fn users(&self) -> Vec<Uuid>;
 }
 
 #[async_trait]

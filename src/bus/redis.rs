@@ -1,1 +1,282 @@
-//! Redis pub/sub bus (multi-node).
+//! The multi-node bus: one Redis channel per user (`<prefix>:user:<uuid>`).
+//!
+//! Publishing goes through a queue drained by one task that sends whatever
+//! has accumulated as a single pipeline, so the hot path costs a channel send,
+//! not a round trip, and a Redis outage never delays an `ack`. Each node keeps
+//! one pub/sub connection, owned by a second task that subscribes to the
+//! channels of users with a session here, and on a lost connection
+//! reconnects with backoff and resubscribes every channel still wanted.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, PubSubSink};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use super::{Bus, BusError, Delivery, Envelope};
+
+/// Events waiting to be published; beyond this, new events are dropped (and
+/// counted) rather than held in memory while Redis is away.
+const PUBLISH_QUEUE: usize = 65_536;
+/// Most events sent in one pipeline.
+const PIPELINE_MAX: usize = 1024;
+/// How often the pub/sub connection is probed, and how long a probe may take.
+const PROBE_EVERY: Duration = Duration::from_secs(5);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+type InterestRequest = (Uuid, oneshot::Sender<()>);
+
+pub struct RedisBus {
+    publish: mpsc::Sender<(Uuid, Envelope)>,
+    interest: mpsc::Sender<InterestRequest>,
+    conn: ConnectionManager,
+    /// True while the pub/sub connection is up and subscribed.
+    listening: Arc<AtomicBool>,
+}
+
+/// `<prefix>:user:<uuid>`, the one channel naming rule.
+fn channel(prefix: &str, user: Uuid) -> String {
+    format!("{prefix}:user:{user}")
+}
+
+impl RedisBus {
+    /// Starts the publisher and subscriber tasks under `tasks`; they stop
+    /// when `shutdown` is cancelled.
+    pub fn start(
+        client: redis::Client,
+        conn: ConnectionManager,
+        prefix: String,
+        delivery: Arc<dyn Delivery>,
+        shutdown: CancellationToken,
+        tasks: &TaskTracker,
+    ) -> Self {
+        let (publish, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
+        let (interest, interest_rx) = mpsc::channel(1024);
+        let listening = Arc::new(AtomicBool::new(false));
+        tasks.spawn(publisher(
+            conn.clone(),
+            prefix.clone(),
+            publish_rx,
+            shutdown.clone(),
+        ));
+        tasks.spawn(
+            Subscriber {
+                client,
+                prefix,
+                delivery,
+                listening: listening.clone(),
+            }
+            .run(interest_rx, shutdown),
+        );
+        Self {
+            publish,
+            interest,
+            conn,
+            listening,
+        }
+    }
+}
+
+#[async_trait]
+impl Bus for RedisBus {
+    async fn publish(&self, events: Vec<(Uuid, Envelope)>) -> Result<(), BusError> {
+        for event in events {
+            if self.publish.try_send(event).is_err() {
+                crate::metrics::redis_operation("publish_dropped", Duration::ZERO, false);
+                return Err(BusError::Unavailable("publish queue full".into()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn interest_changed(&self, user: Uuid) -> Result<(), BusError> {
+        let (done, wait) = oneshot::channel();
+        self.interest
+            .send((user, done))
+            .await
+            .map_err(|_| BusError::Unavailable("bus stopped".into()))?;
+        // Waiting means the first session's subscription is live before the
+        // session announces itself, so nothing sent in reply is missed.
+        match tokio::time::timeout(Duration::from_secs(5), wait).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(BusError::Unavailable(
+                "subscription pending until Redis is back".into(),
+            )),
+        }
+    }
+
+    async fn ping(&self) -> Result<(), BusError> {
+        let mut conn = self.conn.clone();
+        let started = Instant::now();
+        let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+        crate::metrics::redis_operation("ping", started.elapsed(), pong.is_ok());
+        pong.map_err(|e| BusError::Unavailable(e.to_string()))?;
+        if !self.listening.load(Ordering::Relaxed) {
+            return Err(BusError::Unavailable("pub/sub connection down".into()));
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        "redis pub/sub".into()
+    }
+}
+
+/// Sends queued events as pipelines of PUBLISH until shutdown.
+async fn publisher(
+    mut conn: ConnectionManager,
+    prefix: String,
+    mut rx: mpsc::Receiver<(Uuid, Envelope)>,
+    shutdown: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(PIPELINE_MAX);
+    loop {
+        let received = tokio::select! {
+            () = shutdown.cancelled() => break,
+            n = rx.recv_many(&mut batch, PIPELINE_MAX) => n,
+        };
+        if received == 0 {
+            break;
+        }
+        let mut pipe = redis::pipe();
+        for (user, envelope) in batch.drain(..) {
+            pipe.cmd("PUBLISH")
+                .arg(channel(&prefix, user))
+                .arg(envelope.encode())
+                .ignore();
+        }
+        let started = Instant::now();
+        let result: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+        crate::metrics::redis_operation("publish", started.elapsed(), result.is_ok());
+        if let Err(e) = result {
+            // Live delivery is at most once; clients recover by `sync`.
+            tracing::warn!(error = %e, events = received, "publish failed");
+        }
+    }
+}
+
+struct Subscriber {
+    client: redis::Client,
+    prefix: String,
+    delivery: Arc<dyn Delivery>,
+    listening: Arc<AtomicBool>,
+}
+
+impl Subscriber {
+    async fn run(self, mut interest: mpsc::Receiver<InterestRequest>, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        let mut first = true;
+        loop {
+            match self.listen(&mut interest, &shutdown, first).await {
+                Ok(()) => return,
+                Err(e) => {
+                    self.listening.store(false, Ordering::Relaxed);
+                    tracing::warn!(error = %e, retry_in = ?backoff, "redis pub/sub connection lost");
+                }
+            }
+            first = false;
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// One connection's life: subscribe to everything wanted, then serve
+    /// events and interest changes until the connection fails (`Err`) or the
+    /// node stops (`Ok`).
+    async fn listen(
+        &self,
+        interest: &mut mpsc::Receiver<InterestRequest>,
+        shutdown: &CancellationToken,
+        first: bool,
+    ) -> redis::RedisResult<()> {
+        let (mut sink, mut stream) = self.client.get_async_pubsub().await?.split();
+        let mut subscribed: HashSet<Uuid> = HashSet::new();
+        let wanted = self.delivery.users();
+        for chunk in wanted.chunks(1000) {
+            let channels: Vec<String> = chunk.iter().map(|u| channel(&self.prefix, *u)).collect();
+            sink.subscribe(&channels).await?;
+            subscribed.extend(chunk);
+        }
+        if !first {
+            crate::metrics::redis_reconnect();
+            tracing::info!(
+                channels = subscribed.len(),
+                "redis pub/sub reconnected and resubscribed"
+            );
+        }
+        self.listening.store(true, Ordering::Relaxed);
+        let mut probe =
+            tokio::time::interval_at(tokio::time::Instant::now() + PROBE_EVERY, PROBE_EVERY);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                request = interest.recv() => {
+                    let Some((user, done)) = request else { return Ok(()) };
+                    self.reconcile(&mut sink, &mut subscribed, user).await?;
+                    let _ = done.send(());
+                }
+                message = stream.next() => {
+                    let Some(message) = message else {
+                        return Err(redis::RedisError::from((redis::ErrorKind::Io, "pub/sub stream ended")));
+                    };
+                    self.dispatch(&message);
+                }
+                _ = probe.tick() => {
+                    match tokio::time::timeout(PROBE_TIMEOUT, sink.ping::<String>()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => return Err(e),
+                        Err(_) => return Err(redis::RedisError::from((redis::ErrorKind::Io, "pub/sub ping timed out"))),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes the subscription for `user` match the hub at this moment, so
+    /// racing first/last sessions always end consistent.
+    async fn reconcile(
+        &self,
+        sink: &mut PubSubSink,
+        subscribed: &mut HashSet<Uuid>,
+        user: Uuid,
+    ) -> redis::RedisResult<()> {
+        let wants = self.delivery.wants(user);
+        let started = Instant::now();
+        if wants && !subscribed.contains(&user) {
+            let result = sink.subscribe(channel(&self.prefix, user)).await;
+            crate::metrics::redis_operation("subscribe", started.elapsed(), result.is_ok());
+            result?;
+            subscribed.insert(user);
+        } else if !wants && subscribed.contains(&user) {
+            let result = sink.unsubscribe(channel(&self.prefix, user)).await;
+            crate::metrics::redis_operation("unsubscribe", started.elapsed(), result.is_ok());
+            result?;
+            subscribed.remove(&user);
+        }
+        Ok(())
+    }
+
+    fn dispatch(&self, message: &redis::Msg) {
+        let name = message.get_channel_name();
+        let user = name
+            .strip_prefix(&self.prefix)
+            .and_then(|rest| rest.strip_prefix(":user:"))
+            .and_then(|id| Uuid::parse_str(id).ok());
+        let envelope = Envelope::decode(Bytes::copy_from_slice(message.get_payload_bytes()));
+        match (user, envelope) {
+            (Some(user), Some(envelope)) => self.delivery.deliver(user, envelope),
+            _ => tracing::warn!(channel = name, "ignoring a malformed bus event"),
+        }
+    }
+}

@@ -227,4 +227,8 @@ impl Delivery for Hub {
     fn wants(&self, user: Uuid) -> bool {
         self.has(user)
     }
+
+    fn users(&self) -> Vec<Uuid> {
+        Hub::users(self)
+    }
 }

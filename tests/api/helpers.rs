@@ -362,3 +362,127 @@ impl StorageOutage {
         }
     }
 }
+
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A Redis key prefix owned by one test; its keys are deleted afterwards.
+pub struct RedisPrefix(pub String);
+
+impl RedisPrefix {
+    pub async fn new() -> Self {
+        let url = redis_url();
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap_or_else(|e| panic!("Redis must be reachable at {url}: {e}"));
+        let _: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+        Self(format!("ochat-test-{}", Uuid::now_v7().simple()))
+    }
+}
+
+impl Drop for RedisPrefix {
+    fn drop(&mut self) {
+        let pattern = format!("{}:*", self.0);
+        let _ = std::thread::spawn(move || {
+            let Ok(client) = redis::Client::open(redis_url()) else {
+                return;
+            };
+            let Ok(mut conn) = client.get_connection() else {
+                return;
+            };
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(&pattern)
+                .query(&mut conn)
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut conn);
+            }
+        })
+        .join();
+    }
+}
+
+/// Nodes sharing one Postgres database and one Redis prefix.
+pub struct Cluster {
+    pub nodes: Vec<TestApp>,
+    pub db: Arc<TestDatabase>,
+    pub prefix: RedisPrefix,
+}
+
+impl Cluster {
+    pub async fn start(nodes: usize, env: &[(&str, &str)]) -> Self {
+        let db = Arc::new(TestDatabase::new(Backend::Postgres).await);
+        let prefix = RedisPrefix::new().await;
+        let redis = redis_url();
+        let mut all_env: Vec<(&str, &str)> = vec![
+            ("REDIS_URL", redis.as_str()),
+            ("REDIS_PREFIX", prefix.0.as_str()),
+        ];
+        all_env.extend_from_slice(env);
+        let mut started = Vec::new();
+        for _ in 0..nodes {
+            started.push(TestApp::spawn_on(db.clone(), &all_env).await);
+        }
+        Self {
+            nodes: started,
+            db,
+            prefix,
+        }
+    }
+}
+
+/// A node running as its own `ochat` process, which a test can kill -9.
+pub struct NodeProcess {
+    pub child: std::process::Child,
+    pub port: u16,
+}
+
+impl NodeProcess {
+    pub async fn start(db: &TestDatabase, prefix: &RedisPrefix, env: &[(&str, &str)]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ochat"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", &db.url)
+            .env("REDIS_URL", redis_url())
+            .env("REDIS_PREFIX", &prefix.0)
+            .env("JWT_SECRET", TEST_SECRET)
+            .env("SERVER_PORT", port.to_string())
+            .env("METRICS_PORT", "off")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .current_dir(std::env::temp_dir());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command.spawn().expect("start an ochat process");
+        let health = format!("http://127.0.0.1:{port}/api/v1/readyz");
+        let up = eventually(Duration::from_secs(20), || async {
+            reqwest::get(&health).await.is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+        assert!(up, "the ochat process became ready on port {port}");
+        Self { child, port }
+    }
+
+    /// SIGKILL: no drain, no cleanup, exactly like a crashed machine.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

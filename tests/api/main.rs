@@ -2,8 +2,10 @@
 //! (127.0.0.1:5432 unless `TEST_DATABASE_URL` says otherwise) and SQLite.
 
 mod auth;
+mod cluster;
 mod helpers;
 mod ops;
+mod proxy;
 mod rest;
 mod store_contract;
 mod ws;

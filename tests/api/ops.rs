@@ -21,7 +21,12 @@ fn sample(metrics: &str, name: &str, labels: &[&str]) -> f64 {
 
 async fn scrape(app: &TestApp) -> String {
     let port = app.metrics_port.expect("metrics listener");
-    reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap()
+    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -31,7 +36,8 @@ async fn metrics_move_with_real_traffic() {
     let (a, b) = (app.new_user().await, app.new_user().await);
     let mut wa = WsClient::connect(&app, &a.token).await;
     let mut wb = WsClient::connect(&app, &b.token).await;
-    wa.send(json!({"type": "message", "to": b.id, "content": "measured"})).await;
+    wa.send(json!({"type": "message", "to": b.id, "content": "measured"}))
+        .await;
     wa.recv_type("ack").await;
     wb.recv_type("message").await;
     wa.send(json!({"type": "dance"})).await;
@@ -42,7 +48,8 @@ async fn metrics_move_with_real_traffic() {
     let after = scrape(&app).await;
     // The recorder is shared by every node in this test process, so compare
     // deltas, never absolute values.
-    let moved = |name: &str, labels: &[&str]| sample(&after, name, labels) - sample(&before, name, labels);
+    let moved =
+        |name: &str, labels: &[&str]| sample(&after, name, labels) - sample(&before, name, labels);
     assert!(moved("ochat_messages_sent_total", &[]) >= 1.0, "{after}");
     assert!(moved("ochat_messages_delivered_total", &[]) >= 1.0);
     assert!(moved("ochat_delivery_latency_seconds_count", &[]) >= 1.0);
@@ -50,7 +57,12 @@ async fn metrics_move_with_real_traffic() {
     assert!(moved("ochat_frames_out_total", &["type=\"ack\""]) >= 1.0);
     assert!(moved("ochat_connects_total", &[]) >= 2.0);
     assert!(moved("ochat_auth_failures_total", &["reason=\"malformed\""]) >= 1.0);
-    assert!(moved("ochat_http_requests_total", &["route=\"/api/v1/users/{id}\"", "status=\"200\""]) >= 1.0);
+    assert!(
+        moved(
+            "ochat_http_requests_total",
+            &["route=\"/api/v1/users/{id}\"", "status=\"200\""]
+        ) >= 1.0
+    );
     assert!(!after.contains(&b.id.to_string()), "no user ids in labels");
     assert!(after.contains("ochat_build_info{"), "{after}");
 }
@@ -71,5 +83,8 @@ async fn draining_closes_sessions_with_1001_and_stops_in_time() {
         assert_eq!(close.reason.as_str(), "server going away: reconnect");
     }
     stopping.await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(5), "stopped within the grace period");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped within the grace period"
+    );
 }

@@ -33,7 +33,22 @@ impl WsClient {
         token: &str,
         origin: Option<&str>,
     ) -> Result<Self, u16> {
-        let mut request = format!("ws://127.0.0.1:{}/api/v1/ws", app.port)
+        Self::try_connect_port(app.port, token, origin).await
+    }
+
+    /// Connects to whatever node listens on `port`.
+    pub async fn connect_port(port: u16, token: &str) -> Self {
+        Self::try_connect_port(port, token, None)
+            .await
+            .expect("websocket upgrade")
+    }
+
+    pub async fn try_connect_port(
+        port: u16,
+        token: &str,
+        origin: Option<&str>,
+    ) -> Result<Self, u16> {
+        let mut request = format!("ws://127.0.0.1:{port}/api/v1/ws")
             .into_client_request()
             .unwrap();
         request

@@ -13,6 +13,7 @@
 //! were handed out: a reader that saw number `n` can never later find a
 //! committed `n - 1` it missed.
 
+mod instrumented;
 pub mod postgres;
 pub mod sqlite;
 
@@ -394,14 +395,18 @@ pub async fn open(config: &crate::config::Config) -> anyhow::Result<std::sync::A
                 .migrate()
                 .await
                 .context("Failed to migrate Postgres")?;
-            Ok(std::sync::Arc::new(store))
+            Ok(std::sync::Arc::new(instrumented::Instrumented(
+                std::sync::Arc::new(store),
+            )))
         }
         crate::config::DatabaseConfig::Sqlite(path) => {
             let store = sqlite::SqliteStore::open(path, config.sqlite_busy_timeout)
                 .await
                 .with_context(|| format!("Failed to open SQLite database {}", path.display()))?;
             store.migrate().await.context("Failed to migrate SQLite")?;
-            Ok(std::sync::Arc::new(store))
+            Ok(std::sync::Arc::new(instrumented::Instrumented(
+                std::sync::Arc::new(store),
+            )))
         }
     }
 }

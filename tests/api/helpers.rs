@@ -441,7 +441,21 @@ pub struct NodeProcess {
 }
 
 impl NodeProcess {
+    /// A cluster node process on `db` and `prefix`.
     pub async fn start(db: &TestDatabase, prefix: &RedisPrefix, env: &[(&str, &str)]) -> Self {
+        let redis = redis_url();
+        let mut all: Vec<(&str, &str)> = vec![
+            ("DATABASE_URL", db.url.as_str()),
+            ("REDIS_URL", redis.as_str()),
+            ("REDIS_PREFIX", prefix.0.as_str()),
+        ];
+        all.extend_from_slice(env);
+        Self::spawn(&all).await
+    }
+
+    /// An `ochat serve` process with `env` (plus a secret and a free port),
+    /// returned once it is ready.
+    pub async fn spawn(env: &[(&str, &str)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -451,9 +465,6 @@ impl NodeProcess {
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("DATABASE_URL", &db.url)
-            .env("REDIS_URL", redis_url())
-            .env("REDIS_PREFIX", &prefix.0)
             .env("JWT_SECRET", TEST_SECRET)
             .env("SERVER_PORT", port.to_string())
             .env("METRICS_PORT", "off")
@@ -472,6 +483,15 @@ impl NodeProcess {
         .await;
         assert!(up, "the ochat process became ready on port {port}");
         Self { child, port }
+    }
+
+    /// SIGTERM, as an orchestrator stops a node.
+    pub fn terminate(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
     }
 
     /// SIGKILL: no drain, no cleanup, exactly like a crashed machine.

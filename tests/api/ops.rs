@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{Backend, NodeProcess, TestApp, TestDatabase, token_for};
 use crate::wsclient::WsClient;
 
 /// One sample's value from Prometheus text, summed over label sets that
@@ -63,6 +63,12 @@ async fn metrics_move_with_real_traffic() {
             &["route=\"/api/v1/users/{id}\"", "status=\"200\""]
         ) >= 1.0
     );
+    assert!(
+        moved(
+            "ochat_db_operation_seconds_count",
+            &["op=\"insert_messages\""]
+        ) >= 1.0
+    );
     assert!(!after.contains(&b.id.to_string()), "no user ids in labels");
     assert!(after.contains("ochat_build_info{"), "{after}");
 }
@@ -87,4 +93,62 @@ async fn draining_closes_sessions_with_1001_and_stops_in_time() {
         started.elapsed() < Duration::from_secs(5),
         "stopped within the grace period"
     );
+}
+
+#[tokio::test]
+async fn sigterm_drains_sessions_and_exits_zero_in_time() {
+    let db = TestDatabase::new(Backend::Sqlite).await;
+    let mut node =
+        NodeProcess::spawn(&[("DATABASE_URL", db.url.as_str()), ("SHUTDOWN_GRACE", "5s")]).await;
+    let user = uuid::Uuid::now_v7();
+    let token = token_for(user, "drain@example.com");
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut ws = WsClient::connect_port(node.port, &token).await;
+        ws.assert_usable().await;
+        clients.push(ws);
+    }
+
+    let started = Instant::now();
+    node.terminate();
+    for ws in &mut clients {
+        let close = ws.closed().await.expect("a close frame");
+        assert_eq!(u16::from(close.code), 1001);
+    }
+    let status = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = node.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .unwrap()
+    .expect("the process exits");
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "within SHUTDOWN_GRACE"
+    );
+}
+
+#[tokio::test]
+async fn a_draining_node_is_not_ready() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    app.state
+        .draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let response = reqwest::get(format!("{}/readyz", app.base)).await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap()["status"],
+        "draining"
+    );
+    let live = reqwest::get(format!("{}/livez", app.base)).await.unwrap();
+    assert_eq!(live.status(), 200, "alive while draining");
 }

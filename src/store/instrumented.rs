@@ -1,0 +1,86 @@
+//! Times every store call for the `ochat_db_operation_seconds` histogram and
+//! counts failures, whichever backend is underneath.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::*;
+
+pub struct Instrumented(pub Arc<dyn Store>);
+
+async fn timed<T>(op: &'static str, call: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+    let started = Instant::now();
+    let result = call.await;
+    // Not-found and conflicts are answers, not database failures.
+    let failed = matches!(
+        result,
+        Err(StoreError::Unavailable(_) | StoreError::Internal(_))
+    );
+    crate::metrics::db_operation(op, started.elapsed(), !failed);
+    result
+}
+
+#[async_trait]
+impl Store for Instrumented {
+    async fn ping(&self) -> StoreResult<()> {
+        timed("ping", self.0.ping()).await
+    }
+    async fn upsert_user(&self, id: Uuid, email: &str) -> StoreResult<()> {
+        timed("upsert_user", self.0.upsert_user(id, email)).await
+    }
+    async fn user(&self, id: Uuid) -> StoreResult<Option<User>> {
+        timed("user", self.0.user(id)).await
+    }
+    async fn update_profile(&self, id: Uuid, patch: &ProfilePatch) -> StoreResult<Option<User>> {
+        timed("update_profile", self.0.update_profile(id, patch)).await
+    }
+    async fn set_presence(&self, id: Uuid, online: bool, at: DateTime<Utc>) -> StoreResult<()> {
+        timed("set_presence", self.0.set_presence(id, online, at)).await
+    }
+    async fn contacts(&self, id: Uuid) -> StoreResult<Vec<Uuid>> {
+        timed("contacts", self.0.contacts(id)).await
+    }
+    async fn is_contact(&self, a: Uuid, b: Uuid) -> StoreResult<bool> {
+        timed("is_contact", self.0.is_contact(a, b)).await
+    }
+    async fn insert_messages(&self, batch: &[NewMessage]) -> StoreResult<Vec<InsertOutcome>> {
+        timed("insert_messages", self.0.insert_messages(batch)).await
+    }
+    async fn message(&self, id: Uuid) -> StoreResult<Option<Message>> {
+        timed("message", self.0.message(id)).await
+    }
+    async fn mark_read(
+        &self,
+        reader: Uuid,
+        ids: &[Uuid],
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<ReadMark>> {
+        timed("mark_read", self.0.mark_read(reader, ids, at)).await
+    }
+    async fn conversation(
+        &self,
+        me: Uuid,
+        peer: Uuid,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Page<Message>> {
+        timed("conversation", self.0.conversation(me, peer, before, limit)).await
+    }
+    async fn conversations(&self, me: Uuid, limit: u32) -> StoreResult<Vec<ConversationSummary>> {
+        timed("conversations", self.0.conversations(me, limit)).await
+    }
+    async fn search(&self, me: Uuid, words: &SearchWords, limit: u32) -> StoreResult<Vec<Message>> {
+        timed("search", self.0.search(me, words, limit)).await
+    }
+    async fn stats(&self, me: Uuid) -> StoreResult<Stats> {
+        timed("stats", self.0.stats(me)).await
+    }
+    async fn sync(&self, me: Uuid, since: Option<Uuid>, limit: u32) -> StoreResult<Page<Message>> {
+        timed("sync", self.0.sync(me, since, limit)).await
+    }
+}

@@ -24,7 +24,7 @@ use crate::auth::{self, Authenticator, Verifier};
 use crate::bus::SharedBus;
 use crate::bus::memory::MemoryBus;
 use crate::bus::redis::RedisBus;
-use crate::chat::Chat;
+use crate::chat::{Chat, MessageWriter};
 use crate::config::{Config, DatabaseConfig, Secret};
 use crate::presence::SharedPresence;
 use crate::presence::memory::MemoryPresence;
@@ -146,8 +146,15 @@ impl Application {
 
         let verifier = Verifier::new(&config.auth, secret.as_ref());
         let auth = Arc::new(Authenticator::new(verifier, store.clone()));
+        // SQLite has one writer at a time; Postgres overlaps a few commits.
+        let lanes = match config.database {
+            DatabaseConfig::Sqlite(_) => 1,
+            DatabaseConfig::Postgres(_) => 4,
+        };
+        let writer = MessageWriter::start(store.clone(), lanes, 256, shutdown.clone(), &tasks);
         let chat = Arc::new(Chat::new(
             store.clone(),
+            writer,
             bus.clone(),
             presence.clone(),
             config.limits.clone(),

@@ -25,17 +25,19 @@ use serde::Serialize;
 use uuid::Uuid;
 
 /// What went wrong below the domain layer.
-#[derive(Debug, thiserror::Error)]
+/// Database details are kept as text: they are only ever logged, and a
+/// batch's one failure must be handed to every message in it.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database could not be reached; nothing was written.
     #[error("database unavailable: {0}")]
-    Unavailable(sqlx::Error),
+    Unavailable(String),
     #[error("{0}")]
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(&'static str),
     #[error("database error: {0}")]
-    Internal(sqlx::Error),
+    Internal(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -46,11 +48,11 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed
-            | sqlx::Error::Protocol(_) => Self::Unavailable(err),
+            | sqlx::Error::Protocol(_) => Self::Unavailable(err.to_string()),
             sqlx::Error::Database(ref db) if is_unavailable_code(db.code().as_deref()) => {
-                Self::Unavailable(err)
+                Self::Unavailable(err.to_string())
             }
-            other => Self::Internal(other),
+            other => Self::Internal(other.to_string()),
         }
     }
 }

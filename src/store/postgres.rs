@@ -88,7 +88,9 @@ impl PgStore {
     /// Connects lazily: the node starts (and reports unready) even while
     /// Postgres is down, and recovers without a restart when it returns.
     pub fn connect_lazy(url: &str, max_connections: u32) -> StoreResult<Self> {
-        let options: PgConnectOptions = url.parse().map_err(StoreError::Internal)?;
+        let options: PgConnectOptions = url
+            .parse()
+            .map_err(|e: sqlx::Error| StoreError::Internal(e.to_string()))?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(3))

@@ -154,6 +154,10 @@ async fn every_bad_frame_gets_its_code_and_stores_nothing(backend: Backend) {
             "content_empty",
         ),
         (
+            json!({"type": "message", "to": b.id, "content": "nul \u{0} inside"}).to_string(),
+            "invalid_field",
+        ),
+        (
             json!({"type": "message", "to": b.id, "content": "y".repeat(4001)}).to_string(),
             "content_too_long",
         ),

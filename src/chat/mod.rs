@@ -2,9 +2,13 @@
 //! these, so every rule (validation, who may read what, who is told what)
 //! lives here once.
 
+mod writer;
+
 use std::sync::Arc;
 
 use uuid::Uuid;
+
+pub use writer::MessageWriter;
 
 use crate::bus::{Envelope, SessionId, SharedBus};
 use crate::config::Limits;
@@ -22,6 +26,13 @@ pub struct Content(String);
 impl Content {
     pub fn parse(raw: &str, max_chars: usize) -> ApiResult<Self> {
         let trimmed = raw.trim();
+        // Postgres text cannot hold NUL; refusing it here keeps one bad
+        // message from failing the batch it would share with others.
+        if trimmed.contains('\0') {
+            return Err(ApiError::invalid_field(
+                "content must not contain NUL characters",
+            ));
+        }
         if trimmed.is_empty() {
             return Err(ApiError::new(ErrorCode::ContentEmpty, "content is empty"));
         }
@@ -44,7 +55,7 @@ impl ClientId {
     pub const MAX_CHARS: usize = 64;
 
     pub fn parse(raw: &str) -> ApiResult<Self> {
-        if raw.is_empty() || raw.chars().count() > Self::MAX_CHARS {
+        if raw.is_empty() || raw.chars().count() > Self::MAX_CHARS || raw.contains('\0') {
             return Err(ApiError::invalid_field(
                 "client_id must be 1 to 64 characters",
             ));
@@ -60,6 +71,7 @@ pub fn page_limit(requested: Option<u32>) -> u32 {
 
 pub struct Chat {
     store: Arc<dyn Store>,
+    writer: MessageWriter,
     bus: SharedBus,
     presence: SharedPresence,
     limits: Limits,
@@ -68,12 +80,14 @@ pub struct Chat {
 impl Chat {
     pub fn new(
         store: Arc<dyn Store>,
+        writer: MessageWriter,
         bus: SharedBus,
         presence: SharedPresence,
         limits: Limits,
     ) -> Self {
         Self {
             store,
+            writer,
             bus,
             presence,
             limits,
@@ -110,12 +124,8 @@ impl Chat {
             client_id: client_id.map(|c| c.0),
             created_at: store::now(),
         };
-        let outcome = self
-            .store
-            .insert_messages(std::slice::from_ref(&new))
-            .await?;
-        match outcome.into_iter().next() {
-            Some(InsertOutcome::Created(message)) => {
+        match self.writer.write(new).await? {
+            InsertOutcome::Created(message) => {
                 crate::metrics::message_sent();
                 let frame = ServerFrame::Message(MessageFrame::from(&message)).to_json();
                 self.publish(vec![
@@ -131,12 +141,12 @@ impl Chat {
                 .await;
                 Ok(message)
             }
-            Some(InsertOutcome::Duplicate(message)) => Ok(message),
-            Some(InsertOutcome::RecipientNotFound) => Err(ApiError::new(
+            InsertOutcome::Duplicate(message) => Ok(message),
+            InsertOutcome::RecipientNotFound => Err(ApiError::new(
                 ErrorCode::RecipientNotFound,
                 format!("no user with id {to}"),
             )),
-            Some(InsertOutcome::SenderNotFound) | None => Err(ApiError::internal()),
+            InsertOutcome::SenderNotFound => Err(ApiError::internal()),
         }
     }
 

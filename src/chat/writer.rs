@@ -1,0 +1,105 @@
+//! Group commit: concurrent sends share one transaction.
+//!
+//! Postgres commits a few thousand single-row transactions a second per
+//! connection but tens of thousands of rows when they are batched, so sends
+//! queue here and a few writer lanes each take whatever has accumulated (up
+//! to `max_batch`) and commit it as one batch. A send is still acknowledged
+//! only after its own batch has committed.
+
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::store::{InsertOutcome, NewMessage, Store, StoreError, StoreResult};
+
+struct Pending {
+    message: NewMessage,
+    reply: oneshot::Sender<StoreResult<InsertOutcome>>,
+}
+
+pub struct MessageWriter {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl MessageWriter {
+    /// Starts `lanes` writer tasks. SQLite has one writer at a time, so one
+    /// lane; Postgres takes several, each waiting on its own commit while the
+    /// next batch gathers.
+    pub fn start(
+        store: Arc<dyn Store>,
+        lanes: usize,
+        max_batch: usize,
+        shutdown: CancellationToken,
+        tasks: &TaskTracker,
+    ) -> Self {
+        let (queue, rx) = mpsc::channel(max_batch * lanes * 4);
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..lanes {
+            tasks.spawn(lane(store.clone(), rx.clone(), max_batch, shutdown.clone()));
+        }
+        Self { queue }
+    }
+
+    /// Writes one message as part of the next batch.
+    pub async fn write(&self, message: NewMessage) -> StoreResult<InsertOutcome> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Pending { message, reply })
+            .await
+            .map_err(|_| StoreError::Unavailable("message writer stopped".into()))?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("message writer stopped".into())))
+    }
+}
+
+async fn lane(
+    store: Arc<dyn Store>,
+    rx: Arc<Mutex<mpsc::Receiver<Pending>>>,
+    max_batch: usize,
+    shutdown: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(max_batch);
+    loop {
+        {
+            let mut rx = rx.lock().await;
+            let received = tokio::select! {
+                // After shutdown, finish whatever is already queued.
+                () = shutdown.cancelled() => {
+                    while batch.len() < max_batch {
+                        match rx.try_recv() {
+                            Ok(pending) => batch.push(pending),
+                            Err(_) => break,
+                        }
+                    }
+                    if batch.is_empty() { return; }
+                    batch.len()
+                }
+                n = rx.recv_many(&mut batch, max_batch) => n,
+            };
+            if received == 0 {
+                return;
+            }
+        }
+        commit(&*store, &mut batch).await;
+    }
+}
+
+async fn commit(store: &dyn Store, batch: &mut Vec<Pending>) {
+    let messages: Vec<NewMessage> = batch.iter().map(|p| p.message.clone()).collect();
+    match store.insert_messages(&messages).await {
+        Ok(outcomes) => {
+            for (pending, outcome) in batch.drain(..).zip(outcomes) {
+                let _ = pending.reply.send(Ok(outcome));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, messages = batch.len(), "batch commit failed");
+            for pending in batch.drain(..) {
+                let _ = pending.reply.send(Err(e.clone()));
+            }
+        }
+    }
+}

@@ -144,6 +144,7 @@ impl Application {
             "backends"
         );
 
+        let dev_secret = secret.clone().filter(|_| config.auth.is_development());
         let verifier = Verifier::new(&config.auth, secret.as_ref());
         let auth = Arc::new(Authenticator::new(verifier, store.clone()));
         // SQLite has one writer at a time; Postgres overlaps a few commits.
@@ -191,7 +192,11 @@ impl Application {
         };
 
         let router = Router::new()
-            .nest("/api/v1", crate::http::router().merge(crate::ws::router()))
+            .nest(
+                "/api/v1",
+                crate::http::router(&config, dev_secret).merge(crate::ws::router()),
+            )
+            .merge(crate::http::web::router())
             .layer(axum::middleware::from_fn(crate::http::track))
             .layer(DefaultBodyLimit::max(config.limits.max_body_bytes))
             .layer(cors(&config.allowed_origins))

@@ -1,8 +1,10 @@
 //! The REST API under `/api/v1`: one file per area, each with its `router()`.
 
+pub mod dev;
 mod health;
 mod messages;
 mod users;
+pub mod web;
 
 use std::time::Instant;
 
@@ -16,11 +18,17 @@ use axum::response::Response;
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorCode};
 
-pub fn router() -> Router<AppState> {
+/// The `/api/v1` routes. `dev_secret` is the development-mode signing
+/// secret, used only when [`dev::enabled`].
+pub fn router(
+    config: &crate::config::Config,
+    dev_secret: Option<crate::config::Secret>,
+) -> Router<AppState> {
     Router::new()
         .merge(health::router())
         .merge(messages::router())
         .merge(users::router())
+        .merge(dev::router(config, dev_secret))
 }
 
 /// `Json` whose rejections are the API's error body.

@@ -8,5 +8,6 @@ mod ops;
 mod proxy;
 mod rest;
 mod store_contract;
+mod web;
 mod ws;
 mod wsclient;

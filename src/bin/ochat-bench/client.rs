@@ -71,12 +71,17 @@ pub async fn connect(base: &str, token: &str, source: u8) -> anyhow::Result<Ws> 
         .context("node address")?;
     let socket = TcpSocket::new_v4()?;
     if addr.ip().is_loopback() {
-        socket.bind(SocketAddr::from((Ipv4Addr::new(127, 0, 0, source.max(1)), 0)))?;
+        socket.bind(SocketAddr::from((
+            Ipv4Addr::new(127, 0, 0, source.max(1)),
+            0,
+        )))?;
     }
     let tcp = socket.connect(addr).await?;
     tcp.set_nodelay(true)?;
     let request = format!("ws://{host}/api/v1/ws?token={token}").into_client_request()?;
-    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
     let (ws, _) = client_async_with_config(request, tcp, Some(config)).await?;
     Ok(ws)
 }

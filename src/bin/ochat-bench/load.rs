@@ -14,16 +14,19 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::Common;
 use crate::client::{Ws, connect, create_users, token, user_id};
 use crate::procstat::{self, Usage};
-use crate::Common;
 
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds")
 }
 
 fn epoch_micros() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or_default()
 }
 
 /// Latency percentiles in milliseconds.
@@ -78,10 +81,19 @@ struct Frame {
 /// Senders on the first node, receivers on the last: the Redis hop is always
 /// in the path. Open loop: each message has an intended send time on a fixed
 /// schedule and latency counts from it, so a stalled server cannot hide.
-pub async fn throughput(common: &Common, rates: &[u32], pairs: usize, duration: Duration) -> anyhow::Result<Value> {
+pub async fn throughput(
+    common: &Common,
+    rates: &[u32],
+    pairs: usize,
+    duration: Duration,
+) -> anyhow::Result<Value> {
     let tag = format!("{}-{}", common.tag, Uuid::now_v7().simple());
-    let senders: Vec<Uuid> = (0..pairs).map(|i| user_id(&format!("{tag}-s"), i)).collect();
-    let receivers: Vec<Uuid> = (0..pairs).map(|i| user_id(&format!("{tag}-r"), i)).collect();
+    let senders: Vec<Uuid> = (0..pairs)
+        .map(|i| user_id(&format!("{tag}-s"), i))
+        .collect();
+    let receivers: Vec<Uuid> = (0..pairs)
+        .map(|i| user_id(&format!("{tag}-r"), i))
+        .collect();
     create_users(common, &senders).await?;
     create_users(common, &receivers).await?;
     let send_url = common.urls.first().expect("at least one url").clone();
@@ -106,9 +118,15 @@ pub async fn throughput(common: &Common, rates: &[u32], pairs: usize, duration: 
         sender_ws = back_s;
         eprintln!(
             "rate {rate}/s: sent {} delivered {:.4} ack p99 {:.2} ms delivery p50 {:.2} p99 {:.2} ms",
-            step.sent, step.delivered_ratio, step.ack_ms.p99, step.delivery_ms.p50, step.delivery_ms.p99
+            step.sent,
+            step.delivered_ratio,
+            step.ack_ms.p99,
+            step.delivery_ms.p50,
+            step.delivery_ms.p99
         );
-        let ok = step.delivered == step.sent && step.errors == 0 && step.delivery_ms.p99 <= 50.0
+        let ok = step.delivered == step.sent
+            && step.errors == 0
+            && step.delivery_ms.p99 <= 50.0
             && step.achieved_send_rate >= rate as f64 * 0.97;
         if ok {
             best = Some(rate);
@@ -156,7 +174,20 @@ async fn run_step(
         let to = receivers[i];
         // Stagger senders so the aggregate rate is smooth.
         let offset = period.mul_f64(i as f64 / pairs as f64);
-        sending.spawn(async move { (i, send(ws, to, t0 + offset, t0_epoch + offset.as_micros() as i64, period, count).await) });
+        sending.spawn(async move {
+            (
+                i,
+                send(
+                    ws,
+                    to,
+                    t0 + offset,
+                    t0_epoch + offset.as_micros() as i64,
+                    period,
+                    count,
+                )
+                .await,
+            )
+        });
     }
 
     let mut senders_back: Vec<Option<Ws>> = (0..pairs).map(|_| None).collect();
@@ -192,7 +223,11 @@ async fn run_step(
         sent,
         acked,
         delivered,
-        delivered_ratio: if sent == 0 { 0.0 } else { delivered as f64 / sent as f64 },
+        delivered_ratio: if sent == 0 {
+            0.0
+        } else {
+            delivered as f64 / sent as f64
+        },
         errors,
         ack_ms: (&ack_h).into(),
         delivery_ms: (&delivery_h).into(),
@@ -200,8 +235,14 @@ async fn run_step(
     };
     Ok((
         step,
-        receivers_back.into_iter().map(|w| w.expect("returned")).collect(),
-        senders_back.into_iter().map(|w| w.expect("returned")).collect(),
+        receivers_back
+            .into_iter()
+            .map(|w| w.expect("returned"))
+            .collect(),
+        senders_back
+            .into_iter()
+            .map(|w| w.expect("returned"))
+            .collect(),
     ))
 }
 
@@ -221,7 +262,9 @@ async fn send(
             let intended = t0 + period.mul_f64(k as f64);
             tokio::time::sleep_until(intended.into()).await;
             let stamp = t0_epoch + period_us * k as i64;
-            let frame = format!(r#"{{"type":"message","to":"{to}","content":"{stamp}","client_id":"{k}"}}"#);
+            let frame = format!(
+                r#"{{"type":"message","to":"{to}","content":"{stamp}","client_id":"{k}"}}"#
+            );
             if sink.send(Message::Text(frame.into())).await.is_err() {
                 return (sink, k);
             }
@@ -232,11 +275,17 @@ async fn send(
         let (mut acked, mut errors) = (0u64, 0u64);
         let mut h = histogram();
         while acked + errors < count {
-            let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_secs(10), stream.next()).await else {
+            let Ok(Some(Ok(message))) =
+                tokio::time::timeout(Duration::from_secs(10), stream.next()).await
+            else {
                 break;
             };
-            let Message::Text(text) = message else { continue };
-            let Ok(frame) = serde_json::from_str::<Frame>(&text) else { continue };
+            let Message::Text(text) = message else {
+                continue;
+            };
+            let Ok(frame) = serde_json::from_str::<Frame>(&text) else {
+                continue;
+            };
             match frame.kind.as_str() {
                 "ack" => {
                     acked += 1;
@@ -260,7 +309,11 @@ async fn send(
 }
 
 /// Counts message frames and their latency from the intended send time.
-async fn receive(mut ws: Ws, delivered: Arc<AtomicU64>, stop: CancellationToken) -> (Ws, Histogram<u64>) {
+async fn receive(
+    mut ws: Ws,
+    delivered: Arc<AtomicU64>,
+    stop: CancellationToken,
+) -> (Ws, Histogram<u64>) {
     let mut h = histogram();
     loop {
         let message = tokio::select! {
@@ -273,7 +326,9 @@ async fn receive(mut ws: Ws, delivered: Arc<AtomicU64>, stop: CancellationToken)
             }
             continue;
         };
-        let Ok(frame) = serde_json::from_str::<Frame>(&text) else { continue };
+        let Ok(frame) = serde_json::from_str::<Frame>(&text) else {
+            continue;
+        };
         if frame.kind == "message" {
             if let Some(stamp) = frame.content.and_then(|c| c.parse::<i64>().ok()) {
                 let _ = h.record((epoch_micros() - stamp).max(1) as u64);
@@ -311,7 +366,9 @@ async fn open_many(
             });
             next += 1;
         }
-        let Some(done) = inflight.join_next().await else { break };
+        let Some(done) = inflight.join_next().await else {
+            break;
+        };
         match done? {
             (Ok(ws), took) => {
                 let _ = h.record(took.as_micros().max(1) as u64);
@@ -329,23 +386,36 @@ async fn open_many(
     Ok((open, h, failures))
 }
 
-pub async fn idle(common: &Common, total: usize, concurrency: usize, hold: Duration) -> anyhow::Result<Value> {
+pub async fn idle(
+    common: &Common,
+    total: usize,
+    concurrency: usize,
+    hold: Duration,
+) -> anyhow::Result<Value> {
     let tag = format!("{}-idle-{}", common.tag, Uuid::now_v7().simple());
     let url = common.urls[0].clone();
     let pid = common.pids.first().copied();
     let baseline = pid.and_then(procstat::sample);
     let mut at_1k = None;
-    let (first, _, failed_1k) = open_many(common, &url, &tag, total.min(1000), concurrency, |_| {}).await?;
+    let (first, _, failed_1k) =
+        open_many(common, &url, &tag, total.min(1000), concurrency, |_| {}).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     if let Some(pid) = pid {
         at_1k = procstat::sample(pid);
     }
     let rest_tag = format!("{tag}-more");
-    let (more, h, failed) = open_many(common, &url, &rest_tag, total.saturating_sub(1000), concurrency, |n| {
-        if n % 2000 == 0 {
-            eprintln!("{} connections open", n + 1000);
-        }
-    })
+    let (more, h, failed) = open_many(
+        common,
+        &url,
+        &rest_tag,
+        total.saturating_sub(1000),
+        concurrency,
+        |n| {
+            if n % 2000 == 0 {
+                eprintln!("{} connections open", n + 1000);
+            }
+        },
+    )
     .await?;
     let held = first.len() + more.len();
     tokio::time::sleep(hold).await;
@@ -356,7 +426,10 @@ pub async fn idle(common: &Common, total: usize, concurrency: usize, hold: Durat
         }
         _ => None,
     };
-    eprintln!("held {held} idle connections; RSS per connection {:?} bytes", slope.map(|s| s.round()));
+    eprintln!(
+        "held {held} idle connections; RSS per connection {:?} bytes",
+        slope.map(|s| s.round())
+    );
     drop(first);
     drop(more);
     Ok(json!({
@@ -374,7 +447,11 @@ pub async fn idle(common: &Common, total: usize, concurrency: usize, hold: Durat
     }))
 }
 
-pub async fn connect_storm(common: &Common, total: usize, concurrency: usize) -> anyhow::Result<Value> {
+pub async fn connect_storm(
+    common: &Common,
+    total: usize,
+    concurrency: usize,
+) -> anyhow::Result<Value> {
     let tag = format!("{}-storm-{}", common.tag, Uuid::now_v7().simple());
     let url = common.urls[0].clone();
     let before: Vec<_> = common.pids.iter().map(|p| procstat::sample(*p)).collect();
@@ -383,7 +460,10 @@ pub async fn connect_storm(common: &Common, total: usize, concurrency: usize) ->
     let seconds = started.elapsed().as_secs_f64();
     let nodes = procstat::usage(&common.pids, &before, seconds);
     let rate = open.len() as f64 / seconds;
-    eprintln!("{} connections in {seconds:.2} s: {rate:.0} connects/s", open.len());
+    eprintln!(
+        "{} connections in {seconds:.2} s: {rate:.0} connects/s",
+        open.len()
+    );
     drop(open);
     Ok(json!({
         "scenario": "connect",

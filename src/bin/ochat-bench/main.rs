@@ -14,7 +14,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ochat-bench", about = "Load generator and benchmarks for ochat")]
+#[command(
+    name = "ochat-bench",
+    about = "Load generator and benchmarks for ochat"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -51,7 +54,11 @@ enum Command {
         #[command(flatten)]
         common: Common,
         /// Rates (messages/s) to try, in order.
-        #[arg(long, value_delimiter = ',', default_value = "1000,2000,5000,10000,20000")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "1000,2000,5000,10000,20000"
+        )]
         rates: Vec<u32>,
         /// Sender/receiver pairs.
         #[arg(long, default_value_t = 100)]
@@ -124,28 +131,73 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let report = match Cli::parse().command {
-        Command::Throughput { common, rates, pairs, duration } => {
+        Command::Throughput {
+            common,
+            rates,
+            pairs,
+            duration,
+        } => {
             let out = common.out.clone();
-            (load::throughput(&common, &rates, pairs, duration).await?, out)
+            (
+                load::throughput(&common, &rates, pairs, duration).await?,
+                out,
+            )
         }
-        Command::Latency { common, rate, pairs, duration } => {
+        Command::Latency {
+            common,
+            rate,
+            pairs,
+            duration,
+        } => {
             let out = common.out.clone();
-            (load::throughput(&common, &[rate], pairs, duration).await?, out)
+            (
+                load::throughput(&common, &[rate], pairs, duration).await?,
+                out,
+            )
         }
-        Command::Idle { common, connections, concurrency, hold } => {
+        Command::Idle {
+            common,
+            connections,
+            concurrency,
+            hold,
+        } => {
             let out = common.out.clone();
-            (load::idle(&common, connections, concurrency, hold).await?, out)
+            (
+                load::idle(&common, connections, concurrency, hold).await?,
+                out,
+            )
         }
-        Command::Connect { common, connections, concurrency } => {
+        Command::Connect {
+            common,
+            connections,
+            concurrency,
+        } => {
             let out = common.out.clone();
-            (load::connect_storm(&common, connections, concurrency).await?, out)
+            (
+                load::connect_storm(&common, connections, concurrency).await?,
+                out,
+            )
         }
-        Command::Seed { database_url, users, messages, partners } => {
-            (seed::seed(&database_url, users, messages, partners).await?, None)
-        }
-        Command::Rest { common, users, requests, concurrency } => {
+        Command::Seed {
+            database_url,
+            users,
+            messages,
+            partners,
+        } => (
+            seed::seed(&database_url, users, messages, partners).await?,
+            None,
+        ),
+        Command::Rest {
+            common,
+            users,
+            requests,
+            concurrency,
+        } => {
             let out = common.out.clone();
-            (rest::rest(&common, users, requests, concurrency).await?, out)
+            (
+                rest::rest(&common, users, requests, concurrency).await?,
+                out,
+            )
         }
     };
     let (report, out) = report;

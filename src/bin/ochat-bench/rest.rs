@@ -12,7 +12,12 @@ use crate::client::token;
 use crate::load::Percentiles;
 use crate::seed::{VOCABULARY, partner, seeded_user};
 
-pub async fn rest(common: &Common, users: usize, requests: usize, concurrency: usize) -> anyhow::Result<Value> {
+pub async fn rest(
+    common: &Common,
+    users: usize,
+    requests: usize,
+    concurrency: usize,
+) -> anyhow::Result<Value> {
     let http = reqwest::Client::new();
     let base = format!("{}/api/v1", common.urls[0].trim_end_matches('/'));
     let mut report = serde_json::Map::new();
@@ -30,12 +35,19 @@ pub async fn rest(common: &Common, users: usize, requests: usize, concurrency: u
                         seeded_user(partner(user, 0, users))
                     ),
                     "conversations" => "/messages/conversations?limit=50".to_owned(),
-                    "search" => format!("/messages/search?query={}&limit=20", VOCABULARY[n % VOCABULARY.len()]),
+                    "search" => format!(
+                        "/messages/search?query={}&limit=20",
+                        VOCABULARY[n % VOCABULARY.len()]
+                    ),
                     _ => "/messages/stats".to_owned(),
                 };
                 async move {
                     let started = Instant::now();
-                    let response = http.get(format!("{base}{path}")).bearer_auth(token).send().await?;
+                    let response = http
+                        .get(format!("{base}{path}"))
+                        .bearer_auth(token)
+                        .send()
+                        .await?;
                     let status = response.status();
                     response.bytes().await?;
                     anyhow::ensure!(status.is_success(), "{path}: {status}");
@@ -67,5 +79,7 @@ pub async fn rest(common: &Common, users: usize, requests: usize, concurrency: u
                    "requests_per_second": requests as f64 / started.elapsed().as_secs_f64()}),
         );
     }
-    Ok(json!({"scenario": "rest", "users": users, "requests_per_kind": requests, "concurrency": concurrency, "results": report}))
+    Ok(
+        json!({"scenario": "rest", "users": users, "requests_per_kind": requests, "concurrency": concurrency, "results": report}),
+    )
 }

@@ -26,10 +26,10 @@ pub fn partner(i: usize, j: usize, users: usize) -> usize {
 pub const VOCABULARY: &[&str] = &[
     "hello", "lunch", "meeting", "tomorrow", "project", "deadline", "coffee", "weekend", "report",
     "budget", "travel", "flight", "hotel", "dinner", "movie", "music", "football", "weather",
-    "birthday", "party", "review", "release", "deploy", "server", "database", "invoice", "contract",
-    "holiday", "doctor", "family", "garden", "recipe", "library", "concert", "ticket", "train",
-    "office", "morning", "evening", "question", "answer", "thanks", "sorry", "great", "perfect",
-    "tonight", "monday", "friday", "photo", "address",
+    "birthday", "party", "review", "release", "deploy", "server", "database", "invoice",
+    "contract", "holiday", "doctor", "family", "garden", "recipe", "library", "concert", "ticket",
+    "train", "office", "morning", "evening", "question", "answer", "thanks", "sorry", "great",
+    "perfect", "tonight", "monday", "friday", "photo", "address",
 ];
 
 fn sentence(n: usize) -> String {
@@ -40,13 +40,21 @@ fn sentence(n: usize) -> String {
         .join(" ")
 }
 
-pub async fn seed(database_url: &str, users: usize, messages: usize, partners: usize) -> anyhow::Result<Value> {
-    let config = ochat::Config::from_vars([("DATABASE_URL", database_url), ("DB_MAX_CONNECTIONS", "8")])?;
+pub async fn seed(
+    database_url: &str,
+    users: usize,
+    messages: usize,
+    partners: usize,
+) -> anyhow::Result<Value> {
+    let config =
+        ochat::Config::from_vars([("DATABASE_URL", database_url), ("DB_MAX_CONNECTIONS", "8")])?;
     let store = ochat::store::open(&config).await?;
     let started = Instant::now();
     for i in 0..users {
         let id = seeded_user(i);
-        store.upsert_user(id, &format!("{}@seed.invalid", id.simple())).await?;
+        store
+            .upsert_user(id, &format!("{}@seed.invalid", id.simple()))
+            .await?;
     }
     eprintln!("{users} users in {:.1} s", started.elapsed().as_secs_f64());
 
@@ -64,7 +72,11 @@ pub async fn seed(database_url: &str, users: usize, messages: usize, partners: u
                 let sender = k % users;
                 let receiver = partner(sender, (k / users) % partners, users);
                 let at = now - chrono::Duration::microseconds(step * (messages - k) as i64);
-                let ts = uuid::Timestamp::from_unix(uuid::NoContext, at.timestamp() as u64, at.timestamp_subsec_nanos());
+                let ts = uuid::Timestamp::from_unix(
+                    uuid::NoContext,
+                    at.timestamp() as u64,
+                    at.timestamp_subsec_nanos(),
+                );
                 NewMessage {
                     id: Uuid::new_v7(ts),
                     sender_id: seeded_user(sender),
@@ -79,7 +91,10 @@ pub async fn seed(database_url: &str, users: usize, messages: usize, partners: u
         written += batch.len();
         m = end;
         if written % 100_000 == 0 {
-            eprintln!("{written} messages ({:.0}/s)", written as f64 / started.elapsed().as_secs_f64());
+            eprintln!(
+                "{written} messages ({:.0}/s)",
+                written as f64 / started.elapsed().as_secs_f64()
+            );
         }
     }
     let seconds = started.elapsed().as_secs_f64();

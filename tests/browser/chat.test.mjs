@@ -1,0 +1,196 @@
+// Two people chat through ochat's browser client, in headless Chromium,
+// against a real node on the embedded default (started here).
+//
+// Needs: the debug binary (`cargo build`), /usr/bin/chromium, and
+// `npm ci` in this folder. ./scripts/test takes care of all three.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync, mkdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import net from "node:net";
+import { chromium } from "playwright-core";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const binary = process.env.OCHAT_BIN || join(root, "target", "debug", "ochat");
+// The README's picture is refreshed with UPDATE_SCREENSHOT=1; ordinary runs
+// leave the working tree alone.
+const screenshot = process.env.UPDATE_SCREENSHOT === "1"
+  ? join(root, "docs", "screenshot.png")
+  : join(root, "target", "browser", "screenshot.png");
+
+let server;
+let browser;
+let workdir;
+let base;
+let port;
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+    probe.on("error", reject);
+  });
+}
+
+async function waitReady(url) {
+  const deadline = Date.now() + 20000;
+  while (Date.now() < deadline) {
+    try {
+      const response = await fetch(url);
+      if (response.ok) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${url} never became ready`);
+}
+
+async function startServer() {
+  // The embedded default, exactly as `cargo run` starts it: no database URL,
+  // no auth configured (development sign-in), loopback only.
+  server = spawn(binary, ["serve"], {
+    cwd: workdir,
+    env: { PATH: process.env.PATH, SERVER_PORT: String(port), METRICS_PORT: "off", RUST_LOG: "warn" },
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  await waitReady(`${base}/api/v1/readyz`);
+}
+
+async function stopServer() {
+  const exited = new Promise((resolve) => server.once("exit", resolve));
+  server.kill("SIGTERM");
+  await exited;
+}
+
+before(async () => {
+  workdir = mkdtempSync(join(tmpdir(), "ochat-browser-"));
+  port = await freePort();
+  base = `http://127.0.0.1:${port}`;
+  await startServer();
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    args: [
+      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    ],
+  });
+});
+
+after(async () => {
+  if (browser) await browser.close();
+  if (server) server.kill("SIGTERM");
+  if (workdir) rmSync(workdir, { recursive: true, force: true });
+});
+
+async function signIn(name) {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 700 } });
+  const page = await context.newPage();
+  const external = [];
+  page.on("request", (request) => {
+    if (!request.url().startsWith(base) && !request.url().startsWith(base.replace("http", "ws"))) {
+      external.push(request.url());
+    }
+  });
+  const problems = [];
+  page.on("pageerror", (error) => problems.push(error.message));
+  page.on("console", (message) => {
+    if (message.type() === "error") problems.push(message.text());
+  });
+  await page.goto(base + "/");
+  await page.fill("#dev-name", name);
+  await page.click("#dev-submit");
+  await page.waitForSelector("#status.online");
+  const id = (await page.textContent("#my-id")).trim();
+  return { context, page, id, external, problems };
+}
+
+test("two windows chat: messages both ways, typing, read receipts, presence", async () => {
+  const alice = await signIn("alice");
+  const bob = await signIn("bob");
+
+  // Alice opens a chat with Bob by id and writes.
+  await alice.page.fill("#new-chat-id", bob.id);
+  await alice.page.click("#new-chat button");
+  await alice.page.fill("#composer-input", "Hi Bob, lunch at noon?");
+  await alice.page.click("#send");
+  await alice.page.waitForSelector("#messages li.mine >> text=Hi Bob, lunch at noon?");
+
+  // Bob sees the conversation with one unread message, opens it.
+  await bob.page.waitForSelector(`#conversations li[data-user="${alice.id}"] .unread >> text=1`);
+  await bob.page.click(`#conversations li[data-user="${alice.id}"]`);
+  await bob.page.waitForSelector("#messages li >> text=Hi Bob, lunch at noon?");
+
+  // Opening it marks it read: Alice sees the receipt.
+  await alice.page.waitForSelector("#messages li.mine .meta >> text=read");
+
+  // Bob types; Alice sees it.
+  await bob.page.type("#composer-input", "Sounds good");
+  await alice.page.waitForSelector("#typing:not([hidden])");
+  await bob.page.click("#send");
+  await alice.page.waitForSelector("#messages li:not(.mine) >> text=Sounds good");
+  await alice.page.waitForSelector("#typing", { state: "hidden" });
+
+  // Presence: both online; Bob's dot is green for Alice.
+  await alice.page.waitForSelector(`#conversations li[data-user="${bob.id}"] .dot.online`);
+
+  // Search finds Alice's own message.
+  await alice.page.fill("#search-input", "lunch");
+  await alice.page.click("#search-form button");
+  await alice.page.waitForSelector("#search-results li >> text=lunch at noon");
+  await alice.page.click("#search-results li");
+
+  mkdirSync(dirname(screenshot), { recursive: true });
+  await alice.page.screenshot({ path: screenshot });
+
+  // Bob leaves: Alice sees him go offline.
+  await bob.context.close();
+  await alice.page.waitForSelector(`#conversations li[data-user="${bob.id}"] .dot:not(.online)`);
+
+  assert.deepEqual(alice.external, [], "no third-party requests");
+  assert.deepEqual(bob.external, [], "no third-party requests");
+  assert.deepEqual(alice.problems, [], "no script errors or CSP violations");
+  await alice.context.close();
+});
+
+test("a dropped connection shows reconnecting and catches up with sync", async () => {
+  const carol = await signIn("carol");
+  const dave = await signIn("dave");
+  await carol.page.fill("#new-chat-id", dave.id);
+  await carol.page.click("#new-chat button");
+  await carol.page.fill("#composer-input", "first");
+  await carol.page.click("#send");
+  await dave.page.waitForSelector(`#conversations li[data-user="${carol.id}"]`);
+
+  // Dave's network will refuse WebSockets until we let it through again.
+  let blocked = true;
+  await dave.page.routeWebSocket(/\/api\/v1\/ws/, (ws) => {
+    if (blocked) ws.close({ code: 1011, reason: "network down" });
+    else ws.connectToServer();
+  });
+
+  // The node restarts (as in a deploy): every session is closed with 1001.
+  await stopServer();
+  await startServer();
+  await carol.page.waitForSelector("#status.online", { timeout: 30000 });
+  await dave.page.waitForSelector("#status >> text=reconnecting…");
+  await dave.page.waitForSelector("#banner >> text=reconnecting");
+
+  await carol.page.fill("#composer-input", "sent while you were away");
+  await carol.page.click("#send");
+  await carol.page.waitForSelector("#messages li.mine >> text=sent while you were away");
+
+  blocked = false;
+  await dave.page.waitForSelector("#status.online", { timeout: 30000 });
+  await dave.page.click(`#conversations li[data-user="${carol.id}"]`);
+  await dave.page.waitForSelector("#messages li >> text=sent while you were away");
+  await carol.context.close();
+  await dave.context.close();
+});

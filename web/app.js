@@ -1,0 +1,424 @@
+// ochat's browser client: the real protocol, nothing else. All text from the
+// server is set with textContent, never parsed as HTML.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const api = "/api/v1";
+
+const state = {
+  token: null,
+  me: null,
+  ws: null,
+  retry: 0,
+  lastId: null,          // last message id seen, for `sync` after a reconnect
+  peer: null,            // the open conversation's user id
+  conversations: new Map(), // peer id -> {user_id, username, last_message, unread_count, online}
+  messages: new Map(),   // peer id -> Map(message id -> message)
+  oldest: new Map(),     // peer id -> oldest loaded message id, or null when nothing older
+  names: new Map(),      // user id -> display name
+  pending: new Map(),    // client_id -> {to, content}, until the ack
+  typingTimer: null,
+  lastTypingSent: 0,
+};
+
+function showError(text) {
+  const banner = $("banner");
+  banner.className = "banner";
+  banner.textContent = text;
+  banner.hidden = false;
+  clearTimeout(showError.timer);
+  showError.timer = setTimeout(() => { banner.hidden = true; }, 6000);
+}
+
+function setStatus(text, online) {
+  $("status").textContent = text;
+  $("status").className = online ? "status online" : "status";
+}
+
+async function request(path, options = {}) {
+  const response = await fetch(api + path, {
+    ...options,
+    headers: { "Authorization": `Bearer ${state.token}`, "Content-Type": "application/json", ...(options.headers || {}) },
+  });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    throw new Error(body.error ? `${body.error.message} (${body.error.code})` : `HTTP ${response.status}`);
+  }
+  return body;
+}
+
+// ---- sign in -------------------------------------------------------------
+
+async function start() {
+  const config = await fetch(api + "/dev/config").then((r) => (r.ok ? r.json() : { dev_signin: false })).catch(() => ({ dev_signin: false }));
+  $("dev-form").hidden = !config.dev_signin;
+  const saved = sessionStorage.getItem("ochat-token");
+  if (saved) {
+    await signIn(saved).catch(() => sessionStorage.removeItem("ochat-token"));
+  }
+}
+
+$("dev-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    const response = await fetch(api + "/dev/token", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ name: $("dev-name").value }),
+    });
+    const body = await response.json();
+    if (!response.ok) throw new Error(body.error ? body.error.message : `HTTP ${response.status}`);
+    await signIn(body.token);
+  } catch (e) {
+    showError(`Sign-in failed: ${e.message}`);
+  }
+});
+
+$("token-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    await signIn($("token-input").value.trim());
+  } catch (e) {
+    showError(`Sign-in failed: ${e.message}`);
+  }
+});
+
+async function signIn(token) {
+  state.token = token;
+  state.me = await request("/users/me");
+  sessionStorage.setItem("ochat-token", token);
+  $("signin").hidden = true;
+  $("chat").hidden = false;
+  $("my-name").textContent = state.me.username || state.me.email;
+  $("my-id").textContent = state.me.id;
+  await loadConversations();
+  connect();
+}
+
+// ---- conversations ---------------------------------------------------------
+
+function nameOf(id) {
+  return state.names.get(id) || id.slice(0, 8);
+}
+
+async function loadConversations() {
+  const { conversations } = await request("/messages/conversations?limit=100");
+  for (const c of conversations) {
+    state.names.set(c.user_id, c.username || c.user_id.slice(0, 8));
+    const known = state.conversations.get(c.user_id);
+    state.conversations.set(c.user_id, { ...c, online: known ? known.online : false });
+  }
+  await Promise.all(conversations.map((c) => refreshPeer(c.user_id)));
+  renderConversations();
+}
+
+async function refreshPeer(id) {
+  try {
+    const profile = await request(`/users/${id}`);
+    state.names.set(id, profile.username || id.slice(0, 8));
+    const c = state.conversations.get(id) || { user_id: id, unread_count: 0, last_message: null };
+    c.online = profile.is_online;
+    c.username = profile.username;
+    state.conversations.set(id, c);
+  } catch (e) {
+    showError(e.message);
+  }
+}
+
+function renderConversations() {
+  const list = $("conversations");
+  list.replaceChildren();
+  const sorted = [...state.conversations.values()].sort((a, b) =>
+    (b.last_message ? b.last_message.created_at : "").localeCompare(a.last_message ? a.last_message.created_at : ""));
+  for (const c of sorted) {
+    const li = document.createElement("li");
+    li.dataset.user = c.user_id;
+    if (c.user_id === state.peer) li.classList.add("active");
+    const dot = document.createElement("span");
+    dot.className = c.online ? "dot online" : "dot";
+    const name = document.createElement("strong");
+    name.textContent = nameOf(c.user_id);
+    const preview = document.createElement("span");
+    preview.className = "preview";
+    preview.textContent = c.last_message ? c.last_message.content : "";
+    li.append(dot, name, preview);
+    if (c.unread_count > 0) {
+      const badge = document.createElement("span");
+      badge.className = "unread";
+      badge.textContent = String(c.unread_count);
+      li.append(badge);
+    }
+    li.addEventListener("click", () => openConversation(c.user_id));
+    list.append(li);
+  }
+  if (state.peer) renderPeerHeader();
+}
+
+$("new-chat").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const id = $("new-chat-id").value.trim();
+  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id)) {
+    showError("A user id is a UUID, like the one under your name.");
+    return;
+  }
+  $("new-chat-id").value = "";
+  await refreshPeer(id);
+  renderConversations();
+  openConversation(id.toLowerCase());
+});
+
+async function openConversation(peer) {
+  state.peer = peer;
+  $("conversation").hidden = false;
+  $("typing").hidden = true;
+  if (!state.messages.has(peer)) {
+    state.messages.set(peer, new Map());
+    await loadOlder(peer);
+  }
+  renderMessages();
+  markVisibleRead();
+  renderConversations();
+  $("composer-input").focus();
+}
+
+function renderPeerHeader() {
+  const c = state.conversations.get(state.peer);
+  $("peer-name").textContent = nameOf(state.peer);
+  $("peer-dot").className = c && c.online ? "dot online" : "dot";
+}
+
+async function loadOlder(peer) {
+  const before = state.oldest.get(peer);
+  const query = `/messages/conversation?with_user=${peer}&limit=50` + (before ? `&before=${before}` : "");
+  try {
+    const page = await request(query);
+    const map = state.messages.get(peer);
+    for (const m of page.messages) map.set(m.id, m);
+    if (page.messages.length > 0) state.oldest.set(peer, page.messages[0].id);
+    $("older").hidden = !page.has_more;
+  } catch (e) {
+    showError(e.message);
+  }
+}
+
+$("older").addEventListener("click", async () => {
+  await loadOlder(state.peer);
+  renderMessages();
+});
+
+function renderMessages() {
+  renderPeerHeader();
+  const list = $("messages");
+  list.replaceChildren();
+  const items = [...state.messages.get(state.peer).values()].sort((a, b) => a.id.localeCompare(b.id));
+  for (const m of items) {
+    const li = document.createElement("li");
+    li.dataset.id = m.id;
+    const mine = m.sender_id === state.me.id;
+    if (mine) li.classList.add("mine");
+    const text = document.createElement("span");
+    text.className = "text";
+    text.textContent = m.content;
+    const meta = document.createElement("span");
+    meta.className = "meta";
+    const time = new Date(m.created_at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    meta.textContent = mine ? `${time} ${m.is_read ? "✓✓ read" : "✓ sent"}` : time;
+    li.append(text, meta);
+    list.append(li);
+  }
+  list.scrollTop = list.scrollHeight;
+}
+
+function markVisibleRead() {
+  if (!state.peer || !state.ws || state.ws.readyState !== WebSocket.OPEN || document.hidden) return;
+  const map = state.messages.get(state.peer);
+  for (const m of map.values()) {
+    if (m.receiver_id === state.me.id && !m.is_read) {
+      m.is_read = true;
+      state.ws.send(JSON.stringify({ type: "mark_read", message_id: m.id }));
+    }
+  }
+  const c = state.conversations.get(state.peer);
+  if (c) c.unread_count = 0;
+}
+
+document.addEventListener("visibilitychange", () => { markVisibleRead(); renderConversations(); });
+
+// ---- sending ---------------------------------------------------------------
+
+$("composer").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const content = $("composer-input").value;
+  if (!content.trim() || !state.peer) return;
+  if (!state.ws || state.ws.readyState !== WebSocket.OPEN) {
+    showError("Not connected; your message was not sent. It will work once reconnected.");
+    return;
+  }
+  const clientId = crypto.randomUUID();
+  state.pending.set(clientId, { to: state.peer, content: content.trim() });
+  state.ws.send(JSON.stringify({ type: "message", to: state.peer, content, client_id: clientId }));
+  $("composer-input").value = "";
+  state.ws.send(JSON.stringify({ type: "typing", to: state.peer, is_typing: false }));
+});
+
+$("composer-input").addEventListener("input", () => {
+  const now = Date.now();
+  if (!state.peer || !state.ws || state.ws.readyState !== WebSocket.OPEN || now - state.lastTypingSent < 2000) return;
+  if (!state.conversations.get(state.peer) || !state.conversations.get(state.peer).last_message) return;
+  state.lastTypingSent = now;
+  state.ws.send(JSON.stringify({ type: "typing", to: state.peer, is_typing: true }));
+});
+
+// ---- search ----------------------------------------------------------------
+
+$("search-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const query = $("search-input").value.trim();
+  const results = $("search-results");
+  if (!query) { results.hidden = true; return; }
+  try {
+    const { messages } = await request(`/messages/search?query=${encodeURIComponent(query)}&limit=20`);
+    results.replaceChildren();
+    for (const m of messages) {
+      const peer = m.sender_id === state.me.id ? m.receiver_id : m.sender_id;
+      const li = document.createElement("li");
+      li.textContent = `${nameOf(peer)}: ${m.content}`;
+      li.addEventListener("click", () => { results.hidden = true; openConversation(peer); });
+      results.append(li);
+    }
+    if (messages.length === 0) {
+      const li = document.createElement("li");
+      li.textContent = "No messages found.";
+      results.append(li);
+    }
+    results.hidden = false;
+  } catch (e) {
+    showError(e.message);
+  }
+});
+
+// ---- the socket ------------------------------------------------------------
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const ws = new WebSocket(`${scheme}://${location.host}${api}/ws?token=${encodeURIComponent(state.token)}`);
+  state.ws = ws;
+  setStatus(state.retry ? "reconnecting…" : "connecting…", false);
+  ws.onopen = () => {
+    state.retry = 0;
+    setStatus("online", true);
+    $("banner").hidden = true;
+    ws.send(JSON.stringify({ type: "sync", since: state.lastId, limit: 100 }));
+  };
+  ws.onmessage = (event) => handle(JSON.parse(event.data));
+  ws.onclose = (event) => {
+    if (state.ws !== ws) return;
+    if (event.code === 1008 && /token/.test(event.reason)) {
+      showError("Your session expired; sign in again.");
+      sessionStorage.removeItem("ochat-token");
+      setStatus("signed out", false);
+      return;
+    }
+    state.retry += 1;
+    const delay = Math.min(10000, 250 * 2 ** state.retry);
+    setStatus("reconnecting…", false);
+    const banner = $("banner");
+    banner.className = "banner info";
+    banner.textContent = "Connection lost — reconnecting…";
+    banner.hidden = false;
+    setTimeout(connect, delay);
+  };
+}
+
+function remember(frame) {
+  // A WebSocket message frame as a REST-shaped message.
+  return {
+    id: frame.id, sender_id: frame.from, receiver_id: frame.to, content: frame.content,
+    created_at: frame.timestamp, is_read: false,
+  };
+}
+
+function addMessage(m) {
+  const peer = m.sender_id === state.me.id ? m.receiver_id : m.sender_id;
+  if (!state.messages.has(peer) && peer !== state.peer) {
+    // Not loaded yet: it will load with its history when opened.
+  } else {
+    if (!state.messages.has(peer)) state.messages.set(peer, new Map());
+    const map = state.messages.get(peer);
+    if (map.has(m.id)) return false; // at-least-once: dedupe by id
+    map.set(m.id, m);
+  }
+  const c = state.conversations.get(peer) || { user_id: peer, unread_count: 0, online: false };
+  if (c.last_message && c.last_message.id === m.id) return false;
+  c.last_message = m;
+  if (m.receiver_id === state.me.id && (peer !== state.peer || document.hidden)) c.unread_count += 1;
+  state.conversations.set(peer, c);
+  if (!state.names.has(peer)) refreshPeer(peer).then(renderConversations);
+  return true;
+}
+
+function handle(frame) {
+  switch (frame.type) {
+    case "message": {
+      if (!state.lastId || frame.id > state.lastId) state.lastId = frame.id;
+      addMessage(remember(frame));
+      if (frame.from === state.peer) $("typing").hidden = true;
+      break;
+    }
+    case "ack": {
+      if (!state.lastId || frame.id > state.lastId) state.lastId = frame.id;
+      const sent = state.pending.get(frame.client_id);
+      state.pending.delete(frame.client_id);
+      if (sent) {
+        addMessage({
+          id: frame.id, sender_id: state.me.id, receiver_id: sent.to, content: sent.content,
+          created_at: frame.timestamp, is_read: false,
+        });
+      }
+      break;
+    }
+    case "sync": {
+      for (const m of frame.messages) {
+        if (!state.lastId || m.id > state.lastId) state.lastId = m.id;
+        addMessage(remember(m));
+      }
+      if (frame.has_more) state.ws.send(JSON.stringify({ type: "sync", since: state.lastId, limit: 100 }));
+      break;
+    }
+    case "typing": {
+      if (frame.from === state.peer) {
+        $("typing").hidden = !frame.is_typing;
+        clearTimeout(state.typingTimer);
+        if (frame.is_typing) state.typingTimer = setTimeout(() => { $("typing").hidden = true; }, 6000);
+      }
+      return;
+    }
+    case "read_receipt": {
+      for (const map of state.messages.values()) {
+        const m = map.get(frame.message_id);
+        if (m) m.is_read = true;
+      }
+      break;
+    }
+    case "user_online":
+    case "user_offline": {
+      const c = state.conversations.get(frame.user_id);
+      if (c) c.online = frame.type === "user_online";
+      break;
+    }
+    case "error": {
+      if (frame.client_id) state.pending.delete(frame.client_id);
+      showError(`${frame.message} (${frame.code})`);
+      return;
+    }
+    default:
+      return;
+  }
+  if (state.peer) {
+    renderMessages();
+    markVisibleRead();
+  }
+  renderConversations();
+}
+
+start();

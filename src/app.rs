@@ -128,6 +128,7 @@ impl Application {
                     client,
                     conn.clone(),
                     config.redis_prefix.clone(),
+                    config.redis_probe_interval,
                     hub.clone(),
                     shutdown.clone(),
                     &tasks,

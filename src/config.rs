@@ -126,6 +126,8 @@ pub struct Config {
     pub redis_url: Option<Secret>,
     /// Prefix of every Redis key and channel, so deployments can share a server.
     pub redis_prefix: String,
+    /// How often each node pings its pub/sub connection.
+    pub redis_probe_interval: Duration,
     pub auth: AuthConfig,
     /// Browser origins allowed for CORS and WebSocket upgrades.
     pub allowed_origins: Vec<String>,
@@ -392,6 +394,7 @@ impl Config {
             sqlite_busy_timeout: vars.duration("SQLITE_BUSY_TIMEOUT", Duration::from_secs(5))?,
             redis_url,
             redis_prefix,
+            redis_probe_interval: vars.duration("REDIS_PROBE_INTERVAL", Duration::from_secs(5))?,
             auth,
             allowed_origins,
             node_id,

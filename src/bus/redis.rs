@@ -28,9 +28,11 @@ use super::{Bus, BusError, Delivery, Envelope};
 const PUBLISH_QUEUE: usize = 65_536;
 /// Most events sent in one pipeline.
 const PIPELINE_MAX: usize = 1024;
-/// How often the pub/sub connection is probed, and how long a probe may take.
-const PROBE_EVERY: Duration = Duration::from_secs(5);
+/// How long a probe of the pub/sub connection may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// First wait before reconnecting; doubles up to `BACKOFF_MAX`.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 type InterestRequest = (Uuid, oneshot::Sender<()>);
 
@@ -50,10 +52,13 @@ fn channel(prefix: &str, user: Uuid) -> String {
 impl RedisBus {
     /// Starts the publisher and subscriber tasks under `tasks`; they stop
     /// when `shutdown` is cancelled.
+    /// `probe_every`: how often the pub/sub connection is pinged, so a
+    /// silently dead connection is noticed.
     pub fn start(
         client: redis::Client,
         conn: ConnectionManager,
         prefix: String,
+        probe_every: Duration,
         delivery: Arc<dyn Delivery>,
         shutdown: CancellationToken,
         tasks: &TaskTracker,
@@ -71,6 +76,7 @@ impl RedisBus {
             Subscriber {
                 client,
                 prefix,
+                probe_every,
                 delivery,
                 listening: listening.clone(),
             }
@@ -166,16 +172,20 @@ async fn publisher(
 struct Subscriber {
     client: redis::Client,
     prefix: String,
+    probe_every: Duration,
     delivery: Arc<dyn Delivery>,
     listening: Arc<AtomicBool>,
 }
 
 impl Subscriber {
     async fn run(self, mut interest: mpsc::Receiver<InterestRequest>, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = BACKOFF_MIN;
         let mut first = true;
         loop {
-            match self.listen(&mut interest, &shutdown, first).await {
+            match self
+                .listen(&mut interest, &shutdown, first, &mut backoff)
+                .await
+            {
                 Ok(()) => return,
                 Err(e) => {
                     self.listening.store(false, Ordering::Relaxed);
@@ -187,7 +197,7 @@ impl Subscriber {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(backoff) => {}
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
 
@@ -199,6 +209,7 @@ impl Subscriber {
         interest: &mut mpsc::Receiver<InterestRequest>,
         shutdown: &CancellationToken,
         first: bool,
+        backoff: &mut Duration,
     ) -> redis::RedisResult<()> {
         let (mut sink, mut stream) = self.client.get_async_pubsub().await?.split();
         let mut subscribed: HashSet<Uuid> = HashSet::new();
@@ -216,8 +227,9 @@ impl Subscriber {
             );
         }
         self.listening.store(true, Ordering::Relaxed);
-        let mut probe =
-            tokio::time::interval_at(tokio::time::Instant::now() + PROBE_EVERY, PROBE_EVERY);
+        *backoff = BACKOFF_MIN;
+        let every = self.probe_every;
+        let mut probe = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
@@ -233,7 +245,8 @@ impl Subscriber {
                     self.dispatch(&message);
                 }
                 _ = probe.tick() => {
-                    match tokio::time::timeout(PROBE_TIMEOUT, sink.ping::<String>()).await {
+                    // In subscribed mode PING answers ["pong", ""], not PONG.
+                    match tokio::time::timeout(PROBE_TIMEOUT, sink.ping::<redis::Value>()).await {
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => return Err(e),
                         Err(_) => return Err(redis::RedisError::from((redis::ErrorKind::Io, "pub/sub ping timed out"))),

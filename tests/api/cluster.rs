@@ -421,6 +421,36 @@ async fn sync_all(ws: &mut WsClient, seen: &mut HashSet<String>, last: &mut Opti
     }
 }
 
+/// The pub/sub connection is probed on a timer; a healthy connection must
+/// never be mistaken for a dead one (which would drop live delivery while
+/// it resubscribes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probing_a_healthy_pubsub_connection_keeps_it() {
+    let cluster = Cluster::start(2, &[("REDIS_PROBE_INTERVAL", "50ms")]).await;
+    let [n0, n1] = [&cluster.nodes[0], &cluster.nodes[1]];
+    let (a, b) = (n0.new_user().await, n0.new_user().await);
+    let mut wa = WsClient::connect(n0, &a.token).await;
+    let mut wb = WsClient::connect(n1, &b.token).await;
+    wb.assert_usable().await;
+    for i in 0..20 {
+        let ready = reqwest::get(format!("{}/readyz", n1.base)).await.unwrap();
+        assert_eq!(
+            ready.status(),
+            200,
+            "probe {i}: {}",
+            ready.text().await.unwrap()
+        );
+        wa.send(json!({"type": "message", "to": b.id, "content": format!("tick {i}")}))
+            .await;
+        wa.recv_type("ack").await;
+        assert_eq!(
+            wb.recv_type("message").await["content"],
+            format!("tick {i}")
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
 #[tokio::test]
 async fn the_embedded_node_needs_no_redis() {
     let app = TestApp::spawn(Backend::Sqlite).await;

@@ -148,12 +148,19 @@ impl Application {
         let dev_secret = secret.clone().filter(|_| config.auth.is_development());
         let verifier = Verifier::new(&config.auth, secret.as_ref());
         let auth = Arc::new(Authenticator::new(verifier, store.clone()));
-        // SQLite has one writer at a time; Postgres overlaps a few commits.
-        let lanes = match config.database {
+        // SQLite has one writer at a time; Postgres overlaps two commits, so
+        // one batch gathers while the other commits.
+        let lanes = config.write_lanes.unwrap_or(match config.database {
             DatabaseConfig::Sqlite(_) => 1,
-            DatabaseConfig::Postgres(_) => 4,
-        };
-        let writer = MessageWriter::start(store.clone(), lanes, 256, shutdown.clone(), &tasks);
+            DatabaseConfig::Postgres(_) => 2,
+        });
+        let writer = MessageWriter::start(
+            store.clone(),
+            lanes,
+            config.write_batch,
+            shutdown.clone(),
+            &tasks,
+        );
         let chat = Arc::new(Chat::new(
             store.clone(),
             writer,

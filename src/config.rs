@@ -120,6 +120,10 @@ pub struct Config {
     pub metrics_port: Option<u16>,
     pub database: DatabaseConfig,
     pub db_max_connections: u32,
+    /// Concurrent group-commit writers (`None`: 2 for Postgres, 1 for SQLite).
+    pub write_lanes: Option<usize>,
+    /// Most messages in one group commit.
+    pub write_batch: usize,
     /// How long an embedded-database writer waits for the write lock before
     /// the send fails as `unavailable`.
     pub sqlite_busy_timeout: Duration,
@@ -391,6 +395,11 @@ impl Config {
             metrics_port,
             database,
             db_max_connections,
+            write_lanes: match vars.get("WRITE_LANES") {
+                None => None,
+                Some(_) => Some(vars.positive("WRITE_LANES", 1usize, "a positive number")?),
+            },
+            write_batch: vars.positive("WRITE_BATCH", 512usize, "a positive number")?,
             sqlite_busy_timeout: vars.duration("SQLITE_BUSY_TIMEOUT", Duration::from_secs(5))?,
             redis_url,
             redis_prefix,

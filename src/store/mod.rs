@@ -286,9 +286,11 @@ struct BatchPlan {
     rows: Vec<PlannedRow>,
     /// New `msg_seq` per user touched.
     seqs: HashMap<Uuid, i64>,
-    /// Latest message per conversation in this batch: (conversation, a, b, message id, time).
-    conversations: Vec<(Uuid, Uuid, Uuid, Uuid, DateTime<Utc>)>,
 }
+
+/// The latest message of one conversation in a batch: (conversation, user a,
+/// user b, message id, time), with a < b.
+type ConversationHead = (Uuid, Uuid, Uuid, Uuid, DateTime<Utc>);
 
 struct PlannedRow {
     message: Message,
@@ -307,7 +309,6 @@ impl BatchPlan {
         let mut rows: Vec<PlannedRow> = Vec::with_capacity(batch.len());
         // (sender, client_id) -> index in `rows`, for repeats inside one batch.
         let mut in_batch: HashMap<(Uuid, &str), usize> = HashMap::new();
-        let mut conversations: HashMap<Uuid, (Uuid, Uuid, Uuid, DateTime<Utc>)> = HashMap::new();
 
         for new in batch {
             if !seqs.contains_key(&new.sender_id) {
@@ -349,12 +350,6 @@ impl BatchPlan {
                 client_id: new.client_id.clone(),
             };
             let conversation = conversation_id(new.sender_id, new.receiver_id);
-            let (a, b) = if new.sender_id <= new.receiver_id {
-                (new.sender_id, new.receiver_id)
-            } else {
-                (new.receiver_id, new.sender_id)
-            };
-            conversations.insert(conversation, (a, b, new.id, new.created_at));
             outcomes.push(InsertOutcome::Created(message.clone()));
             rows.push(PlannedRow {
                 message,
@@ -367,10 +362,40 @@ impl BatchPlan {
             outcomes,
             rows,
             seqs,
-            conversations: conversations
-                .into_iter()
-                .map(|(id, (a, b, m, at))| (id, a, b, m, at))
-                .collect(),
+        }
+    }
+
+    /// Each conversation's latest message among the rows that `stored`, so
+    /// the conversations table only ever points at messages that exist.
+    fn conversation_heads(&self, stored: impl Fn(&PlannedRow) -> bool) -> Vec<ConversationHead> {
+        let mut heads: HashMap<Uuid, ConversationHead> = HashMap::new();
+        for row in self.rows.iter().filter(|r| stored(r)) {
+            let m = &row.message;
+            let (a, b) = if m.sender_id <= m.receiver_id {
+                (m.sender_id, m.receiver_id)
+            } else {
+                (m.receiver_id, m.sender_id)
+            };
+            heads.insert(
+                row.conversation_id,
+                (row.conversation_id, a, b, m.id, m.created_at),
+            );
+        }
+        heads.into_values().collect()
+    }
+
+    /// Some rows were not stored because their `client_id` was already taken
+    /// (a writer on another node won the race): answer those, and their
+    /// repeats in this batch, with the message already stored.
+    fn resolve_conflicts(&mut self, existing: &HashMap<Uuid, Message>) {
+        for outcome in &mut self.outcomes {
+            let lost = match outcome {
+                InsertOutcome::Created(m) | InsertOutcome::Duplicate(m) => existing.get(&m.id),
+                _ => None,
+            };
+            if let Some(stored) = lost {
+                *outcome = InsertOutcome::Duplicate(stored.clone());
+            }
         }
     }
 }

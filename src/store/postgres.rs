@@ -1,6 +1,6 @@
 //! The production store: Postgres through a `sqlx` pool.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -210,87 +210,93 @@ impl Store for PgStore {
         .fetch_all(&mut *tx)
         .await?;
 
-        // Under the sender's lock no other writer can add the same key, so
-        // this read is final.
-        let (keyed_senders, keyed_ids): (Vec<Uuid>, Vec<String>) = batch
-            .iter()
-            .filter_map(|m| m.client_id.clone().map(|c| (m.sender_id, c)))
-            .unzip();
-        let mut stored = HashMap::new();
-        if !keyed_ids.is_empty() {
-            let rows: Vec<MessageRow> = sqlx::query_as(concat!(
-                "SELECT ",
-                message_columns!(),
-                " FROM messages m JOIN UNNEST($1::uuid[], $2::text[]) AS k(sender_id, client_id)
-                  ON m.sender_id = k.sender_id AND m.client_id = k.client_id"
-            ))
-            .bind(&keyed_senders)
-            .bind(&keyed_ids)
-            .fetch_all(&mut *tx)
-            .await?;
-            for row in rows {
-                let message = Message::from(row);
-                let key = (
-                    message.sender_id,
-                    message.client_id.clone().unwrap_or_default(),
-                );
-                stored.insert(key, message);
+        // No lookup of earlier `client_id`s before inserting: the insert skips
+        // rows whose key is taken (ON CONFLICT), and only then, in the rare
+        // case that happened, are the stored messages read back.
+        let mut plan = BatchPlan::new(batch, seqs.into_iter().collect(), &HashMap::new());
+        if plan.rows.is_empty() {
+            tx.commit().await?;
+            return Ok(plan.outcomes);
+        }
+        let mut cols = MessageColumns::default();
+        for row in &plan.rows {
+            cols.push(row);
+        }
+        let inserted: Vec<Uuid> = sqlx::query_scalar(
+            "INSERT INTO messages (id, sender_id, receiver_id, content, client_id,
+                conversation_id, sender_seq, receiver_seq, created_at, updated_at)
+             SELECT id, sender_id, receiver_id, content, client_id,
+                conversation_id, sender_seq, receiver_seq, created_at, created_at
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
+                         $6::uuid[], $7::int8[], $8::int8[], $9::timestamptz[])
+               AS t(id, sender_id, receiver_id, content, client_id,
+                    conversation_id, sender_seq, receiver_seq, created_at)
+             ON CONFLICT (sender_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
+             RETURNING id",
+        )
+        .bind(cols.id)
+        .bind(cols.sender_id)
+        .bind(cols.receiver_id)
+        .bind(cols.content)
+        .bind(cols.client_id)
+        .bind(cols.conversation_id)
+        .bind(cols.sender_seq)
+        .bind(cols.receiver_seq)
+        .bind(cols.created_at)
+        .fetch_all(&mut *tx)
+        .await?;
+        let inserted: HashSet<Uuid> = inserted.into_iter().collect();
+
+        if inserted.len() < plan.rows.len() {
+            // Their sequence numbers stay unused: sync only needs them to grow.
+            let mut existing = HashMap::new();
+            for row in plan
+                .rows
+                .iter()
+                .filter(|r| !inserted.contains(&r.message.id))
+            {
+                let stored: Option<MessageRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    message_columns!(),
+                    " FROM messages m WHERE m.sender_id = $1 AND m.client_id = $2"
+                ))
+                .bind(row.message.sender_id)
+                .bind(&row.message.client_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(stored) = stored {
+                    existing.insert(row.message.id, Message::from(stored));
+                }
             }
+            plan.resolve_conflicts(&existing);
         }
 
-        let plan = BatchPlan::new(batch, seqs.into_iter().collect(), &stored);
-        if !plan.rows.is_empty() {
-            let mut cols = MessageColumns::default();
-            for row in &plan.rows {
-                cols.push(row);
-            }
-            sqlx::query(
-                "INSERT INTO messages (id, sender_id, receiver_id, content, client_id,
-                    conversation_id, sender_seq, receiver_seq, created_at, updated_at)
-                 SELECT id, sender_id, receiver_id, content, client_id,
-                    conversation_id, sender_seq, receiver_seq, created_at, created_at
-                 FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
-                             $6::uuid[], $7::int8[], $8::int8[], $9::timestamptz[])
-                   AS t(id, sender_id, receiver_id, content, client_id,
-                        conversation_id, sender_seq, receiver_seq, created_at)",
-            )
-            .bind(cols.id)
-            .bind(cols.sender_id)
-            .bind(cols.receiver_id)
-            .bind(cols.content)
-            .bind(cols.client_id)
-            .bind(cols.conversation_id)
-            .bind(cols.sender_seq)
-            .bind(cols.receiver_seq)
-            .bind(cols.created_at)
-            .execute(&mut *tx)
-            .await?;
+        let (ids, values): (Vec<Uuid>, Vec<i64>) = plan.seqs.iter().map(|(k, v)| (*k, *v)).unzip();
+        sqlx::query(
+            "UPDATE users SET msg_seq = v.seq
+             FROM UNNEST($1::uuid[], $2::int8[]) AS v(id, seq)
+             WHERE users.id = v.id AND users.id = ANY($1)",
+        )
+        .bind(ids)
+        .bind(values)
+        .execute(&mut *tx)
+        .await?;
 
-            let (ids, values): (Vec<Uuid>, Vec<i64>) =
-                plan.seqs.iter().map(|(k, v)| (*k, *v)).unzip();
-            sqlx::query(
-                "UPDATE users SET msg_seq = v.seq
-                 FROM UNNEST($1::uuid[], $2::int8[]) AS v(id, seq) WHERE users.id = v.id",
-            )
-            .bind(ids)
-            .bind(values)
-            .execute(&mut *tx)
-            .await?;
-
-            let mut conv: (
-                Vec<Uuid>,
-                Vec<Uuid>,
-                Vec<Uuid>,
-                Vec<Uuid>,
-                Vec<DateTime<Utc>>,
-            ) = Default::default();
-            for (id, a, b, m, at) in &plan.conversations {
-                conv.0.push(*id);
-                conv.1.push(*a);
-                conv.2.push(*b);
-                conv.3.push(*m);
-                conv.4.push(*at);
-            }
+        let mut conv: (
+            Vec<Uuid>,
+            Vec<Uuid>,
+            Vec<Uuid>,
+            Vec<Uuid>,
+            Vec<DateTime<Utc>>,
+        ) = Default::default();
+        for (id, a, b, m, at) in plan.conversation_heads(|r| inserted.contains(&r.message.id)) {
+            conv.0.push(id);
+            conv.1.push(a);
+            conv.2.push(b);
+            conv.3.push(m);
+            conv.4.push(at);
+        }
+        if !conv.0.is_empty() {
             sqlx::query(
                 "INSERT INTO conversations (id, user_a, user_b, last_message_id, last_message_at)
                  SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::timestamptz[])

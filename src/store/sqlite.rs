@@ -263,7 +263,7 @@ impl Store for SqliteStore {
                     .execute(&mut *tx)
                     .await?;
             }
-            for (id, a, b, message_id, at) in &plan.conversations {
+            for (id, a, b, message_id, at) in &plan.conversation_heads(|_| true) {
                 sqlx::query(
                     "INSERT INTO conversations (id, user_a, user_b, last_message_id, last_message_at, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?5)

@@ -180,6 +180,7 @@ async fn run_step(
                 send(
                     ws,
                     to,
+                    rate,
                     t0 + offset,
                     t0_epoch + offset.as_micros() as i64,
                     period,
@@ -247,9 +248,11 @@ async fn run_step(
 }
 
 /// Sends `count` messages on a fixed schedule while reading acks.
+#[allow(clippy::too_many_arguments)]
 async fn send(
     ws: Ws,
     to: Uuid,
+    step: u32,
     t0: Instant,
     t0_epoch: i64,
     period: Duration,
@@ -263,7 +266,9 @@ async fn send(
             tokio::time::sleep_until(intended.into()).await;
             let stamp = t0_epoch + period_us * k as i64;
             let frame = format!(
-                r#"{{"type":"message","to":"{to}","content":"{stamp}","client_id":"{k}"}}"#
+                // Client ids are unique per step: a sender reused with the
+                // same id would (rightly) be answered as a duplicate.
+                r#"{{"type":"message","to":"{to}","content":"{stamp}","client_id":"{step}-{k}"}}"#
             );
             if sink.send(Message::Text(frame.into())).await.is_err() {
                 return (sink, k);
@@ -289,7 +294,11 @@ async fn send(
             match frame.kind.as_str() {
                 "ack" => {
                     acked += 1;
-                    if let Some(k) = frame.client_id.and_then(|c| c.parse::<u64>().ok()) {
+                    let k = frame
+                        .client_id
+                        .as_deref()
+                        .and_then(|c| c.rsplit('-').next()?.parse::<u64>().ok());
+                    if let Some(k) = k {
                         let intended = t0_epoch + period_us * k as i64;
                         let _ = h.record((epoch_micros() - intended).max(1) as u64);
                     }

@@ -461,7 +461,9 @@ pub async fn connect_storm(
     total: usize,
     concurrency: usize,
 ) -> anyhow::Result<Value> {
-    let tag = format!("{}-storm-{}", common.tag, Uuid::now_v7().simple());
+    // Deterministic users: a second storm with the same --tag against
+    // restarted nodes is the "everyone reconnects after a restart" case.
+    let tag = format!("{}-storm", common.tag);
     let url = common.urls[0].clone();
     let before: Vec<_> = common.pids.iter().map(|p| procstat::sample(*p)).collect();
     let started = Instant::now();

@@ -64,7 +64,7 @@ async fn upgrade(
         .max_frame_size(limits.max_frame_bytes)
         // Small buffers: an idle connection should cost a few KiB, not the
         // 128 KiB tungstenite reserves by default.
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .on_upgrade(move |socket| session::run(socket, state, user, SessionId::new()))
 }

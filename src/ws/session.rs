@@ -86,7 +86,7 @@ async fn session(socket: WebSocket, state: AppState, user: AuthUser, id: Session
     }
     crate::metrics::sessions(1.0);
     tracing::debug!("session opened");
-    state.chat.session_opened(user.id, id).await;
+    Box::pin(state.chat.session_opened(user.id, id)).await;
 
     let writer = tokio::spawn(write_loop(sink, rx, handle.clone(), limits).in_current_span());
     let ended = read_loop(stream, &state, &user, &handle, queue).await;
@@ -98,7 +98,7 @@ async fn session(socket: WebSocket, state: AppState, user: AuthUser, id: Session
         tracing::warn!(error = %e, "unsubscribe failed");
     }
     crate::metrics::sessions(-1.0);
-    state.chat.session_closed(user.id, id).await;
+    Box::pin(state.chat.session_closed(user.id, id)).await;
     let _ = writer.await;
     let reason = handle.kick_reason().unwrap_or(ended);
     tracing::debug!(reason = reason.label(), "session closed");
@@ -150,7 +150,9 @@ async fn read_loop(
                 if text.len() > limits.max_frame_bytes {
                     return CloseReason::FrameTooLarge;
                 }
-                answer(state, user, handle.id, &mut bucket, &text).await
+                // Boxed: the answer's future is large and lives only while a
+                // frame is handled, so an idle session's task stays small.
+                Box::pin(answer(state, user, handle.id, &mut bucket, &text)).await
             }
         };
         if let Some(reply) = reply {

@@ -4,7 +4,7 @@
 //! plays the part of Postgres' row locks: writes are serialised, so sequence
 //! numbers commit in the order they are handed out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -216,70 +216,95 @@ impl Store for SqliteStore {
         query.push(")");
         let seqs: Vec<(Uuid, i64)> = query.build_query_as().fetch_all(&mut *tx).await?;
 
-        let mut stored = HashMap::new();
-        for new in batch {
-            let Some(client_id) = &new.client_id else {
-                continue;
-            };
-            let row: Option<MessageRow> = sqlx::query_as(concat!(
-                "SELECT ",
-                message_columns!(),
-                " FROM messages m WHERE m.sender_id = ?1 AND m.client_id = ?2"
-            ))
-            .bind(new.sender_id)
-            .bind(client_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(row) = row {
-                stored.insert((new.sender_id, client_id.clone()), row.into());
-            }
+        // As on Postgres: insert first, skipping taken `client_id`s, and read
+        // back stored messages only for the rows that were skipped. Each step
+        // is one statement for the whole batch (the connection lives on its
+        // own thread, so every statement is a hop).
+        let mut plan = BatchPlan::new(batch, seqs.into_iter().collect(), &HashMap::new());
+        if plan.rows.is_empty() {
+            tx.commit().await?;
+            return Ok(plan.outcomes);
+        }
+        let mut inserted: HashSet<Uuid> = HashSet::with_capacity(plan.rows.len());
+        // 9 parameters a row stays far below SQLite's 32,766-variable limit.
+        for chunk in plan.rows.chunks(1000) {
+            let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO messages (id, sender_id, receiver_id, content, client_id,
+                    conversation_id, sender_seq, receiver_seq, created_at, updated_at) ",
+            );
+            insert.push_values(chunk, |mut b, row| {
+                let m = &row.message;
+                b.push_bind(m.id)
+                    .push_bind(m.sender_id)
+                    .push_bind(m.receiver_id)
+                    .push_bind(m.content.clone())
+                    .push_bind(m.client_id.clone())
+                    .push_bind(row.conversation_id)
+                    .push_bind(row.sender_seq)
+                    .push_bind(row.receiver_seq)
+                    .push_bind(m.created_at)
+                    .push_bind(m.created_at);
+            });
+            insert.push(
+                " ON CONFLICT (sender_id, client_id) WHERE client_id IS NOT NULL DO NOTHING RETURNING id",
+            );
+            let ids: Vec<Uuid> = insert.build_query_scalar().fetch_all(&mut *tx).await?;
+            inserted.extend(ids);
         }
 
-        let plan = BatchPlan::new(batch, seqs.into_iter().collect(), &stored);
-        for row in &plan.rows {
-            let m = &row.message;
-            sqlx::query(
-                "INSERT INTO messages (id, sender_id, receiver_id, content, client_id,
-                    conversation_id, sender_seq, receiver_seq, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
-            )
-            .bind(m.id)
-            .bind(m.sender_id)
-            .bind(m.receiver_id)
-            .bind(&m.content)
-            .bind(&m.client_id)
-            .bind(row.conversation_id)
-            .bind(row.sender_seq)
-            .bind(row.receiver_seq)
-            .bind(m.created_at)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !plan.rows.is_empty() {
-            for (id, seq) in &plan.seqs {
-                sqlx::query("UPDATE users SET msg_seq = ?2 WHERE id = ?1")
-                    .bind(*id)
-                    .bind(*seq)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            for (id, a, b, message_id, at) in &plan.conversation_heads(|_| true) {
-                sqlx::query(
-                    "INSERT INTO conversations (id, user_a, user_b, last_message_id, last_message_at, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?5)
-                     ON CONFLICT (id) DO UPDATE
-                       SET last_message_id = excluded.last_message_id,
-                           last_message_at = excluded.last_message_at
-                       WHERE conversations.last_message_id <= excluded.last_message_id",
-                )
-                .bind(*id)
-                .bind(*a)
-                .bind(*b)
-                .bind(*message_id)
-                .bind(*at)
-                .execute(&mut *tx)
+        if inserted.len() < plan.rows.len() {
+            let mut existing = HashMap::new();
+            for row in plan
+                .rows
+                .iter()
+                .filter(|r| !inserted.contains(&r.message.id))
+            {
+                let stored: Option<MessageRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    message_columns!(),
+                    " FROM messages m WHERE m.sender_id = ?1 AND m.client_id = ?2"
+                ))
+                .bind(row.message.sender_id)
+                .bind(&row.message.client_id)
+                .fetch_optional(&mut *tx)
                 .await?;
+                if let Some(stored) = stored {
+                    existing.insert(row.message.id, Message::from(stored));
+                }
             }
+            plan.resolve_conflicts(&existing);
+        }
+
+        let mut update: QueryBuilder<Sqlite> = QueryBuilder::new("WITH v(id, seq) AS (");
+        update.push_values(plan.seqs.iter(), |mut b, (id, seq)| {
+            b.push_bind(*id).push_bind(*seq);
+        });
+        update.push(
+            ") UPDATE users SET msg_seq = (SELECT seq FROM v WHERE v.id = users.id)
+               WHERE id IN (SELECT id FROM v)",
+        );
+        update.build().execute(&mut *tx).await?;
+
+        let heads = plan.conversation_heads(|r| inserted.contains(&r.message.id));
+        if !heads.is_empty() {
+            let mut upsert: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO conversations (id, user_a, user_b, last_message_id, last_message_at, created_at) ",
+            );
+            upsert.push_values(&heads, |mut b, (id, a, b_user, message_id, at)| {
+                b.push_bind(*id)
+                    .push_bind(*a)
+                    .push_bind(*b_user)
+                    .push_bind(*message_id)
+                    .push_bind(*at)
+                    .push_bind(*at);
+            });
+            upsert.push(
+                " ON CONFLICT (id) DO UPDATE
+                   SET last_message_id = excluded.last_message_id,
+                       last_message_at = excluded.last_message_at
+                   WHERE conversations.last_message_id <= excluded.last_message_id",
+            );
+            upsert.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(plan.outcomes)

@@ -2,6 +2,7 @@
 //! (127.0.0.1:5432 unless `TEST_DATABASE_URL` says otherwise) and SQLite.
 
 mod auth;
+mod bench_smoke;
 mod cluster;
 mod helpers;
 mod ops;

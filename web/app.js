@@ -10,7 +10,10 @@ const state = {
   me: null,
   ws: null,
   retry: 0,
-  lastId: null,          // last message id seen, for `sync` after a reconnect
+  // The sync cursor: the last id a `sync` page returned. Live messages can
+  // arrive out of commit order (they travel through different nodes), so
+  // they never move it; after a reconnect, sync from here and dedupe by id.
+  lastId: null,
   peer: null,            // the open conversation's user id
   conversations: new Map(), // peer id -> {user_id, username, last_message, unread_count, online}
   messages: new Map(),   // peer id -> Map(message id -> message)
@@ -306,6 +309,12 @@ function connect() {
   setStatus(state.retry ? "reconnecting…" : "connecting…", false);
   ws.onopen = () => {
     state.retry = 0;
+    clearInterval(state.syncTimer);
+    // Catch up now and then even without a reconnect, so a gap in live
+    // delivery (a Redis outage) never lasts.
+    state.syncTimer = setInterval(() => {
+      if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "sync", since: state.lastId, limit: 100 }));
+    }, 30000);
     setStatus("online", true);
     $("banner").hidden = true;
     ws.send(JSON.stringify({ type: "sync", since: state.lastId, limit: 100 }));
@@ -360,13 +369,11 @@ function addMessage(m) {
 function handle(frame) {
   switch (frame.type) {
     case "message": {
-      if (!state.lastId || frame.id > state.lastId) state.lastId = frame.id;
       addMessage(remember(frame));
       if (frame.from === state.peer) $("typing").hidden = true;
       break;
     }
     case "ack": {
-      if (!state.lastId || frame.id > state.lastId) state.lastId = frame.id;
       const sent = state.pending.get(frame.client_id);
       state.pending.delete(frame.client_id);
       if (sent) {
@@ -378,10 +385,8 @@ function handle(frame) {
       break;
     }
     case "sync": {
-      for (const m of frame.messages) {
-        if (!state.lastId || m.id > state.lastId) state.lastId = m.id;
-        addMessage(remember(m));
-      }
+      for (const m of frame.messages) addMessage(remember(m));
+      if (frame.messages.length > 0) state.lastId = frame.messages[frame.messages.length - 1].id;
       if (frame.has_more) state.ws.send(JSON.stringify({ type: "sync", since: state.lastId, limit: 100 }));
       break;
     }

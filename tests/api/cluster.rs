@@ -342,10 +342,13 @@ async fn no_loss_and_no_duplicates_under_churn() {
                 .await
                 .unwrap();
         let stored: HashSet<String> = stored.into_iter().map(|id| id.to_string()).collect();
-        assert_eq!(
-            seen[&receiver.id], stored,
-            "receiver {} saw exactly its stored messages",
-            receiver.id
+        let missing: Vec<&String> = stored.difference(&seen[&receiver.id]).collect();
+        let extra: Vec<&String> = seen[&receiver.id].difference(&stored).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "receiver {}: {} stored, missing {missing:?}, extra {extra:?}",
+            receiver.id,
+            stored.len()
         );
     }
     pool.close().await;
@@ -367,7 +370,9 @@ async fn sender_loop(sender: TestUser, port: u16, receivers: Vec<Uuid>, count: u
 }
 
 /// Holds a session, drops it every so often, reconnects to the other node
-/// and syncs from the last id it saw. Returns every id seen.
+/// and syncs from its sync cursor (the last id a `sync` returned: live
+/// messages from two nodes may arrive out of commit order, so they never move
+/// the cursor). Returns every id seen.
 async fn churning_receiver(
     user: TestUser,
     ports: [u16; 2],
@@ -389,9 +394,7 @@ async fn churning_receiver(
                 () = tokio::time::sleep_until(until) => break false,
                 frame = ws.recv() => {
                     if frame["type"] == "message" {
-                        let id = frame["id"].as_str().unwrap().to_owned();
-                        last = Some(id.clone());
-                        seen.insert(id);
+                        seen.insert(frame["id"].as_str().unwrap().to_owned());
                     }
                 }
             }

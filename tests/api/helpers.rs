@@ -193,38 +193,35 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("request");
-        read(response).await
+        self.request(reqwest::Method::GET, path, token, None).await
     }
 
     pub async fn post(&self, path: &str, token: &str, body: &Value) -> (u16, Value) {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .json(body)
-            .send()
+        self.request(reqwest::Method::POST, path, token, Some(body))
             .await
-            .expect("request");
-        read(response).await
     }
 
     pub async fn patch(&self, path: &str, token: &str, body: &Value) -> (u16, Value) {
-        let response = self
-            .http
-            .patch(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .json(body)
-            .send()
+        self.request(reqwest::Method::PATCH, path, token, Some(body))
             .await
-            .expect("request");
-        read(response).await
+    }
+
+    /// One authenticated JSON request to `/api/v1{path}`: status and body.
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        read(request.send().await.expect("request")).await
     }
 
     /// Sends a message through the domain layer (the WebSocket's path).

@@ -3,6 +3,7 @@
 
 mod auth;
 mod bench_smoke;
+mod cli;
 mod cluster;
 mod helpers;
 mod ops;

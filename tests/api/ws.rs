@@ -678,3 +678,25 @@ async fn a_new_user_token_from_ochat_token_connects() {
         (200, json!("new@example.com"))
     );
 }
+
+/// A peer that stops answering (no pongs, nothing read) is dropped by the
+/// server's pings within WS_IDLE_TIMEOUT.
+#[tokio::test]
+async fn a_dead_peer_is_dropped_by_pings() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[("WS_PING_INTERVAL", "100ms"), ("WS_IDLE_TIMEOUT", "500ms")],
+    )
+    .await;
+    let user = app.new_user().await;
+    let mut ws = WsClient::connect(&app, &user.token).await;
+    ws.assert_usable().await;
+    assert!(app.state.hub.has(user.id));
+    // The client goes silent: it never reads again, so never pongs.
+    let dropped = eventually(Duration::from_secs(5), || async {
+        !app.state.hub.has(user.id)
+    })
+    .await;
+    assert!(dropped, "the silent session was dropped");
+    drop(ws);
+}

@@ -94,10 +94,6 @@ impl Chat {
         }
     }
 
-    pub fn limits(&self) -> &Limits {
-        &self.limits
-    }
-
     /// Validates and commits a message, then publishes it to the recipient
     /// and to the sender's other sessions. Returns the stored message once it
     /// is durable; the caller acks with it. A repeated `client_id` returns the

@@ -19,67 +19,6 @@ macro_rules! message_columns {
     };
 }
 
-#[derive(FromRow)]
-struct MessageRow {
-    id: Uuid,
-    sender_id: Uuid,
-    receiver_id: Uuid,
-    content: String,
-    message_type: String,
-    is_read: bool,
-    read_at: Option<DateTime<Utc>>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    client_id: Option<String>,
-}
-
-impl From<MessageRow> for Message {
-    fn from(r: MessageRow) -> Self {
-        Message {
-            id: r.id,
-            sender_id: r.sender_id,
-            receiver_id: r.receiver_id,
-            content: r.content,
-            message_type: MessageType::parse(&r.message_type),
-            is_read: r.is_read,
-            read_at: r.read_at,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-            client_id: r.client_id,
-        }
-    }
-}
-
-#[derive(FromRow)]
-struct UserRow {
-    id: Uuid,
-    email: String,
-    username: Option<String>,
-    avatar_url: Option<String>,
-    is_online: bool,
-    last_seen: DateTime<Utc>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
-impl From<UserRow> for User {
-    fn from(r: UserRow) -> Self {
-        User {
-            id: r.id,
-            email: r.email,
-            username: r.username,
-            avatar_url: r.avatar_url,
-            is_online: r.is_online,
-            last_seen: r.last_seen,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-        }
-    }
-}
-
-const USER_COLUMNS: &str =
-    "id, email, username, avatar_url, is_online, last_seen, created_at, updated_at";
-
 pub struct PgStore {
     pool: PgPool,
 }
@@ -102,10 +41,6 @@ impl PgStore {
         sqlx::migrate!("./migrations/postgres")
             .run(&self.pool)
             .await
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
     }
 }
 

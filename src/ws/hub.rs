@@ -193,15 +193,6 @@ impl Hub {
         self.users.read().expect("not poisoned").contains_key(&user)
     }
 
-    pub fn session_count(&self) -> usize {
-        self.users
-            .read()
-            .expect("not poisoned")
-            .values()
-            .map(Vec::len)
-            .sum()
-    }
-
     /// Asks every session to close (node shutdown).
     pub fn close_all(&self, reason: CloseReason) {
         let users = self.users.read().expect("not poisoned");

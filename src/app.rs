@@ -6,12 +6,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -50,6 +52,13 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Owns every task the node spawns, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// Cancelled once `tasks` are done: the bus publisher then flushes what
+    /// sessions and writers queued last, and stops.
+    #[from_ref(skip)]
+    pub flush: CancellationToken,
+    /// Owns the tasks that outlive `tasks` (the bus publisher).
+    #[from_ref(skip)]
+    pub late_tasks: TaskTracker,
 }
 
 pub struct Application {
@@ -106,6 +115,8 @@ impl Application {
         let hub = Arc::new(Hub::default());
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let flush = CancellationToken::new();
+        let late_tasks = TaskTracker::new();
         let (bus, presence): (SharedBus, SharedPresence) = match &config.redis_url {
             None => (
                 Arc::new(MemoryBus::new(hub.clone())),
@@ -130,8 +141,8 @@ impl Application {
                     config.redis_prefix.clone(),
                     config.redis_probe_interval,
                     hub.clone(),
-                    shutdown.clone(),
-                    &tasks,
+                    (shutdown.clone(), &tasks),
+                    (flush.clone(), &late_tasks),
                 );
                 let presence = RedisPresence::new(conn, &config.redis_prefix, config.presence_ttl);
                 (Arc::new(bus), Arc::new(presence))
@@ -156,6 +167,7 @@ impl Application {
         });
         let writer = MessageWriter::start(
             store.clone(),
+            bus.clone(),
             lanes,
             config.write_batch,
             shutdown.clone(),
@@ -167,6 +179,13 @@ impl Application {
             bus.clone(),
             presence.clone(),
             config.limits.clone(),
+            presence_every(&config),
+        ));
+        tasks.spawn(crate::ws::catchup::run(
+            hub.clone(),
+            store.clone(),
+            config.gap_grace,
+            shutdown.clone(),
         ));
         let config = Arc::new(config);
         let state = AppState {
@@ -180,6 +199,8 @@ impl Application {
             draining: Arc::new(AtomicBool::new(false)),
             shutdown,
             tasks,
+            flush,
+            late_tasks,
         };
 
         let listener = TcpListener::bind(SocketAddr::new(config.server_host, config.server_port))
@@ -271,7 +292,13 @@ impl Application {
                 state.shutdown.cancel();
             }
         };
-        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(watcher);
+        // Chat is small frames: no Nagle delay on acks and pushes.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
+        let server = axum::serve(listener, self.router).with_graceful_shutdown(watcher);
         let grace = state.config.shutdown_grace;
         let served = server.into_future();
         tokio::pin!(served);
@@ -289,30 +316,67 @@ impl Application {
         {
             tracing::warn!("background tasks did not stop within the grace period");
         }
+        // Sessions and writers are done: publish what they committed last.
+        state.flush.cancel();
+        state.late_tasks.close();
+        if tokio::time::timeout(Duration::from_secs(5), state.late_tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the bus did not flush in time");
+        }
         tracing::info!("stopped");
         result
     }
 
-    /// Refreshes this node's presence keys and sweeps sessions of dead nodes.
+    /// Refreshes this node's presence keys (putting back any the store lost),
+    /// sweeps sessions of dead nodes, and repairs announcements that failed.
     fn spawn_presence_upkeep(&self) {
         let state = self.state.clone();
-        let every = state.config.presence_ttl / 3;
+        let every = presence_every(&state.config);
         self.state.tasks.spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut heartbeat = tokio::time::interval(every);
+            heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut repair = tokio::time::interval(REPAIR_EVERY.min(every));
+            repair.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Since when every heartbeat succeeded.
+            let mut healthy_since: Option<Instant> = None;
             loop {
                 tokio::select! {
                     () = state.shutdown.cancelled() => break,
-                    _ = tick.tick() => {}
+                    _ = heartbeat.tick() => {
+                        match state.presence.heartbeat(&state.hub.sessions()).await {
+                            Ok(back) => {
+                                healthy_since.get_or_insert_with(Instant::now);
+                                // A session that closed while the heartbeat ran
+                                // is not announced; the sweep settles it.
+                                let back = back.into_iter().filter(|t| state.hub.has(t.user)).collect();
+                                state.chat.restored(back).await;
+                            }
+                            Err(e) => {
+                                healthy_since = None;
+                                tracing::warn!(error = %e, "presence heartbeat failed");
+                            }
+                        }
+                        state.chat.sweep_presence().await;
+                    }
+                    _ = repair.tick() => {
+                        let healthy_for = healthy_since.map_or(Duration::ZERO, |t| t.elapsed());
+                        state.chat.repair_presence(healthy_for).await;
+                    }
                 }
-                if let Err(e) = state.presence.heartbeat(&state.hub.sessions()).await {
-                    tracing::warn!(error = %e, "presence heartbeat failed");
-                }
-                state.chat.sweep_presence().await;
             }
         });
     }
 }
+
+/// How often a node refreshes its presence: three times per TTL.
+fn presence_every(config: &Config) -> Duration {
+    config.presence_ttl / 3
+}
+
+/// How often failed presence announcements are retried.
+const REPAIR_EVERY: Duration = Duration::from_secs(1);
 
 /// Prometheus on its own listener, so scrapes never compete with (or get
 /// exposed like) the public API.

@@ -87,8 +87,11 @@ pub struct Limits {
     pub max_sessions_per_user: usize,
     /// Frames queued for one session before it counts as slow.
     pub send_queue: usize,
-    /// How long a session's queue may stay full before it is closed.
+    /// How far behind a client may fall (its socket write blocked, or a
+    /// ping written behind its frames not answered) before it is closed.
     pub slow_consumer_timeout: Duration,
+    /// Sends of one socket committed concurrently.
+    pub max_in_flight: usize,
     /// How often the server pings each socket.
     pub ping_interval: Duration,
     /// A socket silent for this long is dropped as dead.
@@ -106,6 +109,7 @@ impl Default for Limits {
             max_sessions_per_user: 10,
             send_queue: 256,
             slow_consumer_timeout: Duration::from_secs(5),
+            max_in_flight: 32,
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
         }
@@ -140,6 +144,9 @@ pub struct Config {
     pub limits: Limits,
     /// Presence keys expire this long after the owning node's last refresh.
     pub presence_ttl: Duration,
+    /// How long a gap in a user's live message sequence may stay open
+    /// (frames overtaking each other) before it is filled from storage.
+    pub gap_grace: Duration,
     /// Longest a drain may take after SIGTERM.
     pub shutdown_grace: Duration,
 }
@@ -385,6 +392,11 @@ impl Config {
             send_queue: vars.positive("SEND_QUEUE", d.send_queue, "a positive number of frames")?,
             slow_consumer_timeout: vars
                 .duration("SLOW_CONSUMER_TIMEOUT", d.slow_consumer_timeout)?,
+            max_in_flight: vars.positive(
+                "MAX_IN_FLIGHT",
+                d.max_in_flight,
+                "a positive number of sends",
+            )?,
             ping_interval: vars.duration("WS_PING_INTERVAL", d.ping_interval)?,
             idle_timeout: vars.duration("WS_IDLE_TIMEOUT", d.idle_timeout)?,
         };
@@ -410,6 +422,7 @@ impl Config {
             log_format,
             limits,
             presence_ttl: vars.duration("PRESENCE_TTL", Duration::from_secs(30))?,
+            gap_grace: vars.duration("GAP_GRACE", Duration::from_millis(500))?,
             shutdown_grace: vars.duration("SHUTDOWN_GRACE", Duration::from_secs(25))?,
         })
     }

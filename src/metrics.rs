@@ -19,6 +19,7 @@ pub const FRAMES_IN: &str = "ochat_frames_in_total";
 pub const FRAMES_OUT: &str = "ochat_frames_out_total";
 pub const MESSAGES_SENT: &str = "ochat_messages_sent_total";
 pub const MESSAGES_DELIVERED: &str = "ochat_messages_delivered_total";
+pub const MESSAGES_CAUGHT_UP: &str = "ochat_messages_caught_up_total";
 pub const DELIVERY_LATENCY: &str = "ochat_delivery_latency_seconds";
 pub const DB_LATENCY: &str = "ochat_db_operation_seconds";
 pub const DB_ERRORS: &str = "ochat_db_errors_total";
@@ -115,6 +116,11 @@ pub fn message_sent() {
 pub fn message_delivered(latency: Duration) {
     counter!(MESSAGES_DELIVERED).increment(1);
     histogram!(DELIVERY_LATENCY).record(latency.as_secs_f64());
+}
+
+/// A message live delivery missed, pushed to a user's sessions from storage.
+pub fn message_caught_up() {
+    counter!(MESSAGES_CAUGHT_UP).increment(1);
 }
 
 pub fn rate_limited(kind: &'static str) {

@@ -7,7 +7,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ErrorCode};
-use crate::store::Message;
+use crate::store::{Message, Sequenced};
 
 /// Frames a client sends.
 #[derive(Debug, Clone, PartialEq)]
@@ -155,17 +155,29 @@ pub struct MessageFrame {
     pub to: Uuid,
     pub content: String,
     pub timestamp: DateTime<Utc>,
+    /// The message's number in the receiving user's own sequence (each user
+    /// numbers every message they send or receive, in commit order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
 }
 
-impl From<&Message> for MessageFrame {
-    fn from(m: &Message) -> Self {
+impl MessageFrame {
+    /// The frame one participant gets: `seq` is that participant's number.
+    pub fn numbered(m: &Message, seq: i64) -> Self {
         Self {
             id: m.id,
             from: m.sender_id,
             to: m.receiver_id,
             content: m.content.clone(),
             timestamp: m.created_at,
+            seq: Some(seq),
         }
+    }
+}
+
+impl From<&Sequenced> for MessageFrame {
+    fn from(s: &Sequenced) -> Self {
+        Self::numbered(&s.message, s.seq)
     }
 }
 
@@ -186,11 +198,15 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client_id: Option<String>,
     },
+    /// `version` grows with each of that user's presence transitions, so a
+    /// late event can be told from a newer one.
     UserOnline {
         user_id: Uuid,
+        version: u64,
     },
     UserOffline {
         user_id: Uuid,
+        version: u64,
     },
     Typing {
         from: Uuid,

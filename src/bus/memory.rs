@@ -28,6 +28,10 @@ impl Bus for MemoryBus {
         Ok(())
     }
 
+    async fn publish_confirmed(&self, events: Vec<(Uuid, Envelope)>) -> Result<(), BusError> {
+        self.publish(events).await
+    }
+
     async fn interest_changed(&self, _user: Uuid) -> Result<(), BusError> {
         Ok(())
     }

@@ -37,6 +37,42 @@ impl std::fmt::Display for SessionId {
     }
 }
 
+/// What lets a receiving node put an event in order, drop repeats and
+/// notice what it missed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Typing, read receipts: nothing to order.
+    None,
+    /// A message frame: its number in the receiving user's sequence.
+    Seq(i64),
+    /// A presence event: whose, and the version of that transition.
+    Presence { user: Uuid, version: u64 },
+}
+
+impl Order {
+    fn encode(self) -> String {
+        match self {
+            Self::None => "-".into(),
+            Self::Seq(seq) => format!("s{seq}"),
+            Self::Presence { user, version } => format!("p{user}@{version}"),
+        }
+    }
+
+    fn decode(raw: &str) -> Option<Self> {
+        if raw == "-" {
+            return Some(Self::None);
+        }
+        if let Some(seq) = raw.strip_prefix('s') {
+            return seq.parse().ok().map(Self::Seq);
+        }
+        let (user, version) = raw.strip_prefix('p')?.split_once('@')?;
+        Some(Self::Presence {
+            user: Uuid::parse_str(user).ok()?,
+            version: version.parse().ok()?,
+        })
+    }
+}
+
 /// An event on its way to one user's sessions: a server frame serialised
 /// once, plus what delivery needs to know.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +84,8 @@ pub struct Envelope {
     pub exclude: Option<SessionId>,
     /// The frame's `type`, for metrics.
     pub kind: &'static str,
+    /// Sequence or version, for ordering and gap detection.
+    pub order: Order,
     /// The server frame's JSON text.
     pub frame: Bytes,
 }
@@ -64,18 +102,26 @@ impl Envelope {
             published_at_micros: chrono::Utc::now().timestamp_micros(),
             exclude,
             kind,
+            order: Order::None,
             frame,
         }
     }
 
-    /// Wire form for Redis: `<micros> <exclude uuid or -> <kind>\n<frame json>`.
+    pub fn ordered(mut self, order: Order) -> Self {
+        self.order = order;
+        self
+    }
+
+    /// Wire form for Redis:
+    /// `<micros> <exclude uuid or -> <kind> <order>\n<frame json>`.
     pub fn encode(&self) -> Vec<u8> {
         let exclude = self.exclude.map(|s| s.0.to_string());
         let head = format!(
-            "{} {} {}\n",
+            "{} {} {} {}\n",
             self.published_at_micros,
             exclude.as_deref().unwrap_or("-"),
-            self.kind
+            self.kind,
+            self.order.encode(),
         );
         let mut out = Vec::with_capacity(head.len() + self.frame.len());
         out.extend_from_slice(head.as_bytes());
@@ -94,10 +140,12 @@ impl Envelope {
         };
         let kind_name = parts.next()?;
         let kind = ServerFrame::KINDS.into_iter().find(|k| *k == kind_name)?;
+        let order = Order::decode(parts.next()?)?;
         Some(Self {
             published_at_micros: micros,
             exclude,
             kind,
+            order,
             frame: raw.slice(newline + 1..),
         })
     }
@@ -118,13 +166,19 @@ pub trait Delivery: Send + Sync + 'static {
     fn wants(&self, user: Uuid) -> bool;
     /// Every user with a session here (to resubscribe after a reconnect).
     fn users(&self) -> Vec<Uuid>;
+    /// The bus reconnected and resubscribed every user: whatever was
+    /// published while it was away must be caught up from storage.
+    fn resubscribed(&self);
 }
 
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
-    /// Sends each envelope to its user's channel. Best effort, at most once:
-    /// history plus `sync` is what makes delivery reliable.
+    /// Queues each envelope for its user's channel and returns at once.
+    /// Best effort: receiving nodes fill gaps in messages from storage.
     async fn publish(&self, events: Vec<(Uuid, Envelope)>) -> Result<(), BusError>;
+    /// Publishes and waits until the bus took the events (or failed to),
+    /// for events nothing else repairs if they are lost (presence).
+    async fn publish_confirmed(&self, events: Vec<(Uuid, Envelope)>) -> Result<(), BusError>;
     /// Called when `user`'s first local session opened or last one closed:
     /// the bus makes its subscription match [`Delivery::wants`].
     async fn interest_changed(&self, user: Uuid) -> Result<(), BusError>;
@@ -142,9 +196,19 @@ mod tests {
 
     #[test]
     fn envelopes_round_trip() {
+        let orders = [
+            Order::None,
+            Order::Seq(42),
+            Order::Presence {
+                user: Uuid::now_v7(),
+                version: 1_700_000_000_000_001,
+            },
+        ];
         for exclude in [None, Some(SessionId::new())] {
-            let env = Envelope::new(&ServerFrame::Pong, exclude);
-            assert_eq!(Envelope::decode(Bytes::from(env.encode())), Some(env));
+            for order in orders {
+                let env = Envelope::new(&ServerFrame::Pong, exclude).ordered(order);
+                assert_eq!(Envelope::decode(Bytes::from(env.encode())), Some(env));
+            }
         }
         assert_eq!(Envelope::decode(Bytes::from_static(b"garbage")), None);
     }

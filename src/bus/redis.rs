@@ -2,10 +2,14 @@
 //!
 //! Publishing goes through a queue drained by one task that sends whatever
 //! has accumulated as a single pipeline, so the hot path costs a channel send,
-//! not a round trip, and a Redis outage never delays an `ack`. Each node keeps
-//! one pub/sub connection, owned by a second task that subscribes to the
-//! channels of users with a session here, and on a lost connection
-//! reconnects with backoff and resubscribes every channel still wanted.
+//! not a round trip, and a Redis outage never delays an `ack`. A pipeline that
+//! fails is retried until Redis answers (typing indicators and events older
+//! than `RETRY_MAX_AGE` are dropped on the way), and on shutdown the queue is
+//! flushed before the task stops, so what a draining node committed still
+//! goes out. Each node keeps one pub/sub connection, owned by a second task
+//! that subscribes to the channels of users with a session here, and on a
+//! lost connection reconnects with backoff, resubscribes every channel still
+//! wanted and tells the hub, which catches up what was missed from storage.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -23,11 +27,15 @@ use uuid::Uuid;
 
 use super::{Bus, BusError, Delivery, Envelope};
 
-/// Events waiting to be published; beyond this, new events are dropped (and
-/// counted) rather than held in memory while Redis is away.
-const PUBLISH_QUEUE: usize = 65_536;
-/// Most events sent in one pipeline.
-const PIPELINE_MAX: usize = 1024;
+/// Publishes (a batch of events each) waiting to go out; beyond this, new
+/// ones are dropped (and counted) rather than held in memory while Redis is
+/// away.
+const PUBLISH_QUEUE: usize = 8192;
+/// Most publishes gathered into one pipeline.
+const PIPELINE_MAX: usize = 256;
+/// A failed event older than this is not retried: messages are caught up
+/// from storage by the receiving node, presence is repaired by its owner.
+const RETRY_MAX_AGE: Duration = Duration::from_secs(30);
 /// How long a probe of the pub/sub connection may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// First wait before reconnecting; doubles up to `BACKOFF_MAX`.
@@ -36,8 +44,14 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 type InterestRequest = (Uuid, oneshot::Sender<()>);
 
+/// One publish: its events, and who waits to hear that Redis took them.
+struct Outgoing {
+    events: Vec<(Uuid, Envelope)>,
+    confirm: Option<oneshot::Sender<bool>>,
+}
+
 pub struct RedisBus {
-    publish: mpsc::Sender<(Uuid, Envelope)>,
+    publish: mpsc::Sender<Outgoing>,
     interest: mpsc::Sender<InterestRequest>,
     conn: ConnectionManager,
     /// True while the pub/sub connection is up and subscribed.
@@ -50,28 +64,26 @@ fn channel(prefix: &str, user: Uuid) -> String {
 }
 
 impl RedisBus {
-    /// Starts the publisher and subscriber tasks under `tasks`; they stop
-    /// when `shutdown` is cancelled.
+    /// Starts the subscriber under `tasks`, stopped by `shutdown`, and the
+    /// publisher under `late`, stopped by `flush`: the node cancels that only
+    /// after its sessions and writers are done, and the publisher sends what
+    /// is queued before it stops.
     /// `probe_every`: how often the pub/sub connection is pinged, so a
     /// silently dead connection is noticed.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         client: redis::Client,
         conn: ConnectionManager,
         prefix: String,
         probe_every: Duration,
         delivery: Arc<dyn Delivery>,
-        shutdown: CancellationToken,
-        tasks: &TaskTracker,
+        (shutdown, tasks): (CancellationToken, &TaskTracker),
+        (flush, late): (CancellationToken, &TaskTracker),
     ) -> Self {
         let (publish, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
         let (interest, interest_rx) = mpsc::channel(1024);
         let listening = Arc::new(AtomicBool::new(false));
-        tasks.spawn(publisher(
-            conn.clone(),
-            prefix.clone(),
-            publish_rx,
-            shutdown.clone(),
-        ));
+        late.spawn(publisher(conn.clone(), prefix.clone(), publish_rx, flush));
         tasks.spawn(
             Subscriber {
                 client,
@@ -94,13 +106,22 @@ impl RedisBus {
 #[async_trait]
 impl Bus for RedisBus {
     async fn publish(&self, events: Vec<(Uuid, Envelope)>) -> Result<(), BusError> {
-        for event in events {
-            if self.publish.try_send(event).is_err() {
-                crate::metrics::redis_operation("publish_dropped", Duration::ZERO, false);
-                return Err(BusError::Unavailable("publish queue full".into()));
-            }
+        self.enqueue(Outgoing {
+            events,
+            confirm: None,
+        })
+    }
+
+    async fn publish_confirmed(&self, events: Vec<(Uuid, Envelope)>) -> Result<(), BusError> {
+        let (confirm, confirmed) = oneshot::channel();
+        self.enqueue(Outgoing {
+            events,
+            confirm: Some(confirm),
+        })?;
+        match tokio::time::timeout(PROBE_TIMEOUT, confirmed).await {
+            Ok(Ok(true)) => Ok(()),
+            _ => Err(BusError::Unavailable("publish not confirmed".into())),
         }
-        Ok(())
     }
 
     async fn interest_changed(&self, user: Uuid) -> Result<(), BusError> {
@@ -136,37 +157,97 @@ impl Bus for RedisBus {
     }
 }
 
-/// Sends queued events as pipelines of PUBLISH until shutdown.
+impl RedisBus {
+    fn enqueue(&self, outgoing: Outgoing) -> Result<(), BusError> {
+        if outgoing.events.is_empty() {
+            return Ok(());
+        }
+        self.publish.try_send(outgoing).map_err(|_| {
+            crate::metrics::redis_operation("publish_dropped", Duration::ZERO, false);
+            BusError::Unavailable("publish queue full".into())
+        })
+    }
+}
+
+/// Sends queued events as pipelines of PUBLISH. A failed pipeline is retried
+/// with backoff; once `flush` is cancelled, whatever is queued goes out in a
+/// last attempt and the task stops.
 async fn publisher(
     mut conn: ConnectionManager,
     prefix: String,
-    mut rx: mpsc::Receiver<(Uuid, Envelope)>,
-    shutdown: CancellationToken,
+    mut rx: mpsc::Receiver<Outgoing>,
+    flush: CancellationToken,
 ) {
-    let mut batch = Vec::with_capacity(PIPELINE_MAX);
+    let mut batch: Vec<(Uuid, Envelope)> = Vec::new();
+    let mut received = Vec::with_capacity(PIPELINE_MAX);
+    let mut backoff = BACKOFF_MIN;
+    let mut stopping = false;
     loop {
-        let received = tokio::select! {
-            () = shutdown.cancelled() => break,
-            n = rx.recv_many(&mut batch, PIPELINE_MAX) => n,
-        };
-        if received == 0 {
-            break;
+        if batch.is_empty() && !stopping {
+            tokio::select! {
+                () = flush.cancelled() => stopping = true,
+                n = rx.recv_many(&mut received, PIPELINE_MAX) => if n == 0 { return },
+            }
         }
-        let mut pipe = redis::pipe();
-        for (user, envelope) in batch.drain(..) {
-            pipe.cmd("PUBLISH")
-                .arg(channel(&prefix, user))
-                .arg(envelope.encode())
-                .ignore();
+        if batch.is_empty() && stopping {
+            while let Ok(outgoing) = rx.try_recv() {
+                received.push(outgoing);
+            }
+            if received.is_empty() {
+                return;
+            }
         }
-        let started = Instant::now();
-        let result: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
-        crate::metrics::redis_operation("publish", started.elapsed(), result.is_ok());
-        if let Err(e) = result {
-            // Live delivery is at most once; clients recover by `sync`.
-            tracing::warn!(error = %e, events = received, "publish failed");
+        let mut confirms = Vec::new();
+        for outgoing in received.drain(..) {
+            batch.extend(outgoing.events);
+            confirms.extend(outgoing.confirm);
+        }
+        let result = publish_pipeline(&mut conn, &prefix, &batch).await;
+        for confirm in confirms {
+            let _ = confirm.send(result.is_ok());
+        }
+        match result {
+            Ok(()) => {
+                batch.clear();
+                backoff = BACKOFF_MIN;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, events = batch.len(), retry_in = ?backoff, "publish failed");
+                if stopping {
+                    return;
+                }
+                let oldest = chrono::Utc::now().timestamp_micros()
+                    - RETRY_MAX_AGE.as_micros() as i64;
+                batch.retain(|(_, e)| e.kind != "typing" && e.published_at_micros >= oldest);
+                tokio::select! {
+                    () = flush.cancelled() => {}
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
         }
     }
+}
+
+async fn publish_pipeline(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+    events: &[(Uuid, Envelope)],
+) -> redis::RedisResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for (user, envelope) in events {
+        pipe.cmd("PUBLISH")
+            .arg(channel(prefix, *user))
+            .arg(envelope.encode())
+            .ignore();
+    }
+    let started = Instant::now();
+    let result: redis::RedisResult<()> = pipe.query_async(conn).await;
+    crate::metrics::redis_operation("publish", started.elapsed(), result.is_ok());
+    result
 }
 
 struct Subscriber {
@@ -225,6 +306,7 @@ impl Subscriber {
                 channels = subscribed.len(),
                 "redis pub/sub reconnected and resubscribed"
             );
+            self.delivery.resubscribed();
         }
         self.listening.store(true, Ordering::Relaxed);
         *backoff = BACKOFF_MIN;

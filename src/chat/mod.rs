@@ -4,19 +4,21 @@
 
 mod writer;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
 pub use writer::MessageWriter;
 
-use crate::bus::{Envelope, SessionId, SharedBus};
+use crate::bus::{Envelope, Order, SessionId, SharedBus};
 use crate::config::Limits;
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::presence::SharedPresence;
-use crate::protocol::{MessageFrame, ServerFrame};
+use crate::presence::{Closed, SharedPresence, Transition};
+use crate::protocol::ServerFrame;
 use crate::store::{
-    self, ConversationSummary, InsertOutcome, Message, NewMessage, Page, SearchWords, Stats, Store,
+    self, ConversationSummary, InsertOutcome, Message, NewMessage, Page, SearchWords, Sequenced,
+    Stats, Store,
 };
 
 /// Message text: trimmed, 1..=limit characters.
@@ -69,13 +71,38 @@ pub fn page_limit(requested: Option<u32>) -> u32 {
     requested.unwrap_or(50).clamp(1, 100)
 }
 
+/// A presence change this node owes its contacts an (accurate) word about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repair {
+    /// Closing this session failed: close it again.
+    Close(SessionId),
+    /// The presence store lost the user's state: settle what it is now.
+    Settle,
+    /// Telling contacts failed (bus or storage): tell them the state now.
+    Announce,
+}
+
+struct PendingRepair {
+    user: Uuid,
+    repair: Repair,
+    due: Instant,
+}
+
 pub struct Chat {
     store: Arc<dyn Store>,
     writer: MessageWriter,
     bus: SharedBus,
     presence: SharedPresence,
     limits: Limits,
+    /// How often nodes refresh their presence: a repair that decides
+    /// someone is offline waits this long after presence is back, so every
+    /// node has put its own sessions back first and nobody flaps.
+    presence_every: Duration,
+    repairs: Mutex<Vec<PendingRepair>>,
 }
+
+/// How soon a failed announcement is tried again.
+const ANNOUNCE_RETRY: Duration = Duration::from_secs(1);
 
 impl Chat {
     pub fn new(
@@ -84,6 +111,7 @@ impl Chat {
         bus: SharedBus,
         presence: SharedPresence,
         limits: Limits,
+        presence_every: Duration,
     ) -> Self {
         Self {
             store,
@@ -91,13 +119,15 @@ impl Chat {
             bus,
             presence,
             limits,
+            presence_every,
+            repairs: Mutex::new(Vec::new()),
         }
     }
 
-    /// Validates and commits a message, then publishes it to the recipient
-    /// and to the sender's other sessions. Returns the stored message once it
-    /// is durable; the caller acks with it. A repeated `client_id` returns the
-    /// first message and publishes nothing new.
+    /// Validates and commits a message; the writer publishes it to the
+    /// recipient and to the sender's other sessions. Returns the stored
+    /// message once it is durable; the caller acks with it. A repeated
+    /// `client_id` returns the first message and publishes nothing new.
     #[tracing::instrument(skip_all, fields(sender = %sender))]
     pub async fn send(
         &self,
@@ -120,22 +150,10 @@ impl Chat {
             client_id: client_id.map(|c| c.0),
             created_at: store::now(),
         };
-        match self.writer.write(new).await? {
-            InsertOutcome::Created(message) => {
+        match self.writer.write(new, origin).await? {
+            InsertOutcome::Created(stored) => {
                 crate::metrics::message_sent();
-                let frame = ServerFrame::Message(MessageFrame::from(&message)).to_json();
-                self.publish(vec![
-                    (
-                        message.receiver_id,
-                        Envelope::shared("message", frame.clone(), None),
-                    ),
-                    (
-                        message.sender_id,
-                        Envelope::shared("message", frame, origin),
-                    ),
-                ])
-                .await;
-                Ok(message)
+                Ok(stored.message)
             }
             InsertOutcome::Duplicate(message) => Ok(message),
             InsertOutcome::RecipientNotFound => Err(ApiError::new(
@@ -207,7 +225,7 @@ impl Chat {
         me: Uuid,
         since: Option<Uuid>,
         limit: Option<u32>,
-    ) -> ApiResult<Page<Message>> {
+    ) -> ApiResult<Page<Sequenced>> {
         Ok(self.store.sync(me, since, page_limit(limit)).await?)
     }
 
@@ -255,12 +273,13 @@ impl Chat {
     }
 
     /// A session opened: the user's first session anywhere makes them
-    /// online, and their contacts are told.
+    /// online, and their contacts are told. If presence is down, the
+    /// heartbeat puts the session in when it is back and announces it then.
     pub async fn session_opened(&self, user: Uuid, session: SessionId) {
         match self.presence.session_opened(user, session).await {
-            Ok(true) => self.presence_changed(user, true).await,
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "presence update failed"),
+            Ok(Some(transition)) => self.announce(transition).await,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "presence update failed; the heartbeat restores it"),
         }
     }
 
@@ -268,9 +287,22 @@ impl Chat {
     /// offline, and their contacts are told.
     pub async fn session_closed(&self, user: Uuid, session: SessionId) {
         match self.presence.session_closed(user, session).await {
-            Ok(true) => self.presence_changed(user, false).await,
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "presence update failed"),
+            Ok(Closed::Offline(transition)) => self.announce(transition).await,
+            Ok(Closed::Unchanged) => {}
+            Ok(Closed::Lost) => self.defer(user, Repair::Settle, self.presence_every),
+            Err(e) => {
+                tracing::warn!(error = %e, "presence update failed; retrying when it is back");
+                self.defer(user, Repair::Close(session), self.presence_every);
+            }
+        }
+    }
+
+    /// The heartbeat found these users missing from presence (a flush or an
+    /// outage) and put them back: contacts hear they are online, with a new
+    /// version, which changes nothing for whoever already saw them online.
+    pub async fn restored(&self, transitions: Vec<Transition>) {
+        for transition in transitions {
+            self.announce(transition).await;
         }
     }
 
@@ -278,40 +310,103 @@ impl Chat {
     pub async fn sweep_presence(&self) {
         match self.presence.sweep().await {
             Ok(gone) => {
-                for user in gone {
-                    self.presence_changed(user, false).await;
+                for transition in gone {
+                    self.announce(transition).await;
                 }
             }
             Err(e) => tracing::warn!(error = %e, "presence sweep failed"),
         }
     }
 
-    async fn presence_changed(&self, user: Uuid, online: bool) {
-        if let Err(e) = self.store.set_presence(user, online, store::now()).await {
-            tracing::warn!(error = %e, "could not record presence");
-        }
-        let contacts = match self.store.contacts(user).await {
-            Ok(contacts) => contacts,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not load contacts for presence");
-                return;
+    /// Carries out the repairs that are due. `healthy_for`: how long
+    /// presence has answered this node's heartbeats without a failure.
+    pub async fn repair_presence(&self, healthy_for: Duration) {
+        let now = Instant::now();
+        let due: Vec<PendingRepair> = {
+            let mut repairs = self.repairs.lock().expect("not poisoned");
+            let (due, later) = std::mem::take(&mut *repairs).into_iter().partition(|r| {
+                r.due <= now && (r.repair == Repair::Announce || healthy_for >= self.presence_every)
+            });
+            *repairs = later;
+            due
+        };
+        for PendingRepair { user, repair, .. } in due {
+            let settled = match repair {
+                Repair::Close(session) => match self.presence.session_closed(user, session).await {
+                    Ok(Closed::Offline(transition)) => Ok(Some(transition)),
+                    Ok(Closed::Unchanged) => Ok(None),
+                    Ok(Closed::Lost) => self.presence.settle(user).await.map(Some),
+                    Err(e) => Err(e),
+                },
+                Repair::Settle | Repair::Announce => self.presence.settle(user).await.map(Some),
+            };
+            match settled {
+                Ok(Some(transition)) => self.announce(transition).await,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "presence repair failed; retrying");
+                    self.defer(user, repair, ANNOUNCE_RETRY);
+                }
             }
-        };
-        let frame = if online {
-            ServerFrame::UserOnline { user_id: user }
-        } else {
-            ServerFrame::UserOffline { user_id: user }
-        };
-        let (kind, json) = (frame.kind(), frame.to_json());
-        let events = contacts
-            .into_iter()
-            .map(|contact| (contact, Envelope::shared(kind, json.clone(), None)))
-            .collect();
-        self.publish(events).await;
+        }
     }
 
-    /// Live delivery is best effort: a failed publish is logged, and the
-    /// recipients catch up through `sync`.
+    fn defer(&self, user: Uuid, repair: Repair, after: Duration) {
+        let mut repairs = self.repairs.lock().expect("not poisoned");
+        if !repairs.iter().any(|r| r.user == user && r.repair == repair) {
+            repairs.push(PendingRepair {
+                user,
+                repair,
+                due: Instant::now() + after,
+            });
+        }
+    }
+
+    /// Records a transition and tells the user's contacts. If any step
+    /// fails the state is announced again later, so contacts converge.
+    async fn announce(&self, t: Transition) {
+        let recorded = self.store.set_presence(t.user, t.online, store::now()).await;
+        if let Err(e) = &recorded {
+            tracing::warn!(error = %e, "could not record presence");
+        }
+        let told = match self.store.contacts(t.user).await {
+            Ok(contacts) => {
+                let frame = if t.online {
+                    ServerFrame::UserOnline {
+                        user_id: t.user,
+                        version: t.version,
+                    }
+                } else {
+                    ServerFrame::UserOffline {
+                        user_id: t.user,
+                        version: t.version,
+                    }
+                };
+                let (kind, json) = (frame.kind(), frame.to_json());
+                let order = Order::Presence {
+                    user: t.user,
+                    version: t.version,
+                };
+                let events = contacts
+                    .into_iter()
+                    .map(|c| (c, Envelope::shared(kind, json.clone(), None).ordered(order)))
+                    .collect();
+                self.bus
+                    .publish_confirmed(events)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = &told {
+            tracing::warn!(error = %e, "could not announce presence; retrying");
+        }
+        if recorded.is_err() || told.is_err() {
+            self.defer(t.user, Repair::Announce, ANNOUNCE_RETRY);
+        }
+    }
+
+    /// Typing and read receipts are best effort: a failed publish is logged.
     async fn publish(&self, events: Vec<(Uuid, Envelope)>) {
         if events.is_empty() {
             return;

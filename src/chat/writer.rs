@@ -5,6 +5,11 @@
 //! queue here and a few writer lanes each take whatever has accumulated (up
 //! to `max_batch`) and commit it as one batch. A send is still acknowledged
 //! only after its own batch has committed.
+//!
+//! The lane also publishes what it committed, right after the commit and
+//! before anyone is answered: the publish cannot be lost to a caller that
+//! went away (a closed socket, a draining node), and a batch's events go to
+//! the bus in one hand-off.
 
 use std::sync::Arc;
 
@@ -12,10 +17,14 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::store::{InsertOutcome, NewMessage, Store, StoreError, StoreResult};
+use crate::bus::{Envelope, Order, SessionId, SharedBus};
+use crate::protocol::{MessageFrame, ServerFrame};
+use crate::store::{InsertOutcome, NewMessage, Store, StoreError, StoreResult, Stored};
 
 struct Pending {
     message: NewMessage,
+    /// The connection that sent it: it gets an `ack`, not the message.
+    origin: Option<SessionId>,
     reply: oneshot::Sender<StoreResult<InsertOutcome>>,
 }
 
@@ -29,6 +38,7 @@ impl MessageWriter {
     /// next batch gathers.
     pub fn start(
         store: Arc<dyn Store>,
+        bus: SharedBus,
         lanes: usize,
         max_batch: usize,
         shutdown: CancellationToken,
@@ -37,16 +47,31 @@ impl MessageWriter {
         let (queue, rx) = mpsc::channel(max_batch * lanes * 4);
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..lanes {
-            tasks.spawn(lane(store.clone(), rx.clone(), max_batch, shutdown.clone()));
+            tasks.spawn(lane(
+                store.clone(),
+                bus.clone(),
+                rx.clone(),
+                max_batch,
+                shutdown.clone(),
+            ));
         }
         Self { queue }
     }
 
-    /// Writes one message as part of the next batch.
-    pub async fn write(&self, message: NewMessage) -> StoreResult<InsertOutcome> {
+    /// Writes one message as part of the next batch; once it is committed
+    /// it is published to both participants (but not to `origin`).
+    pub async fn write(
+        &self,
+        message: NewMessage,
+        origin: Option<SessionId>,
+    ) -> StoreResult<InsertOutcome> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Pending { message, reply })
+            .send(Pending {
+                message,
+                origin,
+                reply,
+            })
             .await
             .map_err(|_| StoreError::Unavailable("message writer stopped".into()))?;
         answer
@@ -57,6 +82,7 @@ impl MessageWriter {
 
 async fn lane(
     store: Arc<dyn Store>,
+    bus: SharedBus,
     rx: Arc<Mutex<mpsc::Receiver<Pending>>>,
     max_batch: usize,
     shutdown: CancellationToken,
@@ -83,14 +109,27 @@ async fn lane(
                 return;
             }
         }
-        commit(&*store, &mut batch).await;
+        commit(&*store, &bus, &mut batch).await;
     }
 }
 
-async fn commit(store: &dyn Store, batch: &mut Vec<Pending>) {
+async fn commit(store: &dyn Store, bus: &SharedBus, batch: &mut Vec<Pending>) {
     let messages: Vec<NewMessage> = batch.iter().map(|p| p.message.clone()).collect();
     match store.insert_messages(&messages).await {
         Ok(outcomes) => {
+            let events = batch
+                .iter()
+                .zip(&outcomes)
+                .filter_map(|(pending, outcome)| match outcome {
+                    InsertOutcome::Created(stored) => Some(events_for(stored, pending.origin)),
+                    _ => None,
+                })
+                .flatten()
+                .collect();
+            if let Err(e) = bus.publish(events).await {
+                // Receiving nodes catch up from storage.
+                tracing::warn!(error = %e, "publish failed");
+            }
             for (pending, outcome) in batch.drain(..).zip(outcomes) {
                 let _ = pending.reply.send(Ok(outcome));
             }
@@ -102,4 +141,19 @@ async fn commit(store: &dyn Store, batch: &mut Vec<Pending>) {
             }
         }
     }
+}
+
+/// The two events a new message makes: one for the recipient's channel and
+/// one for the sender's (their other devices), each numbered in that user's
+/// own sequence.
+fn events_for(stored: &Stored, origin: Option<SessionId>) -> [(uuid::Uuid, Envelope); 2] {
+    let m = &stored.message;
+    let event = |seq: i64, exclude: Option<SessionId>| {
+        let frame = ServerFrame::Message(MessageFrame::numbered(m, seq));
+        Envelope::new(&frame, exclude).ordered(Order::Seq(seq))
+    };
+    [
+        (m.receiver_id, event(stored.receiver_seq, None)),
+        (m.sender_id, event(stored.sender_seq, origin)),
+    ]
 }

@@ -4,12 +4,14 @@
 //! - `<p>:presence:user:<uuid>`: a sorted set of that user's sessions,
 //!   scored by the time (ms) they expire unless refreshed;
 //! - `<p>:presence:all`: every session as `<user>:<session>`, same scores,
-//!   so a sweep finds expired sessions without scanning users.
+//!   so a sweep finds expired sessions without scanning users;
+//! - `<p>:presence:ver:<uuid>`: the version of the user's last transition.
 //!
 //! Every change is a Lua script using Redis' own clock, so nodes with skewed
-//! clocks agree, and each transition (online, offline) is decided atomically:
-//! when a dead node's sessions expire, exactly one sweeping node learns that
-//! the user went offline.
+//! clocks agree, and each transition (online, offline) is decided atomically
+//! together with its version: when a dead node's sessions expire, exactly one
+//! sweeping node learns that the user went offline, and two nodes deciding
+//! two transitions of one user hand out versions in the order they decided.
 
 use std::time::{Duration, Instant};
 
@@ -18,26 +20,43 @@ use redis::Script;
 use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
-use super::{Presence, PresenceError};
+use super::{Closed, Presence, PresenceError, Transition};
 use crate::bus::SessionId;
 
-/// `now_ms()` in Redis time; shared prelude of every script.
-const NOW: &str =
-    "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000)\n";
+/// Shared prelude of every script: `now` (ms) and `now_us` in Redis time,
+/// and `bump(key)`, which stores and returns the next version of a user: the
+/// clock in microseconds, strictly above the last one (formatted, since Lua
+/// would print a large number in exponent form).
+const PRELUDE: &str = "
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local now_us = t[1] * 1000000 + t[2]
+local function bump(key)
+  local v = now_us
+  local last = tonumber(redis.call('GET', key) or '0')
+  if v <= last then v = last + 1 end
+  v = string.format('%.0f', v)
+  redis.call('SET', key, v, 'PX', 86400000)
+  return v
+end
+";
 
-/// KEYS: user set, all set. ARGV: session, ttl ms, all-set member.
-/// Returns 1 when the user had no live session before.
+/// KEYS: user set, all set, version key. ARGV: session, ttl ms, all-set
+/// member. Returns the new version when the user had no live session
+/// before, else '0'.
 const OPENED: &str = "
 local before = redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
 redis.call('ZADD', KEYS[1], now + ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[2], now + ARGV[2], ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[2] * 4)
-if before == 0 then return 1 end
-return 0";
+if before == 0 then return bump(KEYS[3]) end
+return '0'";
 
-/// KEYS: user set, all set. ARGV: session, all-set member, user id.
-/// Removes the session (and the user's expired ones, so a later sweep does
-/// not announce them again). Returns 1 when no live session is left.
+/// KEYS: user set, all set, version key. ARGV: session, all-set member,
+/// user id. Removes the session (and the user's expired ones, so a later
+/// sweep does not announce them again). Returns the new version when that
+/// was the last live session, '0' when one is left, '-1' when the session
+/// was unknown and none is left (the state was lost).
 const CLOSED: &str = "
 local removed = redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[2])
@@ -45,21 +64,32 @@ for _, s in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
   redis.call('ZREM', KEYS[1], s)
   redis.call('ZREM', KEYS[2], ARGV[3] .. ':' .. s)
 end
-if removed == 1 and redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf') == 0 then return 1 end
-return 0";
+if redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf') > 0 then return '0' end
+if removed == 1 then return bump(KEYS[3]) end
+return '-1'";
 
-/// KEYS: all set. ARGV: ttl ms, then (user set key, session, member) triples.
+/// KEYS: all set. ARGV: ttl ms, version-key prefix, then (user, user set
+/// key, session, member) quads. Refreshes every session; returns
+/// (user, version) pairs for users that had no live session left (a flush,
+/// a restart, or an outage longer than the TTL) and so came back online.
 const HEARTBEAT: &str = "
-for i = 2, #ARGV, 3 do
-  redis.call('ZADD', ARGV[i], now + ARGV[1], ARGV[i + 1])
-  redis.call('PEXPIRE', ARGV[i], ARGV[1] * 4)
-  redis.call('ZADD', KEYS[1], now + ARGV[1], ARGV[i + 2])
+local back = {}
+for i = 3, #ARGV, 4 do
+  local key = ARGV[i + 1]
+  if redis.call('ZCOUNT', key, '(' .. now, '+inf') == 0 then
+    table.insert(back, ARGV[i])
+    table.insert(back, bump(ARGV[2] .. ARGV[i]))
+  end
+  redis.call('ZADD', key, now + ARGV[1], ARGV[i + 2])
+  redis.call('PEXPIRE', key, ARGV[1] * 4)
+  redis.call('ZADD', KEYS[1], now + ARGV[1], ARGV[i + 3])
 end
-return 0";
+return back";
 
-/// KEYS: all set. ARGV: user-set key prefix, batch size.
-/// Removes expired sessions; returns users left with no live session. A
-/// user's expired sessions all go at once, so each user is returned once.
+/// KEYS: all set. ARGV: user-set key prefix, batch size, version-key prefix.
+/// Removes expired sessions; returns (user, version) pairs for users left
+/// with no live session. A user's expired sessions all go at once, so each
+/// user is returned once.
 const SWEEP: &str = "
 local gone = {}
 for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[2])) do
@@ -72,10 +102,21 @@ for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT
       redis.call('ZREM', KEYS[1], user .. ':' .. s)
     end
     redis.call('ZREM', key, string.sub(member, sep + 1))
-    if redis.call('ZCOUNT', key, '(' .. now, '+inf') == 0 then table.insert(gone, user) end
+    if redis.call('ZCOUNT', key, '(' .. now, '+inf') == 0 then
+      table.insert(gone, user)
+      table.insert(gone, bump(ARGV[3] .. user))
+    end
   end
 end
 return gone";
+
+/// KEYS: user set, version key. Returns (live session count, version); an
+/// offline user, or one whose version was lost, gets a new version.
+const SETTLE: &str = "
+local live = redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
+local v = redis.call('GET', KEYS[2])
+if live == 0 or not v then v = bump(KEYS[2]) end
+return {tostring(live), v}";
 
 /// KEYS: user set. Returns the number of live sessions.
 const LIVE: &str = "return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')";
@@ -88,12 +129,13 @@ pub struct RedisPresence {
     closed: Script,
     heartbeat: Script,
     sweep: Script,
+    settle: Script,
     live: Script,
 }
 
 impl RedisPresence {
     pub fn new(conn: ConnectionManager, prefix: &str, ttl: Duration) -> Self {
-        let script = |body: &str| Script::new(&format!("{NOW}{body}"));
+        let script = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
         Self {
             conn,
             prefix: prefix.to_owned(),
@@ -102,6 +144,7 @@ impl RedisPresence {
             closed: script(CLOSED),
             heartbeat: script(HEARTBEAT),
             sweep: script(SWEEP),
+            settle: script(SETTLE),
             live: script(LIVE),
         }
     }
@@ -112,6 +155,14 @@ impl RedisPresence {
 
     fn all_key(&self) -> String {
         format!("{}:presence:all", self.prefix)
+    }
+
+    fn version_prefix(&self) -> String {
+        format!("{}:presence:ver:", self.prefix)
+    }
+
+    fn version_key(&self, user: Uuid) -> String {
+        format!("{}{user}", self.version_prefix())
     }
 
     async fn run<T: redis::FromRedisValue>(
@@ -127,26 +178,70 @@ impl RedisPresence {
     }
 }
 
+/// A script's version answer: a positive number is a transition.
+fn version(raw: &str) -> Result<i64, PresenceError> {
+    raw.parse()
+        .map_err(|_| PresenceError::Unavailable(format!("unexpected script answer {raw:?}")))
+}
+
+/// `[user, version, user, version, ...]` as transitions.
+fn transitions(flat: &[String], online: bool) -> Vec<Transition> {
+    flat.chunks_exact(2)
+        .filter_map(|pair| {
+            Some(Transition {
+                user: Uuid::parse_str(&pair[0]).ok()?,
+                online,
+                version: pair[1].parse().ok()?,
+            })
+        })
+        .collect()
+}
+
 #[async_trait]
 impl Presence for RedisPresence {
-    async fn session_opened(&self, user: Uuid, session: SessionId) -> Result<bool, PresenceError> {
+    async fn session_opened(
+        &self,
+        user: Uuid,
+        session: SessionId,
+    ) -> Result<Option<Transition>, PresenceError> {
         let mut call = self.opened.prepare_invoke();
         call.key(self.user_key(user))
             .key(self.all_key())
+            .key(self.version_key(user))
             .arg(session.to_string())
             .arg(self.ttl_ms)
             .arg(format!("{user}:{session}"));
-        Ok(self.run::<i64>("presence_open", call).await? == 1)
+        let answer: String = self.run("presence_open", call).await?;
+        let v = version(&answer)?;
+        Ok((v > 0).then_some(Transition {
+            user,
+            online: true,
+            version: v as u64,
+        }))
     }
 
-    async fn session_closed(&self, user: Uuid, session: SessionId) -> Result<bool, PresenceError> {
+    async fn session_closed(
+        &self,
+        user: Uuid,
+        session: SessionId,
+    ) -> Result<Closed, PresenceError> {
         let mut call = self.closed.prepare_invoke();
         call.key(self.user_key(user))
             .key(self.all_key())
+            .key(self.version_key(user))
             .arg(session.to_string())
             .arg(format!("{user}:{session}"))
             .arg(user.to_string());
-        Ok(self.run::<i64>("presence_close", call).await? == 1)
+        let answer: String = self.run("presence_close", call).await?;
+        Ok(match version(&answer)? {
+            v if v > 0 => Closed::Offline(Transition {
+                user,
+                online: false,
+                version: v as u64,
+            }),
+            0 => Closed::Unchanged,
+            _ => Closed::Lost,
+        })
     }
 
     async fn is_online(&self, user: Uuid) -> Result<bool, PresenceError> {
@@ -155,32 +250,49 @@ impl Presence for RedisPresence {
         Ok(self.run::<i64>("presence_get", call).await? > 0)
     }
 
-    async fn heartbeat(&self, sessions: &[(Uuid, SessionId)]) -> Result<(), PresenceError> {
+    async fn heartbeat(
+        &self,
+        sessions: &[(Uuid, SessionId)],
+    ) -> Result<Vec<Transition>, PresenceError> {
+        let mut back = Vec::new();
         for chunk in sessions.chunks(500) {
             let mut call = self.heartbeat.prepare_invoke();
-            call.key(self.all_key()).arg(self.ttl_ms);
+            call.key(self.all_key())
+                .arg(self.ttl_ms)
+                .arg(self.version_prefix());
             for (user, session) in chunk {
-                call.arg(self.user_key(*user))
+                call.arg(user.to_string())
+                    .arg(self.user_key(*user))
                     .arg(session.to_string())
                     .arg(format!("{user}:{session}"));
             }
-            self.run::<i64>("presence_heartbeat", call).await?;
+            let flat: Vec<String> = self.run("presence_heartbeat", call).await?;
+            back.extend(transitions(&flat, true));
         }
-        Ok(())
+        Ok(back)
     }
 
     /// One bounded batch per call (the upkeep task calls it every third of
     /// the TTL), so a mass expiry cannot block Redis for long.
-    async fn sweep(&self) -> Result<Vec<Uuid>, PresenceError> {
+    async fn sweep(&self) -> Result<Vec<Transition>, PresenceError> {
         let mut call = self.sweep.prepare_invoke();
         call.key(self.all_key())
             .arg(format!("{}:presence:user:", self.prefix))
-            .arg(1000);
-        let users: Vec<String> = self.run("presence_sweep", call).await?;
-        Ok(users
-            .iter()
-            .filter_map(|u| Uuid::parse_str(u).ok())
-            .collect())
+            .arg(1000)
+            .arg(self.version_prefix());
+        let flat: Vec<String> = self.run("presence_sweep", call).await?;
+        Ok(transitions(&flat, false))
+    }
+
+    async fn settle(&self, user: Uuid) -> Result<Transition, PresenceError> {
+        let mut call = self.settle.prepare_invoke();
+        call.key(self.user_key(user)).key(self.version_key(user));
+        let (live, v): (String, String) = self.run("presence_settle", call).await?;
+        Ok(Transition {
+            user,
+            online: version(&live)? > 0,
+            version: version(&v)?.max(0) as u64,
+        })
     }
 
     async fn ping(&self) -> Result<(), PresenceError> {

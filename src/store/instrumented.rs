@@ -80,7 +80,18 @@ impl Store for Instrumented {
     async fn stats(&self, me: Uuid) -> StoreResult<Stats> {
         timed("stats", self.0.stats(me)).await
     }
-    async fn sync(&self, me: Uuid, since: Option<Uuid>, limit: u32) -> StoreResult<Page<Message>> {
-        timed("sync", self.0.sync(me, since, limit)).await
+    async fn seq_of(&self, me: Uuid, id: Uuid) -> StoreResult<Option<i64>> {
+        timed("seq_of", self.0.seq_of(me, id)).await
+    }
+    async fn messages_after(
+        &self,
+        me: Uuid,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Page<Sequenced>> {
+        timed("messages_after", self.0.messages_after(me, after, limit)).await
+    }
+    async fn msg_seqs(&self, users: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>> {
+        timed("msg_seqs", self.0.msg_seqs(users)).await
     }
 }

@@ -146,6 +146,23 @@ pub struct Message {
     pub client_id: Option<String>,
 }
 
+/// A message with its number in one participant's sequence (see the module
+/// docs): what `sync` and live-delivery catch-up return, and the `seq` a
+/// frame for that participant carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sequenced {
+    pub seq: i64,
+    pub message: Message,
+}
+
+/// A message just stored, with its number in each participant's sequence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub message: Message,
+    pub sender_seq: i64,
+    pub receiver_seq: i64,
+}
+
 /// A message as both backends read it (each selects the same column names).
 #[derive(sqlx::FromRow)]
 struct MessageRow {
@@ -205,6 +222,23 @@ impl From<UserRow> for User {
     }
 }
 
+/// A message row read with the reader's own sequence number (`my_seq`).
+#[derive(sqlx::FromRow)]
+struct SequencedRow {
+    my_seq: i64,
+    #[sqlx(flatten)]
+    message: MessageRow,
+}
+
+impl From<SequencedRow> for Sequenced {
+    fn from(r: SequencedRow) -> Self {
+        Sequenced {
+            seq: r.my_seq,
+            message: r.message.into(),
+        }
+    }
+}
+
 /// Columns of a user, in the order [`UserRow`] reads them.
 const USER_COLUMNS: &str =
     "id, email, username, avatar_url, is_online, last_seen, created_at, updated_at";
@@ -223,7 +257,7 @@ pub struct NewMessage {
 /// What happened to one message of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InsertOutcome {
-    Created(Message),
+    Created(Stored),
     /// The sender already stored a message with this `client_id`.
     Duplicate(Message),
     RecipientNotFound,
@@ -336,9 +370,32 @@ pub trait Store: Send + Sync + 'static {
     /// `me`'s messages (sent or received) containing every word, newest first.
     async fn search(&self, me: Uuid, words: &SearchWords, limit: u32) -> StoreResult<Vec<Message>>;
     async fn stats(&self, me: Uuid) -> StoreResult<Stats>;
+    /// `me`'s number for message `id`, if `me` sent or received it.
+    async fn seq_of(&self, me: Uuid, id: Uuid) -> StoreResult<Option<i64>>;
+    /// Every message to or from `me` numbered after `after`, in `me`'s
+    /// commit order.
+    async fn messages_after(&self, me: Uuid, after: i64, limit: u32)
+    -> StoreResult<Page<Sequenced>>;
+    /// Each user's latest sequence number (users not found are left out).
+    async fn msg_seqs(&self, users: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>>;
+
     /// Every message to or from `me` after `since`, in `me`'s commit order.
     /// `since` must be a message `me` sent or received.
-    async fn sync(&self, me: Uuid, since: Option<Uuid>, limit: u32) -> StoreResult<Page<Message>>;
+    async fn sync(
+        &self,
+        me: Uuid,
+        since: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Page<Sequenced>> {
+        let after = match since {
+            None => 0,
+            Some(id) => self
+                .seq_of(me, id)
+                .await?
+                .ok_or(StoreError::NotFound("no message with that id is yours"))?,
+        };
+        self.messages_after(me, after, limit).await
+    }
 }
 
 /// The rows a batch will write, worked out from the users' current sequence
@@ -413,7 +470,11 @@ impl BatchPlan {
                 client_id: new.client_id.clone(),
             };
             let conversation = conversation_id(new.sender_id, new.receiver_id);
-            outcomes.push(InsertOutcome::Created(message.clone()));
+            outcomes.push(InsertOutcome::Created(Stored {
+                message: message.clone(),
+                sender_seq,
+                receiver_seq,
+            }));
             rows.push(PlannedRow {
                 message,
                 conversation_id: conversation,
@@ -453,7 +514,9 @@ impl BatchPlan {
     fn resolve_conflicts(&mut self, existing: &HashMap<Uuid, Message>) {
         for outcome in &mut self.outcomes {
             let lost = match outcome {
-                InsertOutcome::Created(m) | InsertOutcome::Duplicate(m) => existing.get(&m.id),
+                InsertOutcome::Created(Stored { message: m, .. }) | InsertOutcome::Duplicate(m) => {
+                    existing.get(&m.id)
+                }
                 _ => None,
             };
             if let Some(stored) = lost {

@@ -387,20 +387,25 @@ impl Store for PgStore {
         })
     }
 
-    async fn sync(&self, me: Uuid, since: Option<Uuid>, limit: u32) -> StoreResult<Page<Message>> {
-        let after: i64 = match since {
-            None => 0,
-            Some(id) => sqlx::query_scalar(
-                "SELECT CASE WHEN sender_id = $2 THEN sender_seq ELSE receiver_seq END
-                 FROM messages WHERE id = $1 AND (sender_id = $2 OR receiver_id = $2)",
-            )
-            .bind(id)
-            .bind(me)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound("no message with that id is yours"))?,
-        };
-        let rows: Vec<MessageRow> = sqlx::query_as(concat!(
+    async fn seq_of(&self, me: Uuid, id: Uuid) -> StoreResult<Option<i64>> {
+        let seq = sqlx::query_scalar(
+            "SELECT CASE WHEN sender_id = $2 THEN sender_seq ELSE receiver_seq END
+             FROM messages WHERE id = $1 AND (sender_id = $2 OR receiver_id = $2)",
+        )
+        .bind(id)
+        .bind(me)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(seq)
+    }
+
+    async fn messages_after(
+        &self,
+        me: Uuid,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Page<Sequenced>> {
+        let rows: Vec<SequencedRow> = sqlx::query_as(concat!(
             "SELECT * FROM (
                 (SELECT m.sender_seq AS my_seq, ",
             message_columns!(),
@@ -420,6 +425,14 @@ impl Store for PgStore {
             rows.into_iter().map(Into::into).collect(),
             limit,
         ))
+    }
+
+    async fn msg_seqs(&self, users: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>> {
+        let seqs = sqlx::query_as("SELECT id, msg_seq FROM users WHERE id = ANY($1)")
+            .bind(users)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(seqs)
     }
 }
 

@@ -398,20 +398,25 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn sync(&self, me: Uuid, since: Option<Uuid>, limit: u32) -> StoreResult<Page<Message>> {
-        let after: i64 = match since {
-            None => 0,
-            Some(id) => sqlx::query_scalar(
-                "SELECT CASE WHEN sender_id = ?2 THEN sender_seq ELSE receiver_seq END
-                 FROM messages WHERE id = ?1 AND (sender_id = ?2 OR receiver_id = ?2)",
-            )
-            .bind(id)
-            .bind(me)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound("no message with that id is yours"))?,
-        };
-        let rows: Vec<MessageRow> = sqlx::query_as(concat!(
+    async fn seq_of(&self, me: Uuid, id: Uuid) -> StoreResult<Option<i64>> {
+        let seq = sqlx::query_scalar(
+            "SELECT CASE WHEN sender_id = ?2 THEN sender_seq ELSE receiver_seq END
+             FROM messages WHERE id = ?1 AND (sender_id = ?2 OR receiver_id = ?2)",
+        )
+        .bind(id)
+        .bind(me)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(seq)
+    }
+
+    async fn messages_after(
+        &self,
+        me: Uuid,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Page<Sequenced>> {
+        let rows: Vec<SequencedRow> = sqlx::query_as(concat!(
             "SELECT * FROM (SELECT m.sender_seq AS my_seq, ",
             message_columns!(),
             " FROM messages m WHERE m.sender_id = ?1 AND m.sender_seq > ?2 ORDER BY m.sender_seq LIMIT ?3)
@@ -430,5 +435,19 @@ impl Store for SqliteStore {
             rows.into_iter().map(Into::into).collect(),
             limit,
         ))
+    }
+
+    async fn msg_seqs(&self, users: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut query: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT id, msg_seq FROM users WHERE id IN (");
+        let mut ids = query.separated(", ");
+        for user in users {
+            ids.push_bind(*user);
+        }
+        query.push(")");
+        Ok(query.build_query_as().fetch_all(&self.pool).await?)
     }
 }

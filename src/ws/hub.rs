@@ -1,14 +1,17 @@
-//! This node's live sessions, by user: where bus events are fanned out.
+//! This node's live sessions, by user: where bus events are fanned out, in
+//! order, without repeats, and where gaps in live delivery are noticed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::bus::{Delivery, Envelope, SessionId};
+use crate::bus::{Delivery, Envelope, Order, SessionId};
 
 /// A frame queued for one session's writer.
 #[derive(Debug, Clone)]
@@ -67,6 +70,10 @@ impl CloseReason {
     }
 }
 
+/// How many of a session's own message ids it remembers, so catch-up never
+/// pushes a sender's message back to the connection that got its `ack`.
+const RECENT_ACKS: usize = 64;
+
 /// The handle the hub keeps for one session.
 pub struct SessionHandle {
     pub id: SessionId,
@@ -75,6 +82,13 @@ pub struct SessionHandle {
     /// Cancelled to make the session close itself.
     kick: CancellationToken,
     reason: Mutex<Option<CloseReason>>,
+    /// Ids this connection was acked for, newest last.
+    acked: Mutex<VecDeque<Uuid>>,
+    /// The highest ping payload the client answered (written by the reader,
+    /// read by the writer's slow-consumer probe).
+    pub pong: AtomicU64,
+    /// Wakes the writer when a pong arrives.
+    pub pong_seen: Notify,
 }
 
 impl SessionHandle {
@@ -85,6 +99,9 @@ impl SessionHandle {
             queue,
             kick: CancellationToken::new(),
             reason: Mutex::new(None),
+            acked: Mutex::new(VecDeque::new()),
+            pong: AtomicU64::new(0),
+            pong_seen: Notify::new(),
         }
     }
 
@@ -102,6 +119,19 @@ impl SessionHandle {
 
     pub fn kick_reason(&self) -> Option<CloseReason> {
         *self.reason.lock().expect("not poisoned")
+    }
+
+    /// Remembers that this connection was acked for message `id`.
+    pub fn acked(&self, id: Uuid) {
+        let mut acked = self.acked.lock().expect("not poisoned");
+        if acked.len() == RECENT_ACKS {
+            acked.pop_front();
+        }
+        acked.push_back(id);
+    }
+
+    fn was_acked(&self, id: Uuid) -> bool {
+        self.acked.lock().expect("not poisoned").contains(&id)
     }
 
     /// Queues a bus event without waiting. A full queue means the client
@@ -127,9 +157,110 @@ impl SessionHandle {
     }
 }
 
+/// Which of a user's sequence numbers reached this node's sessions of that
+/// user. Live delivery can reorder and lose frames; this is what lets the
+/// node drop repeats and notice (and then fill) what it missed.
+#[derive(Debug, Default)]
+pub struct Cursor {
+    /// Every number up to here is accounted for: delivered, committed
+    /// before the user's first session here, or never used (a number a
+    /// lost idempotency race left unused). `None` until it is read.
+    floor: Option<i64>,
+    /// Numbers above `floor + 1` already delivered.
+    ahead: BTreeSet<i64>,
+    /// Since when a number below `ahead` has been missing.
+    gap_since: Option<Instant>,
+    /// The bus subscription for this user is confirmed.
+    live: bool,
+}
+
+impl Cursor {
+    /// Records number `seq`; `false` when it was delivered already.
+    fn accept(&mut self, seq: i64) -> bool {
+        match self.floor {
+            Some(floor) if seq <= floor => return false,
+            Some(floor) if seq == floor + 1 => {
+                self.floor = Some(seq);
+                self.absorb();
+            }
+            _ => {
+                if !self.ahead.insert(seq) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Moves the floor up to `to`: everything at or below it is accounted
+    /// for. (`set` puts it there even when lower, for the first reading.)
+    fn raise(&mut self, to: i64, set: bool) {
+        self.floor = Some(match self.floor {
+            Some(floor) if !set => floor.max(to),
+            _ => to,
+        });
+        let floor = self.floor.unwrap_or(to);
+        self.ahead.retain(|&s| s > floor);
+        self.absorb();
+    }
+
+    fn absorb(&mut self) {
+        while let Some(floor) = self.floor {
+            if self.ahead.first() != Some(&(floor + 1)) {
+                break;
+            }
+            self.ahead.pop_first();
+            self.floor = Some(floor + 1);
+        }
+    }
+
+    /// Updates `gap_since`; `true` when a gap just opened.
+    fn track_gap(&mut self) -> bool {
+        let open = self.floor.is_some() && !self.ahead.is_empty();
+        match (open, self.gap_since) {
+            (true, None) => {
+                self.gap_since = Some(Instant::now());
+                true
+            }
+            (false, _) => {
+                self.gap_since = None;
+                false
+            }
+            (true, Some(_)) => false,
+        }
+    }
+}
+
+/// One user's sessions on this node and what delivery knows about them.
+#[derive(Default)]
+struct Entry {
+    sessions: Vec<Arc<SessionHandle>>,
+    cursor: Cursor,
+    /// The newest presence version forwarded per contact: an older event
+    /// that arrives late is dropped, so the last frame a client got is right.
+    presence: HashMap<Uuid, u64>,
+}
+
+/// Work for the catch-up task, gathered here so repeats coalesce and the
+/// amount of it is bounded by the number of users.
+#[derive(Default)]
+pub struct CatchUpWork {
+    /// Users whose cursor floor must be read from storage.
+    pub floors: HashSet<Uuid>,
+    /// Users whose missed messages must be fetched now.
+    pub heal: HashSet<Uuid>,
+    /// Users with a gap, and when it was seen (oldest first).
+    pub gaps: VecDeque<(Instant, Uuid)>,
+    /// Every user must be caught up (the bus reconnected).
+    pub everyone: bool,
+}
+
 #[derive(Default)]
 pub struct Hub {
-    users: RwLock<HashMap<Uuid, Vec<Arc<SessionHandle>>>>,
+    users: RwLock<HashMap<Uuid, Entry>>,
+    work: Mutex<CatchUpWork>,
+    /// Wakes the catch-up task when work arrives.
+    pub work_ready: Notify,
 }
 
 /// What registering a session found.
@@ -142,16 +273,40 @@ pub enum Registered {
     TooMany,
 }
 
+/// A message the catch-up task found missing for one user.
+pub struct Missed {
+    pub seq: i64,
+    pub id: Uuid,
+    pub sender: Uuid,
+    pub envelope: Envelope,
+}
+
+/// Where a user's cursor stands, for the catch-up task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CursorState {
+    pub floor: Option<i64>,
+    pub live: bool,
+    pub gap_since: Option<Instant>,
+}
+
 impl Hub {
     pub fn register(&self, handle: Arc<SessionHandle>, max_per_user: usize) -> Registered {
         let mut users = self.users.write().expect("not poisoned");
-        let sessions = users.entry(handle.user).or_default();
-        if sessions.len() >= max_per_user {
+        let entry = users.entry(handle.user).or_default();
+        if entry.sessions.len() >= max_per_user {
+            if entry.sessions.is_empty() {
+                users.remove(&handle.user);
+            }
             return Registered::TooMany;
         }
-        let first = sessions.is_empty();
-        sessions.push(handle);
+        let first = entry.sessions.is_empty();
+        let user = handle.user;
+        entry.sessions.push(handle);
+        drop(users);
         if first {
+            self.want(|work| {
+                work.floors.insert(user);
+            });
             Registered::First
         } else {
             Registered::Another
@@ -161,11 +316,11 @@ impl Hub {
     /// Removes a session; `true` when it was the user's last one here.
     pub fn unregister(&self, user: Uuid, id: SessionId) -> bool {
         let mut users = self.users.write().expect("not poisoned");
-        let Some(sessions) = users.get_mut(&user) else {
+        let Some(entry) = users.get_mut(&user) else {
             return false;
         };
-        sessions.retain(|s| s.id != id);
-        if sessions.is_empty() {
+        entry.sessions.retain(|s| s.id != id);
+        if entry.sessions.is_empty() {
             users.remove(&user);
             return true;
         }
@@ -176,7 +331,7 @@ impl Hub {
         let users = self.users.read().expect("not poisoned");
         users
             .values()
-            .flat_map(|sessions| sessions.iter().map(|s| (s.user, s.id)))
+            .flat_map(|entry| entry.sessions.iter().map(|s| (s.user, s.id)))
             .collect()
     }
 
@@ -196,22 +351,134 @@ impl Hub {
     /// Asks every session to close (node shutdown).
     pub fn close_all(&self, reason: CloseReason) {
         let users = self.users.read().expect("not poisoned");
-        for session in users.values().flatten() {
+        for session in users.values().flat_map(|e| &e.sessions) {
             session.kick(reason);
         }
+    }
+
+    fn want(&self, add: impl FnOnce(&mut CatchUpWork)) {
+        add(&mut self.work.lock().expect("not poisoned"));
+        self.work_ready.notify_one();
+    }
+
+    /// Takes the catch-up work gathered so far.
+    pub fn take_work(&self) -> CatchUpWork {
+        std::mem::take(&mut *self.work.lock().expect("not poisoned"))
+    }
+
+    /// Puts back gap entries the catch-up task is not due to act on yet.
+    pub fn return_gaps(&self, gaps: VecDeque<(Instant, Uuid)>) {
+        let mut work = self.work.lock().expect("not poisoned");
+        let newer = std::mem::replace(&mut work.gaps, gaps);
+        work.gaps.extend(newer);
+    }
+
+    /// Asks the catch-up task to read `user`'s first floor.
+    pub fn want_floor(&self, user: Uuid) {
+        self.want(|work| {
+            work.floors.insert(user);
+        });
+    }
+
+    /// Asks the catch-up task to fetch `user`'s missed messages.
+    pub fn request_heal(&self, user: Uuid) {
+        self.want(|work| {
+            work.heal.insert(user);
+        });
+    }
+
+    /// The bus confirmed `user`'s subscription: from now on nothing is
+    /// missed live; what was committed before it is caught up.
+    pub fn subscribed(&self, user: Uuid) {
+        let floor_known = {
+            let mut users = self.users.write().expect("not poisoned");
+            let Some(entry) = users.get_mut(&user) else {
+                return;
+            };
+            entry.cursor.live = true;
+            entry.cursor.floor.is_some()
+        };
+        if floor_known {
+            self.request_heal(user);
+        }
+    }
+
+    pub fn cursor(&self, user: Uuid) -> Option<CursorState> {
+        let users = self.users.read().expect("not poisoned");
+        users.get(&user).map(|e| CursorState {
+            floor: e.cursor.floor,
+            live: e.cursor.live,
+            gap_since: e.cursor.gap_since,
+        })
+    }
+
+    /// Sets the cursor's first floor (the user's latest number when their
+    /// first session here opened), or raises it after a catch-up that
+    /// accounted for everything up to `to`.
+    pub fn raise_floor(&self, user: Uuid, to: i64, first: bool) {
+        let mut users = self.users.write().expect("not poisoned");
+        if let Some(entry) = users.get_mut(&user) {
+            entry.cursor.raise(to, first);
+            entry.cursor.track_gap();
+        }
+    }
+
+    /// Delivers messages catch-up found, skipping what already arrived and
+    /// the connections that were acked for their own message.
+    pub fn deliver_missed(&self, user: Uuid, missed: &[Missed]) {
+        let mut users = self.users.write().expect("not poisoned");
+        let Some(entry) = users.get_mut(&user) else {
+            return;
+        };
+        for m in missed {
+            if !entry.cursor.accept(m.seq) {
+                continue;
+            }
+            crate::metrics::message_caught_up();
+            for session in &entry.sessions {
+                if m.sender == user && session.was_acked(m.id) {
+                    continue;
+                }
+                session.offer(&m.envelope);
+            }
+        }
+        entry.cursor.track_gap();
     }
 }
 
 impl Delivery for Hub {
     fn deliver(&self, user: Uuid, envelope: Envelope) {
-        let users = self.users.read().expect("not poisoned");
-        let Some(sessions) = users.get(&user) else {
+        // A write lock: ordering state changes with most events. It is held
+        // only to queue the frame (never across an await).
+        let mut users = self.users.write().expect("not poisoned");
+        let Some(entry) = users.get_mut(&user) else {
             return;
         };
-        for session in sessions {
+        let mut gap_opened = false;
+        match envelope.order {
+            Order::None => {}
+            Order::Seq(seq) => {
+                if !entry.cursor.accept(seq) {
+                    return;
+                }
+                gap_opened = entry.cursor.track_gap();
+            }
+            Order::Presence { user: about, version } => {
+                let seen = entry.presence.entry(about).or_default();
+                if *seen >= version {
+                    return;
+                }
+                *seen = version;
+            }
+        }
+        for session in &entry.sessions {
             if Some(session.id) != envelope.exclude {
                 session.offer(&envelope);
             }
+        }
+        drop(users);
+        if gap_opened {
+            self.want(|work| work.gaps.push_back((Instant::now(), user)));
         }
     }
 
@@ -221,5 +488,35 @@ impl Delivery for Hub {
 
     fn users(&self) -> Vec<Uuid> {
         Hub::users(self)
+    }
+
+    fn resubscribed(&self) {
+        self.want(|work| work.everyone = true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_drops_repeats_and_sees_gaps_close() {
+        let mut cursor = Cursor::default();
+        // Before the floor is known, frames are delivered and remembered.
+        assert!(cursor.accept(7));
+        assert!(!cursor.track_gap());
+        cursor.raise(5, true);
+        assert!(cursor.track_gap(), "6 is missing");
+        assert!(!cursor.accept(7), "a repeat");
+        assert!(cursor.accept(6));
+        assert!(!cursor.track_gap());
+        assert_eq!(cursor.floor, Some(7));
+        assert!(!cursor.accept(3), "from before the floor");
+        // A hole that never fills: catch-up raises the floor past it.
+        assert!(cursor.accept(10));
+        assert!(cursor.track_gap());
+        cursor.raise(10, false);
+        assert!(!cursor.track_gap());
+        assert_eq!((cursor.floor, cursor.ahead.len()), (Some(10), 0));
     }
 }

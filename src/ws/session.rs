@@ -1,16 +1,23 @@
 //! One WebSocket connection: a reader loop that answers client frames and a
 //! writer loop that drains the session's bounded queue, joined by that
-//! queue. Bus events reach the queue through the hub.
+//! queue. Bus events (and catch-up) reach the queue through the hub.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering as AtomicOrdering;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::stream::{SplitSink, SplitStream};
+use bytes::Bytes;
+use futures_util::future::OptionFuture;
+use futures_util::stream::{FuturesUnordered, SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tracing::Instrument;
+use uuid::Uuid;
 
 use super::hub::{CloseReason, Outbound, Registered, SessionHandle};
 use crate::app::AppState;
@@ -18,7 +25,7 @@ use crate::auth::AuthUser;
 use crate::bus::SessionId;
 use crate::config::Limits;
 use crate::error::{ApiError, ErrorCode};
-use crate::protocol::{ClientFrame, MessageFrame, ServerFrame};
+use crate::protocol::{ClientFrame, MessageFrame, SendFrame, ServerFrame};
 
 /// Per-connection token bucket for `message` and `typing`.
 struct TokenBucket {
@@ -68,34 +75,35 @@ async fn session(socket: WebSocket, state: AppState, user: AuthUser, id: Session
     let handle = Arc::new(SessionHandle::new(id, user.id, queue.clone()));
     let (mut sink, stream) = socket.split();
 
-    match state
+    let registered = state
         .hub
-        .register(handle.clone(), limits.max_sessions_per_user)
-    {
-        Registered::TooMany => {
-            close(&mut sink, CloseReason::TooManySessions).await;
-            crate::metrics::connection_closed(CloseReason::TooManySessions.label());
-            return;
-        }
-        Registered::First => {
-            if let Err(e) = state.bus.interest_changed(user.id).await {
-                tracing::warn!(error = %e, "subscribe failed; the session catches up by sync");
-            }
-        }
-        Registered::Another => {}
+        .register(handle.clone(), limits.max_sessions_per_user);
+    if registered == Registered::TooMany {
+        close(&mut sink, CloseReason::TooManySessions).await;
+        crate::metrics::connection_closed(CloseReason::TooManySessions.label());
+        return;
     }
     crate::metrics::sessions(1.0);
     tracing::debug!("session opened");
-    Box::pin(state.chat.session_opened(user.id, id)).await;
 
     let writer = tokio::spawn(write_loop(sink, rx, handle.clone(), limits).in_current_span());
-    let ended = read_loop(stream, &state, &user, &handle, queue).await;
+    // Subscribing and announcing run beside the reader: no frame (and no
+    // ack) ever waits on Redis. Whatever is published for this user before
+    // the subscription is live is caught up from storage.
+    let (ended, ()) = tokio::join!(
+        read_loop(stream, &state, &user, &handle, queue),
+        Box::pin(announce(&state, user.id, id, registered == Registered::First)),
+    );
     handle.kick(ended);
 
-    if state.hub.unregister(user.id, id)
-        && let Err(e) = state.bus.interest_changed(user.id).await
-    {
-        tracing::warn!(error = %e, "unsubscribe failed");
+    if state.hub.unregister(user.id, id) {
+        // Not worth waiting long for: a stale subscription only costs
+        // ignored events, and the bus reconciles it with the hub.
+        match timeout(Duration::from_secs(1), state.bus.interest_changed(user.id)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "unsubscribe failed"),
+            Err(_) => tracing::debug!("unsubscribe pending"),
+        }
     }
     crate::metrics::sessions(-1.0);
     Box::pin(state.chat.session_closed(user.id, id)).await;
@@ -105,7 +113,42 @@ async fn session(socket: WebSocket, state: AppState, user: AuthUser, id: Session
     crate::metrics::connection_closed(reason.label());
 }
 
+/// Subscribes the user's channel (for their first session here) and tells
+/// presence the session is live.
+async fn announce(state: &AppState, user: Uuid, session: SessionId, first: bool) {
+    if first {
+        match state.bus.interest_changed(user).await {
+            Ok(()) => state.hub.subscribed(user),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "subscribe pending; live delivery resumes and catches up when the bus is back"
+            ),
+        }
+    }
+    state.chat.session_opened(user, session).await;
+}
+
+/// Frames other than sends waiting to be answered; past this the reader
+/// stops reading until they are.
+const MAX_QUEUED_FRAMES: usize = 32;
+
+type Answer<'a> = Pin<Box<dyn Future<Output = Option<ServerFrame>> + Send + 'a>>;
+
+/// What woke the reader.
+enum Event {
+    Closed(CloseReason),
+    Answered(Option<ServerFrame>),
+    /// The in-order answer finished.
+    InOrderDone(Option<ServerFrame>),
+    Frame(Option<Result<Message, axum::Error>>),
+}
+
 /// Reads client frames until the connection ends; returns why.
+///
+/// Sends are committed concurrently (up to `MAX_IN_FLIGHT`), so a slow
+/// commit holds up only the sends in its batch; each ack names its
+/// `client_id` and goes out when its commit is done. Every other frame is
+/// answered in the order it came, one at a time.
 async fn read_loop(
     mut stream: SplitStream<WebSocket>,
     state: &AppState,
@@ -121,38 +164,74 @@ async fn read_loop(
     let expiry = sleep(until_expiry);
     tokio::pin!(expiry);
     let mut last_heard = Instant::now();
+    let mut sends: FuturesUnordered<Answer<'_>> = FuturesUnordered::new();
+    let mut in_order: VecDeque<ClientFrame> = VecDeque::new();
+    let mut answering: Option<Answer<'_>> = None;
     loop {
-        let frame = tokio::select! {
-            () = handle.kicked().cancelled() => return handle.kick_reason().unwrap_or(CloseReason::Shutdown),
-            () = &mut expiry => return CloseReason::TokenExpired,
-            () = sleep_until(last_heard + limits.idle_timeout) => return CloseReason::IdleTimeout,
-            frame = stream.next() => frame,
+        if answering.is_none()
+            && let Some(frame) = in_order.pop_front()
+        {
+            answering = Some(Box::pin(answer(state, user, frame)));
+        }
+        let can_read = sends.len() < limits.max_in_flight && in_order.len() < MAX_QUEUED_FRAMES;
+        let event = tokio::select! {
+            () = handle.kicked().cancelled() => Event::Closed(handle.kick_reason().unwrap_or(CloseReason::Shutdown)),
+            () = &mut expiry => Event::Closed(CloseReason::TokenExpired),
+            () = sleep_until(last_heard + limits.idle_timeout) => Event::Closed(CloseReason::IdleTimeout),
+            Some(reply) = sends.next(), if !sends.is_empty() => Event::Answered(reply),
+            Some(reply) = OptionFuture::from(answering.as_mut()), if answering.is_some() => Event::InOrderDone(reply),
+            frame = stream.next(), if can_read => Event::Frame(frame),
         };
-        last_heard = Instant::now();
-        let reply = match frame {
-            None | Some(Ok(Message::Close(_))) => return CloseReason::ClientGone,
-            Some(Err(e)) => {
-                // tungstenite reports an oversized frame as a capacity error.
-                if e.to_string().contains("Space limit exceeded") {
-                    return CloseReason::FrameTooLarge;
-                }
-                return CloseReason::ClientGone;
+        let reply = match event {
+            Event::Closed(reason) => return reason,
+            Event::Answered(reply) => reply,
+            Event::InOrderDone(reply) => {
+                answering = None;
+                reply
             }
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(Message::Binary(_))) => Some(ServerFrame::error(
-                ApiError::new(
-                    ErrorCode::InvalidJson,
-                    "binary frames are not supported; send JSON text frames",
-                ),
-                None,
-            )),
-            Some(Ok(Message::Text(text))) => {
-                if text.len() > limits.max_frame_bytes {
-                    return CloseReason::FrameTooLarge;
+            Event::Frame(frame) => {
+                last_heard = Instant::now();
+                match frame {
+                    None | Some(Ok(Message::Close(_))) => return CloseReason::ClientGone,
+                    Some(Err(e)) => {
+                        // tungstenite reports an oversized frame as a capacity error.
+                        if e.to_string().contains("Space limit exceeded") {
+                            return CloseReason::FrameTooLarge;
+                        }
+                        return CloseReason::ClientGone;
+                    }
+                    Some(Ok(Message::Pong(payload))) => {
+                        if let Ok(probe) = <[u8; 8]>::try_from(payload.as_ref()) {
+                            handle.pong.fetch_max(u64::from_be_bytes(probe), AtomicOrdering::Relaxed);
+                            handle.pong_seen.notify_one();
+                        }
+                        continue;
+                    }
+                    Some(Ok(Message::Ping(_))) => continue,
+                    Some(Ok(Message::Binary(_))) => Some(ServerFrame::error(
+                        ApiError::new(
+                            ErrorCode::InvalidJson,
+                            "binary frames are not supported; send JSON text frames",
+                        ),
+                        None,
+                    )),
+                    Some(Ok(Message::Text(text))) => {
+                        if text.len() > limits.max_frame_bytes {
+                            return CloseReason::FrameTooLarge;
+                        }
+                        match admit(&text, &mut bucket) {
+                            Admitted::Reply(reply) => Some(reply),
+                            Admitted::Send(send) => {
+                                sends.push(Box::pin(send_message(state, user, handle, send)));
+                                None
+                            }
+                            Admitted::InOrder(frame) => {
+                                in_order.push_back(frame);
+                                None
+                            }
+                        }
+                    }
                 }
-                // Boxed: the answer's future is large and lives only while a
-                // frame is handled, so an idle session's task stays small.
-                Box::pin(answer(state, user, handle.id, &mut bucket, &text)).await
             }
         };
         if let Some(reply) = reply {
@@ -169,62 +248,86 @@ async fn read_loop(
     }
 }
 
-/// What the server answers to one client frame (if anything).
-async fn answer(
-    state: &AppState,
-    user: &AuthUser,
-    session: SessionId,
-    bucket: &mut TokenBucket,
-    text: &str,
-) -> Option<ServerFrame> {
+/// What to do with one text frame.
+enum Admitted {
+    /// Answered at once (a parse error, a rate limit, a pong).
+    Reply(ServerFrame),
+    Send(SendFrame),
+    InOrder(ClientFrame),
+}
+
+/// Parses a frame and applies the rate limit when it arrives, so pipelined
+/// sends are limited exactly as sequential ones.
+fn admit(text: &str, bucket: &mut TokenBucket) -> Admitted {
     let frame = match ClientFrame::parse(text) {
         Ok(frame) => frame,
-        Err(e) => return Some(ServerFrame::error(e.error, e.client_id)),
+        Err(e) => return Admitted::Reply(ServerFrame::error(e.error, e.client_id)),
     };
     crate::metrics::frame_in(frame.kind());
-    let chat = &state.chat;
-    let rate_limited = |kind: &'static str| {
+    let mut rate_limited = |kind: &'static str, client_id: Option<String>| {
+        if bucket.take() {
+            return None;
+        }
         crate::metrics::rate_limited(kind);
-        ApiError::new(ErrorCode::RateLimited, "too many messages; slow down")
+        let error = ApiError::new(ErrorCode::RateLimited, "too many messages; slow down");
+        Some(Admitted::Reply(ServerFrame::error(error, client_id)))
     };
     match frame {
         ClientFrame::Message(f) => {
-            if !bucket.take() {
-                return Some(ServerFrame::error(rate_limited("message"), f.client_id));
-            }
-            match chat
-                .send(
-                    user.id,
-                    Some(session),
-                    f.to,
-                    &f.content,
-                    f.client_id.as_deref(),
-                )
-                .await
-            {
-                Ok(m) => Some(ServerFrame::Ack {
-                    client_id: f.client_id,
-                    id: m.id,
-                    timestamp: m.created_at,
-                }),
-                Err(e) => Some(ServerFrame::error(e, f.client_id)),
+            rate_limited("message", f.client_id.clone()).unwrap_or(Admitted::Send(f))
+        }
+        ClientFrame::Ping => Admitted::Reply(ServerFrame::Pong),
+        frame @ ClientFrame::Typing { .. } => {
+            rate_limited("typing", None).unwrap_or(Admitted::InOrder(frame))
+        }
+        frame => Admitted::InOrder(frame),
+    }
+}
+
+async fn send_message(
+    state: &AppState,
+    user: &AuthUser,
+    handle: &SessionHandle,
+    f: SendFrame,
+) -> Option<ServerFrame> {
+    let sent = state
+        .chat
+        .send(
+            user.id,
+            Some(handle.id),
+            f.to,
+            &f.content,
+            f.client_id.as_deref(),
+        )
+        .await;
+    Some(match sent {
+        Ok(m) => {
+            handle.acked(m.id);
+            ServerFrame::Ack {
+                client_id: f.client_id,
+                id: m.id,
+                timestamp: m.created_at,
             }
         }
-        ClientFrame::Ping => Some(ServerFrame::Pong),
+        Err(e) => ServerFrame::error(e, f.client_id),
+    })
+}
+
+/// The answer to a frame other than a send (if any).
+async fn answer(state: &AppState, user: &AuthUser, frame: ClientFrame) -> Option<ServerFrame> {
+    let chat = &state.chat;
+    match frame {
+        ClientFrame::Message(_) | ClientFrame::Ping => None,
         ClientFrame::MarkRead { message_id } => chat
             .mark_one_read(user.id, message_id)
             .await
             .err()
             .map(|e| ServerFrame::error(e, None)),
-        ClientFrame::Typing { to, is_typing } => {
-            if !bucket.take() {
-                return Some(ServerFrame::error(rate_limited("typing"), None));
-            }
-            chat.typing(user.id, to, is_typing)
-                .await
-                .err()
-                .map(|e| ServerFrame::error(e, None))
-        }
+        ClientFrame::Typing { to, is_typing } => chat
+            .typing(user.id, to, is_typing)
+            .await
+            .err()
+            .map(|e| ServerFrame::error(e, None)),
         ClientFrame::Sync { since, limit } => match chat.sync(user.id, since, limit).await {
             Ok(page) => Some(ServerFrame::Sync {
                 messages: page.items.iter().map(MessageFrame::from).collect(),
@@ -235,8 +338,57 @@ async fn answer(
     }
 }
 
-/// Drains the queue to the socket and pings on a timer. A write that
-/// cannot finish within `SLOW_CONSUMER_TIMEOUT` closes the session.
+/// Bytes written without proof the client read them before a probe ping is
+/// sent behind them.
+const PROBE_AFTER_BYTES: usize = 64 * 1024;
+
+/// Tells a client that reads from one that only lets the kernel buffer for
+/// it: after `PROBE_AFTER_BYTES` a ping goes out behind the frames, and a
+/// client that has not answered it within `SLOW_CONSUMER_TIMEOUT` is too far
+/// behind, however much the kernels on the way hold.
+#[derive(Default)]
+struct Probe {
+    unconfirmed: usize,
+    /// The outstanding probe: its payload and when it is overdue.
+    outstanding: Option<(u64, Instant)>,
+    next: u64,
+}
+
+impl Probe {
+    fn deadline(&self) -> Option<Instant> {
+        self.outstanding.map(|(_, due)| due)
+    }
+
+    /// Clears the probe if the client answered it.
+    fn check(&mut self, handle: &SessionHandle) {
+        if let Some((payload, _)) = self.outstanding
+            && handle.pong.load(AtomicOrdering::Relaxed) >= payload
+        {
+            self.outstanding = None;
+        }
+    }
+
+    fn overdue(&mut self, handle: &SessionHandle) -> bool {
+        self.check(handle);
+        self.deadline().is_some_and(|due| Instant::now() >= due)
+    }
+
+    /// Counts a write; returns a probe ping to send, if one is due.
+    fn wrote(&mut self, bytes: usize, timeout: Duration) -> Option<Message> {
+        self.unconfirmed += bytes;
+        if self.outstanding.is_some() || self.unconfirmed < PROBE_AFTER_BYTES {
+            return None;
+        }
+        self.next += 1;
+        self.unconfirmed = 0;
+        self.outstanding = Some((self.next, Instant::now() + timeout));
+        Some(Message::Ping(Bytes::copy_from_slice(&self.next.to_be_bytes())))
+    }
+}
+
+/// Drains the queue to the socket and pings on a timer. A client that falls
+/// more than `SLOW_CONSUMER_TIMEOUT` behind (a write blocked that long, or a
+/// probe unanswered that long) is closed.
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     mut rx: mpsc::Receiver<Outbound>,
@@ -245,10 +397,24 @@ async fn write_loop(
 ) {
     let mut ping =
         tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
+    let mut probe = Probe::default();
+    let patience = limits.slow_consumer_timeout;
     loop {
+        let due = probe.deadline();
         let message = tokio::select! {
             biased;
             () = handle.kicked().cancelled() => break,
+            () = sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                if probe.overdue(&handle) {
+                    fall_behind(&handle);
+                    break;
+                }
+                continue;
+            }
+            () = handle.pong_seen.notified() => {
+                probe.check(&handle);
+                continue;
+            }
             _ = ping.tick() => Message::Ping(Default::default()),
             out = rx.recv() => match out {
                 Some(out) => {
@@ -267,22 +433,66 @@ async fn write_loop(
                 None => break,
             },
         };
-        match timeout(limits.slow_consumer_timeout, sink.send(message)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => {
-                handle.kick(CloseReason::ClientGone);
-                break;
-            }
-            Err(_) => {
-                crate::metrics::slow_consumer();
-                handle.kick(CloseReason::SlowConsumer);
-                break;
-            }
+        let size = match &message {
+            Message::Text(text) => text.len(),
+            _ => 0,
+        };
+        if !write(&mut sink, message, &mut probe, &handle, patience).await {
+            break;
+        }
+        if let Some(ping) = probe.wrote(size, patience)
+            && !write(&mut sink, ping, &mut probe, &handle, patience).await
+        {
+            break;
         }
     }
     if let Some(reason) = handle.kick_reason() {
         close(&mut sink, reason).await;
     }
+}
+
+/// Writes one frame; `false` when the session must end. A write may block
+/// no longer than the patience left, and no longer than an outstanding
+/// probe's deadline.
+async fn write(
+    sink: &mut SplitSink<WebSocket, Message>,
+    message: Message,
+    probe: &mut Probe,
+    handle: &SessionHandle,
+    patience: Duration,
+) -> bool {
+    let started = Instant::now();
+    let budget = |probe: &Probe| {
+        let left = patience.saturating_sub(started.elapsed());
+        probe
+            .deadline()
+            .map_or(left, |due| left.min(due.saturating_duration_since(Instant::now())))
+    };
+    let mut result = timeout(budget(probe), sink.send(message)).await;
+    // The probe's deadline cut the write short, but the client has answered
+    // it since: finish the write with the patience left.
+    while result.is_err() && !probe.overdue(handle) && started.elapsed() < patience {
+        result = timeout(budget(probe), sink.flush()).await;
+    }
+    match result {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => {
+            handle.kick(CloseReason::ClientGone);
+            false
+        }
+        Err(_) => {
+            fall_behind(handle);
+            false
+        }
+    }
+}
+
+fn fall_behind(handle: &SessionHandle) {
+    if handle.kick_reason().is_none() {
+        crate::metrics::slow_consumer();
+        tracing::info!("closing slow consumer");
+    }
+    handle.kick(CloseReason::SlowConsumer);
 }
 
 async fn close(sink: &mut SplitSink<WebSocket, Message>, reason: CloseReason) {

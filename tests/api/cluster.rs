@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::helpers::{Backend, Cluster, NodeProcess, TestApp, TestUser, eventually, redis_url};
 use crate::proxy::Proxy;
-use crate::wsclient::WsClient;
+use crate::wsclient::{WsClient, presence};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_typing_and_receipts_cross_nodes() {
@@ -85,11 +85,13 @@ async fn presence_holds_while_any_node_has_a_session() {
 
     let b1 = WsClient::connect(n1, &b.token).await;
     assert_eq!(
-        wa.recv().await,
+        presence(&wa.recv().await),
         json!({"type": "user_online", "user_id": b.id})
     );
     let mut b0 = WsClient::connect(n0, &b.token).await;
     b0.assert_usable().await;
+    // Presence records a session beside it (never delaying its frames).
+    assert!(live_sessions_become(&cluster, b.id, 2).await);
     b1.close().await;
     wa.silent_for(Duration::from_millis(500)).await;
     let (_, profile) = n1.get(&format!("/users/{}", b.id), &a.token).await;
@@ -97,7 +99,7 @@ async fn presence_holds_while_any_node_has_a_session() {
 
     b0.close().await;
     assert_eq!(
-        wa.recv().await,
+        presence(&wa.recv().await),
         json!({"type": "user_offline", "user_id": b.id})
     );
 }
@@ -133,7 +135,7 @@ async fn a_crashed_nodes_users_go_offline_within_the_ttl() {
     let frame = tokio::time::timeout(Duration::from_secs(10), ww.recv())
         .await
         .expect("user_offline within the TTL plus a sweep");
-    assert_eq!(frame, json!({"type": "user_offline", "user_id": gone.id}));
+    assert_eq!(presence(&frame), json!({"type": "user_offline", "user_id": gone.id}));
     assert!(
         killed.elapsed() < Duration::from_secs(5),
         "bound: ttl 2 s + sweep every ttl/3"
@@ -148,6 +150,25 @@ async fn a_crashed_nodes_users_go_offline_within_the_ttl() {
         .get(&format!("/users/{}", both.id), &watcher.token)
         .await;
     assert_eq!(profile["is_online"], true);
+}
+
+/// Waits until presence in Redis holds `count` sessions of `user`.
+async fn live_sessions_become(cluster: &Cluster, user: Uuid, count: usize) -> bool {
+    let key = format!("{}:presence:user:{user}", cluster.prefix.0);
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    eventually(Duration::from_secs(5), || {
+        let (key, mut conn) = (key.clone(), conn.clone());
+        async move {
+            let n: usize = redis::cmd("ZCARD")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            n == count
+        }
+    })
+    .await
 }
 
 async fn last_id(ws: &mut WsClient) -> Value {

@@ -39,7 +39,7 @@ async fn insert(store: &Arc<dyn Store>, from: Uuid, to: Uuid, content: &str) -> 
         .unwrap()
         .remove(0)
     {
-        InsertOutcome::Created(m) => m,
+        InsertOutcome::Created(m) => m.message,
         other => panic!("expected Created, got {other:?}"),
     }
 }
@@ -137,11 +137,11 @@ async fn inserts_are_idempotent_per_sender_and_client_id(backend: Backend) {
         ])
         .await
         .unwrap();
-    assert_eq!(again[0], InsertOutcome::Duplicate(original.clone()));
+    assert_eq!(again[0], InsertOutcome::Duplicate(original.message.clone()));
     let InsertOutcome::Created(k2) = &again[1] else {
         panic!("{again:?}")
     };
-    assert_eq!(again[2], InsertOutcome::Duplicate(k2.clone()));
+    assert_eq!(again[2], InsertOutcome::Duplicate(k2.message.clone()));
 
     // The key belongs to the sender: another sender may reuse it.
     let other = store
@@ -379,17 +379,29 @@ async fn sync_pages_in_commit_order_and_checks_since(backend: Backend) {
     insert(&store, b, c, "not a's").await;
 
     let mut seen = Vec::new();
+    let mut seqs = Vec::new();
     let mut since = None;
     loop {
         let page = store.sync(a, since, 3).await.unwrap();
-        seen.extend(page.items.iter().map(|m| m.id));
-        since = page.items.last().map(|m| m.id).or(since);
+        seen.extend(page.items.iter().map(|m| m.message.id));
+        seqs.extend(page.items.iter().map(|m| m.seq));
+        since = page.items.last().map(|m| m.message.id).or(since);
         if !page.has_more {
             break;
         }
     }
     assert_eq!(seen, expected);
+    assert_eq!(seqs, (1..=7).collect::<Vec<i64>>(), "a's own numbers, gap-free");
     assert!(store.sync(a, since, 10).await.unwrap().items.is_empty());
+    // Catch-up reads the same numbers: the latest per user, and what follows one.
+    let mut latest = store.msg_seqs(&[a, b, Uuid::now_v7()]).await.unwrap();
+    latest.sort();
+    let mut want = vec![(a, 7), (b, 4)];
+    want.sort();
+    assert_eq!(latest, want, "unknown users are left out");
+    let after = store.messages_after(a, 5, 10).await.unwrap();
+    let tail: Vec<(i64, Uuid)> = after.items.iter().map(|s| (s.seq, s.message.id)).collect();
+    assert_eq!(tail, vec![(6, expected[5]), (7, expected[6])]);
 
     let err = store.sync(a, Some(Uuid::now_v7()), 10).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
@@ -418,7 +430,7 @@ async fn sync_never_skips_under_concurrent_writers(backend: Backend) {
                 if let InsertOutcome::Created(m) =
                     store.insert_messages(&batch).await.unwrap().remove(0)
                 {
-                    ids.push(m.id);
+                    ids.push(m.message.id);
                 }
             }
             ids
@@ -432,9 +444,9 @@ async fn sync_never_skips_under_concurrent_writers(backend: Backend) {
             while seen.len() < 6 * per_sender {
                 let page = store.sync(receiver, since, 7).await.unwrap();
                 if let Some(last) = page.items.last() {
-                    since = Some(last.id);
+                    since = Some(last.message.id);
                 }
-                seen.extend(page.items.into_iter().map(|m| m.id));
+                seen.extend(page.items.into_iter().map(|m| m.message.id));
                 tokio::task::yield_now().await;
             }
             seen

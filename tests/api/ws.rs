@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::both_backends;
 use crate::helpers::{Backend, TEST_SECRET, TestApp, TestUser, eventually, token_for};
-use crate::wsclient::WsClient;
+use crate::wsclient::{WsClient, presence};
 
 both_backends!(
     a_seed_client_works_unchanged,
@@ -61,9 +61,10 @@ async fn a_seed_client_works_unchanged(backend: Backend) {
     let keys: Vec<&String> = received.as_object().unwrap().keys().collect();
     assert_eq!(
         keys.len(),
-        6,
-        "type, id, from, to, content, timestamp: {received}"
+        7,
+        "type, id, from, to, content, timestamp, and the additive seq: {received}"
     );
+    assert_eq!(received["seq"], 1, "b's first message");
 
     // Ping.
     wb.send(json!({"type": "ping"})).await;
@@ -357,7 +358,7 @@ async fn presence_goes_to_contacts_only(backend: Backend) {
 
     let wb = WsClient::connect(&app, &b.token).await;
     assert_eq!(
-        wa.recv().await,
+        presence(&wa.recv().await),
         json!({"type": "user_online", "user_id": b.id})
     );
     let (_, profile) = app.get(&format!("/users/{}", b.id), &a.token).await;
@@ -370,7 +371,7 @@ async fn presence_goes_to_contacts_only(backend: Backend) {
 
     wb.close().await;
     assert_eq!(
-        wa.recv().await,
+        presence(&wa.recv().await),
         json!({"type": "user_offline", "user_id": b.id})
     );
     let (_, profile) = app.get(&format!("/users/{}", b.id), &a.token).await;
@@ -384,23 +385,24 @@ async fn typing_goes_to_the_recipient_only(backend: Backend) {
     let c = app.new_user().await;
     app.send(&a, &b, "hi").await;
     app.send(&a, &c, "hi").await;
-    // Each session is fully open (presence announced) once it answers a ping.
+    // Presence is announced beside the session (never before its first
+    // frame), so wait for it before typing.
     let mut wa = WsClient::connect(&app, &a.token).await;
     wa.assert_usable().await;
     let mut wb = WsClient::connect(&app, &b.token).await;
-    wb.assert_usable().await;
     let mut wc = WsClient::connect(&app, &c.token).await;
-    wc.assert_usable().await;
-    assert_eq!(wa.recv().await["type"], "user_online");
-    assert_eq!(wa.recv().await["type"], "user_online");
+    assert_eq!(wa.recv_type("user_online").await["type"], "user_online");
+    assert_eq!(wa.recv_type("user_online").await["type"], "user_online");
     wa.send(json!({"type": "typing", "to": b.id, "is_typing": false}))
         .await;
     assert_eq!(
-        wb.recv().await,
+        wb.recv_type("typing").await,
         json!({"type": "typing", "from": a.id, "is_typing": false})
     );
-    wc.silent_for(Duration::from_millis(300)).await;
-    wa.silent_for(Duration::from_millis(100)).await;
+    wc.none_of_type_for("typing", Duration::from_millis(300))
+        .await;
+    wa.none_of_type_for("typing", Duration::from_millis(100))
+        .await;
 }
 
 async fn read_receipts_reach_the_sender_from_ws_and_rest(backend: Backend) {
@@ -433,7 +435,7 @@ async fn read_receipts_reach_the_sender_from_ws_and_rest(backend: Backend) {
     // Marking again is not an error and sends no second receipt.
     let mut wb = WsClient::connect(&app, &b.token).await;
     assert_eq!(
-        wa.recv().await,
+        presence(&wa.recv().await),
         json!({"type": "user_online", "user_id": b.id})
     );
     wb.send(json!({"type": "mark_read", "message_id": m1.id}))

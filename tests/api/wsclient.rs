@@ -12,6 +12,18 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::helpers::TestApp;
 
+/// A presence frame without its `version` (checked to be a positive number),
+/// to compare with the seed's shape.
+pub fn presence(frame: &Value) -> Value {
+    assert!(
+        frame["version"].as_u64().is_some_and(|v| v > 0),
+        "presence frames carry a version: {frame}"
+    );
+    let mut frame = frame.clone();
+    frame.as_object_mut().expect("an object").remove("version");
+    frame
+}
+
 pub struct WsClient {
     pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
 }
@@ -122,6 +134,22 @@ impl WsClient {
                 Err(_) => return,
                 Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
                 Ok(other) => panic!("expected silence, got {other:?}"),
+            }
+        }
+    }
+
+    /// Asserts no frame of `kind` arrives within `wait` (others may).
+    pub async fn none_of_type_for(&mut self, kind: &str, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    let frame: Value = serde_json::from_str(&text).expect("JSON frame");
+                    assert_ne!(frame["type"], kind, "expected no {kind}, got {frame}");
+                }
+                Ok(Some(Ok(_))) => continue,
+                Ok(other) => panic!("the socket ended: {other:?}"),
             }
         }
     }

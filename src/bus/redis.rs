@@ -216,8 +216,8 @@ async fn publisher(
                 if stopping {
                     return;
                 }
-                let oldest = chrono::Utc::now().timestamp_micros()
-                    - RETRY_MAX_AGE.as_micros() as i64;
+                let oldest =
+                    chrono::Utc::now().timestamp_micros() - RETRY_MAX_AGE.as_micros() as i64;
                 batch.retain(|(_, e)| e.kind != "typing" && e.published_at_micros >= oldest);
                 tokio::select! {
                     () = flush.cancelled() => {}

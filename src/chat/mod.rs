@@ -279,7 +279,9 @@ impl Chat {
         match self.presence.session_opened(user, session).await {
             Ok(Some(transition)) => self.announce(transition).await,
             Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "presence update failed; the heartbeat restores it"),
+            Err(e) => {
+                tracing::warn!(error = %e, "presence update failed; the heartbeat restores it")
+            }
         }
     }
 
@@ -365,7 +367,10 @@ impl Chat {
     /// Records a transition and tells the user's contacts. If any step
     /// fails the state is announced again later, so contacts converge.
     async fn announce(&self, t: Transition) {
-        let recorded = self.store.set_presence(t.user, t.online, store::now()).await;
+        let recorded = self
+            .store
+            .set_presence(t.user, t.online, store::now())
+            .await;
         if let Err(e) = &recorded {
             tracing::warn!(error = %e, "could not record presence");
         }

@@ -374,8 +374,12 @@ pub trait Store: Send + Sync + 'static {
     async fn seq_of(&self, me: Uuid, id: Uuid) -> StoreResult<Option<i64>>;
     /// Every message to or from `me` numbered after `after`, in `me`'s
     /// commit order.
-    async fn messages_after(&self, me: Uuid, after: i64, limit: u32)
-    -> StoreResult<Page<Sequenced>>;
+    async fn messages_after(
+        &self,
+        me: Uuid,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Page<Sequenced>>;
     /// Each user's latest sequence number (users not found are left out).
     async fn msg_seqs(&self, users: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>>;
 

@@ -463,7 +463,10 @@ impl Delivery for Hub {
                 }
                 gap_opened = entry.cursor.track_gap();
             }
-            Order::Presence { user: about, version } => {
+            Order::Presence {
+                user: about,
+                version,
+            } => {
                 let seen = entry.presence.entry(about).or_default();
                 if *seen >= version {
                     return;

@@ -92,7 +92,12 @@ async fn session(socket: WebSocket, state: AppState, user: AuthUser, id: Session
     // the subscription is live is caught up from storage.
     let (ended, ()) = tokio::join!(
         read_loop(stream, &state, &user, &handle, queue),
-        Box::pin(announce(&state, user.id, id, registered == Registered::First)),
+        Box::pin(announce(
+            &state,
+            user.id,
+            id,
+            registered == Registered::First
+        )),
     );
     handle.kick(ended);
 
@@ -202,7 +207,9 @@ async fn read_loop(
                     }
                     Some(Ok(Message::Pong(payload))) => {
                         if let Ok(probe) = <[u8; 8]>::try_from(payload.as_ref()) {
-                            handle.pong.fetch_max(u64::from_be_bytes(probe), AtomicOrdering::Relaxed);
+                            handle
+                                .pong
+                                .fetch_max(u64::from_be_bytes(probe), AtomicOrdering::Relaxed);
                             handle.pong_seen.notify_one();
                         }
                         continue;
@@ -382,7 +389,9 @@ impl Probe {
         self.next += 1;
         self.unconfirmed = 0;
         self.outstanding = Some((self.next, Instant::now() + timeout));
-        Some(Message::Ping(Bytes::copy_from_slice(&self.next.to_be_bytes())))
+        Some(Message::Ping(Bytes::copy_from_slice(
+            &self.next.to_be_bytes(),
+        )))
     }
 }
 
@@ -464,9 +473,9 @@ async fn write(
     let started = Instant::now();
     let budget = |probe: &Probe| {
         let left = patience.saturating_sub(started.elapsed());
-        probe
-            .deadline()
-            .map_or(left, |due| left.min(due.saturating_duration_since(Instant::now())))
+        probe.deadline().map_or(left, |due| {
+            left.min(due.saturating_duration_since(Instant::now()))
+        })
     };
     let mut result = timeout(budget(probe), sink.send(message)).await;
     // The probe's deadline cut the write short, but the client has answered

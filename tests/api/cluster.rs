@@ -135,7 +135,10 @@ async fn a_crashed_nodes_users_go_offline_within_the_ttl() {
     let frame = tokio::time::timeout(Duration::from_secs(10), ww.recv())
         .await
         .expect("user_offline within the TTL plus a sweep");
-    assert_eq!(presence(&frame), json!({"type": "user_offline", "user_id": gone.id}));
+    assert_eq!(
+        presence(&frame),
+        json!({"type": "user_offline", "user_id": gone.id})
+    );
     assert!(
         killed.elapsed() < Duration::from_secs(5),
         "bound: ttl 2 s + sweep every ttl/3"
@@ -156,7 +159,7 @@ async fn a_crashed_nodes_users_go_offline_within_the_ttl() {
 async fn live_sessions_become(cluster: &Cluster, user: Uuid, count: usize) -> bool {
     let key = format!("{}:presence:user:{user}", cluster.prefix.0);
     let client = redis::Client::open(redis_url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let conn = client.get_multiplexed_async_connection().await.unwrap();
     eventually(Duration::from_secs(5), || {
         let (key, mut conn) = (key.clone(), conn.clone());
         async move {

@@ -8,6 +8,7 @@ mod cluster;
 mod helpers;
 mod ops;
 mod proxy;
+mod realtime;
 mod rest;
 mod store_contract;
 mod web;

@@ -1,15 +1,21 @@
-//! A TCP proxy a test can cut: stands between a node and Redis or Postgres.
+//! A TCP proxy a test can cut or slow down: stands between a node and Redis
+//! or Postgres.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 
 pub struct Proxy {
     pub port: u16,
     open: Arc<AtomicBool>,
+    /// Extra latency each way, in microseconds.
+    delay_us: Arc<AtomicU64>,
     links: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: JoinHandle<()>,
 }
@@ -19,24 +25,32 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let open = Arc::new(AtomicBool::new(true));
+        let delay_us = Arc::new(AtomicU64::new(0));
         let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let accept = {
-            let (open, links, upstream) = (open.clone(), links.clone(), upstream.to_owned());
+            let (open, links, delay) = (open.clone(), links.clone(), delay_us.clone());
+            let upstream = upstream.to_owned();
             tokio::spawn(async move {
                 loop {
-                    let Ok((mut inbound, _)) = listener.accept().await else {
+                    let Ok((inbound, _)) = listener.accept().await else {
                         return;
                     };
                     if !open.load(Ordering::SeqCst) {
                         drop(inbound); // refused while cut
                         continue;
                     }
-                    let upstream = upstream.clone();
+                    let (upstream, delay) = (upstream.clone(), delay.clone());
                     let link = tokio::spawn(async move {
-                        if let Ok(mut outbound) = TcpStream::connect(&upstream).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                        }
+                        let Ok(outbound) = TcpStream::connect(&upstream).await else {
+                            return;
+                        };
+                        let _ = (inbound.set_nodelay(true), outbound.set_nodelay(true));
+                        let (in_read, in_write) = inbound.into_split();
+                        let (out_read, out_write) = outbound.into_split();
+                        tokio::join!(
+                            forward(in_read, out_write, delay.clone()),
+                            forward(out_read, in_write, delay),
+                        );
                     });
                     links.lock().await.push(link);
                 }
@@ -45,6 +59,7 @@ impl Proxy {
         Self {
             port,
             open,
+            delay_us,
             links,
             accept,
         }
@@ -61,6 +76,42 @@ impl Proxy {
     pub fn restore(&self) {
         self.open.store(true, Ordering::SeqCst);
     }
+
+    /// Adds `delay` to every byte, each way, without limiting throughput.
+    pub fn delay(&self, delay: Duration) {
+        self.delay_us
+            .store(delay.as_micros() as u64, Ordering::SeqCst);
+    }
+}
+
+/// Copies one direction; each chunk is written `delay` after it was read.
+async fn forward(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: Arc<AtomicU64>) {
+    let (chunks, mut due) = mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let reader = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let at = tokio::time::Instant::now()
+                        + Duration::from_micros(delay.load(Ordering::SeqCst));
+                    if chunks.send((at, buf[..n].to_vec())).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    let writer = async move {
+        while let Some((at, chunk)) = due.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(reader, writer);
 }
 
 impl Drop for Proxy {

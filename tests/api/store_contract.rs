@@ -391,7 +391,11 @@ async fn sync_pages_in_commit_order_and_checks_since(backend: Backend) {
         }
     }
     assert_eq!(seen, expected);
-    assert_eq!(seqs, (1..=7).collect::<Vec<i64>>(), "a's own numbers, gap-free");
+    assert_eq!(
+        seqs,
+        (1..=7).collect::<Vec<i64>>(),
+        "a's own numbers, gap-free"
+    );
     assert!(store.sync(a, since, 10).await.unwrap().items.is_empty());
     // Catch-up reads the same numbers: the latest per user, and what follows one.
     let mut latest = store.msg_seqs(&[a, b, Uuid::now_v7()]).await.unwrap();

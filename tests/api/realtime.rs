@@ -1,0 +1,566 @@
+//! What users see live, under faults: presence that converges to the truth,
+//! live delivery that fills its own gaps, sockets that never wait on Redis,
+//! pipelined sends, Nagle off, slow consumers cut in time.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::helpers::{
+    Backend, Cluster, NodeProcess, OwnRedis, StorageOutage, TestApp, TestDatabase, TestUser,
+    eventually, redis_url,
+};
+use crate::proxy::Proxy;
+use crate::wsclient::WsClient;
+
+fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split('/').next().unwrap().to_owned()
+}
+
+async fn ready(app: &TestApp) -> bool {
+    reqwest::get(format!("{}/readyz", app.base))
+        .await
+        .is_ok_and(|r| r.status() == 200)
+}
+
+/// Every presence frame a watcher receives, as (user, online, version).
+#[derive(Default)]
+struct PresenceLog {
+    seen: Vec<(String, bool, u64)>,
+}
+
+impl PresenceLog {
+    /// Reads frames for `wait`, keeping presence ones.
+    async fn read(&mut self, ws: &mut WsClient, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let Ok(frame) = tokio::time::timeout_at(deadline, ws.recv()).await else {
+                return;
+            };
+            let online = match frame["type"].as_str() {
+                Some("user_online") => true,
+                Some("user_offline") => false,
+                _ => continue,
+            };
+            let version = frame["version"].as_u64().expect("a version");
+            self.seen.push((
+                frame["user_id"].as_str().unwrap().to_owned(),
+                online,
+                version,
+            ));
+        }
+    }
+
+    /// What the watcher's last frame about `user` says.
+    fn last(&self, user: &TestUser) -> Option<bool> {
+        let id = user.id.to_string();
+        self.seen
+            .iter()
+            .rev()
+            .find(|(u, _, _)| *u == id)
+            .map(|(_, online, _)| *online)
+    }
+
+    fn ever_offline(&self, user: &TestUser) -> bool {
+        let id = user.id.to_string();
+        self.seen.iter().any(|(u, online, _)| *u == id && !online)
+    }
+
+    /// Reads until `want` holds for every (user, online) pair or `bound`
+    /// passes; returns how long it took.
+    async fn until(
+        &mut self,
+        ws: &mut WsClient,
+        want: &[(&TestUser, bool)],
+        bound: Duration,
+    ) -> Option<Duration> {
+        let started = Instant::now();
+        while started.elapsed() < bound {
+            if want.iter().all(|(u, online)| self.last(u) == Some(*online)) {
+                return Some(started.elapsed());
+            }
+            self.read(ws, Duration::from_millis(100)).await;
+        }
+        want.iter()
+            .all(|(u, online)| self.last(u) == Some(*online))
+            .then(|| started.elapsed())
+    }
+}
+
+/// Accepted sockets have Nagle's algorithm off, so a small frame (an ack)
+/// is never held back waiting for the peer's delayed ACK.
+#[tokio::test]
+async fn accepted_sockets_have_tcp_nodelay() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let user = app.new_user().await;
+    let mut ws = WsClient::connect(&app, &user.token).await;
+    ws.assert_usable().await;
+    let client_port = match ws.stream.get_ref() {
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp) => tcp.local_addr().unwrap().port(),
+        _ => unreachable!("plain TCP"),
+    };
+    // The server's end of this connection lives in this process: find it.
+    let mut found = None;
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap() {
+        let Ok(fd) = entry.unwrap().file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        // SAFETY: the fd is open for the duration of this check (the
+        // connection is held by `ws` and the node), and is only borrowed.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let socket = socket2::SockRef::from(&borrowed);
+        let (Ok(local), Ok(peer)) = (socket.local_addr(), socket.peer_addr()) else {
+            continue;
+        };
+        let (Some(local), Some(peer)) = (local.as_socket(), peer.as_socket()) else {
+            continue;
+        };
+        if local.port() == app.port && peer.port() == client_port {
+            found = Some(socket.tcp_nodelay().unwrap());
+        }
+    }
+    assert_eq!(found, Some(true), "the accepted socket has TCP_NODELAY");
+}
+
+/// A new socket opened while Redis is down answers at once: subscribing
+/// and presence happen beside the session, never before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_socket_is_answered_at_once_while_redis_is_down() {
+    let proxy = Proxy::start(&host_port(&redis_url())).await;
+    let via_proxy = format!("redis://127.0.0.1:{}", proxy.port);
+    let cluster = Cluster::start(1, &[("REDIS_URL", via_proxy.as_str())]).await;
+    let node = &cluster.nodes[0];
+    let (a, b) = (node.new_user().await, node.new_user().await);
+
+    proxy.cut().await;
+    let started = Instant::now();
+    let mut wa = WsClient::connect(node, &a.token).await;
+    wa.send(
+        json!({"type": "message", "to": b.id, "content": "while redis is away", "client_id": "r1"}),
+    )
+    .await;
+    let ack = wa.recv_type("ack").await;
+    let took = started.elapsed();
+    assert_eq!(ack["client_id"], "r1");
+    assert!(
+        took < Duration::from_millis(1000),
+        "connect + first ack took {took:?} with Redis down"
+    );
+}
+
+/// Ten sends pipelined on one socket while every Postgres round trip is
+/// slowed: they share commits instead of waiting for each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_sends_share_commits_under_a_slow_postgres() {
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let proxy = Proxy::start(&host_port(&db.url)).await;
+    let slow_url = db
+        .url
+        .replace(&host_port(&db.url), &format!("127.0.0.1:{}", proxy.port));
+    let app = TestApp::spawn_on(
+        std::sync::Arc::new(db),
+        &[("DATABASE_URL", slow_url.as_str())],
+    )
+    .await;
+    let (a, b) = (app.new_user().await, app.new_user().await);
+    let mut wa = WsClient::connect(&app, &a.token).await;
+    let send = |i: usize| json!({"type": "message", "to": b.id, "content": format!("m{i}"), "client_id": format!("c{i}")});
+    // Warm the pool's connections up before slowing them down.
+    for i in 0..4 {
+        wa.send(send(100 + i)).await;
+    }
+    for _ in 0..4 {
+        wa.recv_type("ack").await;
+    }
+
+    proxy.delay(Duration::from_millis(40));
+    let started = Instant::now();
+    wa.send(send(0)).await;
+    wa.recv_type("ack").await;
+    let one = started.elapsed();
+
+    let started = Instant::now();
+    for i in 1..=10 {
+        wa.send(send(i)).await;
+    }
+    let mut acked = HashSet::new();
+    while acked.len() < 10 {
+        let ack = tokio::time::timeout(Duration::from_secs(30), wa.recv_type("ack"))
+            .await
+            .expect("every ack");
+        acked.insert(ack["client_id"].as_str().unwrap().to_owned());
+    }
+    let ten = started.elapsed();
+    let expected: HashSet<String> = (1..=10).map(|i| format!("c{i}")).collect();
+    assert_eq!(acked, expected);
+    assert!(
+        ten < one * 4,
+        "10 pipelined sends took {ten:?}; one send takes {one:?} (one at a time would be ~10x)"
+    );
+}
+
+/// A client that stops reading is closed within SLOW_CONSUMER_TIMEOUT plus a
+/// second, however much the kernels buffer for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_in_time() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[
+            ("SLOW_CONSUMER_TIMEOUT", "1s"),
+            ("RATE_LIMIT_PER_SEC", "100000"),
+            ("RATE_LIMIT_BURST", "100000"),
+        ],
+    )
+    .await;
+    let (a, b) = (app.new_user().await, app.new_user().await);
+    // A client with ordinary (large) socket buffers that never reads.
+    let stalled = WsClient::connect(&app, &b.token).await;
+    let mut wa = WsClient::connect(&app, &a.token).await;
+    let content = "s".repeat(4000);
+    let started = Instant::now();
+    let mut sent = 0;
+    // About 400 KB/s: kernels would buffer megabytes for seconds.
+    while app.state.hub.has(b.id) && started.elapsed() < Duration::from_secs(30) {
+        wa.send(json!({"type": "message", "to": b.id, "content": content}))
+            .await;
+        wa.recv_type("ack").await;
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = started.elapsed();
+    assert!(!app.state.hub.has(b.id), "the stalled session was closed");
+    assert!(
+        took < Duration::from_millis(3000),
+        "closed {took:?} after it stopped reading ({sent} messages, {} KB sent)",
+        sent * 4
+    );
+    // Whatever the kernels held was written before the close; if the close
+    // frame fit, it says why.
+    let mut stalled = stalled;
+    if let Some(close) = stalled.closed().await {
+        assert_eq!(u16::from(close.code), 1013, "{close:?}");
+    }
+    wa.assert_usable().await;
+}
+
+/// Messages committed while Redis is unreachable reach the recipient's open
+/// session live once it is back, without the client asking: the nodes catch
+/// up from storage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_committed_during_a_redis_outage_arrive_live_after_it() {
+    let proxy = Proxy::start(&host_port(&redis_url())).await;
+    let via_proxy = format!("redis://127.0.0.1:{}", proxy.port);
+    let cluster = Cluster::start(
+        2,
+        &[
+            ("REDIS_URL", via_proxy.as_str()),
+            ("REDIS_PROBE_INTERVAL", "500ms"),
+        ],
+    )
+    .await;
+    let [n0, n1] = [&cluster.nodes[0], &cluster.nodes[1]];
+    let (a, b) = (n0.new_user().await, n0.new_user().await);
+    let mut wa = WsClient::connect(n0, &a.token).await;
+    let mut wb = WsClient::connect(n1, &b.token).await;
+    wa.send(json!({"type": "message", "to": b.id, "content": "before"}))
+        .await;
+    wa.recv_type("ack").await;
+    assert_eq!(wb.recv_type("message").await["content"], "before");
+
+    proxy.cut().await;
+    let mut during = HashSet::new();
+    for i in 0..6 {
+        wa.send(json!({"type": "message", "to": b.id, "content": format!("during {i}"), "client_id": format!("d{i}")}))
+            .await;
+        during.insert(wa.recv_type("ack").await["id"].as_str().unwrap().to_owned());
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || async { !ready(n1).await }).await,
+        "the node noticed the outage"
+    );
+    proxy.restore();
+    assert!(
+        eventually(Duration::from_secs(20), || async { ready(n1).await }).await,
+        "the node is back on Redis"
+    );
+    let healthy = Instant::now();
+    let mut got: HashMap<String, u32> = HashMap::new();
+    while !during.iter().all(|id| got.contains_key(id)) {
+        let left = Duration::from_secs(3).saturating_sub(healthy.elapsed());
+        let frame = tokio::time::timeout(left, wb.recv_type("message"))
+            .await
+            .unwrap_or_else(|_| {
+                panic!("only {got:?} of {during:?} arrived within 3 s of recovery")
+            });
+        assert!(frame["seq"].as_i64().is_some(), "{frame}");
+        *got.entry(frame["id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    // Caught up once: a late live copy is dropped by the node.
+    wb.none_of_type_for("message", Duration::from_millis(1500))
+        .await;
+    assert!(got.values().all(|n| *n == 1), "{got:?}");
+}
+
+/// A node stopped with SIGTERM publishes what it committed before its bus
+/// closes: sends in flight at the signal still reach the recipient live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_delivers_what_it_committed() {
+    let cluster = Cluster::start(
+        1,
+        &[
+            ("RATE_LIMIT_PER_SEC", "100000"),
+            ("RATE_LIMIT_BURST", "100000"),
+        ],
+    )
+    .await;
+    let receiver_node = &cluster.nodes[0];
+    let sender_node = NodeProcess::start(
+        &cluster.db,
+        &cluster.prefix,
+        &[
+            ("RATE_LIMIT_PER_SEC", "100000"),
+            ("RATE_LIMIT_BURST", "100000"),
+        ],
+    )
+    .await;
+    let (a, b) = (
+        receiver_node.new_user().await,
+        receiver_node.new_user().await,
+    );
+    let mut wb = WsClient::connect(receiver_node, &b.token).await;
+    wb.assert_usable().await;
+    let mut wa = WsClient::connect_port(sender_node.port, &a.token).await;
+    wa.assert_usable().await;
+    for i in 0..60 {
+        wa.send(json!({"type": "message", "to": b.id, "content": format!("last words {i}"), "client_id": format!("t{i}")}))
+            .await;
+    }
+    sender_node.terminate();
+
+    let pool = sqlx::PgPool::connect(&cluster.db.url).await.unwrap();
+    let mut stored: HashSet<String>;
+    let mut live: HashSet<String> = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Ok(frame)) = tokio::time::timeout(Duration::from_millis(200), async {
+            Ok::<_, ()>(wb.recv().await)
+        })
+        .await
+            && frame["type"] == "message"
+        {
+            live.insert(frame["id"].as_str().unwrap().to_owned());
+        }
+        let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM messages WHERE receiver_id = $1")
+            .bind(b.id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        stored = ids.iter().map(Uuid::to_string).collect();
+        if (!stored.is_empty() && stored.is_subset(&live)) || Instant::now() > deadline {
+            break;
+        }
+    }
+    assert!(
+        !stored.is_empty(),
+        "something was committed before the signal"
+    );
+    let missing: Vec<&String> = stored.difference(&live).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} committed messages never arrived live",
+        missing.len(),
+        stored.len()
+    );
+    pool.close().await;
+}
+
+/// A user hopping between nodes (closing on one and at once opening on the
+/// other) is never left shown offline: late events are dropped by version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_node_hops_never_leave_a_contact_showing_offline() {
+    let cluster = Cluster::start(2, &[]).await;
+    let [n0, n1] = [&cluster.nodes[0], &cluster.nodes[1]];
+    let (a, b) = (n0.new_user().await, n0.new_user().await);
+    n0.send(&a, &b, "contacts").await;
+    let mut wa = WsClient::connect(n0, &a.token).await;
+    wa.assert_usable().await;
+    let mut log = PresenceLog::default();
+    let mut wb = WsClient::connect(n0, &b.token).await;
+    wb.assert_usable().await;
+    assert!(
+        log.until(&mut wa, &[(&b, true)], Duration::from_secs(5))
+            .await
+            .is_some()
+    );
+    for hop in 0..50 {
+        let next = if hop % 2 == 0 { n1 } else { n0 };
+        wb.close().await;
+        wb = WsClient::connect(next, &b.token).await;
+        wb.assert_usable().await;
+        log.read(&mut wa, Duration::from_millis(250)).await;
+        assert_eq!(
+            log.last(&b),
+            Some(true),
+            "after hop {hop} the contact's last presence frame says offline: {:?}",
+            log.seen
+        );
+    }
+    let versions: Vec<u64> = log.seen.iter().map(|(_, _, v)| *v).collect();
+    assert!(
+        versions.windows(2).all(|w| w[0] < w[1]),
+        "versions only grow: {versions:?}"
+    );
+}
+
+async fn contacts(node: &TestApp, watcher: &TestUser, users: &[&TestUser]) {
+    for user in users {
+        node.send(watcher, user, "contacts").await;
+    }
+}
+
+/// Redis dies and comes back empty: every contact's view converges to the
+/// truth within PRESENCE_TTL plus a few seconds, with no flap for a user who
+/// kept a session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_repaired_after_redis_is_killed_and_restarted() {
+    let mut redis = OwnRedis::start().await;
+    let url = redis.url();
+    let cluster = Cluster::start(
+        2,
+        &[
+            ("REDIS_URL", url.as_str()),
+            ("PRESENCE_TTL", "3s"),
+            ("REDIS_PROBE_INTERVAL", "500ms"),
+        ],
+    )
+    .await;
+    let [n0, n1] = [&cluster.nodes[0], &cluster.nodes[1]];
+    let a = n0.new_user().await;
+    let (leaves, stays, arrives) = (
+        n0.new_user().await,
+        n0.new_user().await,
+        n1.new_user().await,
+    );
+    contacts(n0, &a, &[&leaves, &stays, &arrives]).await;
+    let mut wa = WsClient::connect(n0, &a.token).await;
+    let mut log = PresenceLog::default();
+    let w_leaves = WsClient::connect(n1, &leaves.token).await;
+    let _w_stays = WsClient::connect(n1, &stays.token).await;
+    assert!(
+        log.until(
+            &mut wa,
+            &[(&leaves, true), (&stays, true)],
+            Duration::from_secs(5)
+        )
+        .await
+        .is_some()
+    );
+
+    redis.kill();
+    w_leaves.close().await;
+    let _w_arrives = WsClient::connect(n1, &arrives.token).await;
+    log.read(&mut wa, Duration::from_millis(500)).await;
+    redis.restart().await;
+
+    let took = log
+        .until(
+            &mut wa,
+            &[(&leaves, false), (&stays, true), (&arrives, true)],
+            Duration::from_secs(3 + 5),
+        )
+        .await;
+    assert!(took.is_some(), "views after the restart: {:?}", log.seen);
+    assert!(!log.ever_offline(&stays), "no flap: {:?}", log.seen);
+}
+
+/// `FLUSHALL` under running nodes: sessions are put back and announced, a
+/// session closed before that is announced offline, nobody flaps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_repaired_after_a_flushall() {
+    let redis = OwnRedis::start().await;
+    let url = redis.url();
+    let cluster = Cluster::start(2, &[("REDIS_URL", url.as_str()), ("PRESENCE_TTL", "3s")]).await;
+    let [n0, n1] = [&cluster.nodes[0], &cluster.nodes[1]];
+    let a = n0.new_user().await;
+    let (leaves, stays, arrives) = (
+        n0.new_user().await,
+        n0.new_user().await,
+        n1.new_user().await,
+    );
+    contacts(n0, &a, &[&leaves, &stays, &arrives]).await;
+    let mut wa = WsClient::connect(n0, &a.token).await;
+    let mut log = PresenceLog::default();
+    let w_leaves = WsClient::connect(n1, &leaves.token).await;
+    let _w_stays = WsClient::connect(n1, &stays.token).await;
+    assert!(
+        log.until(
+            &mut wa,
+            &[(&leaves, true), (&stays, true)],
+            Duration::from_secs(5)
+        )
+        .await
+        .is_some()
+    );
+
+    redis.flushall().await;
+    w_leaves.close().await;
+    let _w_arrives = WsClient::connect(n1, &arrives.token).await;
+    let took = log
+        .until(
+            &mut wa,
+            &[(&leaves, false), (&stays, true), (&arrives, true)],
+            Duration::from_secs(3 + 5),
+        )
+        .await;
+    assert!(took.is_some(), "views after the flush: {:?}", log.seen);
+    assert!(!log.ever_offline(&stays), "no flap: {:?}", log.seen);
+    let (_, profile) = n0.get(&format!("/users/{}", stays.id), &a.token).await;
+    assert_eq!(
+        profile["is_online"], true,
+        "presence holds the session again"
+    );
+}
+
+/// Postgres unreachable when a transition is announced (the contacts
+/// lookup fails): the announcement is repaired once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_repaired_after_a_postgres_cut() {
+    let cluster = Cluster::start(2, &[("PRESENCE_TTL", "3s")]).await;
+    let [n0, n1] = [&cluster.nodes[0], &cluster.nodes[1]];
+    let a = n0.new_user().await;
+    let (leaves, arrives) = (n0.new_user().await, n1.new_user().await);
+    contacts(n0, &a, &[&leaves, &arrives]).await;
+    let mut wa = WsClient::connect(n0, &a.token).await;
+    let mut log = PresenceLog::default();
+    let w_leaves = WsClient::connect(n1, &leaves.token).await;
+    assert!(
+        log.until(&mut wa, &[(&leaves, true)], Duration::from_secs(5))
+            .await
+            .is_some()
+    );
+
+    let outage = StorageOutage::start(n1, Backend::Postgres).await;
+    w_leaves.close().await;
+    // Known to the node already, so no storage is needed to connect.
+    let _w_arrives = WsClient::connect(n1, &arrives.token).await;
+    log.read(&mut wa, Duration::from_secs(1)).await;
+    assert_eq!(
+        log.last(&leaves),
+        Some(true),
+        "nothing could be announced yet"
+    );
+    outage.end().await;
+    let took = log
+        .until(
+            &mut wa,
+            &[(&leaves, false), (&arrives, true)],
+            Duration::from_secs(3 + 5),
+        )
+        .await;
+    assert!(took.is_some(), "views after the cut: {:?}", log.seen);
+}

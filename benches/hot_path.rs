@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use ochat::bus::{Delivery, Envelope, SessionId};
+use ochat::bus::{Delivery, Envelope, Order, SessionId};
 use ochat::protocol::{ClientFrame, MessageFrame, ServerFrame};
 use ochat::ws::hub::{Hub, SessionHandle};
 use tokio::sync::mpsc;
@@ -27,12 +27,13 @@ fn frames(c: &mut Criterion) {
         to,
         content: "Hello, world! How are you today?".into(),
         timestamp: chrono::Utc::now(),
+        seq: Some(42),
     });
     c.bench_function("encode server message frame", |b| {
         b.iter(|| black_box(&frame).to_json())
     });
 
-    let envelope = Envelope::new(&frame, Some(SessionId::new()));
+    let envelope = Envelope::new(&frame, Some(SessionId::new())).ordered(Order::Seq(42));
     c.bench_function("envelope encode", |b| {
         b.iter(|| black_box(&envelope).encode())
     });
@@ -55,6 +56,18 @@ fn fan_out(c: &mut Criterion) {
     c.bench_function("hub deliver to 3 sessions", |b| {
         b.iter(|| {
             hub.deliver(user, Envelope::new(&frame, None));
+            for q in &mut queues {
+                black_box(q.try_recv().unwrap());
+            }
+        })
+    });
+    // Numbered message frames: the cursor check on every delivery.
+    hub.raise_floor(user, 0, true);
+    let mut seq = 0;
+    c.bench_function("hub deliver numbered message to 3 sessions", |b| {
+        b.iter(|| {
+            seq += 1;
+            hub.deliver(user, Envelope::new(&frame, None).ordered(Order::Seq(seq)));
             for q in &mut queues {
                 black_box(q.try_recv().unwrap());
             }

@@ -512,6 +512,16 @@ mod tests {
                 "project.supabase.co",
                 "invalid SUPABASE_URL: expected an http(s):// URL",
             ),
+            (
+                "MAX_IN_FLIGHT",
+                "0",
+                "invalid MAX_IN_FLIGHT: expected a positive number of sends, got \"0\"",
+            ),
+            (
+                "GAP_GRACE",
+                "0ms",
+                "invalid GAP_GRACE: expected a positive duration like 30s or 500ms, got \"0ms\"",
+            ),
         ];
         for (var, value, expected) in cases {
             let err = parse(&[(var, value)]).expect_err(var);

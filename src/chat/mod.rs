@@ -7,6 +7,7 @@ mod writer;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use uuid::Uuid;
 
 pub use writer::MessageWriter;
@@ -103,6 +104,8 @@ pub struct Chat {
 
 /// How soon a failed announcement is tried again.
 const ANNOUNCE_RETRY: Duration = Duration::from_secs(1);
+/// Announcements made at once after a heartbeat or sweep.
+const ANNOUNCE_CONCURRENCY: usize = 16;
 
 impl Chat {
     pub fn new(
@@ -277,7 +280,9 @@ impl Chat {
     /// heartbeat puts the session in when it is back and announces it then.
     pub async fn session_opened(&self, user: Uuid, session: SessionId) {
         match self.presence.session_opened(user, session).await {
-            Ok(Some(transition)) => self.announce(transition).await,
+            Ok(Some(transition)) => {
+                self.announce(transition).await;
+            }
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "presence update failed; the heartbeat restores it")
@@ -289,7 +294,9 @@ impl Chat {
     /// offline, and their contacts are told.
     pub async fn session_closed(&self, user: Uuid, session: SessionId) {
         match self.presence.session_closed(user, session).await {
-            Ok(Closed::Offline(transition)) => self.announce(transition).await,
+            Ok(Closed::Offline(transition)) => {
+                self.announce(transition).await;
+            }
             Ok(Closed::Unchanged) => {}
             Ok(Closed::Lost) => self.defer(user, Repair::Settle, self.presence_every),
             Err(e) => {
@@ -303,19 +310,13 @@ impl Chat {
     /// outage) and put them back: contacts hear they are online, with a new
     /// version, which changes nothing for whoever already saw them online.
     pub async fn restored(&self, transitions: Vec<Transition>) {
-        for transition in transitions {
-            self.announce(transition).await;
-        }
+        self.announce_all(transitions).await;
     }
 
     /// Users whose sessions expired on a dead node.
     pub async fn sweep_presence(&self) {
         match self.presence.sweep().await {
-            Ok(gone) => {
-                for transition in gone {
-                    self.announce(transition).await;
-                }
-            }
+            Ok(gone) => self.announce_all(gone).await,
             Err(e) => tracing::warn!(error = %e, "presence sweep failed"),
         }
     }
@@ -332,7 +333,8 @@ impl Chat {
             *repairs = later;
             due
         };
-        for PendingRepair { user, repair, .. } in due {
+        let mut due = due.into_iter();
+        while let Some(PendingRepair { user, repair, .. }) = due.next() {
             let settled = match repair {
                 Repair::Close(session) => match self.presence.session_closed(user, session).await {
                     Ok(Closed::Offline(transition)) => Ok(Some(transition)),
@@ -342,12 +344,20 @@ impl Chat {
                 },
                 Repair::Settle | Repair::Announce => self.presence.settle(user).await.map(Some),
             };
-            match settled {
+            let done = match settled {
                 Ok(Some(transition)) => self.announce(transition).await,
-                Ok(None) => {}
+                Ok(None) => true,
                 Err(e) => {
                     tracing::debug!(error = %e, "presence repair failed; retrying");
                     self.defer(user, repair, ANNOUNCE_RETRY);
+                    false
+                }
+            };
+            if !done {
+                // Something is still down: the rest waits for the next
+                // round instead of each waiting out its own timeout now.
+                for rest in due.by_ref() {
+                    self.defer(rest.user, rest.repair, ANNOUNCE_RETRY);
                 }
             }
         }
@@ -365,8 +375,9 @@ impl Chat {
     }
 
     /// Records a transition and tells the user's contacts. If any step
-    /// fails the state is announced again later, so contacts converge.
-    async fn announce(&self, t: Transition) {
+    /// fails the state is announced again later, so contacts converge;
+    /// `false` then.
+    async fn announce(&self, t: Transition) -> bool {
         let recorded = self
             .store
             .set_presence(t.user, t.online, store::now())
@@ -408,7 +419,19 @@ impl Chat {
         }
         if recorded.is_err() || told.is_err() {
             self.defer(t.user, Repair::Announce, ANNOUNCE_RETRY);
+            return false;
         }
+        true
+    }
+
+    /// Announces many transitions (a heartbeat's or a sweep's), a few at a
+    /// time so a node with many users converges quickly.
+    async fn announce_all(&self, transitions: Vec<Transition>) {
+        futures_util::stream::iter(transitions)
+            .for_each_concurrent(ANNOUNCE_CONCURRENCY, |t| async move {
+                self.announce(t).await;
+            })
+            .await;
     }
 
     /// Typing and read receipts are best effort: a failed publish is logged.

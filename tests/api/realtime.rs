@@ -221,6 +221,7 @@ async fn a_client_that_stops_reading_is_closed_in_time() {
     let stalled = WsClient::connect(&app, &b.token).await;
     let mut wa = WsClient::connect(&app, &a.token).await;
     let content = "s".repeat(4000);
+    let rss_before = rss_kib();
     let started = Instant::now();
     let mut sent = 0;
     // About 400 KB/s: kernels would buffer megabytes for seconds.
@@ -238,6 +239,11 @@ async fn a_client_that_stops_reading_is_closed_in_time() {
         "closed {took:?} after it stopped reading ({sent} messages, {} KB sent)",
         sent * 4
     );
+    let grown = rss_kib().saturating_sub(rss_before);
+    assert!(
+        grown < 64 * 1024,
+        "the node held what the client did not read: RSS grew {grown} KiB"
+    );
     // Whatever the kernels held was written before the close; if the close
     // frame fit, it says why.
     let mut stalled = stalled;
@@ -245,6 +251,16 @@ async fn a_client_that_stops_reading_is_closed_in_time() {
         assert_eq!(u16::from(close.code), 1013, "{close:?}");
     }
     wa.assert_usable().await;
+}
+
+/// This process' resident memory (the node under test runs in it).
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
 }
 
 /// Messages committed while Redis is unreachable reach the recipient's open

@@ -439,6 +439,47 @@ async fn contacts(node: &TestApp, watcher: &TestUser, users: &[&TestUser]) {
     }
 }
 
+/// A watcher on node 0 with three contacts: one online on node 1 that will
+/// leave, one online on node 1 that stays, one that will arrive on node 1.
+struct Scene {
+    wa: WsClient,
+    log: PresenceLog,
+    w_leaves: WsClient,
+    _w_stays: WsClient,
+    leaves: TestUser,
+    stays: TestUser,
+    arrives: TestUser,
+}
+
+impl Scene {
+    async fn start(cluster: &Cluster) -> Self {
+        let [n0, n1] = [&cluster.nodes[0], &cluster.nodes[1]];
+        let a = n0.new_user().await;
+        let (leaves, stays, arrives) = (
+            n0.new_user().await,
+            n0.new_user().await,
+            n1.new_user().await,
+        );
+        contacts(n0, &a, &[&leaves, &stays, &arrives]).await;
+        let mut wa = WsClient::connect(n0, &a.token).await;
+        let mut log = PresenceLog::default();
+        let w_leaves = WsClient::connect(n1, &leaves.token).await;
+        let _w_stays = WsClient::connect(n1, &stays.token).await;
+        let both = [(&leaves, true), (&stays, true)];
+        let online = log.until(&mut wa, &both, Duration::from_secs(5)).await;
+        assert!(online.is_some(), "both online: {:?}", log.seen);
+        Self {
+            wa,
+            log,
+            w_leaves,
+            _w_stays,
+            leaves,
+            stays,
+            arrives,
+        }
+    }
+}
+
 /// Redis dies and comes back empty: every contact's view converges to the
 /// truth within PRESENCE_TTL plus a few seconds, with no flap for a user who
 /// kept a session.
@@ -455,27 +496,16 @@ async fn presence_is_repaired_after_redis_is_killed_and_restarted() {
         ],
     )
     .await;
-    let [n0, n1] = [&cluster.nodes[0], &cluster.nodes[1]];
-    let a = n0.new_user().await;
-    let (leaves, stays, arrives) = (
-        n0.new_user().await,
-        n0.new_user().await,
-        n1.new_user().await,
-    );
-    contacts(n0, &a, &[&leaves, &stays, &arrives]).await;
-    let mut wa = WsClient::connect(n0, &a.token).await;
-    let mut log = PresenceLog::default();
-    let w_leaves = WsClient::connect(n1, &leaves.token).await;
-    let _w_stays = WsClient::connect(n1, &stays.token).await;
-    assert!(
-        log.until(
-            &mut wa,
-            &[(&leaves, true), (&stays, true)],
-            Duration::from_secs(5)
-        )
-        .await
-        .is_some()
-    );
+    let Scene {
+        mut wa,
+        mut log,
+        w_leaves,
+        _w_stays,
+        leaves,
+        stays,
+        arrives,
+    } = Scene::start(&cluster).await;
+    let n1 = &cluster.nodes[1];
 
     redis.kill();
     w_leaves.close().await;
@@ -501,27 +531,16 @@ async fn presence_is_repaired_after_a_flushall() {
     let redis = OwnRedis::start().await;
     let url = redis.url();
     let cluster = Cluster::start(2, &[("REDIS_URL", url.as_str()), ("PRESENCE_TTL", "3s")]).await;
-    let [n0, n1] = [&cluster.nodes[0], &cluster.nodes[1]];
-    let a = n0.new_user().await;
-    let (leaves, stays, arrives) = (
-        n0.new_user().await,
-        n0.new_user().await,
-        n1.new_user().await,
-    );
-    contacts(n0, &a, &[&leaves, &stays, &arrives]).await;
-    let mut wa = WsClient::connect(n0, &a.token).await;
-    let mut log = PresenceLog::default();
-    let w_leaves = WsClient::connect(n1, &leaves.token).await;
-    let _w_stays = WsClient::connect(n1, &stays.token).await;
-    assert!(
-        log.until(
-            &mut wa,
-            &[(&leaves, true), (&stays, true)],
-            Duration::from_secs(5)
-        )
-        .await
-        .is_some()
-    );
+    let Scene {
+        mut wa,
+        mut log,
+        w_leaves,
+        _w_stays,
+        leaves,
+        stays,
+        arrives,
+    } = Scene::start(&cluster).await;
+    let n1 = &cluster.nodes[1];
 
     redis.flushall().await;
     w_leaves.close().await;
@@ -535,7 +554,9 @@ async fn presence_is_repaired_after_a_flushall() {
         .await;
     assert!(took.is_some(), "views after the flush: {:?}", log.seen);
     assert!(!log.ever_offline(&stays), "no flap: {:?}", log.seen);
-    let (_, profile) = n0.get(&format!("/users/{}", stays.id), &a.token).await;
+    let (_, profile) = cluster.nodes[0]
+        .get(&format!("/users/{}", stays.id), &stays.token)
+        .await;
     assert_eq!(
         profile["is_online"], true,
         "presence holds the session again"

@@ -24,7 +24,8 @@ fn frames(c: &mut Criterion) {
     let frame = ServerFrame::Message(MessageFrame {
         id: Uuid::now_v7(),
         from: Uuid::now_v7(),
-        to,
+        to: Some(to),
+        conversation_id: Uuid::now_v7(),
         content: "Hello, world! How are you today?".into(),
         timestamp: chrono::Utc::now(),
         seq: Some(42),

@@ -96,6 +96,11 @@ pub struct Limits {
     pub ping_interval: Duration,
     /// A socket silent for this long is dropped as dead.
     pub idle_timeout: Duration,
+    /// Members of one group, its owner included (at least 2).
+    pub max_group_members: u32,
+    /// Presence and typing reach group co-members only in groups of at most
+    /// this many members (0: never through groups).
+    pub presence_group_limit: u32,
 }
 
 impl Default for Limits {
@@ -112,6 +117,8 @@ impl Default for Limits {
             max_in_flight: 32,
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
+            max_group_members: 256,
+            presence_group_limit: 50,
         }
     }
 }
@@ -399,7 +406,26 @@ impl Config {
             )?,
             ping_interval: vars.duration("WS_PING_INTERVAL", d.ping_interval)?,
             idle_timeout: vars.duration("WS_IDLE_TIMEOUT", d.idle_timeout)?,
+            max_group_members: vars.parse(
+                "MAX_GROUP_MEMBERS",
+                d.max_group_members,
+                "a number of members of at least 2",
+            )?,
+            presence_group_limit: vars.parse(
+                "PRESENCE_GROUP_LIMIT",
+                d.presence_group_limit,
+                "a number of members",
+            )?,
         };
+        if limits.max_group_members < 2 {
+            return Err(bad(
+                "MAX_GROUP_MEMBERS",
+                format!(
+                    "expected a number of members of at least 2, got {:?}",
+                    vars.get("MAX_GROUP_MEMBERS").unwrap_or("")
+                ),
+            ));
+        }
 
         Ok(Config {
             server_host,
@@ -521,6 +547,16 @@ mod tests {
                 "GAP_GRACE",
                 "0ms",
                 "invalid GAP_GRACE: expected a positive duration like 30s or 500ms, got \"0ms\"",
+            ),
+            (
+                "MAX_GROUP_MEMBERS",
+                "1",
+                "invalid MAX_GROUP_MEMBERS: expected a number of members of at least 2, got \"1\"",
+            ),
+            (
+                "PRESENCE_GROUP_LIMIT",
+                "-5",
+                "invalid PRESENCE_GROUP_LIMIT: expected a number of members, got \"-5\"",
             ),
         ];
         for (var, value, expected) in cases {

@@ -28,10 +28,12 @@ pub enum ErrorCode {
     Unauthorized,
     /// REST only: request body above `MAX_BODY_BYTES`.
     PayloadTooLarge,
+    /// A group would pass `MAX_GROUP_MEMBERS`.
+    TooManyMembers,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         Self::InvalidJson,
         Self::UnknownType,
         Self::InvalidField,
@@ -45,6 +47,7 @@ impl ErrorCode {
         Self::Internal,
         Self::Unauthorized,
         Self::PayloadTooLarge,
+        Self::TooManyMembers,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +65,7 @@ impl ErrorCode {
             Self::Internal => "internal",
             Self::Unauthorized => "unauthorized",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::TooManyMembers => "too_many_members",
         }
     }
 
@@ -79,6 +83,8 @@ impl ErrorCode {
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            // The request is well formed; the group's current state refuses it.
+            Self::TooManyMembers => StatusCode::CONFLICT,
         }
     }
 }
@@ -108,6 +114,9 @@ impl ApiError {
     }
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::NotFound, message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
     }
     pub fn unavailable() -> Self {
         Self::new(

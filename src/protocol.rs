@@ -7,7 +7,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ErrorCode};
-use crate::store::{Message, Sequenced};
+use crate::store::{Group, Message, Sequenced};
 
 /// Frames a client sends.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,7 +18,7 @@ pub enum ClientFrame {
         message_id: Uuid,
     },
     Typing {
-        to: Uuid,
+        to: Destination,
         is_typing: bool,
     },
     Sync {
@@ -27,12 +27,48 @@ pub enum ClientFrame {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct SendFrame {
-    pub to: Uuid,
-    pub content: String,
+/// Where a `message` or `typing` frame goes: the seed's `to` (a user), or a
+/// `conversation_id` (a group, or a direct conversation by its id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    User(Uuid),
+    Conversation(Uuid),
+}
+
+/// The two ways of naming a destination; exactly one must be given.
+#[derive(Deserialize)]
+struct DestinationFields {
     #[serde(default)]
+    to: Option<Uuid>,
+    #[serde(default)]
+    conversation_id: Option<Uuid>,
+}
+
+impl DestinationFields {
+    fn destination(self) -> Result<Destination, &'static str> {
+        match (self.to, self.conversation_id) {
+            (Some(to), None) => Ok(Destination::User(to)),
+            (None, Some(c)) => Ok(Destination::Conversation(c)),
+            (None, None) => Err("missing field `to` or `conversation_id`"),
+            (Some(_), Some(_)) => Err("give either `to` or `conversation_id`, not both"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendFrame {
+    pub to: Destination,
+    pub content: String,
     pub client_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SendFields {
+    #[serde(flatten)]
+    to: DestinationFields,
+    content: String,
+    #[serde(default)]
+    client_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -42,7 +78,8 @@ struct MarkReadFrame {
 
 #[derive(Deserialize)]
 struct TypingFrame {
-    to: Uuid,
+    #[serde(flatten)]
+    to: DestinationFields,
     is_typing: bool,
 }
 
@@ -115,9 +152,17 @@ impl ClientFrame {
             )
         };
         match kind.as_str() {
-            "message" => Ok(Self::Message(
-                serde_json::from_value(value.clone()).map_err(field)?,
-            )),
+            "message" => {
+                let f: SendFields = serde_json::from_value(value.clone()).map_err(field)?;
+                let to = f.to.destination().map_err(|e| {
+                    fail(ErrorCode::InvalidField, format!("invalid `message` frame: {e}"))
+                })?;
+                Ok(Self::Message(SendFrame {
+                    to,
+                    content: f.content,
+                    client_id: f.client_id,
+                }))
+            }
             "ping" => Ok(Self::Ping),
             "mark_read" => {
                 let f: MarkReadFrame = serde_json::from_value(value.clone()).map_err(field)?;
@@ -127,8 +172,11 @@ impl ClientFrame {
             }
             "typing" => {
                 let f: TypingFrame = serde_json::from_value(value.clone()).map_err(field)?;
+                let to = f.to.destination().map_err(|e| {
+                    fail(ErrorCode::InvalidField, format!("invalid `typing` frame: {e}"))
+                })?;
                 Ok(Self::Typing {
-                    to: f.to,
+                    to,
                     is_typing: f.is_typing,
                 })
             }
@@ -152,7 +200,10 @@ impl ClientFrame {
 pub struct MessageFrame {
     pub id: Uuid,
     pub from: Uuid,
-    pub to: Uuid,
+    /// The recipient of a direct message; absent in a group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Uuid>,
+    pub conversation_id: Uuid,
     pub content: String,
     pub timestamp: DateTime<Utc>,
     /// The message's number in the receiving user's own sequence (each user
@@ -168,6 +219,7 @@ impl MessageFrame {
             id: m.id,
             from: m.sender_id,
             to: m.receiver_id,
+            conversation_id: m.conversation_id,
             content: m.content.clone(),
             timestamp: m.created_at,
             seq: Some(seq),
@@ -208,22 +260,49 @@ pub enum ServerFrame {
         user_id: Uuid,
         version: u64,
     },
+    /// `conversation_id` is set when typing in a group.
     Typing {
         from: Uuid,
         is_typing: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conversation_id: Option<Uuid>,
     },
+    /// `conversation_id` is set for a group message.
     ReadReceipt {
         message_id: Uuid,
         read_by: Uuid,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conversation_id: Option<Uuid>,
     },
     Sync {
         messages: Vec<MessageFrame>,
         has_more: bool,
     },
+    /// A group was created with the receiver in it.
+    ConversationCreated {
+        conversation: Group,
+    },
+    /// `user_ids` joined the group (added by `by`); the group as it is now.
+    MemberAdded {
+        conversation_id: Uuid,
+        user_ids: Vec<Uuid>,
+        by: Uuid,
+        conversation: Group,
+    },
+    /// `user_id` left (`by` is themselves) or was removed by `by`.
+    MemberRemoved {
+        conversation_id: Uuid,
+        user_id: Uuid,
+        by: Uuid,
+    },
+    /// Title, avatar or a role changed; the group as it is now.
+    ConversationUpdated {
+        conversation: Group,
+    },
 }
 
 impl ServerFrame {
-    pub const KINDS: [&'static str; 9] = [
+    pub const KINDS: [&'static str; 13] = [
         "message",
         "ack",
         "pong",
@@ -233,6 +312,10 @@ impl ServerFrame {
         "typing",
         "read_receipt",
         "sync",
+        "conversation_created",
+        "member_added",
+        "member_removed",
+        "conversation_updated",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -246,6 +329,10 @@ impl ServerFrame {
             Self::Typing { .. } => "typing",
             Self::ReadReceipt { .. } => "read_receipt",
             Self::Sync { .. } => "sync",
+            Self::ConversationCreated { .. } => "conversation_created",
+            Self::MemberAdded { .. } => "member_added",
+            Self::MemberRemoved { .. } => "member_removed",
+            Self::ConversationUpdated { .. } => "conversation_updated",
         }
     }
 
@@ -288,7 +375,7 @@ mod tests {
         assert_eq!(
             frame.unwrap(),
             ClientFrame::Message(SendFrame {
-                to,
+                to: Destination::User(to),
                 content: "Hello, world!".into(),
                 client_id: None
             })
@@ -302,10 +389,43 @@ mod tests {
         assert_eq!(
             frame.unwrap(),
             ClientFrame::Typing {
-                to,
+                to: Destination::User(to),
                 is_typing: true
             }
         );
+    }
+
+    #[test]
+    fn group_frames_name_a_conversation() {
+        let c = Uuid::now_v7();
+        let frame = ClientFrame::parse(
+            &json!({"type":"message","conversation_id":c,"content":"hi","client_id":"k"})
+                .to_string(),
+        );
+        assert_eq!(
+            frame.unwrap(),
+            ClientFrame::Message(SendFrame {
+                to: Destination::Conversation(c),
+                content: "hi".into(),
+                client_id: Some("k".into())
+            })
+        );
+        let both = ClientFrame::parse(
+            &json!({"type":"typing","to":c,"conversation_id":c,"is_typing":true}).to_string(),
+        )
+        .unwrap_err();
+        assert_eq!(both.error.code, ErrorCode::InvalidField);
+        assert_eq!(
+            both.error.message,
+            "invalid `typing` frame: give either `to` or `conversation_id`, not both"
+        );
+        let neither =
+            ClientFrame::parse(r#"{"type":"message","content":"x","client_id":"k"}"#).unwrap_err();
+        assert_eq!(
+            neither.error.message,
+            "invalid `message` frame: missing field `to` or `conversation_id`"
+        );
+        assert_eq!(neither.client_id.as_deref(), Some("k"));
     }
 
     #[test]
@@ -343,6 +463,7 @@ mod tests {
         let read = ServerFrame::ReadReceipt {
             message_id: id,
             read_by: id,
+            conversation_id: None,
         };
         assert_eq!(
             serde_json::to_value(&read).unwrap(),

@@ -2,6 +2,7 @@
 //! these, so every rule (validation, who may read what, who is told what)
 //! lives here once.
 
+mod groups;
 mod writer;
 
 use std::sync::{Arc, Mutex};
@@ -16,10 +17,10 @@ use crate::bus::{Envelope, Order, SessionId, SharedBus};
 use crate::config::Limits;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::presence::{Closed, SharedPresence, Transition};
-use crate::protocol::ServerFrame;
+use crate::protocol::{Destination, ServerFrame};
 use crate::store::{
-    self, ConversationSummary, InsertOutcome, Message, NewMessage, Page, SearchWords, Sequenced,
-    Stats, Store,
+    self, ConversationSummary, InsertOutcome, Membership, Message, NewMessage, Page, SearchWords,
+    Sequenced, Stats, Store, Target,
 };
 
 /// Message text: trimmed, 1..=limit characters.
@@ -65,6 +66,20 @@ impl ClientId {
         }
         Ok(Self(raw.to_owned()))
     }
+}
+
+const MAX_AVATAR_URL_CHARS: usize = 2048;
+
+/// An avatar (a user's or a group's): an http(s) URL without whitespace.
+pub fn avatar_url(raw: &str) -> ApiResult<String> {
+    let url = raw.trim();
+    let web = url.starts_with("https://") || url.starts_with("http://");
+    if !web || url.chars().count() > MAX_AVATAR_URL_CHARS || url.contains(char::is_whitespace) {
+        return Err(ApiError::invalid_field(format!(
+            "avatar_url must be an http(s) URL of at most {MAX_AVATAR_URL_CHARS} characters, or null"
+        )));
+    }
+    Ok(url.to_owned())
 }
 
 /// Page sizes are clamped to 1..=100; 50 when not given.
@@ -128,32 +143,51 @@ impl Chat {
     }
 
     /// Validates and commits a message; the writer publishes it to the
-    /// recipient and to the sender's other sessions. Returns the stored
-    /// message once it is durable; the caller acks with it. A repeated
-    /// `client_id` returns the first message and publishes nothing new.
+    /// recipient (every member of a group) and to the sender's other
+    /// sessions. Returns the stored message once it is durable; the caller
+    /// acks with it. A repeated `client_id` returns the first message and
+    /// publishes nothing new.
     #[tracing::instrument(skip_all, fields(sender = %sender))]
     pub async fn send(
         &self,
         sender: Uuid,
         origin: Option<SessionId>,
-        to: Uuid,
+        to: Destination,
         content: &str,
         client_id: Option<&str>,
     ) -> ApiResult<Message> {
-        if to == sender {
+        if to == Destination::User(sender) {
             return Err(ApiError::invalid_field("cannot send a message to yourself"));
         }
         let content = Content::parse(content, self.limits.max_content_chars)?;
         let client_id = client_id.map(ClientId::parse).transpose()?;
-        let new = NewMessage {
+        let mut new = NewMessage {
             id: Uuid::now_v7(),
             sender_id: sender,
-            receiver_id: to,
+            to: match to {
+                Destination::User(user) => Target::User(user),
+                // Most conversation ids name groups; a direct one is found
+                // on the (rare) second try below.
+                Destination::Conversation(id) => Target::Group(id),
+            },
             content: content.0,
             client_id: client_id.map(|c| c.0),
             created_at: store::now(),
         };
-        match self.writer.write(new, origin).await? {
+        let mut outcome = self.writer.write(new.clone(), origin).await?;
+        if let (InsertOutcome::GroupNotFound, Destination::Conversation(id)) = (&outcome, to) {
+            match self.store.membership(id, sender).await? {
+                Membership::Direct { peer } => {
+                    new.to = Target::User(peer);
+                    outcome = self.writer.write(new, origin).await?;
+                }
+                Membership::NotFound => {
+                    return Err(ApiError::not_found(format!("no conversation with id {id}")));
+                }
+                _ => return Err(ApiError::forbidden("you are not a member of this conversation")),
+            }
+        }
+        match outcome {
             InsertOutcome::Created(stored) => {
                 crate::metrics::message_sent();
                 Ok(stored.message)
@@ -161,14 +195,21 @@ impl Chat {
             InsertOutcome::Duplicate(message) => Ok(message),
             InsertOutcome::RecipientNotFound => Err(ApiError::new(
                 ErrorCode::RecipientNotFound,
-                format!("no user with id {to}"),
+                format!("no user with id {}", match to {
+                    Destination::User(u) | Destination::Conversation(u) => u,
+                }),
             )),
+            InsertOutcome::GroupNotFound => Err(ApiError::not_found("no such conversation")),
+            InsertOutcome::NotMember => {
+                Err(ApiError::forbidden("you are not a member of this conversation"))
+            }
             InsertOutcome::SenderNotFound => Err(ApiError::internal()),
         }
     }
 
     /// Marks messages `reader` received as read; each sender hears a
-    /// `read_receipt` per message. Others' messages are left alone.
+    /// `read_receipt` per message (naming the group, in a group). Others'
+    /// messages are left alone.
     pub async fn mark_read(&self, reader: Uuid, ids: &[Uuid]) -> ApiResult<usize> {
         let marks = self.store.mark_read(reader, ids, store::now()).await?;
         let events = marks
@@ -177,6 +218,7 @@ impl Chat {
                 let frame = ServerFrame::ReadReceipt {
                     message_id: mark.message_id,
                     read_by: reader,
+                    conversation_id: mark.group,
                 };
                 (mark.sender_id, Envelope::new(&frame, None))
             })
@@ -188,21 +230,42 @@ impl Chat {
     /// The WebSocket's single `mark_read`: unlike the batch form it says why
     /// nothing happened. Marking an already-read message is not an error.
     pub async fn mark_one_read(&self, reader: Uuid, id: Uuid) -> ApiResult<()> {
-        match self.store.message(id).await? {
-            Some(m) if m.receiver_id == reader => {
-                self.mark_read(reader, &[id]).await?;
-                Ok(())
+        let readable = match self.store.message(id).await? {
+            Some(m) if m.sender_id == reader => {
+                return Err(ApiError::new(
+                    ErrorCode::Forbidden,
+                    "only the recipient can mark a message read",
+                ));
             }
-            Some(m) if m.sender_id == reader => Err(ApiError::new(
-                ErrorCode::Forbidden,
-                "only the recipient can mark a message read",
-            )),
-            _ => Err(ApiError::not_found(format!("no message with id {id}"))),
+            Some(m) if m.receiver_id == Some(reader) => true,
+            // A group message is readable by whoever it reached.
+            Some(m) if m.receiver_id.is_none() => self.store.seq_of(reader, id).await?.is_some(),
+            _ => false,
+        };
+        if !readable {
+            return Err(ApiError::not_found(format!("no message with id {id}")));
         }
+        self.mark_read(reader, &[id]).await?;
+        Ok(())
     }
 
-    /// Relays a typing indicator to a contact's sessions; never stored.
-    pub async fn typing(&self, from: Uuid, to: Uuid, is_typing: bool) -> ApiResult<()> {
+    /// Relays a typing indicator to a contact's sessions, or to a group's
+    /// other members (only in groups of at most `PRESENCE_GROUP_LIMIT`
+    /// members; in larger ones it is accepted and not relayed). Never stored.
+    pub async fn typing(&self, from: Uuid, to: Destination, is_typing: bool) -> ApiResult<()> {
+        let to = match to {
+            Destination::User(to) => to,
+            Destination::Conversation(id) => match self.store.membership(id, from).await? {
+                Membership::Direct { peer } => peer,
+                Membership::Member(_) => return self.group_typing(from, id, is_typing).await,
+                Membership::NotFound => {
+                    return Err(ApiError::not_found(format!("no conversation with id {id}")));
+                }
+                Membership::Former | Membership::Outsider => {
+                    return Err(ApiError::forbidden("you are not a member of this conversation"));
+                }
+            },
+        };
         if to == from {
             return Err(ApiError::invalid_field("cannot send typing to yourself"));
         }
@@ -218,8 +281,35 @@ impl Chat {
                 "typing indicators go only to people you have a conversation with",
             ));
         }
-        let frame = ServerFrame::Typing { from, is_typing };
+        let frame = ServerFrame::Typing {
+            from,
+            is_typing,
+            conversation_id: None,
+        };
         self.publish(vec![(to, Envelope::new(&frame, None))]).await;
+        Ok(())
+    }
+
+    async fn group_typing(&self, from: Uuid, id: Uuid, is_typing: bool) -> ApiResult<()> {
+        let Some(group) = self.store.group(id).await? else {
+            return Err(ApiError::not_found(format!("no conversation with id {id}")));
+        };
+        if group.member_count > i64::from(self.limits.presence_group_limit) {
+            return Ok(());
+        }
+        let frame = ServerFrame::Typing {
+            from,
+            is_typing,
+            conversation_id: Some(id),
+        };
+        let (kind, json) = (frame.kind(), frame.to_json());
+        let events = group
+            .members
+            .iter()
+            .filter(|m| m.user_id != from)
+            .map(|m| (m.user_id, Envelope::shared(kind, json.clone(), None)))
+            .collect();
+        self.publish(events).await;
         Ok(())
     }
 
@@ -385,7 +475,11 @@ impl Chat {
         if let Err(e) = &recorded {
             tracing::warn!(error = %e, "could not record presence");
         }
-        let told = match self.store.contacts(t.user).await {
+        let told = match self
+            .store
+            .contacts(t.user, self.limits.presence_group_limit)
+            .await
+        {
             Ok(contacts) => {
                 let frame = if t.online {
                     ServerFrame::UserOnline {

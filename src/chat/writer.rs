@@ -143,17 +143,19 @@ async fn commit(store: &dyn Store, bus: &SharedBus, batch: &mut Vec<Pending>) {
     }
 }
 
-/// The two events a new message makes: one for the recipient's channel and
-/// one for the sender's (their other devices), each numbered in that user's
-/// own sequence.
-fn events_for(stored: &Stored, origin: Option<SessionId>) -> [(uuid::Uuid, Envelope); 2] {
+/// The events a new message makes: one for each participant's channel
+/// (the recipient, or every member of a group, and the sender for their
+/// other devices), each numbered in that user's own sequence. The
+/// sending connection gets an ack instead.
+fn events_for(stored: &Stored, origin: Option<SessionId>) -> Vec<(uuid::Uuid, Envelope)> {
     let m = &stored.message;
-    let event = |seq: i64, exclude: Option<SessionId>| {
-        let frame = ServerFrame::Message(MessageFrame::numbered(m, seq));
-        Envelope::new(&frame, exclude).ordered(Order::Seq(seq))
-    };
-    [
-        (m.receiver_id, event(stored.receiver_seq, None)),
-        (m.sender_id, event(stored.sender_seq, origin)),
-    ]
+    stored
+        .seqs
+        .iter()
+        .map(|&(user, seq)| {
+            let frame = ServerFrame::Message(MessageFrame::numbered(m, seq));
+            let exclude = if user == m.sender_id { origin } else { None };
+            (user, Envelope::new(&frame, exclude).ordered(Order::Seq(seq)))
+        })
+        .collect()
 }

@@ -24,9 +24,12 @@ pub fn router() -> Router<AppState> {
         .route("/messages/mark-read", post(mark_read))
 }
 
+/// The seed's `with_user=` (a direct conversation), or `conversation_id=`
+/// (a group, or a direct conversation by its id); exactly one.
 #[derive(Deserialize)]
 struct ConversationQuery {
-    with_user: Uuid,
+    with_user: Option<Uuid>,
+    conversation_id: Option<Uuid>,
     limit: Option<u32>,
     before: Option<Uuid>,
 }
@@ -36,9 +39,20 @@ async fn conversation(
     user: AuthUser,
     ApiQuery(q): ApiQuery<ConversationQuery>,
 ) -> ApiResult<Json<Value>> {
-    let page = chat
-        .conversation(user.id, q.with_user, q.before, q.limit)
-        .await?;
+    let page = match (q.with_user, q.conversation_id) {
+        (Some(peer), None) => chat.conversation(user.id, peer, q.before, q.limit).await?,
+        (None, Some(id)) => chat.history(user.id, id, q.before, q.limit).await?,
+        (None, None) => {
+            return Err(ApiError::invalid_field(
+                "give `with_user` or `conversation_id`",
+            ));
+        }
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid_field(
+                "give either `with_user` or `conversation_id`, not both",
+            ));
+        }
+    };
     Ok(Json(
         json!({"messages": page.items, "has_more": page.has_more}),
     ))

@@ -1,5 +1,6 @@
 //! The REST API under `/api/v1`: one file per area, each with its `router()`.
 
+mod conversations;
 pub mod dev;
 mod health;
 mod messages;
@@ -26,6 +27,7 @@ pub fn router(
 ) -> Router<AppState> {
     Router::new()
         .merge(health::router())
+        .merge(conversations::router())
         .merge(messages::router())
         .merge(users::router())
         .merge(dev::router(config, dev_secret))

@@ -59,7 +59,6 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D:
 }
 
 const MAX_USERNAME_CHARS: usize = 50;
-const MAX_AVATAR_URL_CHARS: usize = 2048;
 
 impl PatchBody {
     fn parse(self) -> ApiResult<ProfilePatch> {
@@ -76,19 +75,7 @@ impl PatchBody {
             other => other,
         };
         let avatar_url = match self.avatar_url {
-            Some(Some(url)) => {
-                let url = url.trim();
-                let web = url.starts_with("https://") || url.starts_with("http://");
-                if !web
-                    || url.chars().count() > MAX_AVATAR_URL_CHARS
-                    || url.contains(char::is_whitespace)
-                {
-                    return Err(ApiError::invalid_field(format!(
-                        "avatar_url must be an http(s) URL of at most {MAX_AVATAR_URL_CHARS} characters, or null"
-                    )));
-                }
-                Some(Some(url.to_owned()))
-            }
+            Some(Some(url)) => Some(Some(crate::chat::avatar_url(&url)?)),
             other => other,
         };
         Ok(ProfilePatch {

@@ -42,8 +42,8 @@ impl Store for Instrumented {
     async fn set_presence(&self, id: Uuid, online: bool, at: DateTime<Utc>) -> StoreResult<()> {
         timed("set_presence", self.0.set_presence(id, online, at)).await
     }
-    async fn contacts(&self, id: Uuid) -> StoreResult<Vec<Uuid>> {
-        timed("contacts", self.0.contacts(id)).await
+    async fn contacts(&self, id: Uuid, group_limit: u32) -> StoreResult<Vec<Uuid>> {
+        timed("contacts", self.0.contacts(id, group_limit)).await
     }
     async fn is_contact(&self, a: Uuid, b: Uuid) -> StoreResult<bool> {
         timed("is_contact", self.0.is_contact(a, b)).await
@@ -93,5 +93,60 @@ impl Store for Instrumented {
     }
     async fn msg_seqs(&self, users: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>> {
         timed("msg_seqs", self.0.msg_seqs(users)).await
+    }
+    async fn missing_users(&self, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+        timed("missing_users", self.0.missing_users(ids)).await
+    }
+    async fn create_group(&self, group: &NewGroup) -> StoreResult<()> {
+        timed("create_group", self.0.create_group(group)).await
+    }
+    async fn group(&self, id: Uuid) -> StoreResult<Option<Group>> {
+        timed("group", self.0.group(id)).await
+    }
+    async fn membership(&self, id: Uuid, user: Uuid) -> StoreResult<Membership> {
+        timed("membership", self.0.membership(id, user)).await
+    }
+    async fn update_group(
+        &self,
+        id: Uuid,
+        patch: &GroupPatch,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        timed("update_group", self.0.update_group(id, patch, at)).await
+    }
+    async fn add_members(
+        &self,
+        id: Uuid,
+        users: &[Uuid],
+        max: u32,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Added> {
+        timed("add_members", self.0.add_members(id, users, max, at)).await
+    }
+    async fn remove_member(
+        &self,
+        id: Uuid,
+        user: Uuid,
+        at: DateTime<Utc>,
+    ) -> StoreResult<MemberChange> {
+        timed("remove_member", self.0.remove_member(id, user, at)).await
+    }
+    async fn set_role(
+        &self,
+        id: Uuid,
+        user: Uuid,
+        role: Role,
+        at: DateTime<Utc>,
+    ) -> StoreResult<MemberChange> {
+        timed("set_role", self.0.set_role(id, user, role, at)).await
+    }
+    async fn group_history(
+        &self,
+        me: Uuid,
+        group: Uuid,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Page<Message>> {
+        timed("group_history", self.0.group_history(me, group, before, limit)).await
     }
 }

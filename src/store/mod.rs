@@ -21,7 +21,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// What went wrong below the domain layer.
@@ -134,7 +134,8 @@ impl MessageType {
 pub struct Message {
     pub id: Uuid,
     pub sender_id: Uuid,
-    pub receiver_id: Uuid,
+    /// The recipient of a direct message; `None` in a group.
+    pub receiver_id: Option<Uuid>,
     pub content: String,
     pub message_type: MessageType,
     pub is_read: bool,
@@ -144,6 +145,7 @@ pub struct Message {
     /// The sender's idempotency key; private to the sender, so not serialised.
     #[serde(skip)]
     pub client_id: Option<String>,
+    pub conversation_id: Uuid,
 }
 
 /// A message with its number in one participant's sequence (see the module
@@ -155,12 +157,12 @@ pub struct Sequenced {
     pub message: Message,
 }
 
-/// A message just stored, with its number in each participant's sequence.
+/// A message just stored, with its number in each participant's sequence:
+/// sender and recipient of a direct message, every member of a group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
     pub message: Message,
-    pub sender_seq: i64,
-    pub receiver_seq: i64,
+    pub seqs: Vec<(Uuid, i64)>,
 }
 
 /// A message as both backends read it (each selects the same column names).
@@ -168,7 +170,7 @@ pub struct Stored {
 struct MessageRow {
     id: Uuid,
     sender_id: Uuid,
-    receiver_id: Uuid,
+    receiver_id: Option<Uuid>,
     content: String,
     message_type: String,
     is_read: bool,
@@ -176,6 +178,7 @@ struct MessageRow {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     client_id: Option<String>,
+    conversation_id: Uuid,
 }
 
 impl From<MessageRow> for Message {
@@ -191,6 +194,7 @@ impl From<MessageRow> for Message {
             created_at: r.created_at,
             updated_at: r.updated_at,
             client_id: r.client_id,
+            conversation_id: r.conversation_id,
         }
     }
 }
@@ -239,16 +243,148 @@ impl From<SequencedRow> for Sequenced {
     }
 }
 
+#[derive(sqlx::FromRow)]
+struct GroupRow {
+    id: Uuid,
+    title: Option<String>,
+    avatar_url: Option<String>,
+    created_by: Option<Uuid>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    member_count: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct MemberRow {
+    user_id: Uuid,
+    username: Option<String>,
+    avatar_url: Option<String>,
+    role: String,
+    joined_at: DateTime<Utc>,
+}
+
+impl GroupRow {
+    fn with_members(self, members: Vec<MemberRow>) -> Group {
+        Group {
+            id: self.id,
+            kind: ConversationKind::Group,
+            title: self.title.unwrap_or_default(),
+            avatar_url: self.avatar_url,
+            created_by: self.created_by,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            member_count: self.member_count,
+            members: members
+                .into_iter()
+                .map(|m| Member {
+                    user_id: m.user_id,
+                    username: m.username,
+                    avatar_url: m.avatar_url,
+                    role: Role::parse(&m.role),
+                    joined_at: m.joined_at,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What both backends read to place a user in a conversation: its kind and
+/// pair (direct), the user's current role and whether they were ever a
+/// member (group).
+#[derive(sqlx::FromRow)]
+struct MembershipRow {
+    kind: String,
+    user_a: Option<Uuid>,
+    user_b: Option<Uuid>,
+    role: Option<String>,
+    ever: bool,
+}
+
+impl MembershipRow {
+    fn place(row: Option<Self>, user: Uuid) -> Membership {
+        let Some(r) = row else {
+            return Membership::NotFound;
+        };
+        if r.kind == "direct" {
+            return match (r.user_a, r.user_b) {
+                (Some(a), Some(b)) if a == user => Membership::Direct { peer: b },
+                (Some(a), Some(b)) if b == user => Membership::Direct { peer: a },
+                _ => Membership::Outsider,
+            };
+        }
+        match (r.role, r.ever) {
+            (Some(role), _) => Membership::Member(Role::parse(&role)),
+            (None, true) => Membership::Former,
+            (None, false) => Membership::Outsider,
+        }
+    }
+}
+
+/// A conversation-list entry as both backends read it; the last message is
+/// read separately.
+#[derive(sqlx::FromRow)]
+struct SummaryRow {
+    conversation_id: Uuid,
+    kind: String,
+    peer: Option<Uuid>,
+    title: Option<String>,
+    group_avatar: Option<String>,
+    member_count: Option<i64>,
+    username: Option<String>,
+    peer_avatar: Option<String>,
+    last_id: Option<Uuid>,
+    unread: i64,
+}
+
+impl SummaryRow {
+    fn into_summary(self, last: &HashMap<Uuid, Message>) -> ConversationSummary {
+        let group = self.kind == "group";
+        ConversationSummary {
+            conversation_id: self.conversation_id,
+            kind: if group {
+                ConversationKind::Group
+            } else {
+                ConversationKind::Direct
+            },
+            user_id: self.peer,
+            username: self.username,
+            title: self.title,
+            avatar_url: if group {
+                self.group_avatar
+            } else {
+                self.peer_avatar
+            },
+            member_count: self.member_count,
+            last_message: self.last_id.and_then(|id| last.get(&id).cloned()),
+            unread_count: self.unread,
+        }
+    }
+}
+
+/// Whether a group may lose an owner: not the last one while others remain.
+fn keeps_an_owner(owners: i64, members: i64) -> bool {
+    owners > 1 || members <= 1
+}
+
 /// Columns of a user, in the order [`UserRow`] reads them.
 const USER_COLUMNS: &str =
     "id, email, username, avatar_url, is_online, last_seen, created_at, updated_at";
+
+/// Where a message goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A direct message to one user.
+    User(Uuid),
+    /// A message to every member of a group.
+    Group(Uuid),
+}
 
 /// A message about to be written. The id and time are chosen by the caller.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     pub id: Uuid,
     pub sender_id: Uuid,
-    pub receiver_id: Uuid,
+    pub to: Target,
     pub content: String,
     pub client_id: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -262,6 +398,10 @@ pub enum InsertOutcome {
     Duplicate(Message),
     RecipientNotFound,
     SenderNotFound,
+    /// No group with that id.
+    GroupNotFound,
+    /// The sender is not (or no longer) a member of the group.
+    NotMember,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,13 +420,151 @@ impl<T> Page<T> {
     }
 }
 
+/// One entry of a user's conversation list. Direct entries keep the seed's
+/// fields (`user_id`, `username`, `avatar_url` of the other person); group
+/// entries carry the group's `title` and `avatar_url` instead of a `user_id`,
+/// and have no `last_message` until the first one is sent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConversationSummary {
+    pub conversation_id: Uuid,
+    pub kind: ConversationKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    pub avatar_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member_count: Option<i64>,
+    pub last_message: Option<Message>,
+    pub unread_count: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConversationKind {
+    Direct,
+    Group,
+}
+
+/// A member's role in a group: owners manage everything (roles included),
+/// admins manage members, members talk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Member,
+    Admin,
+    Owner,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Owner => "owner",
+            Self::Admin => "admin",
+            Self::Member => "member",
+        }
+    }
+
+    fn parse(raw: &str) -> Self {
+        match raw {
+            "owner" => Self::Owner,
+            "admin" => Self::Admin,
+            _ => Self::Member,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
     pub user_id: Uuid,
     pub username: Option<String>,
     pub avatar_url: Option<String>,
-    pub last_message: Message,
-    pub unread_count: i64,
+    pub role: Role,
+    pub joined_at: DateTime<Utc>,
+}
+
+/// A group with its current members (oldest first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    pub id: Uuid,
+    pub kind: ConversationKind,
+    pub title: String,
+    pub avatar_url: Option<String>,
+    pub created_by: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub member_count: i64,
+    pub members: Vec<Member>,
+}
+
+impl Group {
+    pub fn member_ids(&self) -> Vec<Uuid> {
+        self.members.iter().map(|m| m.user_id).collect()
+    }
+
+    pub fn role_of(&self, user: Uuid) -> Option<Role> {
+        self.members
+            .iter()
+            .find(|m| m.user_id == user)
+            .map(|m| m.role)
+    }
+}
+
+/// A group about to be created: `creator` becomes its owner, `members` its
+/// other members.
+#[derive(Debug, Clone)]
+pub struct NewGroup {
+    pub id: Uuid,
+    pub title: String,
+    pub avatar_url: Option<String>,
+    pub creator: Uuid,
+    pub members: Vec<Uuid>,
+    pub at: DateTime<Utc>,
+}
+
+/// A group change: `None` keeps a field, `Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct GroupPatch {
+    pub title: Option<String>,
+    pub avatar_url: Option<Option<String>>,
+}
+
+/// Where a user stands in a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Membership {
+    /// No conversation with that id.
+    NotFound,
+    /// A direct conversation the user takes part in, with `peer`.
+    Direct { peer: Uuid },
+    /// A group the user belongs to.
+    Member(Role),
+    /// A group the user left or was removed from.
+    Former,
+    /// A conversation the user never belonged to.
+    Outsider,
+}
+
+/// What adding members did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Added {
+    /// These users joined (those already members are left out).
+    Joined(Vec<Uuid>),
+    /// The group would pass `max` members; nobody was added.
+    TooMany { members: i64 },
+    /// The group does not exist.
+    NoGroup,
+}
+
+/// What removing a member (or changing a role) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberChange {
+    Done,
+    /// The user is not a current member.
+    NotMember,
+    /// Refused: the group would be left without an owner while others remain.
+    LastOwner,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -302,6 +580,8 @@ pub struct Stats {
 pub struct ReadMark {
     pub message_id: Uuid,
     pub sender_id: Uuid,
+    /// Set for group messages, so the receipt can name the group.
+    pub group: Option<Uuid>,
 }
 
 /// A search: whole words, case-insensitive, all of them must match.
@@ -339,8 +619,9 @@ pub trait Store: Send + Sync + 'static {
     async fn update_profile(&self, id: Uuid, patch: &ProfilePatch) -> StoreResult<Option<User>>;
     /// Records a presence transition (`last_seen` is set to `at`).
     async fn set_presence(&self, id: Uuid, online: bool, at: DateTime<Utc>) -> StoreResult<()>;
-    /// Everyone who shares a conversation with `id`.
-    async fn contacts(&self, id: Uuid) -> StoreResult<Vec<Uuid>>;
+    /// Everyone who shares a direct conversation with `id`, and the
+    /// co-members of `id`'s groups of at most `group_limit` members.
+    async fn contacts(&self, id: Uuid, group_limit: u32) -> StoreResult<Vec<Uuid>>;
     /// Whether `a` and `b` share a conversation.
     async fn is_contact(&self, a: Uuid, b: Uuid) -> StoreResult<bool>;
 
@@ -383,6 +664,46 @@ pub trait Store: Send + Sync + 'static {
     /// Each user's latest sequence number (users not found are left out).
     async fn msg_seqs(&self, users: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>>;
 
+    /// The users of `ids` that do not exist.
+    async fn missing_users(&self, ids: &[Uuid]) -> StoreResult<Vec<Uuid>>;
+    /// Creates a group; every member must exist.
+    async fn create_group(&self, group: &NewGroup) -> StoreResult<()>;
+    /// A group with its current members.
+    async fn group(&self, id: Uuid) -> StoreResult<Option<Group>>;
+    /// Where `user` stands in conversation `id`.
+    async fn membership(&self, id: Uuid, user: Uuid) -> StoreResult<Membership>;
+    async fn update_group(&self, id: Uuid, patch: &GroupPatch, at: DateTime<Utc>)
+    -> StoreResult<bool>;
+    /// Adds members (new ones as `member`; former members come back), unless
+    /// the group would pass `max` members.
+    async fn add_members(
+        &self,
+        id: Uuid,
+        users: &[Uuid],
+        max: u32,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Added>;
+    /// Removes a member; refused for the last owner while others remain.
+    async fn remove_member(&self, id: Uuid, user: Uuid, at: DateTime<Utc>)
+    -> StoreResult<MemberChange>;
+    /// Changes a member's role; refused if it leaves no owner.
+    async fn set_role(
+        &self,
+        id: Uuid,
+        user: Uuid,
+        role: Role,
+        at: DateTime<Utc>,
+    ) -> StoreResult<MemberChange>;
+    /// One page of a group as `me` received it (a member sees what was
+    /// sent while they were in it), oldest first, before `before`.
+    async fn group_history(
+        &self,
+        me: Uuid,
+        group: Uuid,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Page<Message>>;
+
     /// Every message to or from `me` after `since`, in `me`'s commit order.
     /// `since` must be a message `me` sent or received.
     async fn sync(
@@ -403,8 +724,9 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// The rows a batch will write, worked out from the users' current sequence
-/// numbers and the duplicates already stored. Shared by both backends so the
-/// idempotency and numbering rules exist once.
+/// numbers, the members of the groups it writes to and the duplicates
+/// already stored. Shared by both backends so the membership, idempotency
+/// and numbering rules exist once.
 struct BatchPlan {
     outcomes: Vec<InsertOutcome>,
     rows: Vec<PlannedRow>,
@@ -412,21 +734,27 @@ struct BatchPlan {
     seqs: HashMap<Uuid, i64>,
 }
 
-/// The latest message of one conversation in a batch: (conversation, user a,
-/// user b, message id, time), with a < b.
+/// The latest message of one direct conversation in a batch: (conversation,
+/// user a, user b, message id, time), with a < b.
 type ConversationHead = (Uuid, Uuid, Uuid, Uuid, DateTime<Utc>);
 
 struct PlannedRow {
     message: Message,
-    conversation_id: Uuid,
-    sender_seq: i64,
-    receiver_seq: i64,
+    /// Direct messages: the sender's and the receiver's numbers.
+    sender_seq: Option<i64>,
+    receiver_seq: Option<i64>,
+    /// Group messages: every member's number (the sender's included).
+    inbox: Vec<(Uuid, i64)>,
 }
+
+/// Current members of the groups a batch writes to.
+type GroupMembers = HashMap<Uuid, Vec<Uuid>>;
 
 impl BatchPlan {
     fn new(
         batch: &[NewMessage],
         mut seqs: HashMap<Uuid, i64>,
+        groups: &GroupMembers,
         stored: &HashMap<(Uuid, String), Message>,
     ) -> Self {
         let mut outcomes = Vec::with_capacity(batch.len());
@@ -439,10 +767,24 @@ impl BatchPlan {
                 outcomes.push(InsertOutcome::SenderNotFound);
                 continue;
             }
-            if !seqs.contains_key(&new.receiver_id) {
-                outcomes.push(InsertOutcome::RecipientNotFound);
-                continue;
-            }
+            let members = match new.to {
+                Target::User(receiver) if !seqs.contains_key(&receiver) => {
+                    outcomes.push(InsertOutcome::RecipientNotFound);
+                    continue;
+                }
+                Target::User(_) => None,
+                Target::Group(group) => match groups.get(&group) {
+                    None => {
+                        outcomes.push(InsertOutcome::GroupNotFound);
+                        continue;
+                    }
+                    Some(members) if !members.contains(&new.sender_id) => {
+                        outcomes.push(InsertOutcome::NotMember);
+                        continue;
+                    }
+                    Some(members) => Some(members),
+                },
+            };
             if let Some(client_id) = &new.client_id {
                 if let Some(existing) = stored.get(&(new.sender_id, client_id.clone())) {
                     outcomes.push(InsertOutcome::Duplicate(existing.clone()));
@@ -455,16 +797,32 @@ impl BatchPlan {
                 in_batch.insert((new.sender_id, client_id.as_str()), rows.len());
             }
             let mut next = |user: Uuid| {
-                let seq = seqs.get_mut(&user).expect("checked above");
+                let seq = seqs.get_mut(&user).expect("every user of the batch is locked");
                 *seq += 1;
-                *seq
+                (user, *seq)
             };
-            let sender_seq = next(new.sender_id);
-            let receiver_seq = next(new.receiver_id);
+            let (receiver_id, conversation, numbers, row) = match (new.to, members) {
+                (Target::User(receiver), _) => {
+                    let sender = next(new.sender_id);
+                    let receiver_seq = next(receiver);
+                    let row = (Some(sender.1), Some(receiver_seq.1), Vec::new());
+                    (
+                        Some(receiver),
+                        conversation_id(new.sender_id, receiver),
+                        vec![sender, receiver_seq],
+                        row,
+                    )
+                }
+                (Target::Group(group), Some(members)) => {
+                    let numbers: Vec<(Uuid, i64)> = members.iter().map(|&m| next(m)).collect();
+                    (None, group, numbers.clone(), (None, None, numbers))
+                }
+                (Target::Group(_), None) => unreachable!("groups were looked up above"),
+            };
             let message = Message {
                 id: new.id,
                 sender_id: new.sender_id,
-                receiver_id: new.receiver_id,
+                receiver_id,
                 content: new.content.clone(),
                 message_type: MessageType::Text,
                 is_read: false,
@@ -472,18 +830,18 @@ impl BatchPlan {
                 created_at: new.created_at,
                 updated_at: new.created_at,
                 client_id: new.client_id.clone(),
+                conversation_id: conversation,
             };
-            let conversation = conversation_id(new.sender_id, new.receiver_id);
             outcomes.push(InsertOutcome::Created(Stored {
                 message: message.clone(),
-                sender_seq,
-                receiver_seq,
+                seqs: numbers,
             }));
+            let (sender_seq, receiver_seq, inbox) = row;
             rows.push(PlannedRow {
                 message,
-                conversation_id: conversation,
                 sender_seq,
                 receiver_seq,
+                inbox,
             });
         }
         Self {
@@ -493,23 +851,57 @@ impl BatchPlan {
         }
     }
 
-    /// Each conversation's latest message among the rows that `stored`, so
-    /// the conversations table only ever points at messages that exist.
+    /// Each direct conversation's latest message among the rows that
+    /// `stored`, so the conversations table only ever points at messages
+    /// that exist.
     fn conversation_heads(&self, stored: impl Fn(&PlannedRow) -> bool) -> Vec<ConversationHead> {
         let mut heads: HashMap<Uuid, ConversationHead> = HashMap::new();
         for row in self.rows.iter().filter(|r| stored(r)) {
             let m = &row.message;
-            let (a, b) = if m.sender_id <= m.receiver_id {
-                (m.sender_id, m.receiver_id)
+            let Some(receiver) = m.receiver_id else {
+                continue;
+            };
+            let (a, b) = if m.sender_id <= receiver {
+                (m.sender_id, receiver)
             } else {
-                (m.receiver_id, m.sender_id)
+                (receiver, m.sender_id)
             };
             heads.insert(
-                row.conversation_id,
-                (row.conversation_id, a, b, m.id, m.created_at),
+                m.conversation_id,
+                (m.conversation_id, a, b, m.id, m.created_at),
             );
         }
         heads.into_values().collect()
+    }
+
+    /// Each group's latest message among the rows that `stored`:
+    /// (group, message id, time).
+    fn group_heads(&self, stored: impl Fn(&PlannedRow) -> bool) -> Vec<(Uuid, Uuid, DateTime<Utc>)> {
+        let mut heads: HashMap<Uuid, (Uuid, Uuid, DateTime<Utc>)> = HashMap::new();
+        for row in self.rows.iter().filter(|r| stored(r) && !r.inbox.is_empty()) {
+            let m = &row.message;
+            heads.insert(m.conversation_id, (m.conversation_id, m.id, m.created_at));
+        }
+        heads.into_values().collect()
+    }
+
+    /// Inbox rows of the group messages that `stored`: (user, seq, message,
+    /// group, read at). The sender's own row is read from the start.
+    fn inbox_rows(
+        &self,
+        stored: impl Fn(&PlannedRow) -> bool,
+    ) -> Vec<(Uuid, i64, Uuid, Uuid, Option<DateTime<Utc>>)> {
+        self.rows
+            .iter()
+            .filter(|r| stored(r))
+            .flat_map(|r| {
+                let m = &r.message;
+                r.inbox.iter().map(move |&(user, seq)| {
+                    let read = (user == m.sender_id).then_some(m.created_at);
+                    (user, seq, m.id, m.conversation_id, read)
+                })
+            })
+            .collect()
     }
 
     /// Some rows were not stored because their `client_id` was already taken
@@ -530,11 +922,31 @@ impl BatchPlan {
     }
 }
 
-/// Users a batch touches, sorted so every writer locks them in one order.
-fn users_of(batch: &[NewMessage]) -> Vec<Uuid> {
+/// The groups a batch writes to, sorted so every writer locks them in one
+/// order (before any user).
+fn groups_of(batch: &[NewMessage]) -> Vec<Uuid> {
     let mut ids: Vec<Uuid> = batch
         .iter()
-        .flat_map(|m| [m.sender_id, m.receiver_id])
+        .filter_map(|m| match m.to {
+            Target::Group(g) => Some(g),
+            Target::User(_) => None,
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Users a batch touches (direct participants and the members of its
+/// groups), sorted so every writer locks them in one order.
+fn users_of(batch: &[NewMessage], groups: &GroupMembers) -> Vec<Uuid> {
+    let mut ids: Vec<Uuid> = batch
+        .iter()
+        .flat_map(|m| match m.to {
+            Target::User(r) => vec![m.sender_id, r],
+            Target::Group(_) => vec![m.sender_id],
+        })
+        .chain(groups.values().flatten().copied())
         .collect();
     ids.sort_unstable();
     ids.dedup();
@@ -601,26 +1013,70 @@ mod tests {
         let new = |client_id: &str| NewMessage {
             id: Uuid::now_v7(),
             sender_id: a,
-            receiver_id: b,
+            to: Target::User(b),
             content: "hi".into(),
             client_id: Some(client_id.into()),
             created_at: now(),
         };
         let batch = [new("1"), new("2"), new("1")];
-        let plan = BatchPlan::new(&batch, HashMap::from([(a, 5), (b, 9)]), &HashMap::new());
+        let plan = BatchPlan::new(
+            &batch,
+            HashMap::from([(a, 5), (b, 9)]),
+            &HashMap::new(),
+            &HashMap::new(),
+        );
         assert_eq!(plan.rows.len(), 2);
         assert_eq!(
             (plan.rows[0].sender_seq, plan.rows[0].receiver_seq),
-            (6, 10)
+            (Some(6), Some(10))
         );
         assert_eq!(
             (plan.rows[1].sender_seq, plan.rows[1].receiver_seq),
-            (7, 11)
+            (Some(7), Some(11))
         );
         assert_eq!(
             plan.outcomes[2],
             InsertOutcome::Duplicate(plan.rows[0].message.clone())
         );
         assert_eq!(plan.seqs[&a], 7);
+    }
+
+    #[test]
+    fn a_group_message_numbers_every_member_and_needs_a_member() {
+        let (a, b, c, outsider, g) = (
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+        );
+        let new = |from: Uuid, to: Target| NewMessage {
+            id: Uuid::now_v7(),
+            sender_id: from,
+            to,
+            content: "hi".into(),
+            client_id: None,
+            created_at: now(),
+        };
+        let batch = [
+            new(a, Target::Group(g)),
+            new(outsider, Target::Group(g)),
+            new(a, Target::Group(Uuid::now_v7())),
+        ];
+        let plan = BatchPlan::new(
+            &batch,
+            HashMap::from([(a, 1), (b, 2), (c, 3), (outsider, 4)]),
+            &HashMap::from([(g, vec![a, b, c])]),
+            &HashMap::new(),
+        );
+        assert_eq!(plan.rows.len(), 1);
+        assert_eq!(plan.rows[0].inbox, vec![(a, 2), (b, 3), (c, 4)]);
+        assert_eq!(plan.rows[0].message.receiver_id, None);
+        assert_eq!(plan.rows[0].message.conversation_id, g);
+        assert_eq!(plan.outcomes[1], InsertOutcome::NotMember);
+        assert_eq!(plan.outcomes[2], InsertOutcome::GroupNotFound);
+        let inbox = plan.inbox_rows(|_| true);
+        assert_eq!(inbox[0].4, Some(plan.rows[0].message.created_at), "the sender has read their own");
+        assert_eq!(inbox[1].4, None);
     }
 }

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::FromRow;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use uuid::Uuid;
 
@@ -15,7 +14,28 @@ use super::*;
 macro_rules! message_columns {
     () => {
         "m.id, m.sender_id, m.receiver_id, m.content, m.message_type::text AS message_type, \
-         m.is_read, m.read_at, m.created_at, m.updated_at, m.client_id"
+         m.is_read, m.read_at, m.created_at, m.updated_at, m.client_id, m.conversation_id"
+    };
+}
+
+/// The same, with the read state of the reader's inbox row `i`: in a group
+/// each member has their own.
+macro_rules! inbox_message_columns {
+    () => {
+        "m.id, m.sender_id, m.receiver_id, m.content, m.message_type::text AS message_type, \
+         (i.read_at IS NOT NULL) AS is_read, i.read_at, m.created_at, m.updated_at, m.client_id, \
+         m.conversation_id"
+    };
+}
+
+/// Either: the message's own read state for a direct message, the reader's
+/// (a `LEFT JOIN inbox i`) for a group message.
+macro_rules! viewer_message_columns {
+    () => {
+        "m.id, m.sender_id, m.receiver_id, m.content, m.message_type::text AS message_type, \
+         CASE WHEN m.receiver_id IS NULL THEN i.read_at IS NOT NULL ELSE m.is_read END AS is_read, \
+         CASE WHEN m.receiver_id IS NULL THEN i.read_at ELSE m.read_at END AS read_at, \
+         m.created_at, m.updated_at, m.client_id, m.conversation_id"
     };
 }
 
@@ -110,13 +130,20 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn contacts(&self, id: Uuid) -> StoreResult<Vec<Uuid>> {
+    async fn contacts(&self, id: Uuid, group_limit: u32) -> StoreResult<Vec<Uuid>> {
         let ids = sqlx::query_scalar(
             "SELECT user_b FROM conversations WHERE user_a = $1
-             UNION ALL
-             SELECT user_a FROM conversations WHERE user_b = $1",
+             UNION
+             SELECT user_a FROM conversations WHERE user_b = $1
+             UNION
+             SELECT o.user_id FROM conversation_members me
+               JOIN conversations c ON c.id = me.conversation_id AND c.member_count <= $2
+               JOIN conversation_members o ON o.conversation_id = me.conversation_id
+                 AND o.left_at IS NULL AND o.user_id <> $1
+             WHERE me.user_id = $1 AND me.left_at IS NULL",
         )
         .bind(id)
+        .bind(i64::from(group_limit))
         .fetch_all(&self.pool)
         .await?;
         Ok(ids)
@@ -136,8 +163,34 @@ impl Store for PgStore {
         }
         let mut tx = self.pool.begin().await?;
 
-        // Lock every user of the batch in id order; see the module docs.
-        let users = users_of(batch);
+        // Lock the batch's groups, then every user it touches, each in id
+        // order; see the module docs. A group's lock also orders its
+        // messages against membership changes: a member removed before this
+        // commit gets none of them, one removed after gets all of them.
+        let group_ids = groups_of(batch);
+        let mut groups: GroupMembers = HashMap::new();
+        if !group_ids.is_empty() {
+            let found: Vec<Uuid> = sqlx::query_scalar(
+                "SELECT id FROM conversations WHERE id = ANY($1) AND kind = 'group'
+                 ORDER BY id FOR UPDATE",
+            )
+            .bind(&group_ids)
+            .fetch_all(&mut *tx)
+            .await?;
+            groups.extend(found.into_iter().map(|g| (g, Vec::new())));
+            let members: Vec<(Uuid, Uuid)> = sqlx::query_as(
+                "SELECT conversation_id, user_id FROM conversation_members
+                 WHERE conversation_id = ANY($1) AND left_at IS NULL
+                 ORDER BY conversation_id, joined_at, user_id",
+            )
+            .bind(&group_ids)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (group, user) in members {
+                groups.entry(group).or_default().push(user);
+            }
+        }
+        let users = users_of(batch, &groups);
         let seqs: Vec<(Uuid, i64)> = sqlx::query_as(
             "SELECT id, msg_seq FROM users WHERE id = ANY($1) ORDER BY id FOR UPDATE",
         )
@@ -148,7 +201,7 @@ impl Store for PgStore {
         // No lookup of earlier `client_id`s before inserting: the insert skips
         // rows whose key is taken (ON CONFLICT), and only then, in the rare
         // case that happened, are the stored messages read back.
-        let mut plan = BatchPlan::new(batch, seqs.into_iter().collect(), &HashMap::new());
+        let mut plan = BatchPlan::new(batch, seqs.into_iter().collect(), &groups, &HashMap::new());
         if plan.rows.is_empty() {
             tx.commit().await?;
             return Ok(plan.outcomes);
@@ -248,6 +301,49 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         }
+
+        let stored = |r: &PlannedRow| inserted.contains(&r.message.id);
+        let inbox = plan.inbox_rows(stored);
+        if !inbox.is_empty() {
+            let mut cols: (
+                Vec<Uuid>,
+                Vec<i64>,
+                Vec<Uuid>,
+                Vec<Uuid>,
+                Vec<Option<DateTime<Utc>>>,
+            ) = Default::default();
+            for (user, seq, message, group, read) in inbox {
+                cols.0.push(user);
+                cols.1.push(seq);
+                cols.2.push(message);
+                cols.3.push(group);
+                cols.4.push(read);
+            }
+            sqlx::query(
+                "INSERT INTO inbox (user_id, seq, message_id, conversation_id, read_at)
+                 SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::uuid[], $4::uuid[], $5::timestamptz[])",
+            )
+            .bind(cols.0)
+            .bind(cols.1)
+            .bind(cols.2)
+            .bind(cols.3)
+            .bind(cols.4)
+            .execute(&mut *tx)
+            .await?;
+            let heads = plan.group_heads(stored);
+            let (ids, (messages, times)): (Vec<Uuid>, (Vec<Uuid>, Vec<DateTime<Utc>>)) =
+                heads.into_iter().map(|(g, m, at)| (g, (m, at))).unzip();
+            sqlx::query(
+                "UPDATE conversations c SET last_message_id = v.m, last_message_at = v.at
+                 FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[]) AS v(id, m, at)
+                 WHERE c.id = v.id AND (c.last_message_at IS NULL OR c.last_message_at <= v.at)",
+            )
+            .bind(ids)
+            .bind(messages)
+            .bind(times)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(plan.outcomes)
     }
@@ -270,10 +366,18 @@ impl Store for PgStore {
         ids: &[Uuid],
         at: DateTime<Utc>,
     ) -> StoreResult<Vec<ReadMark>> {
-        let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
-            "UPDATE messages SET is_read = true, read_at = $3, updated_at = $3
-             WHERE id = ANY($2) AND receiver_id = $1 AND NOT is_read
-             RETURNING id, sender_id",
+        let rows: Vec<(Uuid, Uuid, Option<Uuid>)> = sqlx::query_as(
+            "WITH direct AS (
+                UPDATE messages SET is_read = true, read_at = $3, updated_at = $3
+                WHERE id = ANY($2) AND receiver_id = $1 AND NOT is_read
+                RETURNING id, sender_id, NULL::uuid AS grp
+             ), grouped AS (
+                UPDATE inbox i SET read_at = $3 FROM messages m
+                WHERE m.id = i.message_id AND i.user_id = $1 AND i.message_id = ANY($2)
+                  AND i.read_at IS NULL
+                RETURNING i.message_id, m.sender_id, i.conversation_id
+             )
+             SELECT * FROM direct UNION ALL SELECT * FROM grouped",
         )
         .bind(reader)
         .bind(ids)
@@ -282,9 +386,10 @@ impl Store for PgStore {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(message_id, sender_id)| ReadMark {
+            .map(|(message_id, sender_id, group)| ReadMark {
                 message_id,
                 sender_id,
+                group,
             })
             .collect())
     }
@@ -313,50 +418,62 @@ impl Store for PgStore {
     }
 
     async fn conversations(&self, me: Uuid, limit: u32) -> StoreResult<Vec<ConversationSummary>> {
-        #[derive(FromRow)]
-        struct Row {
-            peer: Uuid,
-            username: Option<String>,
-            avatar_url: Option<String>,
-            unread: i64,
-            #[sqlx(flatten)]
-            message: MessageRow,
-        }
-        let rows: Vec<Row> = sqlx::query_as(concat!(
-            "SELECT c.peer, u.username, u.avatar_url,
-                (SELECT count(*) FROM messages x
-                  WHERE x.receiver_id = $1 AND x.conversation_id = c.id AND NOT x.is_read) AS unread, ",
-            message_columns!(),
-            " FROM (SELECT id, user_b AS peer, last_message_id, last_message_at FROM conversations WHERE user_a = $1
-                    UNION ALL
-                    SELECT id, user_a AS peer, last_message_id, last_message_at FROM conversations WHERE user_b = $1) c
-              JOIN messages m ON m.id = c.last_message_id
-              JOIN users u ON u.id = c.peer
-              ORDER BY c.last_message_at DESC, c.last_message_id DESC LIMIT $2"
-        ))
+        let rows: Vec<SummaryRow> = sqlx::query_as(
+            "WITH mine AS (
+                SELECT c.id, 'direct' AS kind,
+                    CASE WHEN c.user_a = $1 THEN c.user_b ELSE c.user_a END AS peer,
+                    NULL::text AS title, NULL::text AS group_avatar, NULL::int8 AS member_count,
+                    c.last_message_id AS last_id, c.last_message_at AS at,
+                    (SELECT count(*) FROM messages x
+                      WHERE x.receiver_id = $1 AND x.conversation_id = c.id AND NOT x.is_read) AS unread
+                FROM conversations c WHERE c.user_a = $1 OR c.user_b = $1
+                UNION ALL
+                SELECT c.id, 'group', NULL, c.title, c.avatar_url, c.member_count::int8,
+                    l.id, COALESCE(l.created_at, cm.joined_at),
+                    (SELECT count(*) FROM inbox x
+                      WHERE x.user_id = $1 AND x.conversation_id = c.id AND x.read_at IS NULL)
+                FROM conversation_members cm
+                JOIN conversations c ON c.id = cm.conversation_id
+                LEFT JOIN LATERAL (
+                    SELECT m.id, m.created_at FROM inbox i JOIN messages m ON m.id = i.message_id
+                    WHERE i.user_id = $1 AND i.conversation_id = c.id
+                    ORDER BY i.message_id DESC LIMIT 1) l ON true
+                WHERE cm.user_id = $1 AND cm.left_at IS NULL
+             )
+             SELECT mine.id AS conversation_id, mine.kind, mine.peer, mine.title, mine.group_avatar,
+                mine.member_count, u.username, u.avatar_url AS peer_avatar, mine.last_id, mine.unread
+             FROM mine LEFT JOIN users u ON u.id = mine.peer
+             ORDER BY mine.at DESC, mine.last_id DESC NULLS LAST LIMIT $2",
+        )
         .bind(me)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
+        let ids: Vec<Uuid> = rows.iter().filter_map(|r| r.last_id).collect();
+        let last: Vec<MessageRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            viewer_message_columns!(),
+            " FROM messages m LEFT JOIN inbox i ON i.message_id = m.id AND i.user_id = $1
+              WHERE m.id = ANY($2)"
+        ))
+        .bind(me)
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        let last: HashMap<Uuid, Message> = last
             .into_iter()
-            .map(|r| ConversationSummary {
-                user_id: r.peer,
-                username: r.username,
-                avatar_url: r.avatar_url,
-                last_message: r.message.into(),
-                unread_count: r.unread,
-            })
-            .collect())
+            .map(|r| (r.id, Message::from(r)))
+            .collect();
+        Ok(rows.into_iter().map(|r| r.into_summary(&last)).collect())
     }
 
     async fn search(&self, me: Uuid, words: &SearchWords, limit: u32) -> StoreResult<Vec<Message>> {
         let rows: Vec<MessageRow> = sqlx::query_as(concat!(
             "SELECT ",
-            message_columns!(),
-            " FROM messages m
+            viewer_message_columns!(),
+            " FROM messages m LEFT JOIN inbox i ON i.message_id = m.id AND i.user_id = $1
               WHERE to_tsvector('simple', m.content) @@ plainto_tsquery('simple', $2)
-                AND (m.sender_id = $1 OR m.receiver_id = $1)
+                AND (m.sender_id = $1 OR m.receiver_id = $1 OR i.user_id IS NOT NULL)
               ORDER BY m.id DESC LIMIT $3"
         ))
         .bind(me)
@@ -368,13 +485,18 @@ impl Store for PgStore {
     }
 
     async fn stats(&self, me: Uuid) -> StoreResult<Stats> {
+        // A member's inbox holds the group messages they sent too.
         let (total_sent, total_received, unread, conversations): (i64, i64, i64, i64) =
             sqlx::query_as(
                 "SELECT
                 (SELECT count(*) FROM messages WHERE sender_id = $1),
-                (SELECT count(*) FROM messages WHERE receiver_id = $1),
-                (SELECT count(*) FROM messages WHERE receiver_id = $1 AND NOT is_read),
-                (SELECT count(*) FROM conversations WHERE user_a = $1 OR user_b = $1)",
+                (SELECT count(*) FROM messages WHERE receiver_id = $1)
+                  + (SELECT count(*) FROM inbox WHERE user_id = $1)
+                  - (SELECT count(*) FROM messages WHERE sender_id = $1 AND receiver_id IS NULL),
+                (SELECT count(*) FROM messages WHERE receiver_id = $1 AND NOT is_read)
+                  + (SELECT count(*) FROM inbox WHERE user_id = $1 AND read_at IS NULL),
+                (SELECT count(*) FROM conversations WHERE user_a = $1 OR user_b = $1)
+                  + (SELECT count(*) FROM conversation_members WHERE user_id = $1 AND left_at IS NULL)",
             )
             .bind(me)
             .fetch_one(&self.pool)
@@ -390,7 +512,10 @@ impl Store for PgStore {
     async fn seq_of(&self, me: Uuid, id: Uuid) -> StoreResult<Option<i64>> {
         let seq = sqlx::query_scalar(
             "SELECT CASE WHEN sender_id = $2 THEN sender_seq ELSE receiver_seq END
-             FROM messages WHERE id = $1 AND (sender_id = $2 OR receiver_id = $2)",
+             FROM messages WHERE id = $1 AND (sender_id = $2 OR receiver_id = $2)
+               AND receiver_id IS NOT NULL
+             UNION ALL
+             SELECT seq FROM inbox WHERE message_id = $1 AND user_id = $2",
         )
         .bind(id)
         .bind(me)
@@ -414,6 +539,11 @@ impl Store for PgStore {
                 (SELECT m.receiver_seq AS my_seq, ",
             message_columns!(),
             " FROM messages m WHERE m.receiver_id = $1 AND m.receiver_seq > $2 ORDER BY m.receiver_seq LIMIT $3)
+                UNION ALL
+                (SELECT i.seq AS my_seq, ",
+            inbox_message_columns!(),
+            " FROM inbox i JOIN messages m ON m.id = i.message_id
+                  WHERE i.user_id = $1 AND i.seq > $2 ORDER BY i.seq LIMIT $3)
              ) t ORDER BY my_seq LIMIT $3"
         ))
         .bind(me)
@@ -434,6 +564,295 @@ impl Store for PgStore {
             .await?;
         Ok(seqs)
     }
+
+    async fn missing_users(&self, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+        let missing = sqlx::query_scalar(
+            "SELECT u FROM UNNEST($1::uuid[]) AS u WHERE NOT EXISTS (SELECT 1 FROM users WHERE id = u)",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(missing)
+    }
+
+    async fn create_group(&self, group: &NewGroup) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO conversations (id, kind, title, avatar_url, created_by, member_count,
+                created_at, updated_at)
+             VALUES ($1, 'group', $2, $3, $4, $5, $6, $6)",
+        )
+        .bind(group.id)
+        .bind(&group.title)
+        .bind(&group.avatar_url)
+        .bind(group.creator)
+        .bind(group.members.len() as i32 + 1)
+        .bind(group.at)
+        .execute(&mut *tx)
+        .await?;
+        let (users, roles): (Vec<Uuid>, Vec<&str>) = std::iter::once((group.creator, "owner"))
+            .chain(group.members.iter().map(|&m| (m, "member")))
+            .unzip();
+        let result = sqlx::query(
+            "INSERT INTO conversation_members (conversation_id, user_id, role, joined_at)
+             SELECT $1, u, r, $4 FROM UNNEST($2::uuid[], $3::text[]) AS t(u, r)",
+        )
+        .bind(group.id)
+        .bind(users)
+        .bind(roles)
+        .bind(group.at)
+        .execute(&mut *tx)
+        .await;
+        match result {
+            Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => {
+                return Err(StoreError::NotFound("a member does not exist"));
+            }
+            other => other?,
+        };
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn group(&self, id: Uuid) -> StoreResult<Option<Group>> {
+        let row: Option<GroupRow> = sqlx::query_as(
+            "SELECT id, title, avatar_url, created_by, created_at, updated_at,
+                member_count::int8 AS member_count
+             FROM conversations WHERE id = $1 AND kind = 'group'",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let members: Vec<MemberRow> = sqlx::query_as(
+            "SELECT cm.user_id, u.username, u.avatar_url, cm.role, cm.joined_at
+             FROM conversation_members cm JOIN users u ON u.id = cm.user_id
+             WHERE cm.conversation_id = $1 AND cm.left_at IS NULL
+             ORDER BY cm.joined_at, cm.user_id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some(row.with_members(members)))
+    }
+
+    async fn membership(&self, id: Uuid, user: Uuid) -> StoreResult<Membership> {
+        let row: Option<MembershipRow> = sqlx::query_as(
+            "SELECT c.kind, c.user_a, c.user_b,
+                CASE WHEN cm.left_at IS NULL THEN cm.role END AS role,
+                cm.user_id IS NOT NULL AS ever
+             FROM conversations c
+             LEFT JOIN conversation_members cm ON cm.conversation_id = c.id AND cm.user_id = $2
+             WHERE c.id = $1",
+        )
+        .bind(id)
+        .bind(user)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(MembershipRow::place(row, user))
+    }
+
+    async fn update_group(
+        &self,
+        id: Uuid,
+        patch: &GroupPatch,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE conversations SET
+                title = COALESCE($2, title),
+                avatar_url = CASE WHEN $3 THEN $4 ELSE avatar_url END,
+                updated_at = $5
+             WHERE id = $1 AND kind = 'group'",
+        )
+        .bind(id)
+        .bind(&patch.title)
+        .bind(patch.avatar_url.is_some())
+        .bind(patch.avatar_url.clone().flatten())
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn add_members(
+        &self,
+        id: Uuid,
+        users: &[Uuid],
+        max: u32,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Added> {
+        let mut tx = self.pool.begin().await?;
+        let count: Option<i32> = sqlx::query_scalar(
+            "SELECT member_count FROM conversations WHERE id = $1 AND kind = 'group' FOR UPDATE",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(count) = count else {
+            return Ok(Added::NoGroup);
+        };
+        let present: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT user_id FROM conversation_members
+             WHERE conversation_id = $1 AND left_at IS NULL AND user_id = ANY($2)",
+        )
+        .bind(id)
+        .bind(users)
+        .fetch_all(&mut *tx)
+        .await?;
+        let joining: Vec<Uuid> = users
+            .iter()
+            .copied()
+            .filter(|u| !present.contains(u))
+            .collect();
+        let members = i64::from(count);
+        if members + joining.len() as i64 > i64::from(max) {
+            return Ok(Added::TooMany { members });
+        }
+        if !joining.is_empty() {
+            sqlx::query(
+                "INSERT INTO conversation_members (conversation_id, user_id, role, joined_at)
+                 SELECT $1, u, 'member', $3 FROM UNNEST($2::uuid[]) AS u
+                 ON CONFLICT (conversation_id, user_id) DO UPDATE
+                   SET role = 'member', joined_at = EXCLUDED.joined_at, left_at = NULL",
+            )
+            .bind(id)
+            .bind(&joining)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE conversations SET member_count = member_count + $2, updated_at = $3
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(joining.len() as i32)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Added::Joined(joining))
+    }
+
+    async fn remove_member(
+        &self,
+        id: Uuid,
+        user: Uuid,
+        at: DateTime<Utc>,
+    ) -> StoreResult<MemberChange> {
+        let mut tx = self.pool.begin().await?;
+        let Some((role, owners, members)) = lock_member(&mut tx, id, user).await? else {
+            return Ok(MemberChange::NotMember);
+        };
+        if role == Role::Owner && !keeps_an_owner(owners, members) {
+            return Ok(MemberChange::LastOwner);
+        }
+        sqlx::query(
+            "UPDATE conversation_members SET left_at = $3
+             WHERE conversation_id = $1 AND user_id = $2",
+        )
+        .bind(id)
+        .bind(user)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE conversations SET member_count = member_count - 1, updated_at = $2 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(MemberChange::Done)
+    }
+
+    async fn set_role(
+        &self,
+        id: Uuid,
+        user: Uuid,
+        role: Role,
+        at: DateTime<Utc>,
+    ) -> StoreResult<MemberChange> {
+        let mut tx = self.pool.begin().await?;
+        let Some((current, owners, members)) = lock_member(&mut tx, id, user).await? else {
+            return Ok(MemberChange::NotMember);
+        };
+        if current == Role::Owner && role != Role::Owner && !keeps_an_owner(owners, members.max(2))
+        {
+            return Ok(MemberChange::LastOwner);
+        }
+        sqlx::query(
+            "UPDATE conversation_members SET role = $3 WHERE conversation_id = $1 AND user_id = $2",
+        )
+        .bind(id)
+        .bind(user)
+        .bind(role.as_str())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE conversations SET updated_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(MemberChange::Done)
+    }
+
+    async fn group_history(
+        &self,
+        me: Uuid,
+        group: Uuid,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Page<Message>> {
+        let rows: Vec<MessageRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            inbox_message_columns!(),
+            " FROM inbox i JOIN messages m ON m.id = i.message_id
+              WHERE i.user_id = $1 AND i.conversation_id = $2 AND ($3::uuid IS NULL OR i.message_id < $3)
+              ORDER BY i.message_id DESC LIMIT $4"
+        ))
+        .bind(me)
+        .bind(group)
+        .bind(before)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut page = Page::from_overfetch(rows.into_iter().map(Message::from).collect(), limit);
+        page.items.reverse();
+        Ok(page)
+    }
+}
+
+/// Locks a group and reads a current member's role with the group's owner
+/// and member counts; `None` if `user` is not a current member.
+async fn lock_member(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    id: Uuid,
+    user: Uuid,
+) -> StoreResult<Option<(Role, i64, i64)>> {
+    let group: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM conversations WHERE id = $1 AND kind = 'group' FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    if group.is_none() {
+        return Ok(None);
+    }
+    let row: Option<(String, i64, i64)> = sqlx::query_as(
+        "SELECT cm.role,
+            (SELECT count(*) FROM conversation_members
+              WHERE conversation_id = $1 AND left_at IS NULL AND role = 'owner'),
+            (SELECT count(*) FROM conversation_members WHERE conversation_id = $1 AND left_at IS NULL)
+         FROM conversation_members cm
+         WHERE cm.conversation_id = $1 AND cm.user_id = $2 AND cm.left_at IS NULL",
+    )
+    .bind(id)
+    .bind(user)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.map(|(role, owners, members)| (Role::parse(&role), owners, members)))
 }
 
 /// Column arrays for one multi-row `INSERT ... SELECT FROM UNNEST`.
@@ -441,12 +860,12 @@ impl Store for PgStore {
 struct MessageColumns {
     id: Vec<Uuid>,
     sender_id: Vec<Uuid>,
-    receiver_id: Vec<Uuid>,
+    receiver_id: Vec<Option<Uuid>>,
     content: Vec<String>,
     client_id: Vec<Option<String>>,
     conversation_id: Vec<Uuid>,
-    sender_seq: Vec<i64>,
-    receiver_seq: Vec<i64>,
+    sender_seq: Vec<Option<i64>>,
+    receiver_seq: Vec<Option<i64>>,
     created_at: Vec<DateTime<Utc>>,
 }
 
@@ -458,7 +877,7 @@ impl MessageColumns {
         self.receiver_id.push(m.receiver_id);
         self.content.push(m.content.clone());
         self.client_id.push(m.client_id.clone());
-        self.conversation_id.push(row.conversation_id);
+        self.conversation_id.push(m.conversation_id);
         self.sender_seq.push(row.sender_seq);
         self.receiver_seq.push(row.receiver_seq);
         self.created_at.push(m.created_at);

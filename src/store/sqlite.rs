@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{FromRow, QueryBuilder, Sqlite};
+use sqlx::{QueryBuilder, Sqlite};
 use uuid::Uuid;
 
 use super::*;
@@ -21,8 +21,38 @@ use super::*;
 macro_rules! message_columns {
     () => {
         "m.id, m.sender_id, m.receiver_id, m.content, m.message_type, \
-         m.is_read, m.read_at, m.created_at, m.updated_at, m.client_id"
+         m.is_read, m.read_at, m.created_at, m.updated_at, m.client_id, m.conversation_id"
     };
+}
+
+/// With the read state of the reader's inbox row `i` (see the Postgres store).
+macro_rules! inbox_message_columns {
+    () => {
+        "m.id, m.sender_id, m.receiver_id, m.content, m.message_type, \
+         (i.read_at IS NOT NULL) AS is_read, i.read_at, m.created_at, m.updated_at, m.client_id, \
+         m.conversation_id"
+    };
+}
+
+/// The message's own read state when direct, the reader's (`LEFT JOIN inbox
+/// i`) in a group.
+macro_rules! viewer_message_columns {
+    () => {
+        "m.id, m.sender_id, m.receiver_id, m.content, m.message_type, \
+         CASE WHEN m.receiver_id IS NULL THEN i.read_at IS NOT NULL ELSE m.is_read END AS is_read, \
+         CASE WHEN m.receiver_id IS NULL THEN i.read_at ELSE m.read_at END AS read_at, \
+         m.created_at, m.updated_at, m.client_id, m.conversation_id"
+    };
+}
+
+/// `(?, ?, ...)` binding each id, for `IN` lists.
+fn push_ids(query: &mut QueryBuilder<Sqlite>, ids: &[Uuid]) {
+    query.push("(");
+    let mut list = query.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    query.push(")");
 }
 
 pub struct SqliteStore {
@@ -119,13 +149,20 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn contacts(&self, id: Uuid) -> StoreResult<Vec<Uuid>> {
+    async fn contacts(&self, id: Uuid, group_limit: u32) -> StoreResult<Vec<Uuid>> {
         let ids = sqlx::query_scalar(
             "SELECT user_b FROM conversations WHERE user_a = ?1
-             UNION ALL
-             SELECT user_a FROM conversations WHERE user_b = ?1",
+             UNION
+             SELECT user_a FROM conversations WHERE user_b = ?1
+             UNION
+             SELECT o.user_id FROM conversation_members me
+               JOIN conversations c ON c.id = me.conversation_id AND c.member_count <= ?2
+               JOIN conversation_members o ON o.conversation_id = me.conversation_id
+                 AND o.left_at IS NULL AND o.user_id <> ?1
+             WHERE me.user_id = ?1 AND me.left_at IS NULL",
         )
         .bind(id)
+        .bind(i64::from(group_limit))
         .fetch_all(&self.pool)
         .await?;
         Ok(ids)
@@ -145,7 +182,25 @@ impl Store for SqliteStore {
         }
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
 
-        let users = users_of(batch);
+        // The write lock orders messages against membership changes too.
+        let group_ids = groups_of(batch);
+        let mut groups: GroupMembers = HashMap::new();
+        if !group_ids.is_empty() {
+            let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "SELECT c.id, cm.user_id FROM conversations c
+                 LEFT JOIN conversation_members cm ON cm.conversation_id = c.id AND cm.left_at IS NULL
+                 WHERE c.kind = 'group' AND c.id IN ",
+            );
+            push_ids(&mut query, &group_ids);
+            query.push(" ORDER BY c.id, cm.joined_at, cm.user_id");
+            let members: Vec<(Uuid, Option<Uuid>)> =
+                query.build_query_as().fetch_all(&mut *tx).await?;
+            for (group, user) in members {
+                let entry = groups.entry(group).or_default();
+                entry.extend(user);
+            }
+        }
+        let users = users_of(batch, &groups);
         let mut query: QueryBuilder<Sqlite> =
             QueryBuilder::new("SELECT id, msg_seq FROM users WHERE id IN (");
         let mut list = query.separated(", ");
@@ -159,7 +214,7 @@ impl Store for SqliteStore {
         // back stored messages only for the rows that were skipped. Each step
         // is one statement for the whole batch (the connection lives on its
         // own thread, so every statement is a hop).
-        let mut plan = BatchPlan::new(batch, seqs.into_iter().collect(), &HashMap::new());
+        let mut plan = BatchPlan::new(batch, seqs.into_iter().collect(), &groups, &HashMap::new());
         if plan.rows.is_empty() {
             tx.commit().await?;
             return Ok(plan.outcomes);
@@ -178,7 +233,7 @@ impl Store for SqliteStore {
                     .push_bind(m.receiver_id)
                     .push_bind(m.content.clone())
                     .push_bind(m.client_id.clone())
-                    .push_bind(row.conversation_id)
+                    .push_bind(m.conversation_id)
                     .push_bind(row.sender_seq)
                     .push_bind(row.receiver_seq)
                     .push_bind(m.created_at)
@@ -227,13 +282,14 @@ impl Store for SqliteStore {
         let heads = plan.conversation_heads(|r| inserted.contains(&r.message.id));
         if !heads.is_empty() {
             let mut upsert: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO conversations (id, user_a, user_b, last_message_id, last_message_at, created_at) ",
+                "INSERT INTO conversations (id, user_a, user_b, last_message_id, last_message_at, created_at, updated_at) ",
             );
             upsert.push_values(&heads, |mut b, (id, a, b_user, message_id, at)| {
                 b.push_bind(*id)
                     .push_bind(*a)
                     .push_bind(*b_user)
                     .push_bind(*message_id)
+                    .push_bind(*at)
                     .push_bind(*at)
                     .push_bind(*at);
             });
@@ -244,6 +300,34 @@ impl Store for SqliteStore {
                    WHERE conversations.last_message_id <= excluded.last_message_id",
             );
             upsert.build().execute(&mut *tx).await?;
+        }
+
+        let stored = |r: &PlannedRow| inserted.contains(&r.message.id);
+        let inbox = plan.inbox_rows(stored);
+        // 5 parameters a row.
+        for chunk in inbox.chunks(5000) {
+            let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO inbox (user_id, seq, message_id, conversation_id, read_at) ",
+            );
+            insert.push_values(chunk, |mut b, (user, seq, message, group, read)| {
+                b.push_bind(*user)
+                    .push_bind(*seq)
+                    .push_bind(*message)
+                    .push_bind(*group)
+                    .push_bind(*read);
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+        for (group, message, at) in plan.group_heads(stored) {
+            sqlx::query(
+                "UPDATE conversations SET last_message_id = ?2, last_message_at = ?3
+                 WHERE id = ?1 AND (last_message_id IS NULL OR last_message_id <= ?2)",
+            )
+            .bind(group)
+            .bind(message)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(plan.outcomes)
@@ -270,6 +354,7 @@ impl Store for SqliteStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut query: QueryBuilder<Sqlite> =
             QueryBuilder::new("UPDATE messages SET is_read = 1, read_at = ");
         query.push_bind(at);
@@ -277,19 +362,38 @@ impl Store for SqliteStore {
         query.push_bind(at);
         query.push(" WHERE receiver_id = ");
         query.push_bind(reader);
-        query.push(" AND NOT is_read AND id IN (");
-        let mut list = query.separated(", ");
-        for id in ids {
-            list.push_bind(*id);
-        }
-        query.push(") RETURNING id, sender_id");
-        let rows: Vec<(Uuid, Uuid)> = query.build_query_as().fetch_all(&self.pool).await?;
-        Ok(rows
+        query.push(" AND NOT is_read AND id IN ");
+        push_ids(&mut query, ids);
+        query.push(" RETURNING id, sender_id");
+        let direct: Vec<(Uuid, Uuid)> = query.build_query_as().fetch_all(&mut *tx).await?;
+
+        let mut query: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE inbox SET read_at = ");
+        query.push_bind(at);
+        query.push(" WHERE user_id = ");
+        query.push_bind(reader);
+        query.push(" AND read_at IS NULL AND message_id IN ");
+        push_ids(&mut query, ids);
+        query.push(
+            " RETURNING message_id, (SELECT sender_id FROM messages WHERE id = message_id), conversation_id",
+        );
+        let grouped: Vec<(Uuid, Uuid, Uuid)> = query.build_query_as().fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(direct
             .into_iter()
             .map(|(message_id, sender_id)| ReadMark {
                 message_id,
                 sender_id,
+                group: None,
             })
+            .chain(
+                grouped
+                    .into_iter()
+                    .map(|(message_id, sender_id, group)| ReadMark {
+                        message_id,
+                        sender_id,
+                        group: Some(group),
+                    }),
+            )
             .collect())
     }
 
@@ -317,41 +421,52 @@ impl Store for SqliteStore {
     }
 
     async fn conversations(&self, me: Uuid, limit: u32) -> StoreResult<Vec<ConversationSummary>> {
-        #[derive(FromRow)]
-        struct Row {
-            peer: Uuid,
-            username: Option<String>,
-            avatar_url: Option<String>,
-            unread: i64,
-            #[sqlx(flatten)]
-            message: MessageRow,
-        }
-        let rows: Vec<Row> = sqlx::query_as(concat!(
-            "SELECT c.peer, u.username, u.avatar_url,
-                (SELECT count(*) FROM messages x
-                  WHERE x.receiver_id = ?1 AND x.conversation_id = c.id AND NOT x.is_read) AS unread, ",
-            message_columns!(),
-            " FROM (SELECT id, user_b AS peer, last_message_id, last_message_at FROM conversations WHERE user_a = ?1
-                    UNION ALL
-                    SELECT id, user_a AS peer, last_message_id, last_message_at FROM conversations WHERE user_b = ?1) c
-              JOIN messages m ON m.id = c.last_message_id
-              JOIN users u ON u.id = c.peer
-              ORDER BY c.last_message_id DESC LIMIT ?2"
-        ))
+        let rows: Vec<SummaryRow> = sqlx::query_as(
+            "WITH mine AS (
+                SELECT c.id, 'direct' AS kind,
+                    CASE WHEN c.user_a = ?1 THEN c.user_b ELSE c.user_a END AS peer,
+                    NULL AS title, NULL AS group_avatar, NULL AS member_count,
+                    c.last_message_id AS last_id,
+                    (SELECT count(*) FROM messages x
+                      WHERE x.receiver_id = ?1 AND x.conversation_id = c.id AND NOT x.is_read) AS unread
+                FROM conversations c WHERE c.user_a = ?1 OR c.user_b = ?1
+                UNION ALL
+                SELECT c.id, 'group', NULL, c.title, c.avatar_url, c.member_count,
+                    (SELECT i.message_id FROM inbox i
+                      WHERE i.user_id = ?1 AND i.conversation_id = c.id
+                      ORDER BY i.message_id DESC LIMIT 1),
+                    (SELECT count(*) FROM inbox x
+                      WHERE x.user_id = ?1 AND x.conversation_id = c.id AND x.read_at IS NULL)
+                FROM conversation_members cm
+                JOIN conversations c ON c.id = cm.conversation_id
+                WHERE cm.user_id = ?1 AND cm.left_at IS NULL
+             )
+             SELECT mine.id AS conversation_id, mine.kind, mine.peer, mine.title, mine.group_avatar,
+                mine.member_count, u.username, u.avatar_url AS peer_avatar, mine.last_id, mine.unread
+             FROM mine LEFT JOIN users u ON u.id = mine.peer
+             LEFT JOIN messages lm ON lm.id = mine.last_id
+             LEFT JOIN conversation_members j ON j.conversation_id = mine.id AND j.user_id = ?1
+             ORDER BY COALESCE(lm.created_at, j.joined_at) DESC, mine.last_id DESC LIMIT ?2",
+        )
         .bind(me)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| ConversationSummary {
-                user_id: r.peer,
-                username: r.username,
-                avatar_url: r.avatar_url,
-                last_message: r.message.into(),
-                unread_count: r.unread,
-            })
-            .collect())
+        let ids: Vec<Uuid> = rows.iter().filter_map(|r| r.last_id).collect();
+        let mut last = HashMap::new();
+        if !ids.is_empty() {
+            let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(concat!(
+                "SELECT ",
+                viewer_message_columns!(),
+                " FROM messages m LEFT JOIN inbox i ON i.message_id = m.id AND i.user_id = "
+            ));
+            query.push_bind(me);
+            query.push(" WHERE m.id IN ");
+            push_ids(&mut query, &ids);
+            let found: Vec<MessageRow> = query.build_query_as().fetch_all(&self.pool).await?;
+            last.extend(found.into_iter().map(|r| (r.id, Message::from(r))));
+        }
+        Ok(rows.into_iter().map(|r| r.into_summary(&last)).collect())
     }
 
     async fn search(&self, me: Uuid, words: &SearchWords, limit: u32) -> StoreResult<Vec<Message>> {
@@ -365,9 +480,11 @@ impl Store for SqliteStore {
             .join(" ");
         let rows: Vec<MessageRow> = sqlx::query_as(concat!(
             "SELECT ",
-            message_columns!(),
+            viewer_message_columns!(),
             " FROM messages_fts f JOIN messages m ON m.rowid = f.rowid
-              WHERE messages_fts MATCH ?2 AND (m.sender_id = ?1 OR m.receiver_id = ?1)
+              LEFT JOIN inbox i ON i.message_id = m.id AND i.user_id = ?1
+              WHERE messages_fts MATCH ?2
+                AND (m.sender_id = ?1 OR m.receiver_id = ?1 OR i.user_id IS NOT NULL)
               ORDER BY m.id DESC LIMIT ?3"
         ))
         .bind(me)
@@ -383,9 +500,13 @@ impl Store for SqliteStore {
             sqlx::query_as(
                 "SELECT
                 (SELECT count(*) FROM messages WHERE sender_id = ?1),
-                (SELECT count(*) FROM messages WHERE receiver_id = ?1),
-                (SELECT count(*) FROM messages WHERE receiver_id = ?1 AND NOT is_read),
-                (SELECT count(*) FROM conversations WHERE user_a = ?1 OR user_b = ?1)",
+                (SELECT count(*) FROM messages WHERE receiver_id = ?1)
+                  + (SELECT count(*) FROM inbox WHERE user_id = ?1)
+                  - (SELECT count(*) FROM messages WHERE sender_id = ?1 AND receiver_id IS NULL),
+                (SELECT count(*) FROM messages WHERE receiver_id = ?1 AND NOT is_read)
+                  + (SELECT count(*) FROM inbox WHERE user_id = ?1 AND read_at IS NULL),
+                (SELECT count(*) FROM conversations WHERE user_a = ?1 OR user_b = ?1)
+                  + (SELECT count(*) FROM conversation_members WHERE user_id = ?1 AND left_at IS NULL)",
             )
             .bind(me)
             .fetch_one(&self.pool)
@@ -401,7 +522,10 @@ impl Store for SqliteStore {
     async fn seq_of(&self, me: Uuid, id: Uuid) -> StoreResult<Option<i64>> {
         let seq = sqlx::query_scalar(
             "SELECT CASE WHEN sender_id = ?2 THEN sender_seq ELSE receiver_seq END
-             FROM messages WHERE id = ?1 AND (sender_id = ?2 OR receiver_id = ?2)",
+             FROM messages WHERE id = ?1 AND (sender_id = ?2 OR receiver_id = ?2)
+               AND receiver_id IS NOT NULL
+             UNION ALL
+             SELECT seq FROM inbox WHERE message_id = ?1 AND user_id = ?2",
         )
         .bind(id)
         .bind(me)
@@ -424,6 +548,11 @@ impl Store for SqliteStore {
               SELECT * FROM (SELECT m.receiver_seq AS my_seq, ",
             message_columns!(),
             " FROM messages m WHERE m.receiver_id = ?1 AND m.receiver_seq > ?2 ORDER BY m.receiver_seq LIMIT ?3)
+              UNION ALL
+              SELECT * FROM (SELECT i.seq AS my_seq, ",
+            inbox_message_columns!(),
+            " FROM inbox i JOIN messages m ON m.id = i.message_id
+                WHERE i.user_id = ?1 AND i.seq > ?2 ORDER BY i.seq LIMIT ?3)
               ORDER BY my_seq LIMIT ?3"
         ))
         .bind(me)
@@ -450,4 +579,292 @@ impl Store for SqliteStore {
         query.push(")");
         Ok(query.build_query_as().fetch_all(&self.pool).await?)
     }
+
+    async fn missing_users(&self, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut query: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT id FROM users WHERE id IN ");
+        push_ids(&mut query, ids);
+        let found: HashSet<Uuid> = query
+            .build_query_scalar()
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .collect();
+        Ok(ids.iter().copied().filter(|id| !found.contains(id)).collect())
+    }
+
+    async fn create_group(&self, group: &NewGroup) -> StoreResult<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "INSERT INTO conversations (id, kind, title, avatar_url, created_by, member_count,
+                created_at, updated_at)
+             VALUES (?1, 'group', ?2, ?3, ?4, ?5, ?6, ?6)",
+        )
+        .bind(group.id)
+        .bind(&group.title)
+        .bind(&group.avatar_url)
+        .bind(group.creator)
+        .bind(group.members.len() as i64 + 1)
+        .bind(group.at)
+        .execute(&mut *tx)
+        .await?;
+        let members: Vec<(Uuid, &str)> = std::iter::once((group.creator, "owner"))
+            .chain(group.members.iter().map(|&m| (m, "member")))
+            .collect();
+        let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO conversation_members (conversation_id, user_id, role, joined_at) ",
+        );
+        insert.push_values(&members, |mut b, (user, role)| {
+            b.push_bind(group.id)
+                .push_bind(*user)
+                .push_bind(*role)
+                .push_bind(group.at);
+        });
+        match insert.build().execute(&mut *tx).await {
+            Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => {
+                return Err(StoreError::NotFound("a member does not exist"));
+            }
+            other => other?,
+        };
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn group(&self, id: Uuid) -> StoreResult<Option<Group>> {
+        let row: Option<GroupRow> = sqlx::query_as(
+            "SELECT id, title, avatar_url, created_by, created_at, updated_at, member_count
+             FROM conversations WHERE id = ?1 AND kind = 'group'",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let members: Vec<MemberRow> = sqlx::query_as(
+            "SELECT cm.user_id, u.username, u.avatar_url, cm.role, cm.joined_at
+             FROM conversation_members cm JOIN users u ON u.id = cm.user_id
+             WHERE cm.conversation_id = ?1 AND cm.left_at IS NULL
+             ORDER BY cm.joined_at, cm.user_id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some(row.with_members(members)))
+    }
+
+    async fn membership(&self, id: Uuid, user: Uuid) -> StoreResult<Membership> {
+        let row: Option<MembershipRow> = sqlx::query_as(
+            "SELECT c.kind, c.user_a, c.user_b,
+                CASE WHEN cm.left_at IS NULL THEN cm.role END AS role,
+                cm.user_id IS NOT NULL AS ever
+             FROM conversations c
+             LEFT JOIN conversation_members cm ON cm.conversation_id = c.id AND cm.user_id = ?2
+             WHERE c.id = ?1",
+        )
+        .bind(id)
+        .bind(user)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(MembershipRow::place(row, user))
+    }
+
+    async fn update_group(
+        &self,
+        id: Uuid,
+        patch: &GroupPatch,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE conversations SET
+                title = COALESCE(?2, title),
+                avatar_url = CASE WHEN ?3 THEN ?4 ELSE avatar_url END,
+                updated_at = ?5
+             WHERE id = ?1 AND kind = 'group'",
+        )
+        .bind(id)
+        .bind(&patch.title)
+        .bind(patch.avatar_url.is_some())
+        .bind(patch.avatar_url.clone().flatten())
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn add_members(
+        &self,
+        id: Uuid,
+        users: &[Uuid],
+        max: u32,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Added> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let count: Option<i64> = sqlx::query_scalar(
+            "SELECT member_count FROM conversations WHERE id = ?1 AND kind = 'group'",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(members) = count else {
+            return Ok(Added::NoGroup);
+        };
+        let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT user_id FROM conversation_members WHERE left_at IS NULL AND conversation_id = ",
+        );
+        query.push_bind(id);
+        query.push(" AND user_id IN ");
+        push_ids(&mut query, users);
+        let present: Vec<Uuid> = if users.is_empty() {
+            Vec::new()
+        } else {
+            query.build_query_scalar().fetch_all(&mut *tx).await?
+        };
+        let joining: Vec<Uuid> = users
+            .iter()
+            .copied()
+            .filter(|u| !present.contains(u))
+            .collect();
+        if members + joining.len() as i64 > i64::from(max) {
+            return Ok(Added::TooMany { members });
+        }
+        if !joining.is_empty() {
+            let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO conversation_members (conversation_id, user_id, role, joined_at) ",
+            );
+            insert.push_values(&joining, |mut b, user| {
+                b.push_bind(id)
+                    .push_bind(*user)
+                    .push_bind("member")
+                    .push_bind(at);
+            });
+            insert.push(
+                " ON CONFLICT (conversation_id, user_id) DO UPDATE
+                   SET role = 'member', joined_at = excluded.joined_at, left_at = NULL",
+            );
+            insert.build().execute(&mut *tx).await?;
+            sqlx::query(
+                "UPDATE conversations SET member_count = member_count + ?2, updated_at = ?3
+                 WHERE id = ?1",
+            )
+            .bind(id)
+            .bind(joining.len() as i64)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Added::Joined(joining))
+    }
+
+    async fn remove_member(
+        &self,
+        id: Uuid,
+        user: Uuid,
+        at: DateTime<Utc>,
+    ) -> StoreResult<MemberChange> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let Some((role, owners, members)) = member_counts(&mut tx, id, user).await? else {
+            return Ok(MemberChange::NotMember);
+        };
+        if role == Role::Owner && !keeps_an_owner(owners, members) {
+            return Ok(MemberChange::LastOwner);
+        }
+        sqlx::query(
+            "UPDATE conversation_members SET left_at = ?3 WHERE conversation_id = ?1 AND user_id = ?2",
+        )
+        .bind(id)
+        .bind(user)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE conversations SET member_count = member_count - 1, updated_at = ?2 WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(MemberChange::Done)
+    }
+
+    async fn set_role(
+        &self,
+        id: Uuid,
+        user: Uuid,
+        role: Role,
+        at: DateTime<Utc>,
+    ) -> StoreResult<MemberChange> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let Some((current, owners, members)) = member_counts(&mut tx, id, user).await? else {
+            return Ok(MemberChange::NotMember);
+        };
+        if current == Role::Owner && role != Role::Owner && !keeps_an_owner(owners, members.max(2))
+        {
+            return Ok(MemberChange::LastOwner);
+        }
+        sqlx::query(
+            "UPDATE conversation_members SET role = ?3 WHERE conversation_id = ?1 AND user_id = ?2",
+        )
+        .bind(id)
+        .bind(user)
+        .bind(role.as_str())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE conversations SET updated_at = ?2 WHERE id = ?1")
+            .bind(id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(MemberChange::Done)
+    }
+
+    async fn group_history(
+        &self,
+        me: Uuid,
+        group: Uuid,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Page<Message>> {
+        let rows: Vec<MessageRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            inbox_message_columns!(),
+            " FROM inbox i JOIN messages m ON m.id = i.message_id
+              WHERE i.user_id = ?1 AND i.conversation_id = ?2 AND (?3 IS NULL OR i.message_id < ?3)
+              ORDER BY i.message_id DESC LIMIT ?4"
+        ))
+        .bind(me)
+        .bind(group)
+        .bind(before)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut page = Page::from_overfetch(rows.into_iter().map(Message::from).collect(), limit);
+        page.items.reverse();
+        Ok(page)
+    }
+}
+
+/// A current member's role with the group's owner and member counts, read
+/// under the write lock; `None` if `user` is not a current member.
+async fn member_counts(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    id: Uuid,
+    user: Uuid,
+) -> StoreResult<Option<(Role, i64, i64)>> {
+    let row: Option<(String, i64, i64)> = sqlx::query_as(
+        "SELECT cm.role,
+            (SELECT count(*) FROM conversation_members
+              WHERE conversation_id = ?1 AND left_at IS NULL AND role = 'owner'),
+            (SELECT count(*) FROM conversation_members WHERE conversation_id = ?1 AND left_at IS NULL)
+         FROM conversation_members cm
+         WHERE cm.conversation_id = ?1 AND cm.user_id = ?2 AND cm.left_at IS NULL",
+    )
+    .bind(id)
+    .bind(user)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.map(|(role, owners, members)| (Role::parse(&role), owners, members)))
 }

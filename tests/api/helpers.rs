@@ -206,6 +206,11 @@ impl TestApp {
             .await
     }
 
+    pub async fn delete(&self, path: &str, token: &str) -> (u16, Value) {
+        self.request(reqwest::Method::DELETE, path, token, None)
+            .await
+    }
+
     /// One authenticated JSON request to `/api/v1{path}`: status and body.
     async fn request(
         &self,
@@ -233,9 +238,49 @@ impl TestApp {
     ) -> ochat::store::Message {
         self.state
             .chat
-            .send(from.id, None, to.id, content, None)
+            .send(
+                from.id,
+                None,
+                ochat::protocol::Destination::User(to.id),
+                content,
+                None,
+            )
             .await
             .expect("send")
+    }
+
+    /// Sends a message to a group through the domain layer.
+    pub async fn send_to_group(
+        &self,
+        from: &TestUser,
+        group: Uuid,
+        content: &str,
+    ) -> ochat::store::Message {
+        self.state
+            .chat
+            .send(
+                from.id,
+                None,
+                ochat::protocol::Destination::Conversation(group),
+                content,
+                None,
+            )
+            .await
+            .expect("send to group")
+    }
+
+    /// Creates a group owned by `owner` with `members`; returns its id.
+    pub async fn create_group(&self, owner: &TestUser, title: &str, members: &[&TestUser]) -> Uuid {
+        let ids: Vec<Uuid> = members.iter().map(|m| m.id).collect();
+        let (status, body) = self
+            .post(
+                "/conversations",
+                &owner.token,
+                &serde_json::json!({"title": title, "member_ids": ids}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_str().unwrap().parse().unwrap()
     }
 
     pub async fn shutdown(mut self) {

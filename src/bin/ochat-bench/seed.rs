@@ -7,7 +7,7 @@ use chrono::{SubsecRound, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use ochat::store::NewMessage;
+use ochat::store::{NewMessage, Target};
 
 use crate::client::user_id;
 
@@ -80,7 +80,7 @@ pub async fn seed(
                 NewMessage {
                     id: Uuid::new_v7(ts),
                     sender_id: seeded_user(sender),
-                    receiver_id: seeded_user(receiver),
+                    to: Target::User(seeded_user(receiver)),
                     content: sentence(k),
                     client_id: None,
                     created_at: at,

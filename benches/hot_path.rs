@@ -25,7 +25,7 @@ fn frames(c: &mut Criterion) {
         id: Uuid::now_v7(),
         from: Uuid::now_v7(),
         to: Some(to),
-        conversation_id: Uuid::now_v7(),
+        conversation_id: None,
         content: "Hello, world! How are you today?".into(),
         timestamp: chrono::Utc::now(),
         seq: Some(42),

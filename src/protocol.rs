@@ -155,7 +155,10 @@ impl ClientFrame {
             "message" => {
                 let f: SendFields = serde_json::from_value(value.clone()).map_err(field)?;
                 let to = f.to.destination().map_err(|e| {
-                    fail(ErrorCode::InvalidField, format!("invalid `message` frame: {e}"))
+                    fail(
+                        ErrorCode::InvalidField,
+                        format!("invalid `message` frame: {e}"),
+                    )
                 })?;
                 Ok(Self::Message(SendFrame {
                     to,
@@ -173,7 +176,10 @@ impl ClientFrame {
             "typing" => {
                 let f: TypingFrame = serde_json::from_value(value.clone()).map_err(field)?;
                 let to = f.to.destination().map_err(|e| {
-                    fail(ErrorCode::InvalidField, format!("invalid `typing` frame: {e}"))
+                    fail(
+                        ErrorCode::InvalidField,
+                        format!("invalid `typing` frame: {e}"),
+                    )
                 })?;
                 Ok(Self::Typing {
                     to,
@@ -203,7 +209,10 @@ pub struct MessageFrame {
     /// The recipient of a direct message; absent in a group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<Uuid>,
-    pub conversation_id: Uuid,
+    /// The group of a group message; absent on direct messages, whose
+    /// frames stay exactly the seed's (plus `seq`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<Uuid>,
     pub content: String,
     pub timestamp: DateTime<Utc>,
     /// The message's number in the receiving user's own sequence (each user
@@ -219,7 +228,7 @@ impl MessageFrame {
             id: m.id,
             from: m.sender_id,
             to: m.receiver_id,
-            conversation_id: m.conversation_id,
+            conversation_id: m.receiver_id.is_none().then_some(m.conversation_id),
             content: m.content.clone(),
             timestamp: m.created_at,
             seq: Some(seq),

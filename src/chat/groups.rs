@@ -92,7 +92,11 @@ impl Chat {
             at: store::now(),
         };
         self.store.create_group(&group).await?;
-        let group = self.store.group(group.id).await?.ok_or_else(ApiError::internal)?;
+        let group = self
+            .store
+            .group(group.id)
+            .await?
+            .ok_or_else(ApiError::internal)?;
         let frame = ServerFrame::ConversationCreated {
             conversation: group.clone(),
         };
@@ -146,7 +150,9 @@ impl Chat {
             return Err(too_many(max));
         }
         if self.role(me, id).await? < Role::Admin {
-            return Err(ApiError::forbidden("only owners and admins can add members"));
+            return Err(ApiError::forbidden(
+                "only owners and admins can add members",
+            ));
         }
         self.all_exist(users).await?;
         let joined = match self.store.add_members(id, users, max, store::now()).await? {

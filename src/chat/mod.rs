@@ -184,7 +184,11 @@ impl Chat {
                 Membership::NotFound => {
                     return Err(ApiError::not_found(format!("no conversation with id {id}")));
                 }
-                _ => return Err(ApiError::forbidden("you are not a member of this conversation")),
+                _ => {
+                    return Err(ApiError::forbidden(
+                        "you are not a member of this conversation",
+                    ));
+                }
             }
         }
         match outcome {
@@ -195,14 +199,17 @@ impl Chat {
             InsertOutcome::Duplicate(message) => Ok(message),
             InsertOutcome::RecipientNotFound => Err(ApiError::new(
                 ErrorCode::RecipientNotFound,
-                format!("no user with id {}", match to {
-                    Destination::User(u) | Destination::Conversation(u) => u,
-                }),
+                format!(
+                    "no user with id {}",
+                    match to {
+                        Destination::User(u) | Destination::Conversation(u) => u,
+                    }
+                ),
             )),
             InsertOutcome::GroupNotFound => Err(ApiError::not_found("no such conversation")),
-            InsertOutcome::NotMember => {
-                Err(ApiError::forbidden("you are not a member of this conversation"))
-            }
+            InsertOutcome::NotMember => Err(ApiError::forbidden(
+                "you are not a member of this conversation",
+            )),
             InsertOutcome::SenderNotFound => Err(ApiError::internal()),
         }
     }
@@ -262,7 +269,9 @@ impl Chat {
                     return Err(ApiError::not_found(format!("no conversation with id {id}")));
                 }
                 Membership::Former | Membership::Outsider => {
-                    return Err(ApiError::forbidden("you are not a member of this conversation"));
+                    return Err(ApiError::forbidden(
+                        "you are not a member of this conversation",
+                    ));
                 }
             },
         };

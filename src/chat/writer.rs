@@ -155,7 +155,10 @@ fn events_for(stored: &Stored, origin: Option<SessionId>) -> Vec<(uuid::Uuid, En
         .map(|&(user, seq)| {
             let frame = ServerFrame::Message(MessageFrame::numbered(m, seq));
             let exclude = if user == m.sender_id { origin } else { None };
-            (user, Envelope::new(&frame, exclude).ordered(Order::Seq(seq)))
+            (
+                user,
+                Envelope::new(&frame, exclude).ordered(Order::Seq(seq)),
+            )
         })
         .collect()
 }

@@ -147,6 +147,10 @@ impl Store for Instrumented {
         before: Option<Uuid>,
         limit: u32,
     ) -> StoreResult<Page<Message>> {
-        timed("group_history", self.0.group_history(me, group, before, limit)).await
+        timed(
+            "group_history",
+            self.0.group_history(me, group, before, limit),
+        )
+        .await
     }
 }

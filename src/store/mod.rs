@@ -672,8 +672,12 @@ pub trait Store: Send + Sync + 'static {
     async fn group(&self, id: Uuid) -> StoreResult<Option<Group>>;
     /// Where `user` stands in conversation `id`.
     async fn membership(&self, id: Uuid, user: Uuid) -> StoreResult<Membership>;
-    async fn update_group(&self, id: Uuid, patch: &GroupPatch, at: DateTime<Utc>)
-    -> StoreResult<bool>;
+    async fn update_group(
+        &self,
+        id: Uuid,
+        patch: &GroupPatch,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
     /// Adds members (new ones as `member`; former members come back), unless
     /// the group would pass `max` members.
     async fn add_members(
@@ -684,8 +688,12 @@ pub trait Store: Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> StoreResult<Added>;
     /// Removes a member; refused for the last owner while others remain.
-    async fn remove_member(&self, id: Uuid, user: Uuid, at: DateTime<Utc>)
-    -> StoreResult<MemberChange>;
+    async fn remove_member(
+        &self,
+        id: Uuid,
+        user: Uuid,
+        at: DateTime<Utc>,
+    ) -> StoreResult<MemberChange>;
     /// Changes a member's role; refused if it leaves no owner.
     async fn set_role(
         &self,
@@ -797,7 +805,9 @@ impl BatchPlan {
                 in_batch.insert((new.sender_id, client_id.as_str()), rows.len());
             }
             let mut next = |user: Uuid| {
-                let seq = seqs.get_mut(&user).expect("every user of the batch is locked");
+                let seq = seqs
+                    .get_mut(&user)
+                    .expect("every user of the batch is locked");
                 *seq += 1;
                 (user, *seq)
             };
@@ -876,9 +886,16 @@ impl BatchPlan {
 
     /// Each group's latest message among the rows that `stored`:
     /// (group, message id, time).
-    fn group_heads(&self, stored: impl Fn(&PlannedRow) -> bool) -> Vec<(Uuid, Uuid, DateTime<Utc>)> {
+    fn group_heads(
+        &self,
+        stored: impl Fn(&PlannedRow) -> bool,
+    ) -> Vec<(Uuid, Uuid, DateTime<Utc>)> {
         let mut heads: HashMap<Uuid, (Uuid, Uuid, DateTime<Utc>)> = HashMap::new();
-        for row in self.rows.iter().filter(|r| stored(r) && !r.inbox.is_empty()) {
+        for row in self
+            .rows
+            .iter()
+            .filter(|r| stored(r) && !r.inbox.is_empty())
+        {
             let m = &row.message;
             heads.insert(m.conversation_id, (m.conversation_id, m.id, m.created_at));
         }
@@ -1076,7 +1093,11 @@ mod tests {
         assert_eq!(plan.outcomes[1], InsertOutcome::NotMember);
         assert_eq!(plan.outcomes[2], InsertOutcome::GroupNotFound);
         let inbox = plan.inbox_rows(|_| true);
-        assert_eq!(inbox[0].4, Some(plan.rows[0].message.created_at), "the sender has read their own");
+        assert_eq!(
+            inbox[0].4,
+            Some(plan.rows[0].message.created_at),
+            "the sender has read their own"
+        );
         assert_eq!(inbox[1].4, None);
     }
 }

@@ -460,10 +460,8 @@ impl Store for PgStore {
         .bind(&ids)
         .fetch_all(&self.pool)
         .await?;
-        let last: HashMap<Uuid, Message> = last
-            .into_iter()
-            .map(|r| (r.id, Message::from(r)))
-            .collect();
+        let last: HashMap<Uuid, Message> =
+            last.into_iter().map(|r| (r.id, Message::from(r))).collect();
         Ok(rows.into_iter().map(|r| r.into_summary(&last)).collect())
     }
 
@@ -832,11 +830,12 @@ async fn lock_member(
     id: Uuid,
     user: Uuid,
 ) -> StoreResult<Option<(Role, i64, i64)>> {
-    let group: Option<i32> =
-        sqlx::query_scalar("SELECT 1 FROM conversations WHERE id = $1 AND kind = 'group' FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut **tx)
-            .await?;
+    let group: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM conversations WHERE id = $1 AND kind = 'group' FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
     if group.is_none() {
         return Ok(None);
     }

@@ -584,7 +584,8 @@ impl Store for SqliteStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut query: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT id FROM users WHERE id IN ");
+        let mut query: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT id FROM users WHERE id IN ");
         push_ids(&mut query, ids);
         let found: HashSet<Uuid> = query
             .build_query_scalar()
@@ -592,7 +593,11 @@ impl Store for SqliteStore {
             .await?
             .into_iter()
             .collect();
-        Ok(ids.iter().copied().filter(|id| !found.contains(id)).collect())
+        Ok(ids
+            .iter()
+            .copied()
+            .filter(|id| !found.contains(id))
+            .collect())
     }
 
     async fn create_group(&self, group: &NewGroup) -> StoreResult<()> {

@@ -17,6 +17,7 @@ both_backends!(
     membership_rules_hold_everywhere,
     limits_and_bad_input_get_exact_errors,
     existing_direct_chats_survive_the_migration,
+    presence_typing_lists_and_search_cover_groups,
 );
 
 /// Two nodes sharing Postgres and Redis; the embedded store is one node by
@@ -125,7 +126,10 @@ async fn five_members_chat_across_nodes(backend: Backend) {
         assert_eq!(m["conversation_id"], json!(group), "{who}");
         assert_eq!(m["from"], json!(a.id), "{who}");
         assert_eq!(m["content"], "hello five", "{who}");
-        assert!(m.get("to").is_none(), "{who}: a group message has no `to`: {m}");
+        assert!(
+            m.get("to").is_none(),
+            "{who}: a group message has no `to`: {m}"
+        );
     }
 
     // The same client_id again: the first message's id, nothing new sent.
@@ -138,8 +142,12 @@ async fn five_members_chat_across_nodes(backend: Backend) {
     // c (on node 1) sends four more.
     let mut sent = vec![first.clone()];
     for k in 0..4 {
-        wc.send(group_message(group, &format!("from c {k}"), &format!("c{k}")))
-            .await;
+        wc.send(group_message(
+            group,
+            &format!("from c {k}"),
+            &format!("c{k}"),
+        ))
+        .await;
         sent.push(wc.recv_type("ack").await["id"].clone());
     }
     for k in 0..4 {
@@ -201,12 +209,18 @@ async fn five_members_chat_across_nodes(backend: Backend) {
     assert_eq!(stats["total_received"], 5);
     assert_eq!(stats["unread"], 4);
     let (_, stats) = n1.get("/messages/stats", &c.token).await;
-    assert_eq!((stats["total_sent"].clone(), stats["total_received"].clone()), (json!(4), json!(1)));
+    assert_eq!(
+        (stats["total_sent"].clone(), stats["total_received"].clone()),
+        (json!(4), json!(1))
+    );
 
     // c is removed on node 0: both of c's sessions hear it, then nothing
     // sent afterwards reaches them, on either node.
     let (status, _) = n0
-        .delete(&format!("/conversations/{group}/members/{}", c.id), &a.token)
+        .delete(
+            &format!("/conversations/{group}/members/{}", c.id),
+            &a.token,
+        )
         .await;
     assert_eq!(status, 204);
     for ws in [&mut wc, &mut wc2] {
@@ -222,6 +236,119 @@ async fn five_members_chat_across_nodes(backend: Backend) {
     wc2.none_of_type_for("message", QUIET).await;
     // c keeps what reached them, and no more.
     assert_eq!(history_ids(n1, &c, group, 10).await, sent);
+}
+
+/// Presence and typing reach co-members of small groups only; the
+/// conversation list, search and stats include groups.
+async fn presence_typing_lists_and_search_cover_groups(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &[("PRESENCE_GROUP_LIMIT", "3")]).await;
+    let (a, b, c, d, e, outsider) = (
+        app.new_user().await,
+        app.new_user().await,
+        app.new_user().await,
+        app.new_user().await,
+        app.new_user().await,
+        app.new_user().await,
+    );
+    let small = app.create_group(&a, "Small", &[&b, &c]).await;
+    let big = app.create_group(&a, "Big", &[&b, &d, &e]).await;
+
+    // a comes online: b (in the small group) hears it, d (only in the big
+    // one) does not.
+    let mut wb = WsClient::connect(&app, &b.token).await;
+    let mut wd = WsClient::connect(&app, &d.token).await;
+    let mut wa = WsClient::connect(&app, &a.token).await;
+    assert_eq!(wb.recv_type("user_online").await["user_id"], json!(a.id));
+    wd.none_of_type_for("user_online", QUIET).await;
+
+    // Typing in the small group is relayed; in the big one it is accepted
+    // and goes nowhere.
+    wa.send(json!({"type": "typing", "conversation_id": small, "is_typing": true}))
+        .await;
+    assert_eq!(
+        wb.recv_type("typing").await["conversation_id"],
+        json!(small)
+    );
+    wa.send(json!({"type": "typing", "conversation_id": big, "is_typing": true}))
+        .await;
+    wd.none_of_type_for("typing", QUIET).await;
+    wa.none_of_type_for("error", QUIET).await;
+
+    // The list has both kinds, most recent first.
+    let in_big = app.send_to_group(&a, big, "banana in the big one").await;
+    app.send(&c, &b, "a direct banana").await;
+    let in_small = app
+        .send_to_group(&c, small, "banana in the small one")
+        .await;
+    let (_, list) = app.get("/messages/conversations", &b.token).await;
+    let list = list["conversations"].as_array().unwrap();
+    let summary: Vec<(Value, Value, Value, Value)> = list
+        .iter()
+        .map(|c| {
+            (
+                c["kind"].clone(),
+                c["title"].clone(),
+                c["last_message"]["content"].clone(),
+                c["unread_count"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                json!("group"),
+                json!("Small"),
+                json!("banana in the small one"),
+                json!(1)
+            ),
+            (
+                json!("direct"),
+                Value::Null,
+                json!("a direct banana"),
+                json!(1)
+            ),
+            (
+                json!("group"),
+                json!("Big"),
+                json!("banana in the big one"),
+                json!(1)
+            ),
+        ]
+    );
+    assert_eq!(list[0]["conversation_id"], json!(small));
+    assert_eq!(list[0]["member_count"], 3);
+    assert_eq!(list[1]["user_id"], json!(c.id));
+    assert_eq!(list[0]["last_message"]["receiver_id"], Value::Null);
+    assert_eq!(list[0]["last_message"]["conversation_id"], json!(small));
+    let (_, stats) = app.get("/messages/stats", &b.token).await;
+    assert_eq!(stats["conversations"], 3);
+
+    // Search covers the groups a user is in, and nothing else.
+    let found = |list: &Value| -> Vec<Value> {
+        list["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["content"].clone())
+            .collect()
+    };
+    let (_, hits) = app.get("/messages/search?query=banana", &b.token).await;
+    assert_eq!(
+        found(&hits),
+        vec![
+            json!("banana in the small one"),
+            json!("a direct banana"),
+            json!("banana in the big one")
+        ]
+    );
+    let (_, hits) = app.get("/messages/search?query=banana", &e.token).await;
+    assert_eq!(found(&hits), vec![json!("banana in the big one")]);
+    let (_, hits) = app
+        .get("/messages/search?query=banana", &outsider.token)
+        .await;
+    assert_eq!(found(&hits), Vec::<Value>::new());
+    assert_ne!(in_big.id, in_small.id);
 }
 
 async fn membership_rules_hold_everywhere(backend: Backend) {
@@ -268,12 +395,20 @@ async fn membership_rules_hold_everywhere(backend: Backend) {
     assert_eq!(status, 403);
     forbidden(&body, "only owners and admins can change a group");
     let (status, body) = app
-        .patch(&format!("{members}/{}", b.id), &b.token, &json!({"role": "admin"}))
+        .patch(
+            &format!("{members}/{}", b.id),
+            &b.token,
+            &json!({"role": "admin"}),
+        )
         .await;
     assert_eq!(status, 403);
     forbidden(&body, "only owners can change roles");
     let (status, body) = app
-        .patch(&format!("{members}/{}", b.id), &a.token, &json!({"role": "admin"}))
+        .patch(
+            &format!("{members}/{}", b.id),
+            &a.token,
+            &json!({"role": "admin"}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     let (status, body) = app
@@ -281,13 +416,16 @@ async fn membership_rules_hold_everywhere(backend: Backend) {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["member_count"], 4);
-    let (status, body) = app.patch(&path, &b.token, &json!({"title": "  Renamed  "})).await;
-    assert_eq!((status, body["title"].clone()), (200, json!("Renamed")));
     let (status, body) = app
-        .delete(&format!("{members}/{}", a.id), &b.token)
+        .patch(&path, &b.token, &json!({"title": "  Renamed  "}))
         .await;
+    assert_eq!((status, body["title"].clone()), (200, json!("Renamed")));
+    let (status, body) = app.delete(&format!("{members}/{}", a.id), &b.token).await;
     assert_eq!(status, 403);
-    forbidden(&body, "owners remove admins and members; admins remove members");
+    forbidden(
+        &body,
+        "owners remove admins and members; admins remove members",
+    );
 
     // d was added: d's session hears it and then gets messages.
     let mut wd = WsClient::connect(&app, &d.token).await;
@@ -298,9 +436,7 @@ async fn membership_rules_hold_everywhere(backend: Backend) {
 
     // An admin removes a member: from then on c gets nothing and can do
     // nothing, but keeps what reached them.
-    let (status, _) = app
-        .delete(&format!("{members}/{}", c.id), &b.token)
-        .await;
+    let (status, _) = app.delete(&format!("{members}/{}", c.id), &b.token).await;
     assert_eq!(status, 204);
     assert_eq!(wc.recv_type("member_removed").await["user_id"], json!(c.id));
     let removed_event = wd.recv_type("member_removed").await;
@@ -309,11 +445,23 @@ async fn membership_rules_hold_everywhere(backend: Backend) {
     assert_eq!(wd.recv_type("message").await["id"], json!(after.id));
     wc.none_of_type_for("message", QUIET).await;
     let (status, page) = app
-        .get(&format!("/messages/conversation?conversation_id={group}"), &c.token)
+        .get(
+            &format!("/messages/conversation?conversation_id={group}"),
+            &c.token,
+        )
         .await;
     assert_eq!(status, 200);
-    let ids: Vec<Value> = page["messages"].as_array().unwrap().iter().map(|m| m["id"].clone()).collect();
-    assert_eq!(ids, vec![json!(before.id)], "c keeps only what reached them");
+    let ids: Vec<Value> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].clone())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![json!(before.id)],
+        "c keeps only what reached them"
+    );
 
     // Neither the removed member nor an outsider reads, writes, types or
     // marks read; an unknown id is not found.
@@ -344,50 +492,79 @@ async fn membership_rules_hold_everywhere(backend: Backend) {
             .await;
         assert_eq!(ws.recv_type("error").await["code"], "not_found", "{who}");
         let (status, body) = app
-            .post("/messages/mark-read", &user.token, &json!({"message_ids": [after.id]}))
+            .post(
+                "/messages/mark-read",
+                &user.token,
+                &json!({"message_ids": [after.id]}),
+            )
             .await;
         assert_eq!((status, body), (200, json!({"updated": 0})), "{who}");
     }
     let (status, body) = app
-        .get(&format!("/messages/conversation?conversation_id={group}"), &outsider.token)
+        .get(
+            &format!("/messages/conversation?conversation_id={group}"),
+            &outsider.token,
+        )
         .await;
     assert_eq!(status, 403);
     forbidden(&body, "you are not a member of this conversation");
     let unknown = Uuid::now_v7();
-    let (status, body) = app.get(&format!("/conversations/{unknown}"), &a.token).await;
+    let (status, body) = app
+        .get(&format!("/conversations/{unknown}"), &a.token)
+        .await;
     assert_eq!(
         (status, body),
-        (404, json!({"error": {"code": "not_found", "message": format!("no conversation with id {unknown}")}}))
+        (
+            404,
+            json!({"error": {"code": "not_found", "message": format!("no conversation with id {unknown}")}})
+        )
     );
     let mut wa = WsClient::connect(&app, &a.token).await;
     wa.send(group_message(unknown, "anyone?", "u")).await;
     let error = wa.recv_type("error").await;
     assert_eq!(error["code"], "not_found");
-    assert_eq!(error["message"], format!("no conversation with id {unknown}"));
+    assert_eq!(
+        error["message"],
+        format!("no conversation with id {unknown}")
+    );
 
     // The last owner cannot leave; after handing over, they can.
+    let (status, body) = app.delete(&format!("{members}/{}", a.id), &a.token).await;
+    assert_eq!(status, 403);
+    forbidden(
+        &body,
+        "the last owner must make another member owner before leaving",
+    );
     let (status, body) = app
-        .delete(&format!("{members}/{}", a.id), &a.token)
+        .patch(
+            &format!("{members}/{}", a.id),
+            &a.token,
+            &json!({"role": "member"}),
+        )
         .await;
     assert_eq!(status, 403);
-    forbidden(&body, "the last owner must make another member owner before leaving");
-    let (status, body) = app
-        .patch(&format!("{members}/{}", a.id), &a.token, &json!({"role": "member"}))
-        .await;
-    assert_eq!(status, 403);
-    forbidden(&body, "a group needs an owner: make another member owner first");
+    forbidden(
+        &body,
+        "a group needs an owner: make another member owner first",
+    );
     let (status, _) = app
-        .patch(&format!("{members}/{}", b.id), &a.token, &json!({"role": "owner"}))
+        .patch(
+            &format!("{members}/{}", b.id),
+            &a.token,
+            &json!({"role": "owner"}),
+        )
         .await;
     assert_eq!(status, 200);
-    let (status, _) = app
-        .delete(&format!("{members}/{}", a.id), &a.token)
-        .await;
+    let (status, _) = app.delete(&format!("{members}/{}", a.id), &a.token).await;
     assert_eq!(status, 204);
     let (_, body) = app.get(&path, &b.token).await;
     assert_eq!(body["member_count"], 2);
     assert!(
-        !body["members"].as_array().unwrap().iter().any(|m| m["user_id"] == json!(a.id)),
+        !body["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["user_id"] == json!(a.id)),
         "{body}"
     );
 
@@ -402,9 +579,17 @@ async fn membership_rules_hold_everywhere(backend: Backend) {
     let back = app.send_to_group(&d, group, "welcome back").await;
     assert_eq!(wc.recv_type("message").await["id"], json!(back.id));
     let (_, page) = app
-        .get(&format!("/messages/conversation?conversation_id={group}"), &c.token)
+        .get(
+            &format!("/messages/conversation?conversation_id={group}"),
+            &c.token,
+        )
         .await;
-    let ids: Vec<Value> = page["messages"].as_array().unwrap().iter().map(|m| m["id"].clone()).collect();
+    let ids: Vec<Value> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].clone())
+        .collect();
     assert_eq!(ids, vec![json!(before.id), json!(back.id)]);
 }
 
@@ -461,25 +646,46 @@ async fn limits_and_bad_input_get_exact_errors(backend: Backend) {
     }
     let unknown = Uuid::now_v7();
     let answer = app
-        .post("/conversations", &a.token, &json!({"title": "t", "member_ids": [unknown]}))
+        .post(
+            "/conversations",
+            &a.token,
+            &json!({"title": "t", "member_ids": [unknown]}),
+        )
         .await;
     assert_eq!(
         answer,
-        (404, json!({"error": {"code": "not_found", "message": format!("no user with id {unknown}")}}))
+        (
+            404,
+            json!({"error": {"code": "not_found", "message": format!("no user with id {unknown}")}})
+        )
     );
     let (status, body) = app
-        .post("/conversations", &a.token, &json!({"title": "t", "member_ids": ["not-a-uuid"]}))
+        .post(
+            "/conversations",
+            &a.token,
+            &json!({"title": "t", "member_ids": ["not-a-uuid"]}),
+        )
         .await;
-    assert_eq!((status, body["error"]["code"].clone()), (400, json!("invalid_field")), "{body}");
-    let (status, body) = app
-        .get("/conversations/not-a-uuid", &a.token)
-        .await;
-    assert_eq!((status, body["error"]["code"].clone()), (400, json!("invalid_field")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (400, json!("invalid_field")),
+        "{body}"
+    );
+    let (status, body) = app.get("/conversations/not-a-uuid", &a.token).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (400, json!("invalid_field")),
+        "{body}"
+    );
 
     // Exactly the limit: the owner and 255 others. The 257th is refused and
     // nothing changes.
     let (status, group) = app
-        .post("/conversations", &a.token, &json!({"title": "Full", "member_ids": ids[..255]}))
+        .post(
+            "/conversations",
+            &a.token,
+            &json!({"title": "Full", "member_ids": ids[..255]}),
+        )
         .await;
     assert_eq!(status, 201, "{group}");
     assert_eq!(group["member_count"], 256);
@@ -490,7 +696,10 @@ async fn limits_and_bad_input_get_exact_errors(backend: Backend) {
         .await;
     assert_eq!(
         answer,
-        (409, json!({"error": {"code": "too_many_members", "message": "a group has at most 256 members"}}))
+        (
+            409,
+            json!({"error": {"code": "too_many_members", "message": "a group has at most 256 members"}})
+        )
     );
     let (_, group) = app.get(&format!("/conversations/{id}"), &a.token).await;
     assert_eq!(group["member_count"], 256);
@@ -510,16 +719,29 @@ async fn limits_and_bad_input_get_exact_errors(backend: Backend) {
         ),
     ];
     for (body, expected) in cases {
-        assert_eq!(app.post(&members, &a.token, &body).await, (400, expected), "{body}");
+        assert_eq!(
+            app.post(&members, &a.token, &body).await,
+            (400, expected),
+            "{body}"
+        );
     }
     assert_eq!(
-        app.patch(&format!("/conversations/{id}"), &a.token, &json!({})).await,
+        app.patch(&format!("/conversations/{id}"), &a.token, &json!({}))
+            .await,
         (400, invalid("give `title`, `avatar_url` or both"))
     );
     let (status, body) = app
-        .patch(&format!("{members}/{}", ids[0]), &a.token, &json!({"role": "king"}))
+        .patch(
+            &format!("{members}/{}", ids[0]),
+            &a.token,
+            &json!({"role": "king"}),
+        )
         .await;
-    assert_eq!((status, body["error"]["code"].clone()), (400, json!("invalid_field")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (400, json!("invalid_field")),
+        "{body}"
+    );
 
     // WebSocket: both destinations at once, or neither.
     let mut ws = WsClient::connect(&app, &a.token).await;
@@ -531,11 +753,20 @@ async fn limits_and_bad_input_get_exact_errors(backend: Backend) {
                "message": "invalid `message` frame: give either `to` or `conversation_id`, not both"})
     );
     let (status, body) = app
-        .get(&format!("/messages/conversation?conversation_id={id}&with_user={}", ids[0]), &a.token)
+        .get(
+            &format!(
+                "/messages/conversation?conversation_id={id}&with_user={}",
+                ids[0]
+            ),
+            &a.token,
+        )
         .await;
     assert_eq!(
         (status, body),
-        (400, invalid("give either `with_user` or `conversation_id`, not both"))
+        (
+            400,
+            invalid("give either `with_user` or `conversation_id`, not both")
+        )
     );
 }
 
@@ -553,9 +784,10 @@ async fn existing_direct_chats_survive_the_migration(backend: Backend) {
     match backend {
         Backend::Postgres => {
             let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-            let mut first = sqlx::migrate::Migrator::new(std::path::Path::new("migrations/postgres"))
-                .await
-                .unwrap();
+            let mut first =
+                sqlx::migrate::Migrator::new(std::path::Path::new("migrations/postgres"))
+                    .await
+                    .unwrap();
             first.migrations = Cow::Owned(first.migrations[..1].to_vec());
             first.run(&pool).await.unwrap();
             sqlx::query("INSERT INTO users (id, email, msg_seq) VALUES ($1, 'a@example.com', 2), ($2, 'b@example.com', 2)")
@@ -703,7 +935,10 @@ async fn sync_covers_groups_and_direct_without_gaps() {
     let mut ws = WsClient::connect(n0, &u.token).await;
     let (first, _) = sync_all(&mut ws, None).await;
     let cursor = first.last().map(|m| m["id"].clone());
-    assert!(seen.iter().all(|id| first.iter().any(|m| m["id"] == json!(id))));
+    assert!(
+        seen.iter()
+            .all(|id| first.iter().any(|m| m["id"] == json!(id)))
+    );
     ws.close().await;
 
     // u is offline while four senders write concurrently on both nodes.
@@ -739,7 +974,11 @@ async fn sync_covers_groups_and_direct_without_gaps() {
         },
     );
     // The direct messages open a conversation with s1 too.
-    let missed: HashSet<Value> = [a, b, c, d].concat().into_iter().map(|id| json!(id)).collect();
+    let missed: HashSet<Value> = [a, b, c, d]
+        .concat()
+        .into_iter()
+        .map(|id| json!(id))
+        .collect();
     assert_eq!(missed.len(), 4 * EACH);
 
     let mut ws = WsClient::connect(n1, &u.token).await;

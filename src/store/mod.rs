@@ -758,6 +758,9 @@ struct PlannedRow {
 /// Current members of the groups a batch writes to.
 type GroupMembers = HashMap<Uuid, Vec<Uuid>>;
 
+/// One member's inbox row: (user, seq, message, group, read at).
+type InboxRow = (Uuid, i64, Uuid, Uuid, Option<DateTime<Utc>>);
+
 impl BatchPlan {
     fn new(
         batch: &[NewMessage],
@@ -902,12 +905,9 @@ impl BatchPlan {
         heads.into_values().collect()
     }
 
-    /// Inbox rows of the group messages that `stored`: (user, seq, message,
-    /// group, read at). The sender's own row is read from the start.
-    fn inbox_rows(
-        &self,
-        stored: impl Fn(&PlannedRow) -> bool,
-    ) -> Vec<(Uuid, i64, Uuid, Uuid, Option<DateTime<Utc>>)> {
+    /// Inbox rows of the group messages that `stored`. The sender's own
+    /// row is read from the start.
+    fn inbox_rows(&self, stored: impl Fn(&PlannedRow) -> bool) -> Vec<InboxRow> {
         self.rows
             .iter()
             .filter(|r| stored(r))

@@ -74,6 +74,33 @@ async fn the_load_tool_runs_every_scenario() {
     .await
     .unwrap();
     assert_eq!(storm["opened"], 50, "{storm}");
+
+    let url2 = url.clone();
+    let group = tokio::task::spawn_blocking(move || {
+        bench(&[
+            "group",
+            "--urls",
+            &url2,
+            "--members",
+            "8",
+            "--senders",
+            "2",
+            "--rates",
+            "20",
+            "--duration",
+            "1s",
+        ])
+    })
+    .await
+    .unwrap();
+    let step = &group["steps"][0];
+    let sent = step["sent"].as_u64().unwrap();
+    assert!(sent > 0, "{group}");
+    assert_eq!(
+        step["delivered"],
+        sent * 6,
+        "every receiving member: {group}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

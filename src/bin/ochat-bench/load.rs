@@ -60,6 +60,8 @@ pub struct Step {
     pub achieved_send_rate: f64,
     pub sent: u64,
     pub acked: u64,
+    /// Message frames received (each message counts once per receiver
+    /// it must reach).
     pub delivered: u64,
     pub delivered_ratio: f64,
     pub errors: u64,
@@ -111,9 +113,10 @@ pub async fn throughput(
 
     let mut steps = Vec::new();
     let mut best = None;
+    let dests: Vec<String> = receivers.iter().map(|r| format!(r#""to":"{r}""#)).collect();
     for &rate in rates {
         let (step, back_r, back_s) =
-            run_step(common, rate, &receivers, receiver_ws, sender_ws, duration).await?;
+            run_step(common, rate, &dests, 1, receiver_ws, sender_ws, duration).await?;
         receiver_ws = back_r;
         sender_ws = back_s;
         eprintln!(
@@ -145,15 +148,20 @@ pub async fn throughput(
     }))
 }
 
-async fn run_step(
+/// One rate: sender `i` sends to `dests[i]` (a JSON `"to":...` or
+/// `"conversation_id":...` pair); each message must reach `fanout` of the
+/// receivers.
+pub async fn run_step(
     common: &Common,
     rate: u32,
-    receivers: &[Uuid],
+    dests: &[String],
+    fanout: u64,
     receiver_ws: Vec<Ws>,
     sender_ws: Vec<Ws>,
     duration: Duration,
 ) -> anyhow::Result<(Step, Vec<Ws>, Vec<Ws>)> {
-    let pairs = receivers.len();
+    let pairs = dests.len();
+    let listeners = receiver_ws.len();
     let per_pair = rate as f64 / pairs as f64;
     let period = Duration::from_secs_f64(1.0 / per_pair);
     let count = (per_pair * duration.as_secs_f64()).round() as u64;
@@ -171,7 +179,7 @@ async fn run_step(
     let t0 = Instant::now() + Duration::from_millis(50);
     let t0_epoch = epoch_micros() + 50_000;
     for (i, ws) in sender_ws.into_iter().enumerate() {
-        let to = receivers[i];
+        let to = dests[i].clone();
         // Stagger senders so the aggregate rate is smooth.
         let offset = period.mul_f64(i as f64 / pairs as f64);
         sending.spawn(async move {
@@ -203,13 +211,14 @@ async fn run_step(
         ack_h.add(h)?;
     }
     let send_seconds = started.elapsed().as_secs_f64() - 0.05;
+    let expected = sent * fanout;
     // Wait for stragglers, then stop the receivers.
     let grace = Instant::now() + Duration::from_secs(5);
-    while delivered.load(Ordering::Relaxed) < sent && Instant::now() < grace {
+    while delivered.load(Ordering::Relaxed) < expected && Instant::now() < grace {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     stop.cancel();
-    let mut receivers_back: Vec<Option<Ws>> = (0..pairs).map(|_| None).collect();
+    let mut receivers_back: Vec<Option<Ws>> = (0..listeners).map(|_| None).collect();
     let mut delivery_h = histogram();
     while let Some(done) = receiving.join_next().await {
         let (i, (ws, h)) = done?;
@@ -224,10 +233,10 @@ async fn run_step(
         sent,
         acked,
         delivered,
-        delivered_ratio: if sent == 0 {
+        delivered_ratio: if expected == 0 {
             0.0
         } else {
-            delivered as f64 / sent as f64
+            delivered as f64 / expected as f64
         },
         errors,
         ack_ms: (&ack_h).into(),
@@ -251,7 +260,7 @@ async fn run_step(
 #[allow(clippy::too_many_arguments)]
 async fn send(
     ws: Ws,
-    to: Uuid,
+    to: String,
     step: u32,
     t0: Instant,
     t0_epoch: i64,
@@ -268,7 +277,7 @@ async fn send(
             let frame = format!(
                 // Client ids are unique per step: a sender reused with the
                 // same id would (rightly) be answered as a duplicate.
-                r#"{{"type":"message","to":"{to}","content":"{stamp}","client_id":"{step}-{k}"}}"#
+                r#"{{"type":"message",{to},"content":"{stamp}","client_id":"{step}-{k}"}}"#
             );
             if sink.send(Message::Text(frame.into())).await.is_err() {
                 return (sink, k);

@@ -3,6 +3,7 @@
 //! writes a JSON result file. See docs/benchmarks.md.
 
 mod client;
+mod group;
 mod load;
 mod procstat;
 mod rest;
@@ -75,6 +76,23 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         pairs: usize,
         #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+    },
+    /// Fan-out to one group with members spread over all nodes; report the
+    /// highest rate with 100% delivery to every member and p99 <= 100 ms.
+    Group {
+        #[command(flatten)]
+        common: Common,
+        /// Members, the owner included (at most MAX_GROUP_MEMBERS).
+        #[arg(long, default_value_t = 50)]
+        members: usize,
+        /// Members that send (the rest only receive).
+        #[arg(long, default_value_t = 5)]
+        senders: usize,
+        /// Messages/s into the group to try, in order.
+        #[arg(long, value_delimiter = ',', default_value = "50,100,200,400,800")]
+        rates: Vec<u32>,
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         duration: Duration,
     },
     /// Hold as many idle connections as possible on the first node; report
@@ -152,6 +170,19 @@ async fn main() -> anyhow::Result<()> {
             let out = common.out.clone();
             (
                 load::throughput(&common, &[rate], pairs, duration).await?,
+                out,
+            )
+        }
+        Command::Group {
+            common,
+            members,
+            senders,
+            rates,
+            duration,
+        } => {
+            let out = common.out.clone();
+            (
+                group::group(&common, members, senders, &rates, duration).await?,
                 out,
             )
         }

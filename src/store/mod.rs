@@ -421,24 +421,44 @@ impl<T> Page<T> {
 }
 
 /// One entry of a user's conversation list. Direct entries keep the seed's
-/// fields (`user_id`, `username`, `avatar_url` of the other person); group
-/// entries carry the group's `title` and `avatar_url` instead of a `user_id`,
-/// and have no `last_message` until the first one is sent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// fields (`user_id`, `username`, `avatar_url` of the other person, each
+/// present even when null); group entries carry the group's `title`,
+/// `member_count` and `avatar_url` instead, and have no `last_message` until
+/// the first one is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConversationSummary {
     pub conversation_id: Uuid,
     pub kind: ConversationKind,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub user_id: Option<Uuid>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
     pub avatar_url: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub member_count: Option<i64>,
     pub last_message: Option<Message>,
     pub unread_count: i64,
+}
+
+impl Serialize for ConversationSummary {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("conversation_id", &self.conversation_id)?;
+        map.serialize_entry("kind", &self.kind)?;
+        match self.kind {
+            ConversationKind::Direct => {
+                map.serialize_entry("user_id", &self.user_id)?;
+                map.serialize_entry("username", &self.username)?;
+            }
+            ConversationKind::Group => {
+                map.serialize_entry("title", &self.title)?;
+                map.serialize_entry("member_count", &self.member_count)?;
+            }
+        }
+        map.serialize_entry("avatar_url", &self.avatar_url)?;
+        map.serialize_entry("last_message", &self.last_message)?;
+        map.serialize_entry("unread_count", &self.unread_count)?;
+        map.end()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -319,6 +319,12 @@ async fn presence_typing_lists_and_search_cover_groups(backend: Backend) {
     assert_eq!(list[0]["conversation_id"], json!(small));
     assert_eq!(list[0]["member_count"], 3);
     assert_eq!(list[1]["user_id"], json!(c.id));
+    let direct = list[1].as_object().unwrap();
+    assert!(
+        direct.contains_key("username") && direct["username"].is_null(),
+        "the seed's fields stay, null or not: {direct:?}"
+    );
+    assert!(!list[0].as_object().unwrap().contains_key("user_id"));
     assert_eq!(list[0]["last_message"]["receiver_id"], Value::Null);
     assert_eq!(list[0]["last_message"]["conversation_id"], json!(small));
     let (_, stats) = app.get("/messages/stats", &b.token).await;

@@ -14,12 +14,15 @@ const state = {
   // arrive out of commit order (they travel through different nodes), so
   // they never move it; after a reconnect, sync from here and dedupe by id.
   lastId: null,
-  peer: null,            // the open conversation's user id
-  conversations: new Map(), // peer id -> {user_id, username, last_message, unread_count, online}
-  messages: new Map(),   // peer id -> Map(message id -> message)
-  oldest: new Map(),     // peer id -> oldest loaded message id, or null when nothing older
+  // Conversations are keyed by the other person's user id (direct) or by
+  // the group's conversation id (kind "group").
+  peer: null,            // the open conversation's key
+  conversations: new Map(), // key -> {user_id, username, last_message, unread_count, online} or {kind: "group", title, members, …}
+  messages: new Map(),   // key -> Map(message id -> message)
+  oldest: new Map(),     // key -> oldest loaded message id, or null when nothing older
   names: new Map(),      // user id -> display name
-  pending: new Map(),    // client_id -> {to, content}, until the ack
+  readers: new Map(),    // id of a group message I sent -> Set of user ids who read it
+  pending: new Map(),    // client_id -> {to, group, content}, until the ack
   typingTimer: null,
   lastTypingSent: 0,
 };
@@ -104,14 +107,53 @@ function nameOf(id) {
   return state.names.get(id) || id.slice(0, 8);
 }
 
+function isGroup(key) {
+  const c = state.conversations.get(key);
+  return !!(c && c.kind === "group");
+}
+
+function titleOf(key) {
+  const c = state.conversations.get(key);
+  return c && c.kind === "group" ? c.title : nameOf(key);
+}
+
+// The conversation a message belongs to: its group, or the other person.
+function keyOf(m) {
+  if (!m.receiver_id) return m.conversation_id;
+  return m.sender_id === state.me.id ? m.receiver_id : m.sender_id;
+}
+
+// A group object from the server (REST or an event) into the list.
+function rememberGroup(g) {
+  for (const m of g.members) if (m.username) state.names.set(m.user_id, m.username);
+  const known = state.conversations.get(g.id) || {};
+  state.conversations.set(g.id, {
+    kind: "group", conversation_id: g.id, title: g.title, members: g.members, member_count: g.member_count,
+    created_at: g.created_at, last_message: known.last_message || null, unread_count: known.unread_count || 0,
+  });
+}
+
+async function refreshGroup(id) {
+  try {
+    rememberGroup(await request(`/conversations/${id}`));
+  } catch (e) {
+    showError(e.message);
+  }
+}
+
 async function loadConversations() {
   const { conversations } = await request("/messages/conversations?limit=100");
   for (const c of conversations) {
+    if (c.kind === "group") {
+      const known = state.conversations.get(c.conversation_id) || {};
+      state.conversations.set(c.conversation_id, { ...known, ...c });
+      continue;
+    }
     state.names.set(c.user_id, c.username || c.user_id.slice(0, 8));
     const known = state.conversations.get(c.user_id);
     state.conversations.set(c.user_id, { ...c, online: known ? known.online : false });
   }
-  await Promise.all(conversations.map((c) => refreshPeer(c.user_id)));
+  await Promise.all(conversations.map((c) => (c.kind === "group" ? refreshGroup(c.conversation_id) : refreshPeer(c.user_id))));
   renderConversations();
 }
 
@@ -131,16 +173,17 @@ async function refreshPeer(id) {
 function renderConversations() {
   const list = $("conversations");
   list.replaceChildren();
-  const sorted = [...state.conversations.values()].sort((a, b) =>
-    (b.last_message ? b.last_message.created_at : "").localeCompare(a.last_message ? a.last_message.created_at : ""));
-  for (const c of sorted) {
+  const when = (c) => (c.last_message ? c.last_message.created_at : c.created_at || "");
+  const sorted = [...state.conversations.entries()].sort(([, a], [, b]) => when(b).localeCompare(when(a)));
+  for (const [key, c] of sorted) {
     const li = document.createElement("li");
-    li.dataset.user = c.user_id;
-    if (c.user_id === state.peer) li.classList.add("active");
+    if (c.kind === "group") li.dataset.group = key;
+    else li.dataset.user = key;
+    if (key === state.peer) li.classList.add("active");
     const dot = document.createElement("span");
-    dot.className = c.online ? "dot online" : "dot";
+    dot.className = c.kind === "group" ? "dot group" : c.online ? "dot online" : "dot";
     const name = document.createElement("strong");
-    name.textContent = nameOf(c.user_id);
+    name.textContent = titleOf(key);
     const preview = document.createElement("span");
     preview.className = "preview";
     preview.textContent = c.last_message ? c.last_message.content : "";
@@ -151,7 +194,7 @@ function renderConversations() {
       badge.textContent = String(c.unread_count);
       li.append(badge);
     }
-    li.addEventListener("click", () => openConversation(c.user_id));
+    li.addEventListener("click", () => openConversation(key));
     list.append(li);
   }
   if (state.peer) renderPeerHeader();
@@ -170,6 +213,40 @@ $("new-chat").addEventListener("submit", async (event) => {
   openConversation(id.toLowerCase());
 });
 
+// Groups are created with a title and the other members' ids.
+$("new-group").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const ids = $("new-group-members").value.split(/[\s,]+/).filter(Boolean).map((id) => id.toLowerCase());
+  try {
+    const group = await request("/conversations", {
+      method: "POST",
+      body: JSON.stringify({ title: $("new-group-title").value, member_ids: ids }),
+    });
+    $("new-group-title").value = "";
+    $("new-group-members").value = "";
+    rememberGroup(group);
+    renderConversations();
+    openConversation(group.id);
+  } catch (e) {
+    showError(`Could not create the group: ${e.message}`);
+  }
+});
+
+$("add-people").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const ids = $("add-people-ids").value.split(/[\s,]+/).filter(Boolean).map((id) => id.toLowerCase());
+  try {
+    rememberGroup(await request(`/conversations/${state.peer}/members`, {
+      method: "POST",
+      body: JSON.stringify({ user_ids: ids }),
+    }));
+    $("add-people-ids").value = "";
+    renderConversations();
+  } catch (e) {
+    showError(`Could not add: ${e.message}`);
+  }
+});
+
 async function openConversation(peer) {
   state.peer = peer;
   $("conversation").hidden = false;
@@ -186,13 +263,20 @@ async function openConversation(peer) {
 
 function renderPeerHeader() {
   const c = state.conversations.get(state.peer);
-  $("peer-name").textContent = nameOf(state.peer);
-  $("peer-dot").className = c && c.online ? "dot online" : "dot";
+  const group = isGroup(state.peer);
+  $("peer-name").textContent = titleOf(state.peer);
+  $("peer-dot").className = group ? "dot group" : c && c.online ? "dot online" : "dot";
+  $("members").hidden = !group;
+  $("add-people").hidden = !group;
+  if (group) {
+    $("members").textContent = `${c.member_count} members: ${(c.members || []).map((m) => nameOf(m.user_id)).join(", ")}`;
+  }
 }
 
 async function loadOlder(peer) {
   const before = state.oldest.get(peer);
-  const query = `/messages/conversation?with_user=${peer}&limit=50` + (before ? `&before=${before}` : "");
+  const which = isGroup(peer) ? `conversation_id=${peer}` : `with_user=${peer}`;
+  const query = `/messages/conversation?${which}&limit=50` + (before ? `&before=${before}` : "");
   try {
     const page = await request(query);
     const map = state.messages.get(peer);
@@ -219,24 +303,37 @@ function renderMessages() {
     li.dataset.id = m.id;
     const mine = m.sender_id === state.me.id;
     if (mine) li.classList.add("mine");
+    if (!mine && !m.receiver_id) {
+      const from = document.createElement("span");
+      from.className = "from";
+      from.textContent = nameOf(m.sender_id);
+      li.append(from);
+    }
     const text = document.createElement("span");
     text.className = "text";
     text.textContent = m.content;
     const meta = document.createElement("span");
     meta.className = "meta";
     const time = new Date(m.created_at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-    meta.textContent = mine ? `${time} ${m.is_read ? "✓✓ read" : "✓ sent"}` : time;
+    meta.textContent = mine ? `${time} ${receipt(m)}` : time;
     li.append(text, meta);
     list.append(li);
   }
   list.scrollTop = list.scrollHeight;
 }
 
+// Under my own message: sent or read, and in a group who read it.
+function receipt(m) {
+  if (m.receiver_id) return m.is_read ? "✓✓ read" : "✓ sent";
+  const readers = [...(state.readers.get(m.id) || [])];
+  return readers.length ? `✓✓ read by ${readers.map(nameOf).join(", ")}` : "✓ sent";
+}
+
 function markVisibleRead() {
   if (!state.peer || !state.ws || state.ws.readyState !== WebSocket.OPEN || document.hidden) return;
   const map = state.messages.get(state.peer);
   for (const m of map.values()) {
-    if (m.receiver_id === state.me.id && !m.is_read) {
+    if (m.sender_id !== state.me.id && !m.is_read) {
       m.is_read = true;
       state.ws.send(JSON.stringify({ type: "mark_read", message_id: m.id }));
     }
@@ -258,18 +355,26 @@ $("composer").addEventListener("submit", (event) => {
     return;
   }
   const clientId = crypto.randomUUID();
-  state.pending.set(clientId, { to: state.peer, content: content.trim() });
-  state.ws.send(JSON.stringify({ type: "message", to: state.peer, content, client_id: clientId }));
+  const group = isGroup(state.peer) ? state.peer : null;
+  state.pending.set(clientId, { to: group ? null : state.peer, group, content: content.trim() });
+  state.ws.send(JSON.stringify({ type: "message", ...destination(), content, client_id: clientId }));
   $("composer-input").value = "";
-  state.ws.send(JSON.stringify({ type: "typing", to: state.peer, is_typing: false }));
+  state.ws.send(JSON.stringify({ type: "typing", ...destination(), is_typing: false }));
 });
+
+// Where the open conversation's frames go: a user, or a group.
+function destination() {
+  return isGroup(state.peer) ? { conversation_id: state.peer } : { to: state.peer };
+}
 
 $("composer-input").addEventListener("input", () => {
   const now = Date.now();
   if (!state.peer || !state.ws || state.ws.readyState !== WebSocket.OPEN || now - state.lastTypingSent < 2000) return;
-  if (!state.conversations.get(state.peer) || !state.conversations.get(state.peer).last_message) return;
+  const c = state.conversations.get(state.peer);
+  // Typing goes only to people one already talks with (or a group).
+  if (!c || (!isGroup(state.peer) && !c.last_message)) return;
   state.lastTypingSent = now;
-  state.ws.send(JSON.stringify({ type: "typing", to: state.peer, is_typing: true }));
+  state.ws.send(JSON.stringify({ type: "typing", ...destination(), is_typing: true }));
 });
 
 // ---- search ----------------------------------------------------------------
@@ -283,9 +388,9 @@ $("search-form").addEventListener("submit", async (event) => {
     const { messages } = await request(`/messages/search?query=${encodeURIComponent(query)}&limit=20`);
     results.replaceChildren();
     for (const m of messages) {
-      const peer = m.sender_id === state.me.id ? m.receiver_id : m.sender_id;
+      const peer = keyOf(m);
       const li = document.createElement("li");
-      li.textContent = `${nameOf(peer)}: ${m.content}`;
+      li.textContent = `${titleOf(peer)}: ${m.content}`;
       li.addEventListener("click", () => { results.hidden = true; openConversation(peer); });
       results.append(li);
     }
@@ -342,13 +447,14 @@ function connect() {
 function remember(frame) {
   // A WebSocket message frame as a REST-shaped message.
   return {
-    id: frame.id, sender_id: frame.from, receiver_id: frame.to, content: frame.content,
+    id: frame.id, sender_id: frame.from, receiver_id: frame.to || null,
+    conversation_id: frame.conversation_id || null, content: frame.content,
     created_at: frame.timestamp, is_read: false,
   };
 }
 
 function addMessage(m) {
-  const peer = m.sender_id === state.me.id ? m.receiver_id : m.sender_id;
+  const peer = keyOf(m);
   if (!state.messages.has(peer) && peer !== state.peer) {
     // Not loaded yet: it will load with its history when opened.
   } else {
@@ -357,12 +463,17 @@ function addMessage(m) {
     if (map.has(m.id)) return false; // at-least-once: dedupe by id
     map.set(m.id, m);
   }
-  const c = state.conversations.get(peer) || { user_id: peer, unread_count: 0, online: false };
+  const group = !m.receiver_id;
+  const c = state.conversations.get(peer) ||
+    (group ? { kind: "group", conversation_id: peer, title: "…", members: [], unread_count: 0 }
+      : { user_id: peer, unread_count: 0, online: false });
   if (c.last_message && c.last_message.id === m.id) return false;
   c.last_message = m;
-  if (m.receiver_id === state.me.id && (peer !== state.peer || document.hidden)) c.unread_count += 1;
+  if (m.sender_id !== state.me.id && (peer !== state.peer || document.hidden)) c.unread_count += 1;
+  const known = state.conversations.has(peer);
   state.conversations.set(peer, c);
-  if (!state.names.has(peer)) refreshPeer(peer).then(renderConversations);
+  if (group && !known) refreshGroup(peer).then(renderConversations);
+  if (!group && !state.names.has(peer)) refreshPeer(peer).then(renderConversations);
   return true;
 }
 
@@ -370,7 +481,7 @@ function handle(frame) {
   switch (frame.type) {
     case "message": {
       addMessage(remember(frame));
-      if (frame.from === state.peer) $("typing").hidden = true;
+      if (frame.from === state.peer || (frame.conversation_id && frame.conversation_id === state.peer)) $("typing").hidden = true;
       break;
     }
     case "ack": {
@@ -378,8 +489,8 @@ function handle(frame) {
       state.pending.delete(frame.client_id);
       if (sent) {
         addMessage({
-          id: frame.id, sender_id: state.me.id, receiver_id: sent.to, content: sent.content,
-          created_at: frame.timestamp, is_read: false,
+          id: frame.id, sender_id: state.me.id, receiver_id: sent.to, conversation_id: sent.group,
+          content: sent.content, created_at: frame.timestamp, is_read: false,
         });
       }
       break;
@@ -391,7 +502,9 @@ function handle(frame) {
       break;
     }
     case "typing": {
-      if (frame.from === state.peer) {
+      const here = frame.conversation_id ? frame.conversation_id === state.peer : frame.from === state.peer && !isGroup(state.peer);
+      if (here) {
+        $("typing").textContent = frame.conversation_id ? `${nameOf(frame.from)} is typing…` : "typing…";
         $("typing").hidden = !frame.is_typing;
         clearTimeout(state.typingTimer);
         if (frame.is_typing) state.typingTimer = setTimeout(() => { $("typing").hidden = true; }, 6000);
@@ -402,6 +515,32 @@ function handle(frame) {
       for (const map of state.messages.values()) {
         const m = map.get(frame.message_id);
         if (m) m.is_read = true;
+      }
+      if (frame.conversation_id) {
+        if (!state.readers.has(frame.message_id)) state.readers.set(frame.message_id, new Set());
+        state.readers.get(frame.message_id).add(frame.read_by);
+      }
+      break;
+    }
+    case "conversation_created":
+    case "member_added":
+    case "conversation_updated": {
+      rememberGroup(frame.conversation);
+      break;
+    }
+    case "member_removed": {
+      if (frame.user_id === state.me.id) {
+        state.conversations.delete(frame.conversation_id);
+        if (state.peer === frame.conversation_id) {
+          state.peer = null;
+          $("conversation").hidden = true;
+        }
+      } else {
+        const c = state.conversations.get(frame.conversation_id);
+        if (c && c.members) {
+          c.members = c.members.filter((m) => m.user_id !== frame.user_id);
+          c.member_count = c.members.length;
+        }
       }
       break;
     }

@@ -1,4 +1,5 @@
-// Two people chat through ochat's browser client, in headless Chromium,
+// People chat through ochat's browser client (two windows one to one, three
+// in a group), in headless Chromium,
 // against a real node on the embedded default (started here).
 //
 // Needs: the debug binary (`cargo build`), /usr/bin/chromium, and
@@ -193,4 +194,54 @@ test("a dropped connection shows reconnecting and catches up with sync", async (
   await dave.page.waitForSelector("#messages li >> text=sent while you were away");
   await carol.context.close();
   await dave.context.close();
+});
+
+test("three windows in a group: created live, messages, typing, who read what, unread counts", async () => {
+  const erin = await signIn("erin");
+  const frank = await signIn("frank");
+  const grace = await signIn("grace");
+
+  // Erin creates a group with Frank and Grace by their ids.
+  await erin.page.fill("#new-group-title", "Trip");
+  await erin.page.fill("#new-group-members", `${frank.id}, ${grace.id}`);
+  await erin.page.click("#new-group-submit");
+  await erin.page.waitForSelector("#peer-name >> text=Trip");
+  await erin.page.waitForSelector("#members >> text=3 members");
+
+  // The others see it appear without reloading.
+  const group = "#conversations li[data-group]";
+  await frank.page.waitForSelector(`${group} >> text=Trip`);
+  await grace.page.waitForSelector(`${group} >> text=Trip`);
+
+  // Erin writes. Grace, whose group is not open, gets an unread count.
+  await erin.page.fill("#composer-input", "Train or car?");
+  await erin.page.click("#send");
+  await erin.page.waitForSelector("#messages li.mine >> text=Train or car?");
+  await grace.page.waitForSelector(`${group} .unread >> text=1`);
+
+  // Frank opens the group: the message names its sender, and Erin sees
+  // that Frank read it.
+  await frank.page.click(group);
+  await frank.page.waitForSelector("#messages li >> text=Train or car?");
+  await frank.page.waitForSelector("#messages li .from >> text=erin");
+  await erin.page.waitForSelector("#messages li.mine .meta >> text=read by frank");
+
+  // Frank types; Erin sees who is typing. Then he answers.
+  await frank.page.type("#composer-input", "Train!");
+  await erin.page.waitForSelector("#typing >> text=frank is typing");
+  await frank.page.click("#send");
+  await erin.page.waitForSelector("#messages li:not(.mine) >> text=Train!");
+
+  // Grace catches up by opening it: both messages; Frank sees she read his.
+  await grace.page.click(group);
+  await grace.page.waitForSelector("#messages li >> text=Train or car?");
+  await grace.page.waitForSelector("#messages li >> text=Train!");
+  await frank.page.waitForSelector("#messages li.mine .meta >> text=grace");
+  await erin.page.waitForSelector("#messages li.mine .meta >> text=grace");
+
+  for (const window of [erin, frank, grace]) {
+    assert.deepEqual(window.external, [], "no third-party requests");
+    assert.deepEqual(window.problems, [], "no script errors or CSP violations");
+    await window.context.close();
+  }
 });

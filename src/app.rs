@@ -23,6 +23,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{self, Authenticator, Verifier};
+use crate::backplane::Backplane;
 use crate::bus::SharedBus;
 use crate::bus::memory::MemoryBus;
 use crate::bus::redis::RedisBus;
@@ -33,7 +34,6 @@ use crate::presence::memory::MemoryPresence;
 use crate::presence::redis::RedisPresence;
 use crate::store::{self, Store};
 use crate::ws::Hub;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::time::Duration;
 
 /// Everything a handler may need; handlers take parts through `FromRef`.
@@ -117,34 +117,23 @@ impl Application {
         let tasks = TaskTracker::new();
         let flush = CancellationToken::new();
         let late_tasks = TaskTracker::new();
-        let (bus, presence): (SharedBus, SharedPresence) = match &config.redis_url {
+        let (bus, presence): (SharedBus, SharedPresence) = match &config.redis {
             None => (
                 Arc::new(MemoryBus::new(hub.clone())),
                 Arc::new(MemoryPresence::default()),
             ),
-            Some(url) => {
-                let client =
-                    redis::Client::open(url.expose()).context("Failed to parse REDIS_URL")?;
-                // Short timeouts: while Redis is away, publishes fail fast
-                // (clients recover by sync) instead of piling up.
-                let manager = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(Duration::from_secs(2)))
-                    .set_response_timeout(Some(Duration::from_secs(2)))
-                    .set_number_of_retries(2)
-                    .set_max_delay(Duration::from_secs(1));
-                let conn = ConnectionManager::new_with_config(client.clone(), manager)
-                    .await
-                    .context("Failed to connect to Redis (REDIS_URL)")?;
+            Some(redis) => {
+                let backplane = Arc::new(Backplane::connect(redis).await?);
                 let bus = RedisBus::start(
-                    client,
-                    conn.clone(),
+                    backplane.clone(),
                     config.redis_prefix.clone(),
                     config.redis_probe_interval,
                     hub.clone(),
                     (shutdown.clone(), &tasks),
                     (flush.clone(), &late_tasks),
                 );
-                let presence = RedisPresence::new(conn, &config.redis_prefix, config.presence_ttl);
+                let presence =
+                    RedisPresence::new(backplane, &config.redis_prefix, config.presence_ttl);
                 (Arc::new(bus), Arc::new(presence))
             }
         };

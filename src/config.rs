@@ -38,6 +38,16 @@ pub enum DatabaseConfig {
     Sqlite(PathBuf),
 }
 
+/// Where the bus and presence of a multi-node deployment live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisConfig {
+    /// One Redis server (`REDIS_URL`).
+    Single(Secret),
+    /// A Redis Cluster, found through these seed nodes (`REDIS_CLUSTER_URLS`):
+    /// sharded pub/sub and slot-aware presence keys.
+    Cluster(Vec<Secret>),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Json,
@@ -138,7 +148,8 @@ pub struct Config {
     /// How long an embedded-database writer waits for the write lock before
     /// the send fails as `unavailable`.
     pub sqlite_busy_timeout: Duration,
-    pub redis_url: Option<Secret>,
+    /// `None`: the embedded in-process bus and presence (one node).
+    pub redis: Option<RedisConfig>,
     /// Prefix of every Redis key and channel, so deployments can share a server.
     pub redis_prefix: String,
     /// How often each node pings its pub/sub connection.
@@ -295,12 +306,31 @@ impl Config {
             "a positive number of connections",
         )?;
 
-        let redis_url = match vars.get("REDIS_URL") {
-            None => None,
-            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
-                Some(Secret::new(url))
+        let is_redis_url = |url: &str| url.starts_with("redis://") || url.starts_with("rediss://");
+        let redis = match (vars.get("REDIS_URL"), vars.get("REDIS_CLUSTER_URLS")) {
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "REDIS_CLUSTER_URLS",
+                    "set either REDIS_URL (one Redis) or REDIS_CLUSTER_URLS (a Redis Cluster), not both",
+                ));
             }
-            Some(_) => return Err(bad("REDIS_URL", "expected a redis:// or rediss:// URL")),
+            (Some(url), None) if is_redis_url(url) => Some(RedisConfig::Single(Secret::new(url))),
+            (Some(_), None) => {
+                return Err(bad("REDIS_URL", "expected a redis:// or rediss:// URL"));
+            }
+            (None, Some(list)) => {
+                let urls: Vec<&str> = list.split(',').map(str::trim).collect();
+                if urls.iter().any(|u| !is_redis_url(u)) {
+                    return Err(bad(
+                        "REDIS_CLUSTER_URLS",
+                        "expected comma-separated redis:// or rediss:// seed node URLs",
+                    ));
+                }
+                Some(RedisConfig::Cluster(
+                    urls.into_iter().map(Secret::new).collect(),
+                ))
+            }
         };
         let redis_prefix = vars.get("REDIS_PREFIX").unwrap_or("ochat").to_owned();
 
@@ -439,7 +469,7 @@ impl Config {
             },
             write_batch: vars.positive("WRITE_BATCH", 512usize, "a positive number")?,
             sqlite_busy_timeout: vars.duration("SQLITE_BUSY_TIMEOUT", Duration::from_secs(5))?,
-            redis_url,
+            redis,
             redis_prefix,
             redis_probe_interval: vars.duration("REDIS_PROBE_INTERVAL", Duration::from_secs(5))?,
             auth,
@@ -480,7 +510,7 @@ mod tests {
         assert!(
             matches!(config.database, DatabaseConfig::Sqlite(ref p) if p == &PathBuf::from("ochat.db"))
         );
-        assert!(config.redis_url.is_none());
+        assert!(config.redis.is_none());
         assert!(config.auth.is_development());
         assert_eq!(config.metrics_port, Some(9090));
     }
@@ -507,6 +537,11 @@ mod tests {
                 "REDIS_URL",
                 "localhost:6379",
                 "invalid REDIS_URL: expected a redis:// or rediss:// URL",
+            ),
+            (
+                "REDIS_CLUSTER_URLS",
+                "redis://127.0.0.1:7000,127.0.0.1:7001",
+                "invalid REDIS_CLUSTER_URLS: expected comma-separated redis:// or rediss:// seed node URLs",
             ),
             (
                 "JWT_SECRET",
@@ -563,6 +598,31 @@ mod tests {
             let err = parse(&[(var, value)]).expect_err(var);
             assert_eq!(err.to_string(), *expected);
         }
+    }
+
+    #[test]
+    fn one_redis_or_a_cluster_never_both() {
+        let both = parse(&[
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ("REDIS_CLUSTER_URLS", "redis://127.0.0.1:7000"),
+        ])
+        .expect_err("both set");
+        assert_eq!(
+            both.to_string(),
+            "invalid REDIS_CLUSTER_URLS: set either REDIS_URL (one Redis) or REDIS_CLUSTER_URLS (a Redis Cluster), not both"
+        );
+        let cluster = parse(&[(
+            "REDIS_CLUSTER_URLS",
+            " redis://127.0.0.1:7000, redis://127.0.0.1:7001 ",
+        )])
+        .unwrap();
+        assert_eq!(
+            cluster.redis,
+            Some(RedisConfig::Cluster(vec![
+                Secret::new("redis://127.0.0.1:7000"),
+                Secret::new("redis://127.0.0.1:7001"),
+            ]))
+        );
     }
 
     #[test]

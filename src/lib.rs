@@ -8,7 +8,8 @@
 //! - [`ws`]: the WebSocket upgrade, session loop and the node's session hub.
 //! - [`http`]: the REST API.
 //! - [`chat`]: the domain operations both HTTP and WebSocket call.
-//! - [`bus`]: per-user event channels (in-process or Redis).
+//! - [`backplane`]: the Redis nodes share, one server or a Redis Cluster.
+//! - [`bus`]: per-user event channels (in-process, Redis or sharded Redis Cluster pub/sub).
 //! - [`presence`]: who is online (in-process or Redis).
 //! - [`store`]: history and users (Postgres or SQLite); all SQL lives here.
 //! - [`metrics`]: Prometheus metric names and recording.
@@ -16,6 +17,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod backplane;
 pub mod bus;
 pub mod chat;
 pub mod config;

@@ -26,6 +26,10 @@ pub const DB_ERRORS: &str = "ochat_db_errors_total";
 pub const REDIS_LATENCY: &str = "ochat_redis_operation_seconds";
 pub const REDIS_ERRORS: &str = "ochat_redis_errors_total";
 pub const REDIS_RECONNECTS: &str = "ochat_redis_reconnects_total";
+pub const REDIS_SHARD_LATENCY: &str = "ochat_redis_shard_operation_seconds";
+pub const REDIS_SHARD_ERRORS: &str = "ochat_redis_shard_errors_total";
+pub const REDIS_SHARD_PUBLISHES: &str = "ochat_redis_shard_publishes_total";
+pub const REDIS_SHARD_SUBSCRIPTIONS: &str = "ochat_redis_shard_subscriptions";
 pub const RATE_LIMITED: &str = "ochat_rate_limited_total";
 pub const SLOW_CONSUMERS: &str = "ochat_slow_consumer_disconnects_total";
 pub const AUTH_FAILURES: &str = "ochat_auth_failures_total";
@@ -75,6 +79,25 @@ pub fn redis_operation(op: &'static str, took: Duration, ok: bool) {
     if !ok {
         counter!(REDIS_ERRORS, "op" => op).increment(1);
     }
+}
+
+/// An operation on one shard of a Redis Cluster, labelled by its master's
+/// address (a handful of values; never a user or channel).
+pub fn redis_shard_operation(op: &'static str, shard: &str, took: Duration, ok: bool) {
+    histogram!(REDIS_SHARD_LATENCY, "op" => op, "shard" => shard.to_owned()).record(took.as_secs_f64());
+    if !ok {
+        counter!(REDIS_SHARD_ERRORS, "op" => op, "shard" => shard.to_owned()).increment(1);
+    }
+}
+
+/// Events published to one shard of a Redis Cluster.
+pub fn redis_shard_published(shard: &str, events: u64) {
+    counter!(REDIS_SHARD_PUBLISHES, "shard" => shard.to_owned()).increment(events);
+}
+
+/// Sharded subscriptions this node holds on each shard.
+pub fn redis_shard_subscriptions(shard: &str, count: usize) {
+    gauge!(REDIS_SHARD_SUBSCRIPTIONS, "shard" => shard.to_owned()).set(count as f64);
 }
 
 pub fn redis_reconnect() {

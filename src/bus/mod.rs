@@ -6,6 +6,7 @@
 
 pub mod memory;
 pub mod redis;
+mod sharded;
 
 use std::sync::Arc;
 

@@ -1,4 +1,7 @@
-//! The multi-node bus: one Redis channel per user (`<prefix>:user:<uuid>`).
+//! The multi-node bus: one Redis channel per user (`<prefix>:user:<uuid>`),
+//! on one Redis (`PUBLISH`/`SUBSCRIBE`) or a Redis Cluster (sharded pub/sub:
+//! `SPUBLISH`/`SSUBSCRIBE`, so a publish goes to the one shard that owns the
+//! channel's slot instead of being copied to every shard; see [`super::sharded`]).
 //!
 //! Publishing goes through a queue drained by one task that sends whatever
 //! has accumulated as a single pipeline, so the hot path costs a channel send,
@@ -19,13 +22,14 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, PubSubSink};
+use redis::aio::PubSubSink;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::{Bus, BusError, Delivery, Envelope};
+use crate::backplane::{self, Backplane, RedisConn, ShardMap};
 
 /// Publishes (a batch of events each) waiting to go out; beyond this, new
 /// ones are dropped (and counted) rather than held in memory while Redis is
@@ -37,12 +41,15 @@ const PIPELINE_MAX: usize = 256;
 /// from storage by the receiving node, presence is repaired by its owner.
 const RETRY_MAX_AGE: Duration = Duration::from_secs(30);
 /// How long a probe of the pub/sub connection may take.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// First wait before reconnecting; doubles up to `BACKOFF_MAX`.
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+pub(super) const BACKOFF_MIN: Duration = Duration::from_millis(100);
+pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Publishes in flight at once on a cluster, where each is its own command
+/// (a pipeline may not cross slots); the connection pipelines them per shard.
+const CLUSTER_PUBLISHES_AT_ONCE: usize = 256;
 
-type InterestRequest = (Uuid, oneshot::Sender<()>);
+pub(super) type InterestRequest = (Uuid, oneshot::Sender<()>);
 
 /// One publish: its events, and who waits to hear that Redis took them.
 struct Outgoing {
@@ -53,14 +60,27 @@ struct Outgoing {
 pub struct RedisBus {
     publish: mpsc::Sender<Outgoing>,
     interest: mpsc::Sender<InterestRequest>,
-    conn: ConnectionManager,
+    backplane: Arc<Backplane>,
     /// True while the pub/sub connection is up and subscribed.
     listening: Arc<AtomicBool>,
 }
 
 /// `<prefix>:user:<uuid>`, the one channel naming rule.
-fn channel(prefix: &str, user: Uuid) -> String {
+pub(super) fn channel(prefix: &str, user: Uuid) -> String {
     format!("{prefix}:user:{user}")
+}
+
+/// Hands one received event to the hub; `channel` names its user.
+pub(super) fn dispatch(prefix: &str, delivery: &dyn Delivery, channel: &str, payload: &[u8]) {
+    let user = channel
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix(":user:"))
+        .and_then(|id| Uuid::parse_str(id).ok());
+    let envelope = Envelope::decode(Bytes::copy_from_slice(payload));
+    match (user, envelope) {
+        (Some(user), Some(envelope)) => delivery.deliver(user, envelope),
+        _ => tracing::warn!(channel, "ignoring a malformed bus event"),
+    }
 }
 
 impl RedisBus {
@@ -70,10 +90,8 @@ impl RedisBus {
     /// is queued before it stops.
     /// `probe_every`: how often the pub/sub connection is pinged, so a
     /// silently dead connection is noticed.
-    #[allow(clippy::too_many_arguments)]
     pub fn start(
-        client: redis::Client,
-        conn: ConnectionManager,
+        backplane: Arc<Backplane>,
         prefix: String,
         probe_every: Duration,
         delivery: Arc<dyn Delivery>,
@@ -83,21 +101,42 @@ impl RedisBus {
         let (publish, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
         let (interest, interest_rx) = mpsc::channel(1024);
         let listening = Arc::new(AtomicBool::new(false));
-        late.spawn(publisher(conn.clone(), prefix.clone(), publish_rx, flush));
-        tasks.spawn(
-            Subscriber {
-                client,
-                prefix,
-                probe_every,
-                delivery,
-                listening: listening.clone(),
-            }
-            .run(interest_rx, shutdown),
-        );
+        late.spawn(publisher(
+            Publisher {
+                conn: backplane.conn(),
+                prefix: prefix.clone(),
+                shards: backplane.shards(),
+            },
+            publish_rx,
+            flush,
+        ));
+        match &*backplane {
+            Backplane::Single { client, .. } => tasks.spawn(
+                Subscriber {
+                    client: client.clone(),
+                    prefix,
+                    probe_every,
+                    delivery,
+                    listening: listening.clone(),
+                }
+                .run(interest_rx, shutdown),
+            ),
+            Backplane::Cluster { seeds, shards, .. } => tasks.spawn(
+                super::sharded::ShardedSubscriber {
+                    seeds: seeds.clone(),
+                    prefix,
+                    probe_every,
+                    delivery,
+                    listening: listening.clone(),
+                    shards: shards.clone(),
+                }
+                .run(interest_rx, shutdown),
+            ),
+        };
         Self {
             publish,
             interest,
-            conn,
+            backplane,
             listening,
         }
     }
@@ -141,11 +180,7 @@ impl Bus for RedisBus {
     }
 
     async fn ping(&self) -> Result<(), BusError> {
-        let mut conn = self.conn.clone();
-        let started = Instant::now();
-        let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
-        crate::metrics::redis_operation("ping", started.elapsed(), pong.is_ok());
-        pong.map_err(|e| BusError::Unavailable(e.to_string()))?;
+        self.backplane.probe().await.map_err(BusError::Unavailable)?;
         if !self.listening.load(Ordering::Relaxed) {
             return Err(BusError::Unavailable("pub/sub connection down".into()));
         }
@@ -153,7 +188,11 @@ impl Bus for RedisBus {
     }
 
     fn describe(&self) -> String {
-        "redis pub/sub".into()
+        if self.backplane.is_cluster() {
+            "redis cluster sharded pub/sub".into()
+        } else {
+            "redis pub/sub".into()
+        }
     }
 }
 
@@ -173,8 +212,7 @@ impl RedisBus {
 /// with backoff; once `flush` is cancelled, whatever is queued goes out in a
 /// last attempt and the task stops.
 async fn publisher(
-    mut conn: ConnectionManager,
-    prefix: String,
+    mut publisher: Publisher,
     mut rx: mpsc::Receiver<Outgoing>,
     flush: CancellationToken,
 ) {
@@ -202,7 +240,7 @@ async fn publisher(
             batch.extend(outgoing.events);
             confirms.extend(outgoing.confirm);
         }
-        let result = publish_pipeline(&mut conn, &prefix, &batch).await;
+        let result = publisher.send(&batch).await;
         for confirm in confirms {
             let _ = confirm.send(result.is_ok());
         }
@@ -229,25 +267,67 @@ async fn publisher(
     }
 }
 
-async fn publish_pipeline(
-    conn: &mut ConnectionManager,
-    prefix: &str,
-    events: &[(Uuid, Envelope)],
-) -> redis::RedisResult<()> {
-    if events.is_empty() {
-        return Ok(());
+/// Where the publisher task sends: the connection, and on a cluster the
+/// shard view that labels its metrics.
+struct Publisher {
+    conn: RedisConn,
+    prefix: String,
+    shards: Option<Arc<ShardMap>>,
+}
+
+impl Publisher {
+    async fn send(&mut self, events: &[(Uuid, Envelope)]) -> redis::RedisResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let result = match &self.shards {
+            None => {
+                let mut pipe = redis::pipe();
+                for (user, envelope) in events {
+                    pipe.cmd("PUBLISH")
+                        .arg(channel(&self.prefix, *user))
+                        .arg(envelope.encode())
+                        .ignore();
+                }
+                pipe.query_async(&mut self.conn).await
+            }
+            Some(shards) => self.send_sharded(shards, events).await,
+        };
+        crate::metrics::redis_operation("publish", started.elapsed(), result.is_ok());
+        result
     }
-    let mut pipe = redis::pipe();
-    for (user, envelope) in events {
-        pipe.cmd("PUBLISH")
-            .arg(channel(prefix, *user))
-            .arg(envelope.encode())
-            .ignore();
+
+    /// One `SPUBLISH` per event, many in flight: the cluster connection
+    /// routes each to its channel's shard and pipelines them per shard.
+    async fn send_sharded(
+        &self,
+        shards: &ShardMap,
+        events: &[(Uuid, Envelope)],
+    ) -> redis::RedisResult<()> {
+        let mut per_shard: std::collections::HashMap<String, u64> = Default::default();
+        let mut publishes = Vec::with_capacity(events.len());
+        for (user, envelope) in events {
+            let name = channel(&self.prefix, *user);
+            *per_shard
+                .entry(shards.owner(backplane::slot(name.as_bytes())))
+                .or_default() += 1;
+            let mut cmd = redis::cmd("SPUBLISH");
+            cmd.arg(name).arg(envelope.encode());
+            let mut conn = self.conn.clone();
+            publishes.push(async move { cmd.query_async::<redis::Value>(&mut conn).await });
+        }
+        let results: Vec<redis::RedisResult<redis::Value>> = futures_util::stream::iter(publishes)
+            .buffer_unordered(CLUSTER_PUBLISHES_AT_ONCE)
+            .collect()
+            .await;
+        for (shard, count) in per_shard {
+            crate::metrics::redis_shard_published(&shard, count);
+        }
+        // A partial failure retries the whole batch: receivers drop the
+        // repeats by sequence number, and a lost one would only be caught up.
+        results.into_iter().try_for_each(|r| r.map(|_| ()))
     }
-    let started = Instant::now();
-    let result: redis::RedisResult<()> = pipe.query_async(conn).await;
-    crate::metrics::redis_operation("publish", started.elapsed(), result.is_ok());
-    result
 }
 
 struct Subscriber {
@@ -363,15 +443,11 @@ impl Subscriber {
     }
 
     fn dispatch(&self, message: &redis::Msg) {
-        let name = message.get_channel_name();
-        let user = name
-            .strip_prefix(&self.prefix)
-            .and_then(|rest| rest.strip_prefix(":user:"))
-            .and_then(|id| Uuid::parse_str(id).ok());
-        let envelope = Envelope::decode(Bytes::copy_from_slice(message.get_payload_bytes()));
-        match (user, envelope) {
-            (Some(user), Some(envelope)) => self.delivery.deliver(user, envelope),
-            _ => tracing::warn!(channel = name, "ignoring a malformed bus event"),
-        }
+        dispatch(
+            &self.prefix,
+            &*self.delivery,
+            message.get_channel_name(),
+            message.get_payload_bytes(),
+        );
     }
 }

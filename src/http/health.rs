@@ -29,7 +29,7 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let draining = state.draining.load(Ordering::Relaxed);
     let check = |ok: bool| if ok { "ok" } else { "down" };
     let ready = database.is_ok() && bus.is_ok() && presence.is_ok() && !draining;
-    let body = json!({
+    let mut body = json!({
         "status": if ready { "ready" } else if draining { "draining" } else { "unavailable" },
         "checks": {
             "database": check(database.is_ok()),
@@ -37,6 +37,21 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
             "presence": check(presence.is_ok()),
         },
     });
+    // What is down, in words an operator can act on (on a Redis Cluster,
+    // which shard); backend errors name hosts, never credentials or users.
+    let mut errors = serde_json::Map::new();
+    if let Err(e) = &bus {
+        errors.insert("bus".into(), e.to_string().into());
+    }
+    if let Err(e) = &presence {
+        errors.insert("presence".into(), e.to_string().into());
+    }
+    for (what, error) in &errors {
+        tracing::warn!(check = %what, error = %error.as_str().unwrap_or_default(), "not ready");
+    }
+    if !errors.is_empty() {
+        body["errors"] = errors.into();
+    }
     let status = if ready {
         StatusCode::OK
     } else {

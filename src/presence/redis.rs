@@ -1,27 +1,41 @@
-//! Multi-node presence in Redis.
+//! Multi-node presence in Redis, on one server or a Redis Cluster.
 //!
-//! Keys (all under the configured prefix):
-//! - `<p>:presence:user:<uuid>`: a sorted set of that user's sessions,
-//!   scored by the time (ms) they expire unless refreshed;
-//! - `<p>:presence:all`: every session as `<user>:<session>`, same scores,
-//!   so a sweep finds expired sessions without scanning users;
-//! - `<p>:presence:ver:<uuid>`: the version of the user's last transition.
+//! Users are spread over `BUCKETS` buckets; every key of a user and its
+//! bucket's index share the bucket's hash tag, so on a cluster each script
+//! touches one slot and the buckets spread over every shard (no single hot
+//! key). Keys (all under the configured prefix `<p>`, bucket tag `{<p>:b<n>}`):
+//! - `<p>:presence:{<p>:b<n>}:user:<uuid>`: a sorted set of that user's
+//!   sessions, scored by the time (ms) they expire unless refreshed;
+//! - `<p>:presence:{<p>:b<n>}:all`: every session of the bucket's users as
+//!   `<user>:<session>`, same scores, so a sweep finds expired sessions
+//!   without scanning users;
+//! - `<p>:presence:{<p>:b<n>}:ver:<uuid>`: the version of the user's last
+//!   transition.
 //!
 //! Every change is a Lua script using Redis' own clock, so nodes with skewed
 //! clocks agree, and each transition (online, offline) is decided atomically
 //! together with its version: when a dead node's sessions expire, exactly one
 //! sweeping node learns that the user went offline, and two nodes deciding
 //! two transitions of one user hand out versions in the order they decided.
+//! Heartbeats and sweeps run one script per bucket, a few at a time.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures_util::{StreamExt, TryStreamExt, stream};
 use redis::Script;
-use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
 use super::{Closed, Presence, PresenceError, Transition};
+use crate::backplane::{Backplane, RedisConn};
 use crate::bus::SessionId;
+
+/// How many buckets users are spread over: enough to spread a cluster's
+/// load over its shards, few enough that a sweep of all of them is cheap.
+const BUCKETS: u32 = 64;
+/// Bucket scripts in flight at once during a heartbeat or sweep.
+const BUCKETS_AT_ONCE: usize = 8;
 
 /// Shared prelude of every script: `now` (ms) and `now_us` in Redis time,
 /// and `bump(key)`, which stores and returns the next version of a user: the
@@ -68,8 +82,8 @@ if redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf') > 0 then return '0' end
 if removed == 1 then return bump(KEYS[3]) end
 return '-1'";
 
-/// KEYS: all set. ARGV: ttl ms, version-key prefix, then (user, user set
-/// key, session, member) quads. Refreshes every session; returns
+/// KEYS: the bucket's all set. ARGV: ttl ms, version-key prefix, then (user,
+/// user set key, session, member) quads, all of that bucket. Refreshes every session; returns
 /// (user, version) pairs for users that had no live session left (a flush,
 /// a restart, or an outage longer than the TTL) and so came back online.
 const HEARTBEAT: &str = "
@@ -86,7 +100,8 @@ for i = 3, #ARGV, 4 do
 end
 return back";
 
-/// KEYS: all set. ARGV: user-set key prefix, batch size, version-key prefix.
+/// KEYS: the bucket's all set. ARGV: user-set key prefix, batch size,
+/// version-key prefix (all of that bucket).
 /// Removes expired sessions; returns (user, version) pairs for users left
 /// with no live session. A user's expired sessions all go at once, so each
 /// user is returned once.
@@ -122,7 +137,8 @@ return {tostring(live), v}";
 const LIVE: &str = "return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')";
 
 pub struct RedisPresence {
-    conn: ConnectionManager,
+    backplane: Arc<Backplane>,
+    conn: RedisConn,
     prefix: String,
     ttl_ms: u64,
     opened: Script,
@@ -134,10 +150,11 @@ pub struct RedisPresence {
 }
 
 impl RedisPresence {
-    pub fn new(conn: ConnectionManager, prefix: &str, ttl: Duration) -> Self {
+    pub fn new(backplane: Arc<Backplane>, prefix: &str, ttl: Duration) -> Self {
         let script = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
         Self {
-            conn,
+            conn: backplane.conn(),
+            backplane,
             prefix: prefix.to_owned(),
             ttl_ms: ttl.as_millis() as u64,
             opened: script(OPENED),
@@ -149,20 +166,21 @@ impl RedisPresence {
         }
     }
 
+    /// `<p>:presence:{<p>:b<n>}:`, the start of every key of bucket `n`.
+    fn bucket_base(&self, bucket: u32) -> String {
+        format!("{p}:presence:{{{p}:b{bucket}}}:", p = self.prefix)
+    }
+
     fn user_key(&self, user: Uuid) -> String {
-        format!("{}:presence:user:{user}", self.prefix)
+        format!("{}user:{user}", self.bucket_base(bucket(user)))
     }
 
-    fn all_key(&self) -> String {
-        format!("{}:presence:all", self.prefix)
-    }
-
-    fn version_prefix(&self) -> String {
-        format!("{}:presence:ver:", self.prefix)
+    fn all_key(&self, bucket: u32) -> String {
+        format!("{}all", self.bucket_base(bucket))
     }
 
     fn version_key(&self, user: Uuid) -> String {
-        format!("{}{user}", self.version_prefix())
+        format!("{}ver:{user}", self.bucket_base(bucket(user)))
     }
 
     async fn run<T: redis::FromRedisValue>(
@@ -176,6 +194,11 @@ impl RedisPresence {
         crate::metrics::redis_operation(op, started.elapsed(), result.is_ok());
         result.map_err(|e| PresenceError::Unavailable(e.to_string()))
     }
+}
+
+/// The bucket a user's keys live in.
+fn bucket(user: Uuid) -> u32 {
+    (user.as_u128() % u128::from(BUCKETS)) as u32
 }
 
 /// A script's version answer: a positive number is a transition.
@@ -206,7 +229,7 @@ impl Presence for RedisPresence {
     ) -> Result<Option<Transition>, PresenceError> {
         let mut call = self.opened.prepare_invoke();
         call.key(self.user_key(user))
-            .key(self.all_key())
+            .key(self.all_key(bucket(user)))
             .key(self.version_key(user))
             .arg(session.to_string())
             .arg(self.ttl_ms)
@@ -227,7 +250,7 @@ impl Presence for RedisPresence {
     ) -> Result<Closed, PresenceError> {
         let mut call = self.closed.prepare_invoke();
         call.key(self.user_key(user))
-            .key(self.all_key())
+            .key(self.all_key(bucket(user)))
             .key(self.version_key(user))
             .arg(session.to_string())
             .arg(format!("{user}:{session}"))
@@ -254,34 +277,60 @@ impl Presence for RedisPresence {
         &self,
         sessions: &[(Uuid, SessionId)],
     ) -> Result<Vec<Transition>, PresenceError> {
-        let mut back = Vec::new();
-        for chunk in sessions.chunks(500) {
-            let mut call = self.heartbeat.prepare_invoke();
-            call.key(self.all_key())
-                .arg(self.ttl_ms)
-                .arg(self.version_prefix());
-            for (user, session) in chunk {
-                call.arg(user.to_string())
-                    .arg(self.user_key(*user))
-                    .arg(session.to_string())
-                    .arg(format!("{user}:{session}"));
-            }
-            let flat: Vec<String> = self.run("presence_heartbeat", call).await?;
-            back.extend(transitions(&flat, true));
+        let mut by_bucket: Vec<Vec<(Uuid, SessionId)>> = vec![Vec::new(); BUCKETS as usize];
+        for (user, session) in sessions {
+            by_bucket[bucket(*user) as usize].push((*user, *session));
         }
-        Ok(back)
+        // Futures gathered first, then run a few at a time (a closure over
+        // borrowed chunks would not be `Send` for every lifetime).
+        let mut calls = Vec::new();
+        for (b, list) in by_bucket.iter().enumerate() {
+            let b = b as u32;
+            for chunk in list.chunks(500) {
+                let mut call = self.heartbeat.prepare_invoke();
+                call.key(self.all_key(b))
+                    .arg(self.ttl_ms)
+                    .arg(format!("{}ver:", self.bucket_base(b)));
+                for (user, session) in chunk {
+                    call.arg(user.to_string())
+                        .arg(self.user_key(*user))
+                        .arg(session.to_string())
+                        .arg(format!("{user}:{session}"));
+                }
+                calls.push(self.run::<Vec<String>>("presence_heartbeat", call));
+            }
+        }
+        let answers: Vec<Vec<String>> = stream::iter(calls)
+            .buffer_unordered(BUCKETS_AT_ONCE)
+            .try_collect()
+            .await?;
+        Ok(answers
+            .iter()
+            .flat_map(|flat| transitions(flat, true))
+            .collect())
     }
 
-    /// One bounded batch per call (the upkeep task calls it every third of
-    /// the TTL), so a mass expiry cannot block Redis for long.
+    /// One bounded batch per bucket per call (the upkeep task calls it every
+    /// third of the TTL), so a mass expiry cannot block Redis for long.
     async fn sweep(&self) -> Result<Vec<Transition>, PresenceError> {
-        let mut call = self.sweep.prepare_invoke();
-        call.key(self.all_key())
-            .arg(format!("{}:presence:user:", self.prefix))
-            .arg(1000)
-            .arg(self.version_prefix());
-        let flat: Vec<String> = self.run("presence_sweep", call).await?;
-        Ok(transitions(&flat, false))
+        let mut calls = Vec::new();
+        for b in 0..BUCKETS {
+            let base = self.bucket_base(b);
+            let mut call = self.sweep.prepare_invoke();
+            call.key(self.all_key(b))
+                .arg(format!("{base}user:"))
+                .arg(1000)
+                .arg(format!("{base}ver:"));
+            calls.push(self.run::<Vec<String>>("presence_sweep", call));
+        }
+        let answers: Vec<Vec<String>> = stream::iter(calls)
+            .buffer_unordered(BUCKETS_AT_ONCE)
+            .try_collect()
+            .await?;
+        Ok(answers
+            .iter()
+            .flat_map(|flat| transitions(flat, false))
+            .collect())
     }
 
     async fn settle(&self, user: Uuid) -> Result<Transition, PresenceError> {
@@ -296,15 +345,14 @@ impl Presence for RedisPresence {
     }
 
     async fn ping(&self) -> Result<(), PresenceError> {
-        let mut conn = self.conn.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
+        self.backplane
+            .probe()
             .await
-            .map(|_| ())
-            .map_err(|e| PresenceError::Unavailable(e.to_string()))
+            .map_err(PresenceError::Unavailable)
     }
 
     fn describe(&self) -> String {
-        format!("redis (ttl {} ms)", self.ttl_ms)
+        let kind = if self.backplane.is_cluster() { "redis cluster" } else { "redis" };
+        format!("{kind} (ttl {} ms, {BUCKETS} buckets)", self.ttl_ms)
     }
 }

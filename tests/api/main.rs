@@ -10,6 +10,7 @@ mod helpers;
 mod ops;
 mod proxy;
 mod realtime;
+mod redis_cluster;
 mod rest;
 mod store_contract;
 mod web;

@@ -114,6 +114,21 @@ impl WsClient {
         }
     }
 
+    /// The next JSON frame if one comes within `wait`; panics on close.
+    pub async fn next_within(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Err(_) => return None,
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    return Some(serde_json::from_str(&text).expect("JSON frame"));
+                }
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Ok(other) => panic!("the socket ended: {other:?}"),
+            }
+        }
+    }
+
     /// The next frame of `kind`, skipping frames of other kinds; an
     /// unexpected `error` fails the test.
     pub async fn recv_type(&mut self, kind: &str) -> Value {

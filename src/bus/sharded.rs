@@ -1,0 +1,247 @@
+//! The bus's subscriber on a Redis Cluster: sharded pub/sub.
+//!
+//! One cluster connection (RESP3, pushes delivered to this task) holds one
+//! connection per shard, and `SSUBSCRIBE` goes to the shard that owns the
+//! channel's slot. What can take a subscription away, and what this task does:
+//! - a slot moves to another shard (a reshard): the old owner sends an
+//!   unasked-for `sunsubscribe`; the channel is subscribed again (the cluster
+//!   connection follows `MOVED` to the new owner) and the hub catches up from
+//!   storage whatever was published in between;
+//! - a shard's master dies or a replica is promoted: the connection reports
+//!   a disconnection (or a probe fails); the whole connection is rebuilt from
+//!   the seed nodes with backoff, every wanted channel subscribed again, and
+//!   the hub catches up, exactly as after a lost connection to one Redis.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{StreamExt, TryStreamExt, stream};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+use redis::{PushInfo, PushKind, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::Delivery;
+use super::redis::{
+    BACKOFF_MAX, BACKOFF_MIN, InterestRequest, PROBE_TIMEOUT, channel, dispatch,
+};
+use crate::backplane::{self, ShardMap};
+use crate::config::Secret;
+
+/// Subscriptions sent at once when (re)subscribing everything.
+const SUBSCRIBES_AT_ONCE: usize = 64;
+
+pub(super) struct ShardedSubscriber {
+    pub seeds: Vec<Secret>,
+    pub prefix: String,
+    pub probe_every: Duration,
+    pub delivery: Arc<dyn Delivery>,
+    pub listening: Arc<AtomicBool>,
+    pub shards: Arc<ShardMap>,
+}
+
+/// Why one connection's life ended.
+fn lost(what: &str) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Io, "sharded pub/sub", what.to_owned()))
+}
+
+impl ShardedSubscriber {
+    pub async fn run(
+        self,
+        mut interest: mpsc::Receiver<InterestRequest>,
+        shutdown: CancellationToken,
+    ) {
+        let mut backoff = BACKOFF_MIN;
+        let mut first = true;
+        loop {
+            match self
+                .listen(&mut interest, &shutdown, first, &mut backoff)
+                .await
+            {
+                Ok(()) => return,
+                Err(e) => {
+                    self.listening.store(false, Ordering::Relaxed);
+                    tracing::warn!(error = %e, retry_in = ?backoff, "redis cluster sharded pub/sub lost");
+                }
+            }
+            first = false;
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    async fn listen(
+        &self,
+        interest: &mut mpsc::Receiver<InterestRequest>,
+        shutdown: &CancellationToken,
+        first: bool,
+        backoff: &mut Duration,
+    ) -> redis::RedisResult<()> {
+        let (push_tx, mut pushes) = mpsc::unbounded_channel::<PushInfo>();
+        let client = backplane::cluster_client(&self.seeds, |b| {
+            b.use_protocol(redis::ProtocolVersion::RESP3)
+                .push_sender(push_tx)
+        })?;
+        let mut conn = client.get_async_connection().await?;
+        let mut subscribed: HashSet<Uuid> = HashSet::new();
+        let wanted = self.delivery.users();
+        self.subscribe_all(&conn, &wanted).await?;
+        subscribed.extend(wanted);
+        if !first {
+            crate::metrics::redis_reconnect();
+            tracing::info!(
+                channels = subscribed.len(),
+                "redis cluster sharded pub/sub reconnected and resubscribed"
+            );
+            self.delivery.resubscribed();
+        }
+        self.listening.store(true, Ordering::Relaxed);
+        *backoff = BACKOFF_MIN;
+        self.count_by_shard(&subscribed);
+        let every = self.probe_every;
+        let mut probe = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                request = interest.recv() => {
+                    let Some((user, done)) = request else { return Ok(()) };
+                    self.reconcile(&mut conn, &mut subscribed, user).await?;
+                    let _ = done.send(());
+                }
+                push = pushes.recv() => {
+                    let Some(push) = push else { return Err(lost("push stream ended")) };
+                    self.on_push(&mut conn, &subscribed, push).await?;
+                }
+                _ = probe.tick() => {
+                    self.probe(&mut conn).await?;
+                    self.count_by_shard(&subscribed);
+                }
+            }
+        }
+    }
+
+    async fn subscribe_all(&self, conn: &ClusterConnection, users: &[Uuid]) -> redis::RedisResult<()> {
+        let mut subscribes = Vec::with_capacity(users.len());
+        for user in users {
+            let mut conn = conn.clone();
+            let name = channel(&self.prefix, *user);
+            subscribes.push(async move { conn.ssubscribe(name).await });
+        }
+        stream::iter(subscribes)
+            .buffer_unordered(SUBSCRIBES_AT_ONCE)
+            .try_collect::<Vec<()>>()
+            .await
+            .map(|_| ())
+    }
+
+    /// Makes the subscription for `user` match the hub at this moment.
+    async fn reconcile(
+        &self,
+        conn: &mut ClusterConnection,
+        subscribed: &mut HashSet<Uuid>,
+        user: Uuid,
+    ) -> redis::RedisResult<()> {
+        let wants = self.delivery.wants(user);
+        let started = Instant::now();
+        if wants && !subscribed.contains(&user) {
+            let result = conn.ssubscribe(channel(&self.prefix, user)).await;
+            crate::metrics::redis_operation("subscribe", started.elapsed(), result.is_ok());
+            result?;
+            subscribed.insert(user);
+        } else if !wants && subscribed.contains(&user) {
+            // Forgotten first, so the confirmation that comes back is not
+            // taken for a subscription the cluster dropped.
+            subscribed.remove(&user);
+            let result = conn.sunsubscribe(channel(&self.prefix, user)).await;
+            crate::metrics::redis_operation("unsubscribe", started.elapsed(), result.is_ok());
+            result?;
+        }
+        Ok(())
+    }
+
+    async fn on_push(
+        &self,
+        conn: &mut ClusterConnection,
+        subscribed: &HashSet<Uuid>,
+        push: PushInfo,
+    ) -> redis::RedisResult<()> {
+        match push.kind {
+            PushKind::SMessage | PushKind::Message => {
+                if let (Some(Value::BulkString(name)), Some(Value::BulkString(payload))) =
+                    (push.data.first(), push.data.get(1))
+                {
+                    dispatch(
+                        &self.prefix,
+                        &*self.delivery,
+                        &String::from_utf8_lossy(name),
+                        payload,
+                    );
+                }
+                Ok(())
+            }
+            PushKind::SUnsubscribe => {
+                let Some(Value::BulkString(name)) = push.data.first() else {
+                    return Ok(());
+                };
+                let name = String::from_utf8_lossy(name);
+                let user = name
+                    .strip_prefix(&self.prefix)
+                    .and_then(|rest| rest.strip_prefix(":user:"))
+                    .and_then(|id| Uuid::parse_str(id).ok());
+                let Some(user) = user.filter(|u| subscribed.contains(u)) else {
+                    return Ok(()); // the confirmation of our own unsubscribe
+                };
+                // The slot moved: subscribe where it lives now, then fill
+                // what was published while nobody listened.
+                tracing::info!("a sharded subscription moved with its slot; resubscribing");
+                let started = Instant::now();
+                let result = conn.ssubscribe(channel(&self.prefix, user)).await;
+                crate::metrics::redis_operation("resubscribe", started.elapsed(), result.is_ok());
+                result?;
+                self.delivery.resubscribed();
+                Ok(())
+            }
+            PushKind::Disconnection => Err(lost("a shard connection dropped")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Pings every master through the subscription connection, so a shard
+    /// that died silently is noticed within a probe interval.
+    async fn probe(&self, conn: &mut ClusterConnection) -> redis::RedisResult<()> {
+        let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+        match tokio::time::timeout(PROBE_TIMEOUT, conn.route_command(redis::cmd("PING"), routing))
+            .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(lost("a shard did not answer the probe in time")),
+        }
+    }
+
+    /// The subscriptions gauge per shard.
+    fn count_by_shard(&self, subscribed: &HashSet<Uuid>) {
+        let mut counts: HashMap<String, usize> = self
+            .shards
+            .shards()
+            .into_iter()
+            .map(|s| (s.name, 0))
+            .collect();
+        for user in subscribed {
+            let name = channel(&self.prefix, *user);
+            *counts
+                .entry(self.shards.owner(backplane::slot(name.as_bytes())))
+                .or_default() += 1;
+        }
+        for (shard, count) in counts {
+            crate::metrics::redis_shard_subscriptions(&shard, count);
+        }
+    }
+}

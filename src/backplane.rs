@@ -118,7 +118,9 @@ pub fn slot(name: &[u8]) -> u16 {
         .position(|&b| b == b'{')
         .and_then(|open| {
             let rest = &name[open + 1..];
-            rest.iter().position(|&b| b == b'}').map(|close| &rest[..close])
+            rest.iter()
+                .position(|&b| b == b'}')
+                .map(|close| &rest[..close])
         })
         .filter(|tag| !tag.is_empty())
         .unwrap_or(name);
@@ -159,8 +161,8 @@ impl Backplane {
                 Ok(Self::Single { client, conn })
             }
             RedisConfig::Cluster(seeds) => {
-                let client = cluster_client(seeds, |b| b)
-                    .context("Failed to parse REDIS_CLUSTER_URLS")?;
+                let client =
+                    cluster_client(seeds, |b| b).context("Failed to parse REDIS_CLUSTER_URLS")?;
                 let conn = client.get_async_connection().await.map_err(|e| {
                     anyhow::anyhow!(
                         "Failed to connect to Redis Cluster (REDIS_CLUSTER_URLS): {}",
@@ -247,7 +249,10 @@ fn cluster_error(e: &redis::RedisError) -> String {
 async fn probe_cluster(conn: &ClusterConnection, shards: &ShardMap) -> Result<(), String> {
     let mut conn = conn.clone();
     let started = Instant::now();
-    let slots: redis::RedisResult<Value> = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn).await;
+    let slots: redis::RedisResult<Value> = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(&mut conn)
+        .await;
     crate::metrics::redis_operation("cluster_slots", started.elapsed(), slots.is_ok());
     let slots = slots.map_err(|e| format!("CLUSTER SLOTS failed: {e}"))?;
     let current = parse_slots(&slots);
@@ -269,7 +274,12 @@ async fn probe_cluster(conn: &ClusterConnection, shards: &ShardMap) -> Result<()
             });
             let started = Instant::now();
             let answer = conn.route_command(redis::cmd("PING"), routing).await;
-            crate::metrics::redis_shard_operation("ping", &shard.name, started.elapsed(), answer.is_ok());
+            crate::metrics::redis_shard_operation(
+                "ping",
+                &shard.name,
+                started.elapsed(),
+                answer.is_ok(),
+            );
             answer.map_err(|e| format!("{} is unreachable: {e}", shard.describe()))
         }
     });
@@ -345,7 +355,12 @@ mod tests {
             ])
         };
         let value = Value::Array(vec![
-            Value::Array(vec![Value::Int(5461), Value::Int(10922), node(7002), node(7005)]),
+            Value::Array(vec![
+                Value::Int(5461),
+                Value::Int(10922),
+                node(7002),
+                node(7005),
+            ]),
             Value::Array(vec![Value::Int(0), Value::Int(5460), node(7001)]),
             Value::Array(vec![Value::Int(10923), Value::Int(16383), node(7001)]),
         ]);
@@ -353,7 +368,10 @@ mod tests {
         assert_eq!(shards.len(), 2);
         assert_eq!(shards[0].name, "127.0.0.1:7001");
         assert_eq!(shards[0].slots, vec![(0, 5460), (10923, 16383)]);
-        assert_eq!(shards[1].describe(), "shard 127.0.0.1:7002 (slots 5461-10922)");
+        assert_eq!(
+            shards[1].describe(),
+            "shard 127.0.0.1:7002 (slots 5461-10922)"
+        );
         let map = ShardMap::default();
         map.replace(shards);
         assert_eq!(map.owner(6000), "127.0.0.1:7002");

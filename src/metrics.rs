@@ -84,7 +84,8 @@ pub fn redis_operation(op: &'static str, took: Duration, ok: bool) {
 /// An operation on one shard of a Redis Cluster, labelled by its master's
 /// address (a handful of values; never a user or channel).
 pub fn redis_shard_operation(op: &'static str, shard: &str, took: Duration, ok: bool) {
-    histogram!(REDIS_SHARD_LATENCY, "op" => op, "shard" => shard.to_owned()).record(took.as_secs_f64());
+    histogram!(REDIS_SHARD_LATENCY, "op" => op, "shard" => shard.to_owned())
+        .record(took.as_secs_f64());
     if !ok {
         counter!(REDIS_SHARD_ERRORS, "op" => op, "shard" => shard.to_owned()).increment(1);
     }

@@ -180,7 +180,10 @@ impl Bus for RedisBus {
     }
 
     async fn ping(&self) -> Result<(), BusError> {
-        self.backplane.probe().await.map_err(BusError::Unavailable)?;
+        self.backplane
+            .probe()
+            .await
+            .map_err(BusError::Unavailable)?;
         if !self.listening.load(Ordering::Relaxed) {
             return Err(BusError::Unavailable("pub/sub connection down".into()));
         }

@@ -10,7 +10,12 @@
 //! - a shard's master dies or a replica is promoted: the connection reports
 //!   a disconnection (or a probe fails); the whole connection is rebuilt from
 //!   the seed nodes with backoff, every wanted channel subscribed again, and
-//!   the hub catches up, exactly as after a lost connection to one Redis.
+//!   the hub catches up, exactly as after a lost connection to one Redis;
+//! - the cluster connection may also move subscriptions itself (after it
+//!   reconnected to a node or learnt a new slot map) without this task
+//!   asking: every subscription confirmation this task did not ask for means
+//!   events may have been missed, so the hub catches up once the burst of
+//!   them is over.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -26,14 +31,15 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::Delivery;
-use super::redis::{
-    BACKOFF_MAX, BACKOFF_MIN, InterestRequest, PROBE_TIMEOUT, channel, dispatch,
-};
+use super::redis::{BACKOFF_MAX, BACKOFF_MIN, InterestRequest, PROBE_TIMEOUT, channel, dispatch};
 use crate::backplane::{self, ShardMap};
 use crate::config::Secret;
 
 /// Subscriptions sent at once when (re)subscribing everything.
 const SUBSCRIBES_AT_ONCE: usize = 64;
+/// How long after the last subscription change the cluster made by itself
+/// the hub is asked to catch up (one catch-up for a burst of them).
+const SETTLE: Duration = Duration::from_millis(250);
 
 pub(super) struct ShardedSubscriber {
     pub seeds: Vec<Secret>,
@@ -48,6 +54,10 @@ pub(super) struct ShardedSubscriber {
 fn lost(what: &str) -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::Io, "sharded pub/sub", what.to_owned()))
 }
+
+/// How many subscription confirmations of this task's own requests are yet
+/// to come through the push channel.
+struct Confirmations(usize);
 
 impl ShardedSubscriber {
     pub async fn run(
@@ -93,7 +103,12 @@ impl ShardedSubscriber {
         let mut subscribed: HashSet<Uuid> = HashSet::new();
         let wanted = self.delivery.users();
         self.subscribe_all(&conn, &wanted).await?;
+        // Confirmations of this task's own SSUBSCRIBEs still to come through
+        // the push channel (they are copied there as well as answered).
+        let mut own = Confirmations(wanted.len());
         subscribed.extend(wanted);
+        // When to ask the hub to catch up, after changes the cluster made.
+        let mut catch_up: Option<tokio::time::Instant> = None;
         if !first {
             crate::metrics::redis_reconnect();
             tracing::info!(
@@ -112,12 +127,18 @@ impl ShardedSubscriber {
                 () = shutdown.cancelled() => return Ok(()),
                 request = interest.recv() => {
                     let Some((user, done)) = request else { return Ok(()) };
-                    self.reconcile(&mut conn, &mut subscribed, user).await?;
+                    self.reconcile(&mut conn, &mut subscribed, user, &mut own).await?;
                     let _ = done.send(());
                 }
                 push = pushes.recv() => {
                     let Some(push) = push else { return Err(lost("push stream ended")) };
-                    self.on_push(&mut conn, &subscribed, push).await?;
+                    if self.on_push(&mut conn, &subscribed, push, &mut own).await? {
+                        catch_up = Some(tokio::time::Instant::now() + SETTLE);
+                    }
+                }
+                () = tokio::time::sleep_until(catch_up.unwrap_or_else(tokio::time::Instant::now)), if catch_up.is_some() => {
+                    catch_up = None;
+                    self.delivery.resubscribed();
                 }
                 _ = probe.tick() => {
                     self.probe(&mut conn).await?;
@@ -127,7 +148,11 @@ impl ShardedSubscriber {
         }
     }
 
-    async fn subscribe_all(&self, conn: &ClusterConnection, users: &[Uuid]) -> redis::RedisResult<()> {
+    async fn subscribe_all(
+        &self,
+        conn: &ClusterConnection,
+        users: &[Uuid],
+    ) -> redis::RedisResult<()> {
         let mut subscribes = Vec::with_capacity(users.len());
         for user in users {
             let mut conn = conn.clone();
@@ -147,6 +172,7 @@ impl ShardedSubscriber {
         conn: &mut ClusterConnection,
         subscribed: &mut HashSet<Uuid>,
         user: Uuid,
+        own: &mut Confirmations,
     ) -> redis::RedisResult<()> {
         let wants = self.delivery.wants(user);
         let started = Instant::now();
@@ -154,6 +180,7 @@ impl ShardedSubscriber {
             let result = conn.ssubscribe(channel(&self.prefix, user)).await;
             crate::metrics::redis_operation("subscribe", started.elapsed(), result.is_ok());
             result?;
+            own.0 += 1;
             subscribed.insert(user);
         } else if !wants && subscribed.contains(&user) {
             // Forgotten first, so the confirmation that comes back is not
@@ -166,12 +193,15 @@ impl ShardedSubscriber {
         Ok(())
     }
 
+    /// Handles one push; `Ok(true)` when the hub must catch up because the
+    /// cluster changed a subscription by itself.
     async fn on_push(
         &self,
         conn: &mut ClusterConnection,
         subscribed: &HashSet<Uuid>,
         push: PushInfo,
-    ) -> redis::RedisResult<()> {
+        own: &mut Confirmations,
+    ) -> redis::RedisResult<bool> {
         match push.kind {
             PushKind::SMessage | PushKind::Message => {
                 if let (Some(Value::BulkString(name)), Some(Value::BulkString(payload))) =
@@ -184,11 +214,20 @@ impl ShardedSubscriber {
                         payload,
                     );
                 }
-                Ok(())
+                Ok(false)
+            }
+            PushKind::SSubscribe => {
+                if own.0 > 0 {
+                    own.0 -= 1;
+                    return Ok(false);
+                }
+                // The cluster connection resubscribed by itself (after a
+                // reconnect or a new slot map): there was a window.
+                Ok(true)
             }
             PushKind::SUnsubscribe => {
                 let Some(Value::BulkString(name)) = push.data.first() else {
-                    return Ok(());
+                    return Ok(false);
                 };
                 let name = String::from_utf8_lossy(name);
                 let user = name
@@ -196,7 +235,7 @@ impl ShardedSubscriber {
                     .and_then(|rest| rest.strip_prefix(":user:"))
                     .and_then(|id| Uuid::parse_str(id).ok());
                 let Some(user) = user.filter(|u| subscribed.contains(u)) else {
-                    return Ok(()); // the confirmation of our own unsubscribe
+                    return Ok(false); // the confirmation of our own unsubscribe
                 };
                 // The slot moved: subscribe where it lives now, then fill
                 // what was published while nobody listened.
@@ -205,11 +244,11 @@ impl ShardedSubscriber {
                 let result = conn.ssubscribe(channel(&self.prefix, user)).await;
                 crate::metrics::redis_operation("resubscribe", started.elapsed(), result.is_ok());
                 result?;
-                self.delivery.resubscribed();
-                Ok(())
+                own.0 += 1;
+                Ok(true)
             }
             PushKind::Disconnection => Err(lost("a shard connection dropped")),
-            _ => Ok(()),
+            _ => Ok(false),
         }
     }
 
@@ -217,8 +256,11 @@ impl ShardedSubscriber {
     /// that died silently is noticed within a probe interval.
     async fn probe(&self, conn: &mut ClusterConnection) -> redis::RedisResult<()> {
         let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
-        match tokio::time::timeout(PROBE_TIMEOUT, conn.route_command(redis::cmd("PING"), routing))
-            .await
+        match tokio::time::timeout(
+            PROBE_TIMEOUT,
+            conn.route_command(redis::cmd("PING"), routing),
+        )
+        .await
         {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(e),

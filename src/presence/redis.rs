@@ -352,7 +352,11 @@ impl Presence for RedisPresence {
     }
 
     fn describe(&self) -> String {
-        let kind = if self.backplane.is_cluster() { "redis cluster" } else { "redis" };
+        let kind = if self.backplane.is_cluster() {
+            "redis cluster"
+        } else {
+            "redis"
+        };
         format!("{kind} (ttl {} ms, {BUCKETS} buckets)", self.ttl_ms)
     }
 }

@@ -684,7 +684,12 @@ impl LocalCluster {
         std::fs::create_dir_all(&dir).unwrap();
         std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+            .args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ])
             // Failover within a few seconds of a master dying, by a replica
             // however long its link was down.
             .args(["--cluster-node-timeout", "1500"])
@@ -739,7 +744,9 @@ impl LocalCluster {
                     .iter()
                     .filter(|r| !r.starts_with('['))
                     .map(|r| match r.split_once('-') {
-                        Some((a, b)) => b.parse::<usize>().unwrap() - a.parse::<usize>().unwrap() + 1,
+                        Some((a, b)) => {
+                            b.parse::<usize>().unwrap() - a.parse::<usize>().unwrap() + 1
+                        }
                         None => 1,
                     })
                     .sum();
@@ -754,10 +761,12 @@ impl LocalCluster {
     pub async fn wait_healthy(&self) {
         let ok = eventually(Duration::from_secs(30), || async {
             self.live_ports().iter().all(|p| {
-                self.cli(*p, &["cluster", "info"]).contains("cluster_state:ok") && {
-                    let info = self.cli(*p, &["info", "replication"]);
-                    info.contains("role:master") || info.contains("master_link_status:up")
-                }
+                self.cli(*p, &["cluster", "info"])
+                    .contains("cluster_state:ok")
+                    && {
+                        let info = self.cli(*p, &["info", "replication"]);
+                        info.contains("role:master") || info.contains("master_link_status:up")
+                    }
             }) && self.masters().len() == 3
         })
         .await;
@@ -766,7 +775,11 @@ impl LocalCluster {
 
     /// SIGKILL of the process on `port`.
     pub fn kill(&mut self, port: u16) {
-        let i = self.ports.iter().position(|p| *p == port).expect("a cluster port");
+        let i = self
+            .ports
+            .iter()
+            .position(|p| *p == port)
+            .expect("a cluster port");
         if let Some(mut child) = self.children[i].take() {
             let _ = child.kill();
             let _ = child.wait();

@@ -113,7 +113,10 @@ fn frame(text: &str) -> Envelope {
 /// `filters`: the bus itself keeps events from nodes without interest (Redis
 /// does; the in-process bus hands everything to the hub, which drops them).
 async fn bus_contract(bus: &dyn Bus, recorder: &Recorder, filters: bool) {
-    let healthy = eventually(Duration::from_secs(10), || async { bus.ping().await.is_ok() }).await;
+    let healthy = eventually(Duration::from_secs(10), || async {
+        bus.ping().await.is_ok()
+    })
+    .await;
     assert!(healthy, "a started bus answers its probe");
     // Enough users that, on a cluster, their channels land on every shard.
     let users: Vec<Uuid> = (0..60).map(|_| Uuid::now_v7()).collect();
@@ -151,9 +154,12 @@ async fn bus_contract(bus: &dyn Bus, recorder: &Recorder, filters: bool) {
     let gone = users[1];
     recorder.wanted.lock().unwrap().remove(&gone);
     bus.interest_changed(gone).await.expect("unsubscribe");
-    bus.publish(vec![(gone, frame("{\"late\":true}")), (users[2], frame("{\"n\":3}"))])
-        .await
-        .unwrap();
+    bus.publish(vec![
+        (gone, frame("{\"late\":true}")),
+        (users[2], frame("{\"n\":3}")),
+    ])
+    .await
+    .unwrap();
     let later = eventually(Duration::from_secs(5), || async {
         recorder.frames_for(users[2]).len() == 2
     })
@@ -161,7 +167,11 @@ async fn bus_contract(bus: &dyn Bus, recorder: &Recorder, filters: bool) {
     assert!(later, "a still subscribed user keeps receiving");
     tokio::time::sleep(Duration::from_millis(200)).await;
     if filters {
-        assert_eq!(recorder.frames_for(gone).len(), 1, "nothing after unsubscribe");
+        assert_eq!(
+            recorder.frames_for(gone).len(),
+            1,
+            "nothing after unsubscribe"
+        );
     }
 }
 
@@ -171,11 +181,18 @@ async fn presence_contract(presence: &dyn Presence) {
     presence.ping().await.expect("a healthy presence answers");
     let user = Uuid::now_v7();
     let (s1, s2) = (SessionId::new(), SessionId::new());
-    let online = presence.session_opened(user, s1).await.unwrap().expect("came online");
+    let online = presence
+        .session_opened(user, s1)
+        .await
+        .unwrap()
+        .expect("came online");
     assert!(online.online && online.user == user);
     assert_eq!(presence.session_opened(user, s2).await.unwrap(), None);
     assert!(presence.is_online(user).await.unwrap());
-    assert_eq!(presence.session_closed(user, s1).await.unwrap(), Closed::Unchanged);
+    assert_eq!(
+        presence.session_closed(user, s1).await.unwrap(),
+        Closed::Unchanged
+    );
     assert!(presence.is_online(user).await.unwrap());
     let Closed::Offline(offline) = presence.session_closed(user, s2).await.unwrap() else {
         panic!("the last session's close is a transition");
@@ -187,7 +204,9 @@ async fn presence_contract(presence: &dyn Presence) {
 
     // Many users at once (on Redis: over every bucket, and on a cluster
     // every shard) each come online exactly once.
-    let many: Vec<(Uuid, SessionId)> = (0..200).map(|_| (Uuid::now_v7(), SessionId::new())).collect();
+    let many: Vec<(Uuid, SessionId)> = (0..200)
+        .map(|_| (Uuid::now_v7(), SessionId::new()))
+        .collect();
     for (u, s) in &many {
         assert!(presence.session_opened(*u, *s).await.unwrap().is_some());
     }
@@ -201,7 +220,9 @@ async fn presence_contract(presence: &dyn Presence) {
 /// Redis presence also outlives nodes: sessions a node stops refreshing
 /// expire and are announced once, and a heartbeat puts back what Redis lost.
 async fn expiring_presence_contract(presence: &dyn Presence, ttl: Duration) {
-    let users: Vec<(Uuid, SessionId)> = (0..100).map(|_| (Uuid::now_v7(), SessionId::new())).collect();
+    let users: Vec<(Uuid, SessionId)> = (0..100)
+        .map(|_| (Uuid::now_v7(), SessionId::new()))
+        .collect();
     for (u, s) in &users {
         presence.session_opened(*u, *s).await.unwrap();
     }
@@ -223,7 +244,10 @@ async fn expiring_presence_contract(presence: &dyn Presence, ttl: Duration) {
     // A session closed that Redis never knew, with none left: state lost.
     let stranger = Uuid::now_v7();
     assert_eq!(
-        presence.session_closed(stranger, SessionId::new()).await.unwrap(),
+        presence
+            .session_closed(stranger, SessionId::new())
+            .await
+            .unwrap(),
         Closed::Lost
     );
 }
@@ -240,7 +264,12 @@ async fn in_process_bus_and_presence_keep_the_contract() {
 async fn single_redis_bus_and_presence_keep_the_contract() {
     let prefix = RedisPrefix::new().await;
     let ttl = Duration::from_millis(800);
-    let backends = redis_backends(RedisConfig::Single(Secret::new(redis_url())), &prefix.0, ttl).await;
+    let backends = redis_backends(
+        RedisConfig::Single(Secret::new(redis_url())),
+        &prefix.0,
+        ttl,
+    )
+    .await;
     bus_contract(&*backends.bus, &backends.recorder, true).await;
     presence_contract(&*backends.presence).await;
     expiring_presence_contract(&*backends.presence, ttl).await;
@@ -269,17 +298,33 @@ async fn redis_cluster_bus_and_presence_keep_the_contract() {
             .and_then(|n| n.parse::<u64>().ok())
             .unwrap_or(0);
         let publish = stats.lines().any(|l| l.starts_with("cmdstat_publish:"));
-        assert!(!publish, "no classic PUBLISH (copied to every shard) on {port}");
+        assert!(
+            !publish,
+            "no classic PUBLISH (copied to every shard) on {port}"
+        );
         per_master.push(spublish);
     }
-    assert_eq!(per_master.iter().sum::<u64>(), 64, "one SPUBLISH per event: {per_master:?}");
-    assert!(per_master.iter().all(|n| *n > 0), "spread over every shard: {per_master:?}");
+    assert_eq!(
+        per_master.iter().sum::<u64>(),
+        64,
+        "one SPUBLISH per event: {per_master:?}"
+    );
+    assert!(
+        per_master.iter().all(|n| *n > 0),
+        "spread over every shard: {per_master:?}"
+    );
 
     // Presence keys: every script's keys share a bucket tag, and the
     // buckets spread over every shard.
     for (port, _, _) in cluster.masters() {
-        let keys = cluster.cli(port, &["--scan", "--pattern", &format!("{prefix}:presence:*")]);
-        assert!(!keys.trim().is_empty(), "presence keys on the master at {port}");
+        let keys = cluster.cli(
+            port,
+            &["--scan", "--pattern", &format!("{prefix}:presence:*")],
+        );
+        assert!(
+            !keys.trim().is_empty(),
+            "presence keys on the master at {port}"
+        );
     }
 }
 
@@ -336,7 +381,10 @@ impl ClusterNodes {
     async fn shard_of(&self, user: Uuid) -> String {
         self.view.probe().await.expect("cluster healthy");
         let name = format!("{}:user:{user}", self.prefix);
-        self.view.shards().unwrap().owner(backplane::slot(name.as_bytes()))
+        self.view
+            .shards()
+            .unwrap()
+            .owner(backplane::slot(name.as_bytes()))
     }
 
     /// A new user whose channel lives on a shard not in `taken`.
@@ -370,7 +418,10 @@ async fn nodes_chat_over_a_redis_cluster() {
         .await;
     let ack = wa.recv_type("ack").await;
     let got = wb.recv_type("message").await;
-    assert_eq!((got["id"].clone(), got["content"].clone()), (ack["id"].clone(), json!("across shards")));
+    assert_eq!(
+        (got["id"].clone(), got["content"].clone()),
+        (ack["id"].clone(), json!("across shards"))
+    );
 
     wb.send(json!({"type": "message", "to": c.id, "content": "to both devices"}))
         .await;
@@ -395,10 +446,16 @@ async fn nodes_chat_over_a_redis_cluster() {
     // Presence: b leaves and comes back on the other node; a is told both.
     wb.close().await;
     let offline = wa.recv_type("user_offline").await;
-    assert_eq!(presence(&offline), json!({"type": "user_offline", "user_id": b.id}));
+    assert_eq!(
+        presence(&offline),
+        json!({"type": "user_offline", "user_id": b.id})
+    );
     let mut wb = WsClient::connect(n0, &b.token).await;
     let online = wa.recv_type("user_online").await;
-    assert_eq!(presence(&online), json!({"type": "user_online", "user_id": b.id}));
+    assert_eq!(
+        presence(&online),
+        json!({"type": "user_online", "user_id": b.id})
+    );
     let (_, profile) = n1.get(&format!("/users/{}", b.id), &a.token).await;
     assert_eq!(profile["is_online"], true);
     wb.assert_usable().await;
@@ -407,41 +464,52 @@ async fn nodes_chat_over_a_redis_cluster() {
     // user ids.
     let ready = reqwest::get(format!("{}/readyz", n0.base)).await.unwrap();
     assert_eq!(ready.status(), 200);
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", n0.metrics_port.unwrap()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = reqwest::get(format!(
+        "http://127.0.0.1:{}/metrics",
+        n0.metrics_port.unwrap()
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
     for (port, _, _) in nodes.cluster.masters() {
         let shard = format!("shard=\"127.0.0.1:{port}\"");
         assert!(
-            metrics.lines().any(|l| l.starts_with("ochat_redis_shard_publishes_total") && l.contains(&shard)),
+            metrics
+                .lines()
+                .any(|l| l.starts_with("ochat_redis_shard_publishes_total") && l.contains(&shard)),
             "publishes counted for {shard}"
         );
         assert!(
-            metrics.lines().any(|l| l.starts_with("ochat_redis_shard_subscriptions") && l.contains(&shard)),
+            metrics
+                .lines()
+                .any(|l| l.starts_with("ochat_redis_shard_subscriptions") && l.contains(&shard)),
             "subscriptions counted for {shard}"
         );
     }
     for user in [a.id, b.id, c.id] {
-        assert!(!metrics.contains(&user.to_string()), "no user id in metrics");
+        assert!(
+            !metrics.contains(&user.to_string()),
+            "no user id in metrics"
+        );
     }
 }
 
 /// Senders on both nodes send a message every 20 ms to receivers on the
 /// other node while `fault` runs. Afterwards every acked message is stored
 /// exactly once and reached its receiver live (the test client never sends
-/// `sync`) within a few seconds.
+/// `sync`) within a few seconds. Returns the clients, still connected.
 async fn load_through(
     apps: &[TestApp],
     db: &TestDatabase,
     pairs: &[(TestUser, TestUser)],
     fault: impl std::future::Future<Output = ()>,
-) {
+) -> Vec<WsClient> {
     let stop = CancellationToken::new();
     let end = CancellationToken::new();
     let mut senders = Vec::new();
+    let mut receivers = Vec::new();
     let mut seen_by_pair = Vec::new();
     for (i, (from, to)) in pairs.iter().enumerate() {
         let (sender_node, receiver_node) = (&apps[i % 2], &apps[(i + 1) % 2]);
@@ -450,7 +518,7 @@ async fn load_through(
         let seen = Arc::new(Mutex::new(HashSet::<String>::new()));
         seen_by_pair.push(seen.clone());
         let end = end.clone();
-        tokio::spawn(async move {
+        receivers.push(tokio::spawn(async move {
             loop {
                 tokio::select! {
                     () = end.cancelled() => break,
@@ -461,7 +529,8 @@ async fn load_through(
                     }
                 }
             }
-        });
+            rx
+        }));
         let (to_id, stop) = (to.id, stop.clone());
         senders.push(tokio::spawn(async move {
             let mut acked = HashSet::new();
@@ -493,7 +562,7 @@ async fn load_through(
                 }
             }
             assert_eq!(answered, sent, "every send was answered");
-            acked
+            (acked, tx)
         }));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -501,8 +570,11 @@ async fn load_through(
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.cancel();
     let mut acked_by_pair = Vec::new();
+    let mut clients = Vec::new();
     for sender in senders {
-        acked_by_pair.push(sender.await.unwrap());
+        let (acked, client) = sender.await.unwrap();
+        acked_by_pair.push(acked);
+        clients.push(client);
     }
     let total: usize = acked_by_pair.iter().map(HashSet::len).sum();
     assert!(total > 100, "the load ran ({total} acked)");
@@ -535,7 +607,14 @@ async fn load_through(
         .zip(&seen_by_pair)
         .map(|(acked, seen)| acked.difference(&seen.lock().unwrap()).count())
         .sum();
-    assert!(healed, "{missing} of {total} acked messages never arrived live");
+    assert!(
+        healed,
+        "{missing} of {total} acked messages never arrived live"
+    );
+    for receiver in receivers {
+        clients.push(receiver.await.unwrap());
+    }
+    clients
 }
 
 /// Pairs of users, senders and receivers spread over every shard.
@@ -563,7 +642,7 @@ async fn a_master_killed_under_load_loses_nothing_and_heals_delivery() {
     let victim = nodes.shard_of(pairs[0].1.id).await;
     let victim_port: u16 = victim.rsplit(':').next().unwrap().parse().unwrap();
     let cluster = &mut nodes.cluster;
-    load_through(&nodes.nodes, &nodes.db, &pairs, async {
+    let _connected = load_through(&nodes.nodes, &nodes.db, &pairs, async {
         cluster.kill(victim_port);
         let cluster: &LocalCluster = cluster;
         let promoted = eventually(Duration::from_secs(20), || async move {
@@ -575,23 +654,41 @@ async fn a_master_killed_under_load_loses_nothing_and_heals_delivery() {
     })
     .await;
 
-    // Presence converges: everyone connected is online, from any node.
-    let (a, _) = &pairs[0];
-    for (_, to) in &pairs {
-        let online = eventually(Duration::from_secs(10), || async {
-            let (_, profile) = nodes.nodes[0].get(&format!("/users/{}", to.id), &a.token).await;
-            profile["is_online"] == true
+    for node in &nodes.nodes {
+        let ready = eventually(Duration::from_secs(10), || async {
+            reqwest::get(format!("{}/readyz", node.base))
+                .await
+                .is_ok_and(|r| r.status() == 200)
         })
         .await;
-        assert!(online, "a connected user stays online through the failover");
-    }
-    let ready = eventually(Duration::from_secs(10), || async {
-        reqwest::get(format!("{}/readyz", nodes.nodes[1].base))
+        let body = reqwest::get(format!("{}/readyz", node.base))
             .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    assert!(ready, "nodes are ready again on the promoted replica");
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            ready,
+            "nodes are ready again on the promoted replica: {body}"
+        );
+    }
+
+    // Presence converges: everyone still connected is online, from any node.
+    let (a, _) = &pairs[0];
+    for user in pairs.iter().flat_map(|(from, to)| [from, to]) {
+        for node in &nodes.nodes {
+            let online = eventually(Duration::from_secs(10), || async {
+                let (_, profile) = node.get(&format!("/users/{}", user.id), &a.token).await;
+                profile["is_online"] == true
+            })
+            .await;
+            let (_, profile) = node.get(&format!("/users/{}", user.id), &a.token).await;
+            assert!(
+                online,
+                "a connected user stays online through the failover: {profile}"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -607,8 +704,12 @@ async fn slots_resharded_under_load_lose_nothing_and_heal_delivery() {
         .find(|(p, _, _)| from.ends_with(&format!(":{p}")))
         .expect("the shard's master")
         .clone();
-    let to_master = masters.iter().find(|m| m.0 != from_master.0).unwrap().clone();
-    load_through(&nodes.nodes, &nodes.db, &pairs, async {
+    let to_master = masters
+        .iter()
+        .find(|m| m.0 != from_master.0)
+        .unwrap()
+        .clone();
+    let _connected = load_through(&nodes.nodes, &nodes.db, &pairs, async {
         let cluster = &nodes.cluster;
         let (from_id, to_id, slots) = (from_master.1.clone(), to_master.1.clone(), from_master.2);
         tokio::task::block_in_place(|| cluster.reshard(&from_id, &to_id, slots));
@@ -655,11 +756,17 @@ async fn bad_cluster_config_stops_start_up_with_one_clear_line() {
     assert_eq!(code, Some(2));
     assert_eq!(
         lines,
-        ["ochat: invalid REDIS_CLUSTER_URLS: set either REDIS_URL (one Redis) or REDIS_CLUSTER_URLS (a Redis Cluster), not both"]
+        [
+            "ochat: invalid REDIS_CLUSTER_URLS: set either REDIS_URL (one Redis) or REDIS_CLUSTER_URLS (a Redis Cluster), not both"
+        ]
     );
 
     // Seed nodes nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let seeds = format!("redis://127.0.0.1:{port}");
     let (code, lines) = serve_fails(&[("REDIS_CLUSTER_URLS", &seeds)]);
     assert_eq!(code, Some(1));
@@ -675,6 +782,8 @@ async fn bad_cluster_config_stops_start_up_with_one_clear_line() {
     assert_eq!(code, Some(1));
     assert_eq!(
         lines,
-        ["ochat: Failed to connect to Redis Cluster (REDIS_CLUSTER_URLS): the seed nodes are not in cluster mode (cluster support disabled); use REDIS_URL for a single Redis"]
+        [
+            "ochat: Failed to connect to Redis Cluster (REDIS_CLUSTER_URLS): the seed nodes are not in cluster mode (cluster support disabled); use REDIS_URL for a single Redis"
+        ]
     );
 }

@@ -166,13 +166,12 @@ impl RedisPresence {
         }
     }
 
-    /// `<p>:presence:{<p>:b<n>}:`, the start of every key of bucket `n`.
     fn bucket_base(&self, bucket: u32) -> String {
-        format!("{p}:presence:{{{p}:b{bucket}}}:", p = self.prefix)
+        bucket_base(&self.prefix, bucket)
     }
 
     fn user_key(&self, user: Uuid) -> String {
-        format!("{}user:{user}", self.bucket_base(bucket(user)))
+        session_set_key(&self.prefix, user)
     }
 
     fn all_key(&self, bucket: u32) -> String {
@@ -194,6 +193,17 @@ impl RedisPresence {
         crate::metrics::redis_operation(op, started.elapsed(), result.is_ok());
         result.map_err(|e| PresenceError::Unavailable(e.to_string()))
     }
+}
+
+/// `<p>:presence:{<p>:b<n>}:`, the start of every key of bucket `n`.
+fn bucket_base(prefix: &str, bucket: u32) -> String {
+    format!("{prefix}:presence:{{{prefix}:b{bucket}}}:")
+}
+
+/// The sorted set of `user`'s live sessions under `prefix` (public so
+/// operators' tools and tests can inspect it).
+pub fn session_set_key(prefix: &str, user: Uuid) -> String {
+    format!("{}user:{user}", bucket_base(prefix, bucket(user)))
 }
 
 /// The bucket a user's keys live in.

@@ -157,7 +157,7 @@ async fn a_crashed_nodes_users_go_offline_within_the_ttl() {
 
 /// Waits until presence in Redis holds `count` sessions of `user`.
 async fn live_sessions_become(cluster: &Cluster, user: Uuid, count: usize) -> bool {
-    let key = format!("{}:presence:user:{user}", cluster.prefix.0);
+    let key = ochat::presence::redis::session_set_key(&cluster.prefix.0, user);
     let client = redis::Client::open(redis_url()).unwrap();
     let conn = client.get_multiplexed_async_connection().await.unwrap();
     eventually(Duration::from_secs(5), || {

@@ -40,6 +40,14 @@ const SUBSCRIBES_AT_ONCE: usize = 64;
 /// How long after the last subscription change the cluster made by itself
 /// the hub is asked to catch up (one catch-up for a burst of them).
 const SETTLE: Duration = Duration::from_millis(250);
+/// For this long after a subscription change (a rebuild, a moved slot, the
+/// cluster resubscribing by itself), every probe asks the hub to catch up
+/// again: while slots move, publishes are redirected (`ASK`) to the new owner
+/// before the old one drops its subscribers, publishers' slot maps lag and
+/// retried publishes land late, so one pass right after the change is not
+/// enough. A catch-up with nothing missing costs one indexed lookup per
+/// batch of users.
+const AFTERMATH: Duration = Duration::from_secs(30);
 
 pub(super) struct ShardedSubscriber {
     pub seeds: Vec<Secret>,
@@ -107,8 +115,10 @@ impl ShardedSubscriber {
         // the push channel (they are copied there as well as answered).
         let mut own = Confirmations(wanted.len());
         subscribed.extend(wanted);
-        // When to ask the hub to catch up, after changes the cluster made.
+        // When to ask the hub to catch up, after changes the cluster made,
+        // and since when subscriptions changed (for the aftermath passes).
         let mut catch_up: Option<tokio::time::Instant> = None;
+        let mut changed_at: Option<Instant> = (!first).then(Instant::now);
         if !first {
             crate::metrics::redis_reconnect();
             tracing::info!(
@@ -138,11 +148,15 @@ impl ShardedSubscriber {
                 }
                 () = tokio::time::sleep_until(catch_up.unwrap_or_else(tokio::time::Instant::now)), if catch_up.is_some() => {
                     catch_up = None;
+                    changed_at = Some(Instant::now());
                     self.delivery.resubscribed();
                 }
                 _ = probe.tick() => {
                     self.probe(&mut conn).await?;
                     self.count_by_shard(&subscribed);
+                    if changed_at.is_some_and(|at| at.elapsed() < AFTERMATH) {
+                        self.delivery.resubscribed();
+                    }
                 }
             }
         }

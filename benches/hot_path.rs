@@ -50,7 +50,11 @@ fn fan_out(c: &mut Criterion) {
     let mut queues = Vec::new();
     for _ in 0..3 {
         let (tx, rx) = mpsc::channel(1 << 20);
-        hub.register(Arc::new(SessionHandle::new(SessionId::new(), user, tx)), 10);
+        hub.register(
+            Arc::new(SessionHandle::new(SessionId::new(), user, tx)),
+            10,
+            None,
+        );
         queues.push(rx);
     }
     let frame = ServerFrame::Pong;

@@ -44,7 +44,7 @@ const RETRY_MAX_AGE: Duration = Duration::from_secs(30);
 pub(super) const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// First wait before reconnecting; doubles up to `BACKOFF_MAX`.
 pub(super) const BACKOFF_MIN: Duration = Duration::from_millis(100);
-pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Publishes in flight at once on a cluster, where each is its own command
 /// (a pipeline may not cross slots); the connection pipelines them per shard.
 const CLUSTER_PUBLISHES_AT_ONCE: usize = 256;
@@ -111,17 +111,18 @@ impl RedisBus {
             flush,
         ));
         match &*backplane {
-            Backplane::Single { client, .. } => tasks.spawn(
+            Backplane::Single { client, .. } => tasks.spawn(keep_listening(
                 Subscriber {
                     client: client.clone(),
                     prefix,
                     probe_every,
                     delivery,
                     listening: listening.clone(),
-                }
-                .run(interest_rx, shutdown),
-            ),
-            Backplane::Cluster { seeds, shards, .. } => tasks.spawn(
+                },
+                interest_rx,
+                shutdown,
+            )),
+            Backplane::Cluster { seeds, shards, .. } => tasks.spawn(keep_listening(
                 super::sharded::ShardedSubscriber {
                     seeds: seeds.clone(),
                     prefix,
@@ -129,9 +130,11 @@ impl RedisBus {
                     delivery,
                     listening: listening.clone(),
                     shards: shards.clone(),
-                }
-                .run(interest_rx, shutdown),
-            ),
+                    labelled: Default::default(),
+                },
+                interest_rx,
+                shutdown,
+            )),
         };
         Self {
             publish,
@@ -341,28 +344,53 @@ struct Subscriber {
     listening: Arc<AtomicBool>,
 }
 
-impl Subscriber {
-    async fn run(self, mut interest: mpsc::Receiver<InterestRequest>, shutdown: CancellationToken) {
-        let mut backoff = BACKOFF_MIN;
-        let mut first = true;
-        loop {
-            match self
-                .listen(&mut interest, &shutdown, first, &mut backoff)
-                .await
-            {
-                Ok(()) => return,
-                Err(e) => {
-                    self.listening.store(false, Ordering::Relaxed);
-                    tracing::warn!(error = %e, retry_in = ?backoff, "redis pub/sub connection lost");
-                }
+/// One pub/sub connection's life, which [`keep_listening`] starts again
+/// after every failure: one Redis or a cluster.
+pub(super) trait Listener: Send + Sync + 'static {
+    /// Subscribes to everything wanted, then serves events and interest
+    /// changes until the connection fails (`Err`) or the node stops (`Ok`).
+    fn listen(
+        &self,
+        interest: &mut mpsc::Receiver<InterestRequest>,
+        shutdown: &CancellationToken,
+        first: bool,
+        backoff: &mut Duration,
+    ) -> impl Future<Output = redis::RedisResult<()>> + Send;
+    /// Cleared when a connection is lost, for the readiness probe.
+    fn listening(&self) -> &AtomicBool;
+}
+
+/// Runs `listener` until the node stops, reconnecting with backoff.
+pub(super) async fn keep_listening(
+    listener: impl Listener,
+    mut interest: mpsc::Receiver<InterestRequest>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = BACKOFF_MIN;
+    let mut first = true;
+    loop {
+        match listener
+            .listen(&mut interest, &shutdown, first, &mut backoff)
+            .await
+        {
+            Ok(()) => return,
+            Err(e) => {
+                listener.listening().store(false, Ordering::Relaxed);
+                tracing::warn!(error = %e, retry_in = ?backoff, "redis pub/sub connection lost");
             }
-            first = false;
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
+        first = false;
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+impl Listener for Subscriber {
+    fn listening(&self) -> &AtomicBool {
+        &self.listening
     }
 
     /// One connection's life: subscribe to everything wanted, then serve
@@ -420,7 +448,9 @@ impl Subscriber {
             }
         }
     }
+}
 
+impl Subscriber {
     /// Makes the subscription for `user` match the hub at this moment, so
     /// racing first/last sessions always end consistent.
     async fn reconcile(

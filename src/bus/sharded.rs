@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::Delivery;
-use super::redis::{BACKOFF_MAX, BACKOFF_MIN, InterestRequest, PROBE_TIMEOUT, channel, dispatch};
+use super::redis::{BACKOFF_MIN, InterestRequest, Listener, PROBE_TIMEOUT, channel, dispatch};
 use crate::backplane::{self, ShardMap};
 use crate::config::Secret;
 
@@ -56,6 +56,9 @@ pub(super) struct ShardedSubscriber {
     pub delivery: Arc<dyn Delivery>,
     pub listening: Arc<AtomicBool>,
     pub shards: Arc<ShardMap>,
+    /// Shards whose subscriptions gauge was last set above zero, across
+    /// connections, so one that left is set back to zero.
+    pub labelled: std::sync::Mutex<HashSet<String>>,
 }
 
 /// Why one connection's life ended.
@@ -67,32 +70,9 @@ fn lost(what: &str) -> redis::RedisError {
 /// to come through the push channel.
 struct Confirmations(usize);
 
-impl ShardedSubscriber {
-    pub async fn run(
-        self,
-        mut interest: mpsc::Receiver<InterestRequest>,
-        shutdown: CancellationToken,
-    ) {
-        let mut backoff = BACKOFF_MIN;
-        let mut first = true;
-        loop {
-            match self
-                .listen(&mut interest, &shutdown, first, &mut backoff)
-                .await
-            {
-                Ok(()) => return,
-                Err(e) => {
-                    self.listening.store(false, Ordering::Relaxed);
-                    tracing::warn!(error = %e, retry_in = ?backoff, "redis cluster sharded pub/sub lost");
-                }
-            }
-            first = false;
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
-        }
+impl Listener for ShardedSubscriber {
+    fn listening(&self) -> &AtomicBool {
+        &self.listening
     }
 
     async fn listen(
@@ -161,7 +141,9 @@ impl ShardedSubscriber {
             }
         }
     }
+}
 
+impl ShardedSubscriber {
     async fn subscribe_all(
         &self,
         conn: &ClusterConnection,
@@ -282,13 +264,16 @@ impl ShardedSubscriber {
         }
     }
 
-    /// The subscriptions gauge per shard.
+    /// The subscriptions gauge per shard; a shard that left (a failed
+    /// master) is set to zero rather than left at its last count.
     fn count_by_shard(&self, subscribed: &HashSet<Uuid>) {
+        let mut labels = self.labelled.lock().unwrap_or_else(|e| e.into_inner());
         let mut counts: HashMap<String, usize> = self
             .shards
             .shards()
             .into_iter()
             .map(|s| (s.name, 0))
+            .chain(labels.drain().map(|name| (name, 0)))
             .collect();
         for user in subscribed {
             let name = channel(&self.prefix, *user);
@@ -298,6 +283,9 @@ impl ShardedSubscriber {
         }
         for (shard, count) in counts {
             crate::metrics::redis_shard_subscriptions(&shard, count);
+            if count > 0 {
+                labels.insert(shard);
+            }
         }
     }
 }

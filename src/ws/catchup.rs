@@ -131,6 +131,7 @@ async fn read_floors(
                 heal.insert(user);
             }
         }
+        hub.floors_read.notify_waiters();
     }
     Ok(())
 }

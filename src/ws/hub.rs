@@ -261,6 +261,8 @@ pub struct Hub {
     work: Mutex<CatchUpWork>,
     /// Wakes the catch-up task when work arrives.
     pub work_ready: Notify,
+    /// Woken after each batch of first floors is read.
+    pub floors_read: Notify,
 }
 
 /// What registering a session found.
@@ -290,7 +292,15 @@ pub struct CursorState {
 }
 
 impl Hub {
-    pub fn register(&self, handle: Arc<SessionHandle>, max_per_user: usize) -> Registered {
+    /// `floor`: the user's latest number read before the socket was
+    /// accepted, when this node had no session of theirs; `None` has the
+    /// catch-up task read it.
+    pub fn register(
+        &self,
+        handle: Arc<SessionHandle>,
+        max_per_user: usize,
+        floor: Option<i64>,
+    ) -> Registered {
         let mut users = self.users.write().expect("not poisoned");
         let entry = users.entry(handle.user).or_default();
         if entry.sessions.len() >= max_per_user {
@@ -302,11 +312,20 @@ impl Hub {
         let first = entry.sessions.is_empty();
         let user = handle.user;
         entry.sessions.push(handle);
+        let floor_known = match floor {
+            Some(floor) if first && entry.cursor.floor.is_none() => {
+                entry.cursor.raise(floor, true);
+                true
+            }
+            _ => entry.cursor.floor.is_some(),
+        };
         drop(users);
         if first {
-            self.want(|work| {
-                work.floors.insert(user);
-            });
+            if !floor_known {
+                self.want(|work| {
+                    work.floors.insert(user);
+                });
+            }
             Registered::First
         } else {
             Registered::Another
@@ -385,6 +404,27 @@ impl Hub {
         self.want(|work| {
             work.heal.insert(user);
         });
+    }
+
+    /// Waits, at most `limit`, until `user`'s first floor is read. A first
+    /// session subscribes only after it: a floor read after the subscription
+    /// was confirmed would count a message committed in between (and missed
+    /// live) as history from before the session. (Past `limit`, storage is
+    /// slow or down; the session subscribes anyway and such a message is
+    /// still in `sync`.)
+    pub async fn floor_read(&self, user: Uuid, limit: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.floors_read.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.cursor(user).is_none_or(|c| c.floor.is_some()) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// The bus confirmed `user`'s subscription: from now on nothing is

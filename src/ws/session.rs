@@ -59,16 +59,28 @@ impl TokenBucket {
     }
 }
 
-pub async fn run(socket: WebSocket, state: AppState, user: AuthUser, id: SessionId) {
+pub async fn run(
+    socket: WebSocket,
+    state: AppState,
+    user: AuthUser,
+    id: SessionId,
+    floor: Option<i64>,
+) {
     let span = tracing::info_span!("ws", node = %state.config.node_id, user = %user.id, conn = %id);
     // Tracked, so a draining node waits for its sessions to close.
     let tasks = state.tasks.clone();
     tasks
-        .track_future(session(socket, state, user, id).instrument(span))
+        .track_future(session(socket, state, user, id, floor).instrument(span))
         .await
 }
 
-async fn session(socket: WebSocket, state: AppState, user: AuthUser, id: SessionId) {
+async fn session(
+    socket: WebSocket,
+    state: AppState,
+    user: AuthUser,
+    id: SessionId,
+    floor: Option<i64>,
+) {
     crate::metrics::connection_opened();
     let limits = state.config.limits.clone();
     let (queue, rx) = mpsc::channel(limits.send_queue);
@@ -77,7 +89,7 @@ async fn session(socket: WebSocket, state: AppState, user: AuthUser, id: Session
 
     let registered = state
         .hub
-        .register(handle.clone(), limits.max_sessions_per_user);
+        .register(handle.clone(), limits.max_sessions_per_user, floor);
     if registered == Registered::TooMany {
         close(&mut sink, CloseReason::TooManySessions).await;
         crate::metrics::connection_closed(CloseReason::TooManySessions.label());
@@ -118,10 +130,11 @@ async fn session(socket: WebSocket, state: AppState, user: AuthUser, id: Session
     crate::metrics::connection_closed(reason.label());
 }
 
-/// Subscribes the user's channel (for their first session here) and tells
-/// presence the session is live.
+/// Subscribes the user's channel (for their first session here, once the
+/// cursor's floor is read) and tells presence the session is live.
 async fn announce(state: &AppState, user: Uuid, session: SessionId, first: bool) {
     if first {
+        state.hub.floor_read(user, FLOOR_WAIT).await;
         match state.bus.interest_changed(user).await {
             Ok(()) => state.hub.subscribed(user),
             Err(e) => tracing::warn!(
@@ -132,6 +145,9 @@ async fn announce(state: &AppState, user: Uuid, session: SessionId, first: bool)
     }
     state.chat.session_opened(user, session).await;
 }
+
+/// How long a first session's subscription waits for its cursor's floor.
+const FLOOR_WAIT: Duration = Duration::from_secs(5);
 
 /// Frames other than sends waiting to be answered; past this the reader
 /// stops reading until they are.

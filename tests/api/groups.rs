@@ -18,6 +18,7 @@ both_backends!(
     limits_and_bad_input_get_exact_errors,
     existing_direct_chats_survive_the_migration,
     presence_typing_lists_and_search_cover_groups,
+    creation_and_renames_reach_members_live,
 );
 
 /// Two nodes sharing Postgres and Redis; the embedded store is one node by
@@ -1021,4 +1022,48 @@ async fn sync_all(ws: &mut WsClient, mut since: Option<Value>) -> (Vec<Value>, V
     }
     let seqs = all.iter().map(|m| m["seq"].as_i64().unwrap()).collect();
     (all, seqs)
+}
+
+/// `conversation_created` and `conversation_updated` reach every member's
+/// sessions on every node, with the group as it now is.
+async fn creation_and_renames_reach_members_live(backend: Backend) {
+    let nodes = Nodes::start(backend).await;
+    let (n0, n1) = (nodes.node(0), nodes.node(1));
+    let (a, b, c) = (
+        n0.new_user().await,
+        n0.new_user().await,
+        n1.new_user().await,
+    );
+    let mut wb = WsClient::connect(n0, &b.token).await;
+    let mut wc = WsClient::connect(n1, &c.token).await;
+
+    let group = n0.create_group(&a, "Plans", &[&b, &c]).await;
+    for (who, ws) in [("b", &mut wb), ("c on the other node", &mut wc)] {
+        let created = ws.recv_type("conversation_created").await;
+        let conversation = &created["conversation"];
+        assert_eq!(conversation["id"], json!(group), "{who}: {created}");
+        assert_eq!(conversation["title"], "Plans", "{who}: {created}");
+        assert_eq!(conversation["member_count"], 3, "{who}: {created}");
+    }
+
+    let (status, body) = n1
+        .patch(
+            &format!("/conversations/{group}"),
+            &a.token,
+            &json!({"title": "New plans"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for (who, ws) in [("b", &mut wb), ("c on the other node", &mut wc)] {
+        let updated = ws.recv_type("conversation_updated").await;
+        assert_eq!(
+            updated["conversation"]["id"],
+            json!(group),
+            "{who}: {updated}"
+        );
+        assert_eq!(
+            updated["conversation"]["title"], "New plans",
+            "{who}: {updated}"
+        );
+    }
 }

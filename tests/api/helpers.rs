@@ -589,22 +589,7 @@ impl OwnRedis {
             .expect("redis-server must be installed (scripts/test installs it)");
         self.child = Some(child);
         let url = self.url();
-        let up = eventually(Duration::from_secs(10), || {
-            let url = url.clone();
-            async move {
-                let Ok(client) = redis::Client::open(url) else {
-                    return false;
-                };
-                match client.get_multiplexed_async_connection().await {
-                    Ok(mut conn) => redis::cmd("PING")
-                        .query_async::<String>(&mut conn)
-                        .await
-                        .is_ok(),
-                    Err(_) => false,
-                }
-            }
-        })
-        .await;
+        let up = eventually(Duration::from_secs(10), || ping(url.clone())).await;
         assert!(up, "redis-server came up on port {}", self.port);
     }
 

@@ -356,6 +356,10 @@ async fn a_draining_node_delivers_what_it_committed() {
         wa.send(json!({"type": "message", "to": b.id, "content": format!("last words {i}"), "client_id": format!("t{i}")}))
             .await;
     }
+    // The signal comes right after the first commit, with the rest of the
+    // sends still in flight (on a busy machine, a signal sent at once may
+    // find nothing committed yet).
+    wa.recv_type("ack").await;
     sender_node.terminate();
 
     let pool = sqlx::PgPool::connect(&cluster.db.url).await.unwrap();

@@ -613,6 +613,29 @@ async fn load_through(
         .zip(&seen_by_pair)
         .map(|(acked, seen)| acked.difference(&seen.lock().unwrap()).count())
         .sum();
+    if !healed {
+        // What a reader of a failure needs: which messages, and where they
+        // stand in their receiver's sequence.
+        for ((_, to), (acked, seen)) in pairs.iter().zip(acked_by_pair.iter().zip(&seen_by_pair)) {
+            let seen = seen.lock().unwrap().clone();
+            for id in acked.difference(&seen) {
+                let rows: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT id::text, created_at::text FROM messages WHERE receiver_id = $1 ORDER BY created_at",
+                )
+                .bind(to.id)
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+                let at = rows.iter().position(|(m, _)| m == id);
+                eprintln!(
+                    "missing {id} for {}: position {at:?} of {} stored; created {:?}",
+                    to.id,
+                    rows.len(),
+                    at.map(|i| rows[i].1.clone())
+                );
+            }
+        }
+    }
     assert!(
         healed,
         "{missing} of {total} acked messages never arrived live"

@@ -741,6 +741,23 @@ impl LocalCluster {
             .collect()
     }
 
+    /// The port of the replica of the master with node id `master`.
+    pub fn replica_of(&self, master: &str) -> u16 {
+        let port = self.live_ports()[0];
+        self.cli(port, &["cluster", "nodes"])
+            .lines()
+            .find(|l| l.contains("slave") && l.split_whitespace().nth(3) == Some(master))
+            .and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)?
+                    .split(['@', ':'])
+                    .nth(1)?
+                    .parse()
+                    .ok()
+            })
+            .expect("the master has a replica")
+    }
+
     /// Every live process agrees the cluster is whole, and every replica
     /// is in sync with its master (so it can take over).
     pub async fn wait_healthy(&self) {

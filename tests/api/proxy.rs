@@ -1,5 +1,5 @@
-//! A TCP proxy a test can cut or slow down: stands between a node and Redis
-//! or Postgres.
+//! A TCP proxy a test can cut, pause or slow down: stands between a node and
+//! Redis or Postgres.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,6 +16,9 @@ pub struct Proxy {
     open: Arc<AtomicBool>,
     /// Extra latency each way, in microseconds.
     delay_us: Arc<AtomicU64>,
+    /// While set, no byte moves either way, but every connection stays open:
+    /// a stalled server or a silently dead network path.
+    paused: Arc<AtomicBool>,
     links: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: JoinHandle<()>,
 }
@@ -26,9 +29,11 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let open = Arc::new(AtomicBool::new(true));
         let delay_us = Arc::new(AtomicU64::new(0));
+        let paused = Arc::new(AtomicBool::new(false));
         let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let accept = {
             let (open, links, delay) = (open.clone(), links.clone(), delay_us.clone());
+            let paused = paused.clone();
             let upstream = upstream.to_owned();
             tokio::spawn(async move {
                 loop {
@@ -39,7 +44,8 @@ impl Proxy {
                         drop(inbound); // refused while cut
                         continue;
                     }
-                    let (upstream, delay) = (upstream.clone(), delay.clone());
+                    let (upstream, delay, paused) =
+                        (upstream.clone(), delay.clone(), paused.clone());
                     let link = tokio::spawn(async move {
                         let Ok(outbound) = TcpStream::connect(&upstream).await else {
                             return;
@@ -48,8 +54,8 @@ impl Proxy {
                         let (in_read, in_write) = inbound.into_split();
                         let (out_read, out_write) = outbound.into_split();
                         tokio::join!(
-                            forward(in_read, out_write, delay.clone()),
-                            forward(out_read, in_write, delay),
+                            forward(in_read, out_write, delay.clone(), paused.clone()),
+                            forward(out_read, in_write, delay, paused),
                         );
                     });
                     links.lock().await.push(link);
@@ -60,6 +66,7 @@ impl Proxy {
             port,
             open,
             delay_us,
+            paused,
             links,
             accept,
         }
@@ -77,6 +84,16 @@ impl Proxy {
         self.open.store(true, Ordering::SeqCst);
     }
 
+    /// Stops every byte, each way, keeping connections open (and accepting
+    /// new ones, which stall too) until `resume`.
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::SeqCst);
+    }
+
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
+    }
+
     /// Adds `delay` to every byte, each way, without limiting throughput.
     pub fn delay(&self, delay: Duration) {
         self.delay_us
@@ -84,8 +101,14 @@ impl Proxy {
     }
 }
 
-/// Copies one direction; each chunk is written `delay` after it was read.
-async fn forward(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: Arc<AtomicU64>) {
+/// Copies one direction; each chunk is written `delay` after it was read,
+/// and nothing moves while `paused`.
+async fn forward(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    delay: Arc<AtomicU64>,
+    paused: Arc<AtomicBool>,
+) {
     let (chunks, mut due) = mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
     let reader = async move {
         let mut buf = vec![0u8; 64 * 1024];
@@ -105,6 +128,9 @@ async fn forward(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: Arc<Ato
     let writer = async move {
         while let Some((at, chunk)) = due.recv().await {
             tokio::time::sleep_until(at).await;
+            while paused.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             if to.write_all(&chunk).await.is_err() {
                 return;
             }

@@ -268,6 +268,25 @@ fn rss_kib() -> u64 {
 /// up from storage.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_committed_during_a_redis_outage_arrive_live_after_it() {
+    live_delivery_heals_after(Outage::Cut).await;
+}
+
+/// The same when the connection to Redis stalls without closing (a hung
+/// server or a silently dead network path): the pub/sub probe notices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_committed_while_redis_stalls_arrive_live_after_it() {
+    live_delivery_heals_after(Outage::Stall).await;
+}
+
+#[derive(Clone, Copy)]
+enum Outage {
+    /// Connections dropped, new ones refused.
+    Cut,
+    /// Connections kept open, no byte moves.
+    Stall,
+}
+
+async fn live_delivery_heals_after(outage: Outage) {
     let proxy = Proxy::start(&host_port(&redis_url())).await;
     let via_proxy = format!("redis://127.0.0.1:{}", proxy.port);
     let cluster = Cluster::start(
@@ -287,7 +306,10 @@ async fn messages_committed_during_a_redis_outage_arrive_live_after_it() {
     wa.recv_type("ack").await;
     assert_eq!(wb.recv_type("message").await["content"], "before");
 
-    proxy.cut().await;
+    match outage {
+        Outage::Cut => proxy.cut().await,
+        Outage::Stall => proxy.pause(),
+    }
     let mut during = HashSet::new();
     for i in 0..6 {
         wa.send(json!({"type": "message", "to": b.id, "content": format!("during {i}"), "client_id": format!("d{i}")}))
@@ -298,7 +320,10 @@ async fn messages_committed_during_a_redis_outage_arrive_live_after_it() {
         eventually(Duration::from_secs(10), || async { !ready(n1).await }).await,
         "the node noticed the outage"
     );
-    proxy.restore();
+    match outage {
+        Outage::Cut => proxy.restore(),
+        Outage::Stall => proxy.resume(),
+    }
     assert!(
         eventually(Duration::from_secs(20), || async { ready(n1).await }).await,
         "the node is back on Redis"

@@ -500,6 +500,33 @@ async fn nodes_chat_over_a_redis_cluster() {
             "no user id in metrics"
         );
     }
+
+    // A shard with no master left (its master and replica both killed):
+    // readiness fails and names the shard.
+    let mut cluster = nodes.cluster;
+    let (port, id, _) = cluster.masters()[0].clone();
+    let replica = cluster.replica_of(&id);
+    cluster.kill(replica);
+    cluster.kill(port);
+    let shard = format!("shard 127.0.0.1:{port} (slots ");
+    let named = eventually(Duration::from_secs(15), || async {
+        let ready = reqwest::get(format!("{}/readyz", n0.base)).await.unwrap();
+        let status = ready.status();
+        let body: serde_json::Value = ready.json().await.unwrap();
+        status == 503
+            && body["checks"]["bus"] == "down"
+            && body["errors"]["bus"]
+                .as_str()
+                .is_some_and(|e| e.contains(&shard))
+    })
+    .await;
+    let body = reqwest::get(format!("{}/readyz", n0.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(named, "readiness names the dead shard ({shard}): {body}");
 }
 
 /// Senders on both nodes send a message every 20 ms to receivers on the

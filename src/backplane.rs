@@ -7,7 +7,7 @@
 //! of its shards, so readiness, logs and metrics can name the shard that is
 //! down or busy without ever carrying a user id.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -139,8 +139,17 @@ pub enum Backplane {
         seeds: Vec<Secret>,
         conn: ClusterConnection,
         shards: Arc<ShardMap>,
+        /// The last probe's answer: one readiness check asks for it twice
+        /// (bus and presence), and load balancers poll often.
+        last_probe: Arc<Mutex<Option<Probed>>>,
     },
 }
+
+/// A probe's answer and when it was had.
+type Probed = (Instant, Result<(), String>);
+
+/// How long a cluster probe's answer is reused.
+const PROBE_REUSE: Duration = Duration::from_millis(500);
 
 impl Backplane {
     /// Connects, or fails with one line that says what is wrong with the
@@ -173,6 +182,7 @@ impl Backplane {
                     seeds: seeds.clone(),
                     conn,
                     shards: Arc::new(ShardMap::default()),
+                    last_probe: Arc::default(),
                 };
                 if let Err(e) = backplane.probe().await {
                     bail!("Redis Cluster (REDIS_CLUSTER_URLS) is not healthy: {e}");
@@ -205,7 +215,22 @@ impl Backplane {
                 crate::metrics::redis_operation("ping", started.elapsed(), pong.is_ok());
                 pong.map(|_| ()).map_err(|e| e.to_string())
             }
-            Self::Cluster { conn, shards, .. } => probe_cluster(conn, shards).await,
+            Self::Cluster {
+                conn,
+                shards,
+                last_probe,
+                ..
+            } => {
+                if let Some((at, answer)) = &*last_probe.lock().unwrap_or_else(|e| e.into_inner())
+                    && at.elapsed() < PROBE_REUSE
+                {
+                    return answer.clone();
+                }
+                let answer = probe_cluster(conn, shards).await;
+                *last_probe.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((Instant::now(), answer.clone()));
+                answer
+            }
         }
     }
 
@@ -262,7 +287,7 @@ async fn probe_cluster(conn: &ClusterConnection, shards: &ShardMap) -> Result<()
     let covered: u32 = current
         .iter()
         .flat_map(|s| s.slots.iter())
-        .map(|(a, b)| u32::from(*b) - u32::from(*a) + 1)
+        .map(|(a, b)| u32::from(*b).saturating_sub(u32::from(*a)) + 1)
         .sum();
     shards.replace(current.clone());
     let pings = current.iter().map(|shard| {
@@ -316,14 +341,24 @@ fn parse_slots(value: &Value) -> Vec<Shard> {
         let Some(Value::Int(port)) = master.get(1) else {
             continue;
         };
+        let (Ok(start), Ok(end), Ok(port)) = (
+            u16::try_from(*start),
+            u16::try_from(*end),
+            u16::try_from(*port),
+        ) else {
+            continue;
+        };
+        if start > end || end >= SLOTS {
+            continue;
+        }
         let name = format!("{host}:{port}");
-        let range = (*start as u16, *end as u16);
+        let range = (start, end);
         match shards.iter_mut().find(|s| s.name == name) {
             Some(shard) => shard.slots.push(range),
             None => shards.push(Shard {
                 name,
                 host,
-                port: *port as u16,
+                port,
                 slots: vec![range],
             }),
         }

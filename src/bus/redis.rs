@@ -37,6 +37,8 @@ use crate::backplane::{self, Backplane, RedisConn, ShardMap};
 const PUBLISH_QUEUE: usize = 8192;
 /// Most publishes gathered into one pipeline.
 const PIPELINE_MAX: usize = 256;
+/// Most failed events kept for retrying; beyond, the oldest are dropped.
+const RETRY_MAX_EVENTS: usize = 8192;
 /// A failed event older than this is not retried: messages are caught up
 /// from storage by the receiving node, presence is repaired by its owner.
 const RETRY_MAX_AGE: Duration = Duration::from_secs(30);
@@ -214,9 +216,11 @@ impl RedisBus {
     }
 }
 
-/// Sends queued events as pipelines of PUBLISH. A failed pipeline is retried
-/// with backoff; once `flush` is cancelled, whatever is queued goes out in a
-/// last attempt and the task stops.
+/// Sends queued events as pipelines of PUBLISH (or, on a cluster, SPUBLISH
+/// commands). What failed is retried with backoff, together with whatever
+/// was queued since, so on a cluster one shard that is down (its events are
+/// the ones retried) holds up no other shard's; once `flush` is cancelled,
+/// whatever is queued goes out in a last attempt and the task stops.
 async fn publisher(
     mut publisher: Publisher,
     mut rx: mpsc::Receiver<Outgoing>,
@@ -233,41 +237,58 @@ async fn publisher(
                 n = rx.recv_many(&mut received, PIPELINE_MAX) => if n == 0 { return },
             }
         }
-        if batch.is_empty() && stopping {
-            while let Ok(outgoing) = rx.try_recv() {
-                received.push(outgoing);
+        while received.len() < PIPELINE_MAX {
+            match rx.try_recv() {
+                Ok(outgoing) => received.push(outgoing),
+                Err(_) => break,
             }
-            if received.is_empty() {
+        }
+        if batch.is_empty() && received.is_empty() {
+            if stopping {
                 return;
             }
+            continue;
         }
         let mut confirms = Vec::new();
         for outgoing in received.drain(..) {
             batch.extend(outgoing.events);
             confirms.extend(outgoing.confirm);
         }
-        let result = publisher.send(&batch).await;
+        let result = publisher.send(&mut batch).await;
         for confirm in confirms {
             let _ = confirm.send(result.is_ok());
         }
         match result {
-            Ok(()) => {
-                batch.clear();
-                backoff = BACKOFF_MIN;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, events = batch.len(), retry_in = ?backoff, "publish failed");
+            Ok(()) => backoff = BACKOFF_MIN,
+            Err(failure) => {
+                tracing::warn!(error = %failure.error, events = batch.len(), "publish failed");
                 if stopping {
                     return;
                 }
                 let oldest =
                     chrono::Utc::now().timestamp_micros() - RETRY_MAX_AGE.as_micros() as i64;
                 batch.retain(|(_, e)| e.kind != "typing" && e.published_at_micros >= oldest);
+                if batch.len() > RETRY_MAX_EVENTS {
+                    // The oldest go: messages among them are caught up by
+                    // the receiving nodes, presence is repaired by its owner.
+                    let dropped = batch.len() - RETRY_MAX_EVENTS;
+                    batch.drain(..dropped);
+                    crate::metrics::redis_operation("publish_dropped", Duration::ZERO, false);
+                }
+                // Some went out (a cluster with one shard down): retry soon,
+                // so the shards that work keep getting new events.
+                let wait = if failure.partial {
+                    BACKOFF_MIN
+                } else {
+                    backoff
+                };
                 tokio::select! {
                     () = flush.cancelled() => {}
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(wait) => {}
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                if !failure.partial {
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
             }
         }
     }
@@ -281,8 +302,16 @@ struct Publisher {
     shards: Option<Arc<ShardMap>>,
 }
 
+/// A send that did not fully go out; the events left are the ones to retry.
+struct SendFailure {
+    error: redis::RedisError,
+    /// Some events did go out.
+    partial: bool,
+}
+
 impl Publisher {
-    async fn send(&mut self, events: &[(Uuid, Envelope)]) -> redis::RedisResult<()> {
+    /// Publishes `events`, leaving in it only those that failed.
+    async fn send(&mut self, events: &mut Vec<(Uuid, Envelope)>) -> Result<(), SendFailure> {
         if events.is_empty() {
             return Ok(());
         }
@@ -290,15 +319,27 @@ impl Publisher {
         let result = match &self.shards {
             None => {
                 let mut pipe = redis::pipe();
-                for (user, envelope) in events {
+                for (user, envelope) in events.iter() {
                     pipe.cmd("PUBLISH")
                         .arg(channel(&self.prefix, *user))
                         .arg(envelope.encode())
                         .ignore();
                 }
-                pipe.query_async(&mut self.conn).await
+                match pipe.query_async::<()>(&mut self.conn).await {
+                    Ok(()) => {
+                        events.clear();
+                        Ok(())
+                    }
+                    Err(error) => Err(SendFailure {
+                        error,
+                        partial: false,
+                    }),
+                }
             }
-            Some(shards) => self.send_sharded(shards, events).await,
+            Some(shards) => {
+                let shards = shards.clone();
+                self.send_sharded(&shards, events).await
+            }
         };
         crate::metrics::redis_operation("publish", started.elapsed(), result.is_ok());
         result
@@ -306,14 +347,15 @@ impl Publisher {
 
     /// One `SPUBLISH` per event, many in flight: the cluster connection
     /// routes each to its channel's shard and pipelines them per shard.
+    /// Only the events whose shard failed stay in `events`.
     async fn send_sharded(
         &self,
         shards: &ShardMap,
-        events: &[(Uuid, Envelope)],
-    ) -> redis::RedisResult<()> {
+        events: &mut Vec<(Uuid, Envelope)>,
+    ) -> Result<(), SendFailure> {
         let mut per_shard: std::collections::HashMap<String, u64> = Default::default();
         let mut publishes = Vec::with_capacity(events.len());
-        for (user, envelope) in events {
+        for (i, (user, envelope)) in events.iter().enumerate() {
             let name = channel(&self.prefix, *user);
             *per_shard
                 .entry(shards.owner(backplane::slot(name.as_bytes())))
@@ -321,18 +363,39 @@ impl Publisher {
             let mut cmd = redis::cmd("SPUBLISH");
             cmd.arg(name).arg(envelope.encode());
             let mut conn = self.conn.clone();
-            publishes.push(async move { cmd.query_async::<redis::Value>(&mut conn).await });
+            publishes.push(async move { (i, cmd.query_async::<redis::Value>(&mut conn).await) });
         }
-        let results: Vec<redis::RedisResult<redis::Value>> = futures_util::stream::iter(publishes)
-            .buffer_unordered(CLUSTER_PUBLISHES_AT_ONCE)
-            .collect()
-            .await;
+        let results: Vec<(usize, redis::RedisResult<redis::Value>)> =
+            futures_util::stream::iter(publishes)
+                .buffer_unordered(CLUSTER_PUBLISHES_AT_ONCE)
+                .collect()
+                .await;
         for (shard, count) in per_shard {
             crate::metrics::redis_shard_published(&shard, count);
         }
-        // A partial failure retries the whole batch: receivers drop the
-        // repeats by sequence number, and a lost one would only be caught up.
-        results.into_iter().try_for_each(|r| r.map(|_| ()))
+        let mut failed = vec![false; events.len()];
+        let mut error = None;
+        for (i, result) in results {
+            if let Err(e) = result {
+                failed[i] = true;
+                error = Some(e);
+            }
+        }
+        let Some(error) = error else {
+            events.clear();
+            return Ok(());
+        };
+        let total = events.len();
+        let mut i = 0;
+        events.retain(|_| {
+            let keep = failed[i];
+            i += 1;
+            keep
+        });
+        Err(SendFailure {
+            error,
+            partial: events.len() < total,
+        })
     }
 }
 

@@ -98,6 +98,8 @@ impl Listener for ShardedSubscriber {
         // When to ask the hub to catch up, after changes the cluster made,
         // and since when subscriptions changed (for the aftermath passes).
         let mut catch_up: Option<tokio::time::Instant> = None;
+        // Channels whose slot moved away, to subscribe again where it went.
+        let mut moved: HashSet<Uuid> = HashSet::new();
         let mut changed_at: Option<Instant> = (!first).then(Instant::now);
         if !first {
             crate::metrics::redis_reconnect();
@@ -122,12 +124,21 @@ impl Listener for ShardedSubscriber {
                 }
                 push = pushes.recv() => {
                     let Some(push) = push else { return Err(lost("push stream ended")) };
-                    if self.on_push(&mut conn, &subscribed, push, &mut own).await? {
+                    if self.on_push(&subscribed, push, &mut own, &mut moved)? {
                         catch_up = Some(tokio::time::Instant::now() + SETTLE);
                     }
                 }
                 () = tokio::time::sleep_until(catch_up.unwrap_or_else(tokio::time::Instant::now)), if catch_up.is_some() => {
                     catch_up = None;
+                    let again: Vec<Uuid> = moved.drain().filter(|u| subscribed.contains(u)).collect();
+                    if !again.is_empty() {
+                        tracing::info!(channels = again.len(), "sharded subscriptions moved with their slots; resubscribing");
+                        let started = Instant::now();
+                        let result = self.subscribe_all(&conn, &again).await;
+                        crate::metrics::redis_operation("resubscribe", started.elapsed(), result.is_ok());
+                        result?;
+                        own.0 += again.len();
+                    }
                     changed_at = Some(Instant::now());
                     self.delivery.resubscribed();
                 }
@@ -191,12 +202,12 @@ impl ShardedSubscriber {
 
     /// Handles one push; `Ok(true)` when the hub must catch up because the
     /// cluster changed a subscription by itself.
-    async fn on_push(
+    fn on_push(
         &self,
-        conn: &mut ClusterConnection,
         subscribed: &HashSet<Uuid>,
         push: PushInfo,
         own: &mut Confirmations,
+        moved: &mut HashSet<Uuid>,
     ) -> redis::RedisResult<bool> {
         match push.kind {
             PushKind::SMessage | PushKind::Message => {
@@ -233,14 +244,10 @@ impl ShardedSubscriber {
                 let Some(user) = user.filter(|u| subscribed.contains(u)) else {
                     return Ok(false); // the confirmation of our own unsubscribe
                 };
-                // The slot moved: subscribe where it lives now, then fill
+                // The slot moved: subscribe where it lives now (all channels
+                // of a burst of moves together, when it settles), then fill
                 // what was published while nobody listened.
-                tracing::info!("a sharded subscription moved with its slot; resubscribing");
-                let started = Instant::now();
-                let result = conn.ssubscribe(channel(&self.prefix, user)).await;
-                crate::metrics::redis_operation("resubscribe", started.elapsed(), result.is_ok());
-                result?;
-                own.0 += 1;
+                moved.insert(user);
                 Ok(true)
             }
             PushKind::Disconnection => Err(lost("a shard connection dropped")),

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures_util::{StreamExt, TryStreamExt, stream};
+use futures_util::{StreamExt, stream};
 use redis::Script;
 use uuid::Uuid;
 
@@ -211,6 +211,41 @@ fn bucket(user: Uuid) -> u32 {
     (user.as_u128() % u128::from(BUCKETS)) as u32
 }
 
+/// Runs one script per bucket, a few at a time. A bucket that failed (its
+/// shard is down) does not discard what the others did: their scripts have
+/// already changed Redis and handed out versions, so their transitions must
+/// be announced. Only when every bucket failed is it an error.
+async fn every_bucket(
+    calls: Vec<impl Future<Output = Result<Vec<String>, PresenceError>>>,
+    online: bool,
+) -> Result<Vec<Transition>, PresenceError> {
+    let answers: Vec<Result<Vec<String>, PresenceError>> = stream::iter(calls)
+        .buffer_unordered(BUCKETS_AT_ONCE)
+        .collect()
+        .await;
+    let total = answers.len();
+    let mut changed = Vec::new();
+    let mut failed = None;
+    let mut failures = 0;
+    for answer in answers {
+        match answer {
+            Ok(flat) => changed.extend(transitions(&flat, online)),
+            Err(e) => {
+                failures += 1;
+                failed = Some(e);
+            }
+        }
+    }
+    match failed {
+        Some(e) if failures == total => Err(e),
+        Some(e) => {
+            tracing::warn!(error = %e, buckets = failures, "some presence buckets failed");
+            Ok(changed)
+        }
+        None => Ok(changed),
+    }
+}
+
 /// A script's version answer: a positive number is a transition.
 fn version(raw: &str) -> Result<i64, PresenceError> {
     raw.parse()
@@ -310,14 +345,7 @@ impl Presence for RedisPresence {
                 calls.push(self.run::<Vec<String>>("presence_heartbeat", call));
             }
         }
-        let answers: Vec<Vec<String>> = stream::iter(calls)
-            .buffer_unordered(BUCKETS_AT_ONCE)
-            .try_collect()
-            .await?;
-        Ok(answers
-            .iter()
-            .flat_map(|flat| transitions(flat, true))
-            .collect())
+        every_bucket(calls, true).await
     }
 
     /// One bounded batch per bucket per call (the upkeep task calls it every
@@ -333,14 +361,7 @@ impl Presence for RedisPresence {
                 .arg(format!("{base}ver:"));
             calls.push(self.run::<Vec<String>>("presence_sweep", call));
         }
-        let answers: Vec<Vec<String>> = stream::iter(calls)
-            .buffer_unordered(BUCKETS_AT_ONCE)
-            .try_collect()
-            .await?;
-        Ok(answers
-            .iter()
-            .flat_map(|flat| transitions(flat, false))
-            .collect())
+        every_bucket(calls, false).await
     }
 
     async fn settle(&self, user: Uuid) -> Result<Transition, PresenceError> {

@@ -48,6 +48,8 @@ both_backends!(
     users_are_upserted_and_patched,
     an_email_cannot_move_to_another_user,
     inserts_are_idempotent_per_sender_and_client_id,
+    a_batch_numbers_each_user_across_both_roles,
+    a_stored_key_at_the_end_of_a_batch_leaves_the_conversation_on_the_last_new_message,
     unknown_recipients_are_reported_per_message,
     conversation_pages_back_oldest_first,
     conversations_list_most_recent_first_with_unread_counts,
@@ -153,6 +155,91 @@ async fn inserts_are_idempotent_per_sender_and_client_id(backend: Backend) {
     let page = store.conversation(a, b, None, 100).await.unwrap();
     let contents: Vec<&str> = page.items.iter().map(|m| m.content.as_str()).collect();
     assert_eq!(contents, ["hi", "x"]);
+}
+
+async fn a_batch_numbers_each_user_across_both_roles(backend: Backend) {
+    let (store, _db) = test_store(backend).await;
+    let (a, b, c) = (user(&store).await, user(&store).await, user(&store).await);
+    insert(&store, a, b, "before").await;
+    let outcomes = store
+        .insert_messages(&[
+            new_message(b, a, "1", None),
+            new_message(a, c, "2", None),
+            new_message(c, b, "3", None),
+            new_message(a, b, "4", None),
+        ])
+        .await
+        .unwrap();
+    let seqs: Vec<Vec<(Uuid, i64)>> = outcomes
+        .iter()
+        .map(|o| match o {
+            InsertOutcome::Created(s) => s.seqs.clone(),
+            other => panic!("expected Created, got {other:?}"),
+        })
+        .collect();
+    // a and b had number 1 from "before"; c starts at 1.
+    assert_eq!(
+        seqs,
+        [
+            vec![(b, 2), (a, 2)],
+            vec![(a, 3), (c, 1)],
+            vec![(c, 2), (b, 3)],
+            vec![(a, 4), (b, 4)],
+        ]
+    );
+    // What was handed out is what was stored.
+    for (user, expected) in [
+        (a, vec![1, 2, 3, 4]),
+        (b, vec![1, 2, 3, 4]),
+        (c, vec![1, 2]),
+    ] {
+        let page = store.sync(user, None, 50).await.unwrap();
+        let stored: Vec<i64> = page.items.iter().map(|m| m.seq).collect();
+        assert_eq!(stored, expected, "numbers of {user}");
+    }
+    assert_eq!(store.msg_seqs(&[c]).await.unwrap(), [(c, 2)]);
+    // The next batch continues after them.
+    let next = store
+        .insert_messages(&[new_message(c, a, "5", None)])
+        .await
+        .unwrap();
+    let InsertOutcome::Created(next) = &next[0] else {
+        panic!("{next:?}")
+    };
+    assert_eq!(next.seqs, [(c, 3), (a, 5)]);
+}
+
+async fn a_stored_key_at_the_end_of_a_batch_leaves_the_conversation_on_the_last_new_message(
+    backend: Backend,
+) {
+    let (store, _db) = test_store(backend).await;
+    let (a, b) = (user(&store).await, user(&store).await);
+    let first = store
+        .insert_messages(&[new_message(a, b, "first", Some("k1"))])
+        .await
+        .unwrap();
+    let InsertOutcome::Created(first) = &first[0] else {
+        panic!("{first:?}")
+    };
+    // The batch's last message repeats a stored key: it is answered with the
+    // stored message, and the conversation points at the new one before it.
+    let outcomes = store
+        .insert_messages(&[
+            new_message(a, b, "new", Some("k2")),
+            new_message(a, b, "retry", Some("k1")),
+        ])
+        .await
+        .unwrap();
+    let InsertOutcome::Created(new) = &outcomes[0] else {
+        panic!("{outcomes:?}")
+    };
+    assert_eq!(outcomes[1], InsertOutcome::Duplicate(first.message.clone()));
+    let list = store.conversations(a, 50).await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].last_message.as_ref(), Some(&new.message));
+    let page = store.conversation(a, b, None, 100).await.unwrap();
+    let contents: Vec<&str> = page.items.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(contents, ["first", "new"]);
 }
 
 async fn unknown_recipients_are_reported_per_message(backend: Backend) {

@@ -287,13 +287,32 @@ impl Store for PgStore {
     }
 
     async fn search(&self, me: Uuid, words: &SearchWords, limit: u32) -> StoreResult<Vec<Message>> {
+        // One branch per index (see the search migration): what the user
+        // sent, what they received, and the group messages their inbox
+        // holds, each found by (participant, word) together.
         let rows: Vec<MessageRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            viewer_message_columns!(),
-            " FROM messages m LEFT JOIN inbox i ON i.message_id = m.id AND i.user_id = $1
-              WHERE to_tsvector('simple', m.content) @@ plainto_tsquery('simple', $2)
-                AND (m.sender_id = $1 OR m.receiver_id = $1 OR i.user_id IS NOT NULL)
-              ORDER BY m.id DESC LIMIT $3"
+            "SELECT * FROM (
+               SELECT ",
+            message_columns!(),
+            " FROM messages m
+                WHERE m.sender_id = $1 AND m.receiver_id IS NOT NULL
+                  AND to_tsvector('simple', m.content) @@ plainto_tsquery('simple', $2)
+               UNION ALL
+               SELECT ",
+            message_columns!(),
+            " FROM messages m
+                WHERE m.receiver_id = $1
+                  AND to_tsvector('simple', m.content) @@ plainto_tsquery('simple', $2)
+               UNION ALL
+               SELECT ",
+            inbox_message_columns!(),
+            " FROM conversation_members cm
+                JOIN messages m ON m.conversation_id = cm.conversation_id
+                  AND m.receiver_id IS NULL
+                JOIN inbox i ON i.message_id = m.id AND i.user_id = $1
+                WHERE cm.user_id = $1
+                  AND to_tsvector('simple', m.content) @@ plainto_tsquery('simple', $2)
+             ) found ORDER BY id DESC LIMIT $3"
         ))
         .bind(me)
         .bind(words.words().join(" "))

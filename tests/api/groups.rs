@@ -235,8 +235,22 @@ async fn five_members_chat_across_nodes(backend: Backend) {
     assert_eq!(wb.recv_type("message").await["id"], after);
     wc.none_of_type_for("message", QUIET).await;
     wc2.none_of_type_for("message", QUIET).await;
-    // c keeps what reached them, and no more.
+    // c keeps what reached them, and no more, in history and in search.
     assert_eq!(history_ids(n1, &c, group, 10).await, sent);
+    let search_ids = |body: Value| -> Vec<Value> {
+        body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].clone())
+            .collect()
+    };
+    let (_, hits) = n1.get("/messages/search?query=hello+five", &c.token).await;
+    assert_eq!(search_ids(hits), vec![first.clone()]);
+    let (_, hits) = n1.get("/messages/search?query=after", &c.token).await;
+    assert_eq!(search_ids(hits), Vec::<Value>::new());
+    let (_, hits) = n0.get("/messages/search?query=after", &b.token).await;
+    assert_eq!(search_ids(hits), vec![after.clone()]);
 }
 
 /// Presence and typing reach co-members of small groups only; the

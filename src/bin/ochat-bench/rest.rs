@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::Common;
 use crate::client::token;
 use crate::load::Percentiles;
-use crate::seed::{VOCABULARY, partner, seeded_user};
+use crate::seed::{RARE_WORD, VOCABULARY, partner, seeded_user};
 
 pub async fn rest(
     common: &Common,
@@ -21,7 +21,13 @@ pub async fn rest(
     let http = reqwest::Client::new();
     let base = format!("{}/api/v1", common.urls[0].trim_end_matches('/'));
     let mut report = serde_json::Map::new();
-    for kind in ["conversation", "conversations", "search", "stats"] {
+    for kind in [
+        "conversation",
+        "conversations",
+        "search",
+        "search_rare",
+        "stats",
+    ] {
         let started = Instant::now();
         let results: Vec<anyhow::Result<u64>> = futures_util::stream::iter(0..requests)
             .map(|n| {
@@ -39,6 +45,7 @@ pub async fn rest(
                         "/messages/search?query={}&limit=20",
                         VOCABULARY[n % VOCABULARY.len()]
                     ),
+                    "search_rare" => format!("/messages/search?query={RARE_WORD}&limit=20"),
                     _ => "/messages/stats".to_owned(),
                 };
                 async move {

@@ -32,12 +32,22 @@ pub const VOCABULARY: &[&str] = &[
     "perfect", "tonight", "monday", "friday", "photo", "address",
 ];
 
+/// A word in one message of a thousand, so search can be measured for a
+/// rare word as well as for the vocabulary's common ones (each of those is
+/// in about one message of six).
+pub const RARE_WORD: &str = "aurora";
+
 fn sentence(n: usize) -> String {
     let words = 4 + n % 9;
-    (0..words)
+    let mut text = (0..words)
         .map(|w| VOCABULARY[(n.wrapping_mul(31).wrapping_add(w * 17)) % VOCABULARY.len()])
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(" ");
+    if n % 1000 == 0 {
+        text.push(' ');
+        text.push_str(RARE_WORD);
+    }
+    text
 }
 
 pub async fn seed(

@@ -15,6 +15,9 @@ use crate::bus::{Delivery, Envelope, Order, SessionId};
 
 /// A frame queued for one session's writer.
 #[derive(Debug, Clone)]
+/// Queued boxed: a session's queue allocates its first block of 32 slots up
+/// front, and 32 pointers cost every idle connection about 1.8 KiB less than
+/// 32 of these.
 pub struct Outbound {
     /// The frame's `type`, for metrics.
     pub kind: &'static str,
@@ -78,7 +81,7 @@ const RECENT_ACKS: usize = 64;
 pub struct SessionHandle {
     pub id: SessionId,
     pub user: Uuid,
-    queue: mpsc::Sender<Outbound>,
+    queue: mpsc::Sender<Box<Outbound>>,
     /// Cancelled to make the session close itself.
     kick: CancellationToken,
     reason: Mutex<Option<CloseReason>>,
@@ -92,7 +95,7 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
-    pub fn new(id: SessionId, user: Uuid, queue: mpsc::Sender<Outbound>) -> Self {
+    pub fn new(id: SessionId, user: Uuid, queue: mpsc::Sender<Box<Outbound>>) -> Self {
         Self {
             id,
             user,
@@ -138,11 +141,11 @@ impl SessionHandle {
     /// has stopped keeping up: rather than grow memory or silently drop
     /// frames, the session is closed so the client reconnects and syncs.
     fn offer(&self, envelope: &Envelope) {
-        let outbound = Outbound {
+        let outbound = Box::new(Outbound {
             kind: envelope.kind,
             frame: envelope.frame.clone(),
             published_at_micros: Some(envelope.published_at_micros),
-        };
+        });
         match self.queue.try_send(outbound) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {

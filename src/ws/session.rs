@@ -175,7 +175,7 @@ async fn read_loop(
     state: &AppState,
     user: &AuthUser,
     handle: &SessionHandle,
-    queue: mpsc::Sender<Outbound>,
+    queue: mpsc::Sender<Box<Outbound>>,
 ) -> CloseReason {
     let limits = &state.config.limits;
     let mut bucket = TokenBucket::new(limits.rate_per_sec, limits.rate_burst);
@@ -258,11 +258,11 @@ async fn read_loop(
             }
         };
         if let Some(reply) = reply {
-            let outbound = Outbound {
+            let outbound = Box::new(Outbound {
                 kind: reply.kind(),
                 frame: reply.to_json(),
                 published_at_micros: None,
-            };
+            });
             // Waiting here is the backpressure a client's own requests get.
             if queue.send(outbound).await.is_err() {
                 return CloseReason::ClientGone;
@@ -416,7 +416,7 @@ impl Probe {
 /// probe unanswered that long) is closed.
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Outbound>,
+    mut rx: mpsc::Receiver<Box<Outbound>>,
     handle: Arc<SessionHandle>,
     limits: Limits,
 ) {

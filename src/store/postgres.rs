@@ -161,10 +161,10 @@ impl Store for PgStore {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        if groups_of(batch).is_empty() {
-            if let Some(outcomes) = self.insert_direct(batch).await? {
-                return Ok(outcomes);
-            }
+        if groups_of(batch).is_empty()
+            && let Some(outcomes) = self.insert_direct(batch).await?
+        {
+            return Ok(outcomes);
         }
         self.insert_in_steps(batch).await
     }
@@ -815,34 +815,31 @@ impl PgStore {
         let stored = |r: &PlannedRow| inserted.contains(&r.message.id);
         let inbox = plan.inbox_rows(stored);
         if !inbox.is_empty() {
-            let mut cols: (
-                Vec<Uuid>,
-                Vec<i64>,
-                Vec<Uuid>,
-                Vec<Uuid>,
-                Vec<Option<DateTime<Utc>>>,
-            ) = Default::default();
+            let mut cols = InboxColumns::default();
             for (user, seq, message, group, read) in inbox {
-                cols.0.push(user);
-                cols.1.push(seq);
-                cols.2.push(message);
-                cols.3.push(group);
-                cols.4.push(read);
+                cols.user.push(user);
+                cols.seq.push(seq);
+                cols.message.push(message);
+                cols.group.push(group);
+                cols.read_at.push(read);
             }
             sqlx::query(
                 "INSERT INTO inbox (user_id, seq, message_id, conversation_id, read_at)
                  SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::uuid[], $4::uuid[], $5::timestamptz[])",
             )
-            .bind(cols.0)
-            .bind(cols.1)
-            .bind(cols.2)
-            .bind(cols.3)
-            .bind(cols.4)
+            .bind(cols.user)
+            .bind(cols.seq)
+            .bind(cols.message)
+            .bind(cols.group)
+            .bind(cols.read_at)
             .execute(&mut *tx)
             .await?;
-            let heads = plan.group_heads(stored);
-            let (ids, (messages, times)): (Vec<Uuid>, (Vec<Uuid>, Vec<DateTime<Utc>>)) =
-                heads.into_iter().map(|(g, m, at)| (g, (m, at))).unzip();
+            let (mut ids, mut messages, mut times) = (Vec::new(), Vec::new(), Vec::new());
+            for (group, message, at) in plan.group_heads(stored) {
+                ids.push(group);
+                messages.push(message);
+                times.push(at);
+            }
             sqlx::query(
                 "UPDATE conversations c SET last_message_id = v.m, last_message_at = v.at
                  FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[]) AS v(id, m, at)
@@ -882,20 +879,7 @@ impl PgStore {
         for row in &relative.rows {
             cols.push(row);
         }
-        let mut heads: (
-            Vec<Uuid>,
-            Vec<Uuid>,
-            Vec<Uuid>,
-            Vec<Uuid>,
-            Vec<DateTime<Utc>>,
-        ) = Default::default();
-        for (id, a, b, m, at) in relative.conversation_heads(|_| true) {
-            heads.0.push(id);
-            heads.1.push(a);
-            heads.2.push(b);
-            heads.3.push(m);
-            heads.4.push(at);
-        }
+        let heads = HeadColumns::from(relative.conversation_heads(|_| true));
         // `locked` is materialized so the row locks are taken in id order
         // before anything else touches the rows; `complete` makes every
         // later step write nothing unless all the batch's users exist. A
@@ -952,11 +936,11 @@ impl PgStore {
         .bind(cols.sender_seq)
         .bind(cols.receiver_seq)
         .bind(cols.created_at)
-        .bind(heads.0)
-        .bind(heads.1)
-        .bind(heads.2)
-        .bind(heads.3)
-        .bind(heads.4)
+        .bind(heads.id)
+        .bind(heads.user_a)
+        .bind(heads.user_b)
+        .bind(heads.message)
+        .bind(heads.at)
         .fetch_all(&self.pool)
         .await?;
 
@@ -1019,20 +1003,7 @@ async fn upsert_conversation_heads<'e>(
     if heads.is_empty() {
         return Ok(());
     }
-    let mut conv: (
-        Vec<Uuid>,
-        Vec<Uuid>,
-        Vec<Uuid>,
-        Vec<Uuid>,
-        Vec<DateTime<Utc>>,
-    ) = Default::default();
-    for (id, a, b, m, at) in heads {
-        conv.0.push(id);
-        conv.1.push(a);
-        conv.2.push(b);
-        conv.3.push(m);
-        conv.4.push(at);
-    }
+    let conv = HeadColumns::from(heads);
     sqlx::query(
         "INSERT INTO conversations (id, user_a, user_b, last_message_id, last_message_at)
          SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::timestamptz[])
@@ -1041,14 +1012,48 @@ async fn upsert_conversation_heads<'e>(
                last_message_at = EXCLUDED.last_message_at
            WHERE conversations.last_message_at <= EXCLUDED.last_message_at",
     )
-    .bind(conv.0)
-    .bind(conv.1)
-    .bind(conv.2)
-    .bind(conv.3)
-    .bind(conv.4)
+    .bind(conv.id)
+    .bind(conv.user_a)
+    .bind(conv.user_b)
+    .bind(conv.message)
+    .bind(conv.at)
     .execute(db)
     .await?;
     Ok(())
+}
+
+/// Conversation heads as column arrays, for `UNNEST`.
+#[derive(Default)]
+struct HeadColumns {
+    id: Vec<Uuid>,
+    user_a: Vec<Uuid>,
+    user_b: Vec<Uuid>,
+    message: Vec<Uuid>,
+    at: Vec<DateTime<Utc>>,
+}
+
+impl From<Vec<ConversationHead>> for HeadColumns {
+    fn from(heads: Vec<ConversationHead>) -> Self {
+        let mut cols = Self::default();
+        for (id, a, b, m, at) in heads {
+            cols.id.push(id);
+            cols.user_a.push(a);
+            cols.user_b.push(b);
+            cols.message.push(m);
+            cols.at.push(at);
+        }
+        cols
+    }
+}
+
+/// Group members' inbox rows as column arrays, for `UNNEST`.
+#[derive(Default)]
+struct InboxColumns {
+    user: Vec<Uuid>,
+    seq: Vec<i64>,
+    message: Vec<Uuid>,
+    group: Vec<Uuid>,
+    read_at: Vec<Option<DateTime<Utc>>>,
 }
 
 /// Column arrays for one multi-row `INSERT ... SELECT FROM UNNEST`.

@@ -43,7 +43,7 @@ fn sentence(n: usize) -> String {
         .map(|w| VOCABULARY[(n.wrapping_mul(31).wrapping_add(w * 17)) % VOCABULARY.len()])
         .collect::<Vec<_>>()
         .join(" ");
-    if n % 1000 == 0 {
+    if n.is_multiple_of(1000) {
         text.push(' ');
         text.push_str(RARE_WORD);
     }

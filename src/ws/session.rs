@@ -23,7 +23,6 @@ use super::hub::{CloseReason, Outbound, Registered, SessionHandle};
 use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::bus::SessionId;
-use crate::config::Limits;
 use crate::error::{ApiError, ErrorCode};
 use crate::protocol::{ClientFrame, MessageFrame, SendFrame, ServerFrame};
 
@@ -82,7 +81,7 @@ async fn session(
     floor: Option<i64>,
 ) {
     crate::metrics::connection_opened();
-    let limits = state.config.limits.clone();
+    let limits = &state.config.limits;
     let (queue, rx) = mpsc::channel(limits.send_queue);
     let handle = Arc::new(SessionHandle::new(id, user.id, queue.clone()));
     let (mut sink, stream) = socket.split();
@@ -98,7 +97,16 @@ async fn session(
     crate::metrics::sessions(1.0);
     tracing::debug!("session opened");
 
-    let writer = tokio::spawn(write_loop(sink, rx, handle.clone(), limits).in_current_span());
+    let writer = tokio::spawn(
+        write_loop(
+            sink,
+            rx,
+            handle.clone(),
+            limits.ping_interval,
+            limits.slow_consumer_timeout,
+        )
+        .in_current_span(),
+    );
     // Subscribing and announcing run beside the reader: no frame (and no
     // ack) ever waits on Redis. Whatever is published for this user before
     // the subscription is live is caught up from storage.
@@ -185,7 +193,9 @@ async fn read_loop(
     let expiry = sleep(until_expiry);
     tokio::pin!(expiry);
     let mut last_heard = Instant::now();
-    let mut sends: FuturesUnordered<Answer<'_>> = FuturesUnordered::new();
+    // Made on the first send: an empty `FuturesUnordered` already holds two
+    // allocations, and most connections spend most of their life idle.
+    let mut sends: Option<FuturesUnordered<Answer<'_>>> = None;
     let mut in_order: VecDeque<ClientFrame> = VecDeque::new();
     let mut answering: Option<Answer<'_>> = None;
     loop {
@@ -194,12 +204,13 @@ async fn read_loop(
         {
             answering = Some(Box::pin(answer(state, user, frame)));
         }
-        let can_read = sends.len() < limits.max_in_flight && in_order.len() < MAX_QUEUED_FRAMES;
+        let in_flight = sends.as_ref().map_or(0, FuturesUnordered::len);
+        let can_read = in_flight < limits.max_in_flight && in_order.len() < MAX_QUEUED_FRAMES;
         let event = tokio::select! {
             () = handle.kicked().cancelled() => Event::Closed(handle.kick_reason().unwrap_or(CloseReason::Shutdown)),
             () = &mut expiry => Event::Closed(CloseReason::TokenExpired),
             () = sleep_until(last_heard + limits.idle_timeout) => Event::Closed(CloseReason::IdleTimeout),
-            Some(reply) = sends.next(), if !sends.is_empty() => Event::Answered(reply),
+            Some(reply) = next_answer(&mut sends), if in_flight > 0 => Event::Answered(reply),
             Some(reply) = OptionFuture::from(answering.as_mut()), if answering.is_some() => Event::InOrderDone(reply),
             frame = stream.next(), if can_read => Event::Frame(frame),
         };
@@ -245,7 +256,9 @@ async fn read_loop(
                         match admit(&text, &mut bucket) {
                             Admitted::Reply(reply) => Some(reply),
                             Admitted::Send(send) => {
-                                sends.push(Box::pin(send_message(state, user, handle, send)));
+                                sends
+                                    .get_or_insert_with(FuturesUnordered::new)
+                                    .push(Box::pin(send_message(state, user, handle, send)));
                                 None
                             }
                             Admitted::InOrder(frame) => {
@@ -268,6 +281,16 @@ async fn read_loop(
                 return CloseReason::ClientGone;
             }
         }
+    }
+}
+
+/// The next finished send, if any are in flight.
+async fn next_answer<'a>(
+    sends: &mut Option<FuturesUnordered<Answer<'a>>>,
+) -> Option<Option<ServerFrame>> {
+    match sends {
+        Some(sends) => sends.next().await,
+        None => None,
     }
 }
 
@@ -418,12 +441,13 @@ async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     mut rx: mpsc::Receiver<Box<Outbound>>,
     handle: Arc<SessionHandle>,
-    limits: Limits,
+    ping_every: Duration,
+    patience: Duration,
 ) {
-    let mut ping =
-        tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
+    // A deadline rather than a `tokio::time::Interval`, which boxes its
+    // timer: every idle connection keeps this task.
+    let mut next_ping = Instant::now() + ping_every;
     let mut probe = Probe::default();
-    let patience = limits.slow_consumer_timeout;
     loop {
         let due = probe.deadline();
         let message = tokio::select! {
@@ -440,7 +464,10 @@ async fn write_loop(
                 probe.check(&handle);
                 continue;
             }
-            _ = ping.tick() => Message::Ping(Default::default()),
+            () = sleep_until(next_ping) => {
+                next_ping = Instant::now() + ping_every;
+                Message::Ping(Default::default())
+            }
             out = rx.recv() => match out {
                 Some(out) => {
                     if let Some(at) = out.published_at_micros

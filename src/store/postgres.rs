@@ -776,25 +776,7 @@ impl PgStore {
 
         if inserted.len() < plan.rows.len() {
             // Their sequence numbers stay unused: sync only needs them to grow.
-            let mut existing = HashMap::new();
-            for row in plan
-                .rows
-                .iter()
-                .filter(|r| !inserted.contains(&r.message.id))
-            {
-                let stored: Option<MessageRow> = sqlx::query_as(concat!(
-                    "SELECT ",
-                    message_columns!(),
-                    " FROM messages m WHERE m.sender_id = $1 AND m.client_id = $2"
-                ))
-                .bind(row.message.sender_id)
-                .bind(&row.message.client_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some(stored) = stored {
-                    existing.insert(row.message.id, Message::from(stored));
-                }
-            }
+            let existing = taken_keys(&mut tx, &plan, &inserted).await?;
             plan.resolve_conflicts(&existing);
         }
 
@@ -967,31 +949,55 @@ impl PgStore {
             // and answered as the duplicate; the rows' numbers stay unused,
             // as in the steps. Their conversations are pointed at the
             // latest row that was stored.
-            let mut existing = HashMap::new();
-            for row in plan
-                .rows
-                .iter()
-                .filter(|r| !inserted.contains(&r.message.id))
-            {
-                let stored: Option<MessageRow> = sqlx::query_as(concat!(
-                    "SELECT ",
-                    message_columns!(),
-                    " FROM messages m WHERE m.sender_id = $1 AND m.client_id = $2"
-                ))
-                .bind(row.message.sender_id)
-                .bind(&row.message.client_id)
-                .fetch_optional(&self.pool)
-                .await?;
-                if let Some(stored) = stored {
-                    existing.insert(row.message.id, Message::from(stored));
-                }
-            }
+            let existing = taken_keys(&mut *self.pool.acquire().await?, &plan, &inserted).await?;
             plan.resolve_conflicts(&existing);
             let heads = plan.conversation_heads(|r| inserted.contains(&r.message.id));
             upsert_conversation_heads(&self.pool, heads).await?;
         }
         Ok(Some(plan.outcomes))
     }
+}
+
+/// The stored messages holding the `client_id`s of the rows a batch's
+/// insert skipped, keyed by the skipped row's id: one query for them all.
+async fn taken_keys(
+    conn: &mut sqlx::PgConnection,
+    plan: &BatchPlan,
+    inserted: &HashSet<Uuid>,
+) -> StoreResult<HashMap<Uuid, Message>> {
+    let skipped: Vec<&PlannedRow> = plan
+        .rows
+        .iter()
+        .filter(|r| !inserted.contains(&r.message.id))
+        .collect();
+    let senders: Vec<Uuid> = skipped.iter().map(|r| r.message.sender_id).collect();
+    let keys: Vec<Option<String>> = skipped
+        .iter()
+        .map(|r| r.message.client_id.clone())
+        .collect();
+    let rows: Vec<MessageRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        message_columns!(),
+        " FROM messages m
+          JOIN UNNEST($1::uuid[], $2::text[]) AS k(sender_id, client_id)
+            ON m.sender_id = k.sender_id AND m.client_id = k.client_id"
+    ))
+    .bind(senders)
+    .bind(keys)
+    .fetch_all(&mut *conn)
+    .await?;
+    let stored: HashMap<(Uuid, String), Message> = rows
+        .into_iter()
+        .map(Message::from)
+        .filter_map(|m| Some(((m.sender_id, m.client_id.clone()?), m)))
+        .collect();
+    Ok(skipped
+        .into_iter()
+        .filter_map(|r| {
+            let key = (r.message.sender_id, r.message.client_id.clone()?);
+            stored.get(&key).map(|m| (r.message.id, m.clone()))
+        })
+        .collect())
 }
 
 /// Points each direct conversation at its latest message (creating the row

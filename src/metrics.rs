@@ -7,7 +7,9 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const BUILD_INFO: &str = "ochat_build_info";
@@ -49,13 +51,113 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            PrometheusBuilder::new()
+            let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
                 .expect("buckets are non-empty")
                 .install_recorder()
-                .expect("no other metrics recorder is installed")
+                .expect("no other metrics recorder is installed");
+            describe();
+            // Counters and gauges a dashboard or alert reads exist from the
+            // first scrape: a series that appears on its first event loses
+            // that event to `rate()`, and a panel shows "no data" instead
+            // of 0.
+            gauge!(CONNECTIONS).set(0.0);
+            gauge!(SESSIONS).set(0.0);
+            for name in [
+                CONNECTS,
+                MESSAGES_SENT,
+                MESSAGES_DELIVERED,
+                MESSAGES_CAUGHT_UP,
+                SLOW_CONSUMERS,
+                REDIS_RECONNECTS,
+            ] {
+                counter!(name).increment(0);
+            }
+            for kind in ["message", "typing"] {
+                counter!(RATE_LIMITED, "type" => kind).increment(0);
+            }
+            handle
         })
         .clone()
+}
+
+/// `# HELP` and `# UNIT` for every metric, so a scrape explains itself.
+fn describe() {
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; labels carry the version and node id."
+    );
+    describe_gauge!(CONNECTIONS, "Open WebSocket connections on this node.");
+    describe_gauge!(SESSIONS, "Users with at least one session on this node.");
+    describe_counter!(CONNECTS, "WebSocket connections accepted.");
+    describe_counter!(DISCONNECTS, "WebSocket connections closed, by reason.");
+    describe_counter!(FRAMES_IN, "Frames read from clients, by type.");
+    describe_counter!(FRAMES_OUT, "Frames written to clients, by type.");
+    describe_counter!(
+        MESSAGES_SENT,
+        "Messages committed from this node's clients."
+    );
+    describe_counter!(
+        MESSAGES_DELIVERED,
+        "Messages written live to a session on this node."
+    );
+    describe_counter!(
+        MESSAGES_CAUGHT_UP,
+        "Messages live delivery missed, pushed to a session from storage."
+    );
+    describe_histogram!(
+        DELIVERY_LATENCY,
+        Unit::Seconds,
+        "From publish on the sending node to the socket write here."
+    );
+    describe_histogram!(
+        DB_LATENCY,
+        Unit::Seconds,
+        "Storage operations, by operation."
+    );
+    describe_counter!(DB_ERRORS, "Failed storage operations, by operation.");
+    describe_histogram!(
+        REDIS_LATENCY,
+        Unit::Seconds,
+        "Redis operations, by operation."
+    );
+    describe_counter!(REDIS_ERRORS, "Failed Redis operations, by operation.");
+    describe_counter!(REDIS_RECONNECTS, "Pub/sub connections re-established.");
+    describe_histogram!(
+        REDIS_SHARD_LATENCY,
+        Unit::Seconds,
+        "Redis Cluster operations, by operation and shard."
+    );
+    describe_counter!(
+        REDIS_SHARD_ERRORS,
+        "Failed Redis Cluster operations, by operation and shard."
+    );
+    describe_counter!(
+        REDIS_SHARD_PUBLISHES,
+        "Events published to each Redis Cluster shard."
+    );
+    describe_gauge!(
+        REDIS_SHARD_SUBSCRIPTIONS,
+        "Sharded subscriptions held on each shard."
+    );
+    describe_counter!(
+        RATE_LIMITED,
+        "Frames refused by the per-connection rate limit, by type."
+    );
+    describe_counter!(
+        SLOW_CONSUMERS,
+        "Sessions cut off for not reading their frames."
+    );
+    describe_counter!(AUTH_FAILURES, "Refused tokens, by reason.");
+    describe_counter!(
+        HTTP_REQUESTS,
+        "REST requests, by route template, method and status."
+    );
+    describe_histogram!(
+        HTTP_LATENCY,
+        Unit::Seconds,
+        "REST request durations, by route template."
+    );
 }
 
 pub fn build_info(node_id: &str) {

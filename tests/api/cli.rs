@@ -99,3 +99,46 @@ fn token_needs_a_secret_when_only_jwks_is_configured() {
         String::from_utf8_lossy(&out.stderr).starts_with("ochat: ochat token needs JWT_SECRET")
     );
 }
+
+/// Logs written to a file or a pipe are plain text: colours are for a
+/// terminal only.
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ochat"))
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SERVER_PORT", "0")
+        .env("METRICS_PORT", "off")
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("o.db").display()),
+        )
+        .env("JWT_SECRET", TEST_SECRET)
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run ochat serve");
+    let mut lines = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let done = line.contains("listening");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let output = lines.join("\n");
+    assert!(
+        output.contains("listening"),
+        "the node logged its start:\n{output}"
+    );
+    assert!(
+        !output.contains('\u{1b}'),
+        "no escape codes in piped logs:\n{output}"
+    );
+}

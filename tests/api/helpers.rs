@@ -632,22 +632,39 @@ pub struct LocalCluster {
 
 impl LocalCluster {
     pub async fn start() -> Self {
-        let ports = free_cluster_ports(6);
         let dir = tempfile::tempdir().expect("temp dir");
         let mut cluster = Self {
             children: Vec::new(),
-            ports: ports.clone(),
+            ports: Vec::new(),
             dir,
         };
-        for port in &ports {
-            let child = cluster.launch(*port);
+        // A port found free can be taken by another test's server before
+        // this one binds it: such a server exits, and gets a fresh port.
+        while cluster.ports.len() < 6 {
+            let mut last_log = String::new();
+            let mut started = None;
+            for _ in 0..5 {
+                let port = free_cluster_ports(1)[0];
+                if cluster.ports.contains(&port) {
+                    continue;
+                }
+                let mut child = cluster.launch(port);
+                let url = format!("redis://127.0.0.1:{port}");
+                if eventually(Duration::from_secs(10), || ping(url.clone())).await {
+                    started = Some((port, child));
+                    break;
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+                last_log = std::fs::read_to_string(cluster.log_path(port)).unwrap_or_default();
+            }
+            let (port, child) = started.unwrap_or_else(|| {
+                panic!("no cluster node came up in 5 tries; the last one logged:\n{last_log}")
+            });
+            cluster.ports.push(port);
             cluster.children.push(Some(child));
         }
-        for port in &ports {
-            let url = format!("redis://127.0.0.1:{port}");
-            let up = eventually(Duration::from_secs(10), || ping(url.clone())).await;
-            assert!(up, "cluster node on port {port} came up");
-        }
+        let ports = cluster.ports.clone();
         let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let out = std::process::Command::new("redis-cli")
             .args(["--cluster", "create"])
@@ -662,6 +679,10 @@ impl LocalCluster {
         );
         cluster.wait_healthy().await;
         cluster
+    }
+
+    fn log_path(&self, port: u16) -> std::path::PathBuf {
+        self.dir.path().join(format!("{port}.log"))
     }
 
     fn launch(&self, port: u16) -> std::process::Child {
@@ -682,6 +703,8 @@ impl LocalCluster {
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&dir)
+            .arg("--logfile")
+            .arg(self.log_path(port))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -5,6 +5,7 @@ mod auth;
 mod bench_smoke;
 mod cli;
 mod cluster;
+mod deploy;
 mod groups;
 mod helpers;
 mod ops;

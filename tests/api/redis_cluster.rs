@@ -712,7 +712,9 @@ async fn a_master_killed_under_load_loses_nothing_and_heals_delivery() {
     .await;
 
     for node in &nodes.nodes {
-        let ready = eventually(Duration::from_secs(10), || async {
+        // A node re-reads the slot map on its own schedule; with the whole
+        // suite loading both cores a CLUSTER SLOTS can time out once first.
+        let ready = eventually(Duration::from_secs(20), || async {
             reqwest::get(format!("{}/readyz", node.base))
                 .await
                 .is_ok_and(|r| r.status() == 200)

@@ -24,6 +24,66 @@ pub fn presence(frame: &Value) -> Value {
     frame
 }
 
+/// The protocol as data: `docs/asyncapi.json`'s frame schemas, compiled
+/// once. Every frame a test receives is checked against `ServerFrame`, so
+/// the document and the wire cannot drift apart.
+pub struct Protocol {
+    server: jsonschema::Validator,
+    client: jsonschema::Validator,
+}
+
+impl Protocol {
+    pub fn get() -> &'static Protocol {
+        static PROTOCOL: std::sync::OnceLock<Protocol> = std::sync::OnceLock::new();
+        PROTOCOL.get_or_init(|| {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/asyncapi.json");
+            let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+            let validator = |root: &str| {
+                let schema = serde_json::json!({
+                    "$ref": format!("#/components/schemas/{root}"),
+                    "components": doc["components"],
+                });
+                jsonschema::options()
+                    .should_validate_formats(true)
+                    .build(&schema)
+                    .expect("docs/asyncapi.json's schemas compile")
+            };
+            Protocol {
+                server: validator("ServerFrame"),
+                client: validator("ClientFrame"),
+            }
+        })
+    }
+
+    /// Why `frame` is not a server frame of the document, if it is not.
+    pub fn server_errors(&self, frame: &Value) -> Option<String> {
+        errors(&self.server, frame)
+    }
+
+    /// Why `frame` is not a client frame of the document, if it is not.
+    pub fn client_errors(&self, frame: &Value) -> Option<String> {
+        errors(&self.client, frame)
+    }
+}
+
+fn errors(validator: &jsonschema::Validator, frame: &Value) -> Option<String> {
+    let errors: Vec<String> = validator
+        .iter_errors(frame)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    (!errors.is_empty()).then(|| errors.join("; "))
+}
+
+/// A text frame from the server, parsed and checked against the protocol
+/// document.
+fn server_frame(text: &str) -> Value {
+    let frame: Value = serde_json::from_str(text).expect("JSON frame");
+    if let Some(why) = Protocol::get().server_errors(&frame) {
+        panic!("the server sent a frame docs/asyncapi.json does not describe: {frame}\n{why}");
+    }
+    frame
+}
+
 pub struct WsClient {
     pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
 }
@@ -107,7 +167,7 @@ impl WsClient {
                 .expect("socket open")
                 .expect("frame");
             match next {
-                Message::Text(text) => return serde_json::from_str(&text).expect("JSON frame"),
+                Message::Text(text) => return server_frame(&text),
                 Message::Ping(_) | Message::Pong(_) => continue,
                 other => panic!("expected a text frame, got {other:?}"),
             }
@@ -121,7 +181,7 @@ impl WsClient {
             match tokio::time::timeout_at(deadline, self.stream.next()).await {
                 Err(_) => return None,
                 Ok(Some(Ok(Message::Text(text)))) => {
-                    return Some(serde_json::from_str(&text).expect("JSON frame"));
+                    return Some(server_frame(&text));
                 }
                 Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
                 Ok(other) => panic!("the socket ended: {other:?}"),
@@ -160,7 +220,7 @@ impl WsClient {
             match tokio::time::timeout_at(deadline, self.stream.next()).await {
                 Err(_) => return,
                 Ok(Some(Ok(Message::Text(text)))) => {
-                    let frame: Value = serde_json::from_str(&text).expect("JSON frame");
+                    let frame = server_frame(&text);
                     assert_ne!(frame["type"], kind, "expected no {kind}, got {frame}");
                 }
                 Ok(Some(Ok(_))) => continue,

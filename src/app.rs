@@ -209,11 +209,10 @@ impl Application {
             None => None,
         };
 
+        let (rest, _) = crate::http::router(&config, dev_secret);
         let router = Router::new()
-            .nest(
-                "/api/v1",
-                crate::http::router(&config, dev_secret).merge(crate::ws::router()),
-            )
+            .merge(rest)
+            .nest("/api/v1", crate::ws::router())
             .merge(crate::http::web::router())
             .layer(axum::middleware::from_fn(crate::http::track))
             .layer(DefaultBodyLimit::max(config.limits.max_body_bytes))

@@ -3,39 +3,53 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Deserializer};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{ApiJson, ApiPath};
 use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::chat::Chat;
-use crate::error::ApiResult;
+use crate::error::{ApiResult, ErrorBody};
 use crate::store::{Group, Role};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/conversations", post(create))
-        .route("/conversations/{id}", get(read).patch(update))
-        .route("/conversations/{id}/members", post(add_members))
-        .route(
-            "/conversations/{id}/members/{user_id}",
-            delete(remove_member).patch(set_role),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(read, update))
+        .routes(routes!(add_members))
+        .routes(routes!(remove_member, set_role))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct CreateBody {
+    /// 1 to 100 characters after trimming.
     title: String,
+    /// An http(s) URL.
     #[serde(default)]
     avatar_url: Option<String>,
+    /// The other members (the caller becomes the owner).
     member_ids: Vec<Uuid>,
 }
 
+/// Creates a group; every member's sessions get `conversation_created`.
+#[utoipa::path(post, path = "/conversations", tag = "conversations", request_body = CreateBody,
+    responses(
+        (status = 201, description = "The new group", body = Group),
+        (status = 400, description = "`invalid_json` or `invalid_field`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`recipient_not_found`: a member is not a known user", body = ErrorBody),
+        (status = 409, description = "`too_many_members`: above MAX_GROUP_MEMBERS", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+    ))]
 async fn create(
     State(chat): State<Arc<Chat>>,
     user: AuthUser,
@@ -52,6 +66,18 @@ async fn create(
     Ok((StatusCode::CREATED, Json(group)))
 }
 
+/// A group (or direct conversation) with its members; members only.
+#[utoipa::path(get, path = "/conversations/{id}", tag = "conversations",
+    params(("id" = Uuid, Path, description = "The conversation")),
+    responses(
+        (status = 200, description = "The conversation", body = Group),
+        (status = 400, description = "`invalid_field`: not a UUID, or a bad value", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not a member, or not allowed to", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such conversation or member", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+    ))]
 async fn read(
     State(chat): State<Arc<Chat>>,
     user: AuthUser,
@@ -60,12 +86,13 @@ async fn read(
     Ok(Json(chat.group(user.id, id).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct UpdateBody {
     #[serde(default)]
     title: Option<String>,
     /// Absent keeps the avatar; `null` clears it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, required = false)]
     avatar_url: Option<Option<String>>,
 }
 
@@ -73,6 +100,19 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D:
     Option::<String>::deserialize(d).map(Some)
 }
 
+/// Changes a group's title or avatar (admins and owners).
+#[utoipa::path(patch, path = "/conversations/{id}", tag = "conversations",
+    params(("id" = Uuid, Path, description = "The conversation")), request_body = UpdateBody,
+    responses(
+        (status = 200, description = "The updated group", body = Group),
+        (status = 400, description = "`invalid_field`: not a UUID, or a bad value", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not a member, or not allowed to", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such conversation or member", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+    ))]
 async fn update(
     State(chat): State<Arc<Chat>>,
     user: AuthUser,
@@ -86,11 +126,25 @@ async fn update(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct MembersBody {
     user_ids: Vec<Uuid>,
 }
 
+/// Adds members (admins and owners); every member gets `member_added`.
+#[utoipa::path(post, path = "/conversations/{id}/members", tag = "conversations",
+    params(("id" = Uuid, Path, description = "The conversation")), request_body = MembersBody,
+    responses(
+        (status = 200, description = "The group with its new members", body = Group),
+        (status = 400, description = "`invalid_field`: not a UUID, or a bad value", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not a member, or not allowed to", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such conversation or member", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 409, description = "`too_many_members`", body = ErrorBody),
+    ))]
 async fn add_members(
     State(chat): State<Arc<Chat>>,
     user: AuthUser,
@@ -100,6 +154,18 @@ async fn add_members(
     Ok(Json(chat.add_members(user.id, id, &body.user_ids).await?))
 }
 
+/// Removes a member, or leaves when it is the caller.
+#[utoipa::path(delete, path = "/conversations/{id}/members/{user_id}", tag = "conversations",
+    params(("id" = Uuid, Path, description = "The conversation"), ("user_id" = Uuid, Path, description = "The member")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 400, description = "`invalid_field`: not a UUID, or a bad value", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not a member, or not allowed to", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such conversation or member", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+    ))]
 async fn remove_member(
     State(chat): State<Arc<Chat>>,
     user: AuthUser,
@@ -109,11 +175,24 @@ async fn remove_member(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct RoleBody {
     role: Role,
 }
 
+/// Sets a member's role (owners).
+#[utoipa::path(patch, path = "/conversations/{id}/members/{user_id}", tag = "conversations",
+    params(("id" = Uuid, Path, description = "The conversation"), ("user_id" = Uuid, Path, description = "The member")), request_body = RoleBody,
+    responses(
+        (status = 200, description = "The group", body = Group),
+        (status = 400, description = "`invalid_field`: not a UUID, or a bad value", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not a member, or not allowed to", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such conversation or member", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+    ))]
 async fn set_role(
     State(chat): State<Arc<Chat>>,
     user: AuthUser,

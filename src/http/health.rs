@@ -2,27 +2,64 @@
 
 use std::sync::atomic::Ordering;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use serde::Serialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/health", get(health))
-        .route("/livez", get(health))
-        .route("/readyz", get(ready))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(livez))
+        .routes(routes!(ready))
 }
 
-async fn health() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+#[derive(Serialize, ToSchema)]
+struct Alive {
+    /// Always `ok`.
+    status: &'static str,
+}
+
+/// The seed's health check: the process answers.
+#[utoipa::path(get, path = "/health", tag = "health", security(()),
+    responses((status = 200, description = "The process is alive", body = Alive)))]
+async fn health() -> Json<Alive> {
+    Json(Alive { status: "ok" })
+}
+
+/// Liveness for an orchestrator: the process answers (never checks
+/// dependencies, so a Redis outage does not restart every node).
+#[utoipa::path(get, path = "/livez", tag = "health", security(()),
+    responses((status = 200, description = "The process is alive", body = Alive)))]
+async fn livez() -> Json<Alive> {
+    Json(Alive { status: "ok" })
+}
+
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+struct Readiness {
+    /// `ready`, `draining` or `unavailable`.
+    status: String,
+    /// `ok` or `down` for `database`, `bus` and `presence`.
+    checks: std::collections::BTreeMap<String, String>,
+    /// What is down, in words an operator can act on; absent when ready.
+    #[schema(required = false)]
+    errors: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// Ready only while storage, bus and presence answer and the node is not
 /// draining, so a load balancer stops sending new connections in time.
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()),
+    responses(
+        (status = 200, description = "Storage, bus and presence answer", body = Readiness),
+        (status = 503, description = "Draining, or a dependency is down", body = Readiness),
+    ))]
 async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let (database, bus, presence) =
         tokio::join!(state.store.ping(), state.bus.ping(), state.presence.ping());

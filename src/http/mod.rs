@@ -4,33 +4,47 @@ mod conversations;
 pub mod dev;
 mod health;
 mod messages;
+pub mod openapi;
 mod users;
 pub mod web;
 
 use std::time::Instant;
 
-use axum::Router;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::Response;
+use axum::{Extension, Router};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorCode};
 
-/// The `/api/v1` routes. `dev_secret` is the development-mode signing
+/// The `/api/v1` REST routes and their OpenAPI document, built together:
+/// each area registers its handlers with `routes!`, which adds a route and
+/// its description at once, so the served document lists exactly the
+/// routes this node serves. `dev_secret` is the development-mode signing
 /// secret, used only when [`dev::enabled`].
 pub fn router(
     config: &crate::config::Config,
     dev_secret: Option<crate::config::Secret>,
-) -> Router<AppState> {
-    Router::new()
+) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let api = OpenApiRouter::new()
         .merge(health::router())
         .merge(conversations::router())
         .merge(messages::router())
         .merge(users::router())
         .merge(dev::router(config, dev_secret))
+        .routes(routes!(openapi::openapi))
+        .routes(routes!(openapi::asyncapi));
+    let (router, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .nest("/api/v1", api)
+        .split_for_parts();
+    let router = router.layer(Extension(openapi::Served::new(&doc)));
+    (router, doc)
 }
 
 /// `Json` whose rejections are the API's error body.

@@ -1,39 +1,72 @@
 //! `/users/*`: the caller's profile and other users' public profiles.
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde::{Deserialize, Deserializer};
-use serde_json::{Value, json};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{ApiJson, ApiPath};
 use crate::app::AppState;
 use crate::auth::AuthUser;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::store::{ProfilePatch, User};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/users/me", get(me).patch(update_me))
-        .route("/users/{id}", get(profile))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(me, update_me))
+        .routes(routes!(profile))
 }
 
-/// The caller sees their own email; nobody else's.
-fn own_profile(user: &User, is_online: bool) -> Value {
-    json!({
-        "id": user.id,
-        "email": user.email,
-        "username": user.username,
-        "avatar_url": user.avatar_url,
-        "is_online": is_online,
-        "last_seen": user.last_seen,
-        "created_at": user.created_at,
-        "updated_at": user.updated_at,
-    })
+/// The caller's own profile: the only place an email is shown.
+#[derive(Serialize, ToSchema)]
+struct OwnProfile {
+    id: Uuid,
+    email: String,
+    username: Option<String>,
+    avatar_url: Option<String>,
+    is_online: bool,
+    last_seen: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
 }
 
-async fn me(State(state): State<AppState>, auth: AuthUser) -> ApiResult<Json<Value>> {
+fn own_profile(user: &User, is_online: bool) -> OwnProfile {
+    OwnProfile {
+        id: user.id,
+        email: user.email.clone(),
+        username: user.username.clone(),
+        avatar_url: user.avatar_url.clone(),
+        is_online,
+        last_seen: user.last_seen,
+        created_at: user.created_at,
+        updated_at: user.updated_at,
+    }
+}
+
+/// Another user's public profile: no email.
+#[derive(Serialize, ToSchema)]
+struct PublicProfile {
+    id: Uuid,
+    username: Option<String>,
+    avatar_url: Option<String>,
+    is_online: bool,
+    last_seen: DateTime<Utc>,
+}
+
+/// The caller's profile (created on first sight of a valid token).
+#[utoipa::path(get, path = "/users/me", tag = "users",
+    responses(
+        (status = 200, description = "The caller's profile", body = OwnProfile),
+        (status = 401, description = "`unauthorized`: no or invalid token", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`unavailable`: storage is down", body = ErrorBody),
+    ))]
+async fn me(State(state): State<AppState>, auth: AuthUser) -> ApiResult<Json<OwnProfile>> {
     let user = state
         .store
         .user(auth.id)
@@ -45,11 +78,16 @@ async fn me(State(state): State<AppState>, auth: AuthUser) -> ApiResult<Json<Val
     )))
 }
 
-#[derive(Deserialize)]
+/// Absent keeps a field, `null` clears it.
+#[derive(Deserialize, ToSchema)]
 struct PatchBody {
+    /// 1 to 50 characters after trimming, or null.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, required = false)]
     username: Option<Option<String>>,
+    /// An http(s) URL, or null.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, required = false)]
     avatar_url: Option<Option<String>>,
 }
 
@@ -85,11 +123,22 @@ impl PatchBody {
     }
 }
 
+/// Changes the caller's username or avatar.
+#[utoipa::path(patch, path = "/users/me", tag = "users", request_body = PatchBody,
+    responses(
+        (status = 200, description = "The updated profile", body = OwnProfile),
+        (status = 400, description = "`invalid_json` or `invalid_field`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: body above MAX_BODY_BYTES", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+    ))]
 async fn update_me(
     State(state): State<AppState>,
     auth: AuthUser,
     ApiJson(body): ApiJson<PatchBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<OwnProfile>> {
     let patch = body.parse()?;
     let user = state
         .store
@@ -102,21 +151,32 @@ async fn update_me(
     )))
 }
 
+/// Another user's public profile.
+#[utoipa::path(get, path = "/users/{id}", tag = "users",
+    params(("id" = Uuid, Path, description = "The user's id")),
+    responses(
+        (status = 200, description = "The public profile", body = PublicProfile),
+        (status = 400, description = "`invalid_field`: not a UUID", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such user", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+    ))]
 async fn profile(
     State(state): State<AppState>,
     _auth: AuthUser,
     ApiPath(id): ApiPath<Uuid>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PublicProfile>> {
     let user = state
         .store
         .user(id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no user with id {id}")))?;
-    Ok(Json(json!({
-        "id": user.id,
-        "username": user.username,
-        "avatar_url": user.avatar_url,
-        "is_online": state.chat.is_online(id).await,
-        "last_seen": user.last_seen,
-    })))
+    Ok(Json(PublicProfile {
+        id: user.id,
+        username: user.username,
+        avatar_url: user.avatar_url,
+        is_online: state.chat.is_online(id).await,
+        last_seen: user.last_seen,
+    }))
 }

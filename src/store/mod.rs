@@ -109,7 +109,7 @@ pub struct ProfilePatch {
     pub avatar_url: Option<Option<String>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageType {
     Text,
@@ -130,7 +130,7 @@ impl MessageType {
 }
 
 /// A stored message, serialised with the columns of the seed's table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Message {
     pub id: Uuid,
     pub sender_id: Uuid,
@@ -144,6 +144,7 @@ pub struct Message {
     pub updated_at: DateTime<Utc>,
     /// The sender's idempotency key; private to the sender, so not serialised.
     #[serde(skip)]
+    #[schema(ignore)]
     pub client_id: Option<String>,
     pub conversation_id: Uuid,
 }
@@ -461,7 +462,7 @@ impl Serialize for ConversationSummary {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ConversationKind {
     Direct,
@@ -470,7 +471,19 @@ pub enum ConversationKind {
 
 /// A member's role in a group: owners manage everything (roles included),
 /// admins manage members, members talk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Member,
@@ -496,7 +509,7 @@ impl Role {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Member {
     pub user_id: Uuid,
     pub username: Option<String>,
@@ -506,7 +519,7 @@ pub struct Member {
 }
 
 /// A group with its current members (oldest first).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Group {
     pub id: Uuid,
     pub kind: ConversationKind,
@@ -587,7 +600,7 @@ pub enum MemberChange {
     LastOwner,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Stats {
     pub total_sent: i64,
     pub total_received: i64,

@@ -259,21 +259,28 @@ impl Application {
     }
 
     /// Serves until `signal` resolves, then drains: readiness fails, every
-    /// session is closed with 1001, background tasks stop, and the call
-    /// returns within `SHUTDOWN_GRACE`.
+    /// session is closed with 1001, background tasks stop within
+    /// `SHUTDOWN_GRACE` of the signal, and the bus gets at most
+    /// [`BUS_FLUSH`] more to publish what was committed last.
     pub async fn run_until_stopped(
         self,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let state = self.state.clone();
         let stop = state.shutdown.clone();
+        // When draining began: the server and the sessions share one
+        // SHUTDOWN_GRACE from then, so an orchestrator can size its kill
+        // timeout as preStop + SHUTDOWN_GRACE + BUS_FLUSH.
+        let drain_started = Arc::new(std::sync::OnceLock::<tokio::time::Instant>::new());
         let watcher = {
             let state = state.clone();
+            let drain_started = drain_started.clone();
             async move {
                 tokio::select! {
                     () = signal => {}
                     () = state.shutdown.cancelled() => {}
                 }
+                let _ = drain_started.set(tokio::time::Instant::now());
                 tracing::info!("draining");
                 state.draining.store(true, Ordering::Relaxed);
                 state.hub.close_all(crate::ws::hub::CloseReason::Shutdown);
@@ -298,7 +305,9 @@ impl Application {
             }
         };
         state.tasks.close();
-        if tokio::time::timeout(grace, state.tasks.wait())
+        // A server that failed never drained: its tasks get a full grace.
+        let deadline = *drain_started.get_or_init(tokio::time::Instant::now) + grace;
+        if tokio::time::timeout_at(deadline, state.tasks.wait())
             .await
             .is_err()
         {
@@ -307,7 +316,7 @@ impl Application {
         // Sessions and writers are done: publish what they committed last.
         state.flush.cancel();
         state.late_tasks.close();
-        if tokio::time::timeout(Duration::from_secs(5), state.late_tasks.wait())
+        if tokio::time::timeout(BUS_FLUSH, state.late_tasks.wait())
             .await
             .is_err()
         {
@@ -362,6 +371,10 @@ impl Application {
 fn presence_every(config: &Config) -> Duration {
     config.presence_ttl / 3
 }
+
+/// The most a stopping node waits, after SHUTDOWN_GRACE, for the bus to
+/// publish what was committed last.
+pub const BUS_FLUSH: Duration = Duration::from_secs(5);
 
 /// How often failed presence announcements are retried.
 const REPAIR_EVERY: Duration = Duration::from_secs(1);

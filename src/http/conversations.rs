@@ -30,6 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, ToSchema)]
 struct CreateBody {
     /// 1 to 100 characters after trimming.
+    #[schema(min_length = 1, max_length = 100)]
     title: String,
     /// An http(s) URL.
     #[serde(default)]

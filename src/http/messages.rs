@@ -120,6 +120,7 @@ async fn conversations(
 #[into_params(parameter_in = Query)]
 struct SearchQuery {
     /// Words to find (all of them), in messages the caller sent or received.
+    #[param(min_length = 1)]
     query: String,
     /// How many, default 50; clamped to 1 to 100.
     limit: Option<u32>,

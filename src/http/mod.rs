@@ -99,3 +99,36 @@ pub async fn track(request: Request, next: Next) -> Response {
     crate::metrics::http_request(route, method, response.status().as_u16(), started.elapsed());
     response
 }
+
+#[cfg(test)]
+mod tests {
+    /// A REST route registered with plain `.route()` would be served but
+    /// missing from the OpenAPI document: the areas register through
+    /// `routes!` only. (`web.rs` serves the browser client, not the API.)
+    #[test]
+    fn rest_areas_register_routes_only_with_their_description() {
+        let areas = [
+            ("conversations.rs", include_str!("conversations.rs")),
+            ("dev.rs", include_str!("dev.rs")),
+            ("health.rs", include_str!("health.rs")),
+            ("messages.rs", include_str!("messages.rs")),
+            ("openapi.rs", include_str!("openapi.rs")),
+            ("users.rs", include_str!("users.rs")),
+            ("mod.rs", include_str!("mod.rs")),
+        ];
+        let plain = [".route(", ".route_service(", ".nest_service("].map(|p| p.to_owned());
+        for (file, text) in areas {
+            let code: String = text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .filter(|l| !l.contains("let plain = "))
+                .collect();
+            for call in &plain {
+                assert!(
+                    !code.contains(call.as_str()),
+                    "{file} registers a route with {call}"
+                );
+            }
+        }
+    }
+}

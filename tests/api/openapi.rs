@@ -152,3 +152,100 @@ async fn the_readme_shows_every_documented_operation_and_nothing_else() {
     documented.sort();
     assert_eq!(readme_calls(), documented);
 }
+
+/// The 200 answer of `GET path` for `token`, checked against the schema
+/// the document gives for it.
+async fn conforms(app: &TestApp, doc: &Value, path: &str, token: &str) -> Value {
+    let (status, body) = app.get(path, token).await;
+    assert_eq!(status, 200, "{path}: {body}");
+    let template = path.split('?').next().unwrap();
+    let (documented, op) = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find_map(|(p, item)| {
+            let same = p.trim_start_matches("/api/v1").split('/').count()
+                == template.split('/').count()
+                && p.trim_start_matches("/api/v1")
+                    .split('/')
+                    .zip(template.split('/'))
+                    .all(|(a, b)| a == b || a.starts_with('{'));
+            same.then(|| (p.clone(), item["get"].clone()))
+        })
+        .unwrap_or_else(|| panic!("{path} is documented"));
+    let schema = op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].clone();
+    let errors = schema_errors(doc, &schema, &body);
+    assert!(
+        errors.is_empty(),
+        "{documented} answers as documented: {errors:?}\n{body}"
+    );
+    body
+}
+
+/// Why `body` does not match the document's schema `reference`.
+fn schema_errors(doc: &Value, reference: &Value, body: &Value) -> Vec<String> {
+    let schema = json!({"$ref": reference, "components": doc["components"]});
+    let validator = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap_or_else(|e| panic!("{reference}'s schema compiles: {e}"));
+    validator
+        .iter_errors(body)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect()
+}
+
+/// What fuzzing with random ids rarely reaches: real direct and group
+/// conversations, read back through every REST read, match the document.
+#[tokio::test]
+async fn answers_about_real_conversations_match_their_schemas() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let app = TestApp::spawn(backend).await;
+        let (a, b, c) = (
+            app.new_user().await,
+            app.new_user().await,
+            app.new_user().await,
+        );
+        let first = app.send(&a, &b, "hello bob").await;
+        app.send(&b, &a, "hello alice").await;
+        let group = app.create_group(&a, "schemas", &[&b, &c]).await;
+        let doc = document(&app).await;
+
+        let list = conforms(&app, &doc, "/messages/conversations", &a.token).await;
+        let kinds: Vec<&str> = list["conversations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds.len(), 2, "a direct conversation and a group: {list}");
+        assert!(kinds.contains(&"direct") && kinds.contains(&"group"));
+        // And the check has teeth: a wrongly typed field fails it.
+        let mut wrong = list.clone();
+        wrong["conversations"][0]["unread_count"] = json!("two");
+        let reference = json!("#/components/schemas/ConversationList");
+        assert!(!schema_errors(&doc, &reference, &wrong).is_empty());
+        let page = conforms(
+            &app,
+            &doc,
+            &format!("/messages/conversation?with_user={}", b.id),
+            &a.token,
+        )
+        .await;
+        assert_eq!(page["messages"].as_array().unwrap().len(), 2);
+        conforms(
+            &app,
+            &doc,
+            &format!("/messages/conversation?conversation_id={group}"),
+            &a.token,
+        )
+        .await;
+        let found = conforms(&app, &doc, "/messages/search?query=hello", &b.token).await;
+        assert_eq!(found["messages"].as_array().unwrap().len(), 2);
+        conforms(&app, &doc, "/messages/stats", &a.token).await;
+        conforms(&app, &doc, "/users/me", &a.token).await;
+        conforms(&app, &doc, &format!("/users/{}", b.id), &a.token).await;
+        conforms(&app, &doc, &format!("/conversations/{group}"), &c.token).await;
+        assert_eq!(first.receiver_id, Some(b.id));
+    }
+}

@@ -304,8 +304,10 @@ impl Application {
                 Ok(())
             }
         };
+        // Whatever ended the server, every task is told to stop (a no-op
+        // after a signal); a server that failed gives its tasks a full grace.
+        state.shutdown.cancel();
         state.tasks.close();
-        // A server that failed never drained: its tasks get a full grace.
         let deadline = *drain_started.get_or_init(tokio::time::Instant::now) + grace;
         if tokio::time::timeout_at(deadline, state.tasks.wait())
             .await

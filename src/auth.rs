@@ -264,6 +264,15 @@ impl Verifier {
         }
         let id = Uuid::parse_str(&claims.sub).map_err(|_| AuthError::BadSubject)?;
         let expires_at = DateTime::from_timestamp(claims.exp, 0).ok_or(AuthError::Malformed)?;
+        // An email with control characters (U+0000 cannot be stored) is no
+        // email an identity provider issues.
+        if claims
+            .email
+            .as_deref()
+            .is_some_and(|e| e.contains(char::is_control))
+        {
+            return Err(AuthError::Malformed);
+        }
         // Supabase users without an email (phone, anonymous) still need a
         // unique value for the seed's NOT NULL UNIQUE column.
         let email = claims

@@ -74,7 +74,10 @@ const MAX_AVATAR_URL_CHARS: usize = 2048;
 pub fn avatar_url(raw: &str) -> ApiResult<String> {
     let url = raw.trim();
     let web = url.starts_with("https://") || url.starts_with("http://");
-    if !web || url.chars().count() > MAX_AVATAR_URL_CHARS || url.contains(char::is_whitespace) {
+    // Control characters (U+0000 above all, which PostgreSQL cannot store)
+    // are no part of a URL.
+    let stray = |c: char| c.is_whitespace() || c.is_control();
+    if !web || url.chars().count() > MAX_AVATAR_URL_CHARS || url.contains(stray) {
         return Err(ApiError::invalid_field(format!(
             "avatar_url must be an http(s) URL of at most {MAX_AVATAR_URL_CHARS} characters, or null"
         )));

@@ -36,7 +36,18 @@ fn replace_once(text: &str, from: &str, to: &str) -> String {
 struct Daemon(Child);
 
 impl Drop for Daemon {
+    /// SIGTERM first: nginx's master then stops its workers (a SIGKILLed
+    /// master would leave them running); SIGKILL after 5 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -273,6 +284,24 @@ async fn prometheus_scrapes_two_nodes_and_every_dashboard_and_alert_expression_h
 
     let mut expressions = dashboard_expressions();
     expressions.extend(alerts.iter().map(|a| measured_side(a).to_owned()));
+    // `or vector(0)` always has data: the metric it falls back from must
+    // still be one the node exports.
+    let exported = std::fs::read_to_string(repo_file("src/metrics.rs")).unwrap();
+    for expr in &expressions {
+        for name in expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("ochat_"))
+        {
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            assert!(
+                exported.contains(&format!("\"{base}\"")),
+                "{expr}: {base} is a metric src/metrics.rs exports"
+            );
+        }
+    }
     let mut empty = Vec::new();
     for expr in &expressions {
         let has_data = eventually(Duration::from_secs(15), || async {
@@ -402,8 +431,15 @@ impl Nginx {
                 .expect("start nginx"),
         );
         let health = format!("http://127.0.0.1:{port}/api/v1/health");
+        // Answered through nginx (its Server header), not by whatever else
+        // might have taken the port.
         let up = eventually(Duration::from_secs(10), || async {
-            reqwest::get(&health).await.is_ok_and(|r| r.status() == 200)
+            reqwest::get(&health).await.is_ok_and(|r| {
+                r.status() == 200
+                    && r.headers()
+                        .get("server")
+                        .is_some_and(|v| v.to_str().unwrap_or("").starts_with("nginx"))
+            })
         })
         .await;
         assert!(up, "nginx answers on {port}");

@@ -18,8 +18,53 @@ both_backends!(
     mark_read_bad_bodies,
     profile_endpoints,
     profile_errors,
+    nul_characters_are_refused_not_a_500,
     cors_allows_only_configured_origins,
 );
+
+/// PostgreSQL cannot store U+0000 in text: a profile or group field
+/// carrying one is bad input (400), on both backends alike, never a 500.
+async fn nul_characters_are_refused_not_a_500(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (a, b) = (app.new_user().await, app.new_user().await);
+    let (status, body) = app
+        .patch("/users/me", &a.token, &json!({"username": "al\u{0}ice"}))
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            400,
+            json!({"error": {"code": "invalid_field", "message": "username must be 1 to 50 characters, none of them control characters, or null"}})
+        )
+    );
+    let avatar = "https://example.com/a\u{0}.png";
+    let refused = json!({"error": {"code": "invalid_field", "message": "avatar_url must be an http(s) URL of at most 2048 characters, or null"}});
+    let (status, body) = app
+        .patch("/users/me", &a.token, &json!({"avatar_url": avatar}))
+        .await;
+    assert_eq!((status, body), (400, refused.clone()));
+    let (status, body) = app
+        .post(
+            "/conversations",
+            &a.token,
+            &json!({"title": "t", "avatar_url": avatar, "member_ids": [b.id]}),
+        )
+        .await;
+    assert_eq!((status, body), (400, refused));
+    // A signed token whose email claim carries one is refused, not stored.
+    let token = crate::helpers::token_for(Uuid::now_v7(), "nul\u{0}@example.com");
+    let (status, body) = app.get("/users/me", &token).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (401, json!("unauthorized"))
+    );
+    // Nothing changed.
+    let (_, me) = app.get("/users/me", &a.token).await;
+    assert_eq!(
+        (me["username"].clone(), me["avatar_url"].clone()),
+        (Value::Null, Value::Null)
+    );
+}
 
 async fn health_live_and_ready(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -501,7 +546,7 @@ async fn profile_errors(backend: Backend) {
         (status, body),
         (
             400,
-            json!({"error": {"code": "invalid_field", "message": "username must be 1 to 50 characters, or null"}})
+            json!({"error": {"code": "invalid_field", "message": "username must be 1 to 50 characters, none of them control characters, or null"}})
         )
     );
     let (status, body) = app

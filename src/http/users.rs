@@ -21,30 +21,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(profile))
 }
 
-/// The caller's own profile: the only place an email is shown.
-#[derive(Serialize, ToSchema)]
-struct OwnProfile {
-    id: Uuid,
-    email: String,
-    username: Option<String>,
-    avatar_url: Option<String>,
-    is_online: bool,
-    last_seen: DateTime<Utc>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
-fn own_profile(user: &User, is_online: bool) -> OwnProfile {
-    OwnProfile {
-        id: user.id,
-        email: user.email.clone(),
-        username: user.username.clone(),
-        avatar_url: user.avatar_url.clone(),
-        is_online,
-        last_seen: user.last_seen,
-        created_at: user.created_at,
-        updated_at: user.updated_at,
-    }
+/// The caller's own profile (the only place an email is shown), with
+/// `is_online` from presence rather than the stored flag.
+fn own_profile(user: User, is_online: bool) -> User {
+    User { is_online, ..user }
 }
 
 /// Another user's public profile: no email.
@@ -60,22 +40,19 @@ struct PublicProfile {
 /// The caller's profile (created on first sight of a valid token).
 #[utoipa::path(get, path = "/users/me", tag = "users",
     responses(
-        (status = 200, description = "The caller's profile", body = OwnProfile),
+        (status = 200, description = "The caller's profile", body = User),
         (status = 401, description = "`unauthorized`: no or invalid token", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 500, description = "`internal`", body = ErrorBody),
         (status = 503, description = "`unavailable`: storage is down", body = ErrorBody),
     ))]
-async fn me(State(state): State<AppState>, auth: AuthUser) -> ApiResult<Json<OwnProfile>> {
+async fn me(State(state): State<AppState>, auth: AuthUser) -> ApiResult<Json<User>> {
     let user = state
         .store
         .user(auth.id)
         .await?
         .ok_or_else(|| ApiError::not_found("user not found"))?;
-    Ok(Json(own_profile(
-        &user,
-        state.chat.is_online(auth.id).await,
-    )))
+    Ok(Json(own_profile(user, state.chat.is_online(auth.id).await)))
 }
 
 /// Absent keeps a field, `null` clears it.
@@ -131,7 +108,7 @@ impl PatchBody {
 /// Changes the caller's username or avatar.
 #[utoipa::path(patch, path = "/users/me", tag = "users", request_body = PatchBody,
     responses(
-        (status = 200, description = "The updated profile", body = OwnProfile),
+        (status = 200, description = "The updated profile", body = User),
         (status = 400, description = "`invalid_json` or `invalid_field`", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
@@ -143,17 +120,14 @@ async fn update_me(
     State(state): State<AppState>,
     auth: AuthUser,
     ApiJson(body): ApiJson<PatchBody>,
-) -> ApiResult<Json<OwnProfile>> {
+) -> ApiResult<Json<User>> {
     let patch = body.parse()?;
     let user = state
         .store
         .update_profile(auth.id, &patch)
         .await?
         .ok_or_else(|| ApiError::not_found("user not found"))?;
-    Ok(Json(own_profile(
-        &user,
-        state.chat.is_online(auth.id).await,
-    )))
+    Ok(Json(own_profile(user, state.chat.is_online(auth.id).await)))
 }
 
 /// Another user's public profile.

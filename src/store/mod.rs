@@ -90,7 +90,7 @@ pub fn conversation_id(a: Uuid, b: Uuid) -> Uuid {
 
 const CONVERSATION_NAMESPACE: Uuid = Uuid::from_u128(0x6f63_6861_7400_4000_8000_636f_6e76_6572);
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub id: Uuid,
     pub email: String,

@@ -209,9 +209,8 @@ impl Application {
             None => None,
         };
 
-        let (rest, _) = crate::http::router(&config, dev_secret);
         let router = Router::new()
-            .merge(rest)
+            .merge(crate::http::router(&config, dev_secret))
             .nest("/api/v1", crate::ws::router())
             .merge(crate::http::web::router())
             .layer(axum::middleware::from_fn(crate::http::track))

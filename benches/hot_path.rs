@@ -51,7 +51,7 @@ fn fan_out(c: &mut Criterion) {
     for _ in 0..3 {
         let (tx, rx) = mpsc::channel(1 << 20);
         hub.register(
-            Arc::new(SessionHandle::new(SessionId::new(), user, tx)),
+            Arc::new(SessionHandle::new(SessionId::new(), user, tx, usize::MAX)),
             10,
             None,
         );

@@ -13,17 +13,18 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{self, Authenticator, Verifier};
 use crate::backplane::Backplane;
+use crate::budget::Budgets;
 use crate::bus::SharedBus;
 use crate::bus::memory::MemoryBus;
 use crate::bus::redis::RedisBus;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub bus: SharedBus,
     pub presence: SharedPresence,
     pub hub: Arc<Hub>,
+    /// Request budgets per user and per address.
+    pub budgets: Arc<Budgets>,
     /// Set on SIGTERM: readiness fails at once.
     pub draining: Arc<AtomicBool>,
     /// Cancelled when the node stops; every background task watches it.
@@ -185,6 +188,7 @@ impl Application {
             bus,
             presence,
             hub,
+            budgets: Arc::new(Budgets::new(&config.limits)),
             draining: Arc::new(AtomicBool::new(false)),
             shutdown,
             tasks,
@@ -213,8 +217,15 @@ impl Application {
             .merge(crate::http::router(&config, dev_secret))
             .nest("/api/v1", crate::ws::router())
             .merge(crate::http::web::router())
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                crate::http::admit,
+            ))
             .layer(axum::middleware::from_fn(crate::http::track))
             .layer(DefaultBodyLimit::max(config.limits.max_body_bytes))
+            // A body trickled in a byte at a time holds a connection and a
+            // handler; past this the request fails with 408.
+            .layer(RequestBodyTimeoutLayer::new(config.limits.request_body_timeout))
             .layer(cors(&config.allowed_origins))
             .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::extract::Request| {
                 // The path only: a query string may carry `?token=`.
@@ -238,6 +249,7 @@ impl Application {
             state,
         };
         app.spawn_presence_upkeep();
+        app.spawn_budget_pruning();
         tracing::info!(addr = %app.listener.local_addr()?, "listening");
         Ok(app)
     }
@@ -286,21 +298,18 @@ impl Application {
                 state.shutdown.cancel();
             }
         };
-        // Chat is small frames: no Nagle delay on acks and pushes.
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        let server = axum::serve(listener, self.router).with_graceful_shutdown(watcher);
+        let limits = &state.config.limits;
+        let server_limits = crate::server::ServerLimits {
+            max_connections: limits.max_connections,
+            header_read_timeout: limits.header_read_timeout,
+        };
+        let served = crate::server::serve(self.listener, self.router, server_limits, watcher);
         let grace = state.config.shutdown_grace;
-        let served = server.into_future();
         tokio::pin!(served);
-        let result = tokio::select! {
-            result = &mut served => result.context("server failed"),
+        tokio::select! {
+            () = &mut served => {}
             () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
                 tracing::warn!("grace period over; closing remaining connections");
-                Ok(())
             }
         };
         // Whatever ended the server, every task is told to stop (a no-op
@@ -324,7 +333,22 @@ impl Application {
             tracing::warn!("the bus did not flush in time");
         }
         tracing::info!("stopped");
-        result
+        Ok(())
+    }
+
+    /// Forgets budgets that are full again, so their maps hold only the
+    /// users and addresses active in the last moments, however many came.
+    fn spawn_budget_pruning(&self) {
+        let (budgets, stop) = (self.state.budgets.clone(), self.state.shutdown.clone());
+        self.state.tasks.spawn(async move {
+            let mut every = tokio::time::interval(BUDGET_PRUNE_EVERY);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = every.tick() => budgets.prune(),
+                }
+            }
+        });
     }
 
     /// Refreshes this node's presence keys (putting back any the store lost),
@@ -377,6 +401,9 @@ fn presence_every(config: &Config) -> Duration {
 /// publish what was committed last.
 pub const BUS_FLUSH: Duration = Duration::from_secs(5);
 
+/// How often idle request budgets are forgotten.
+const BUDGET_PRUNE_EVERY: Duration = Duration::from_secs(10);
+
 /// How often failed presence announcements are retried.
 const REPAIR_EVERY: Duration = Duration::from_secs(1);
 
@@ -404,7 +431,13 @@ fn serve_metrics(state: &AppState, listener: TcpListener, handle: PrometheusHand
 
 fn cors(origins: &[String]) -> CorsLayer {
     let layer = CorsLayer::new()
-        .allow_methods([Method::GET, Method::POST, Method::PATCH])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,

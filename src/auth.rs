@@ -104,6 +104,8 @@ fn map_jwt_error(err: jsonwebtoken::errors::Error) -> AuthError {
         ErrorKind::InvalidSignature => AuthError::BadSignature,
         ErrorKind::InvalidAudience => AuthError::BadAudience,
         ErrorKind::InvalidIssuer => AuthError::BadIssuer,
+        ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => AuthError::BadAudience,
+        ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => AuthError::BadIssuer,
         ErrorKind::InvalidAlgorithm
         | ErrorKind::InvalidAlgorithmName
         | ErrorKind::MissingAlgorithm => AuthError::BadAlgorithm,
@@ -126,33 +128,79 @@ pub struct Claims {
     pub aud: Option<serde_json::Value>,
 }
 
-/// Keys fetched from a JWKS endpoint, refetched when a token names a `kid`
-/// not seen yet, at most once per `refetch_interval` so made-up `kid`s cannot
-/// hammer the auth server.
+/// Keys fetched from a JWKS endpoint. The set is fetched again when a
+/// token names a `kid` not in it (at most once per `refetch_interval`, so
+/// made-up `kid`s cannot hammer the auth server) and when it is older than
+/// `refresh_interval`, so a key the provider removed (rotated out, or
+/// revoked after a leak) stops verifying within that interval.
 struct JwksCache {
     url: String,
     client: reqwest::Client,
-    keys: tokio::sync::RwLock<HashMap<String, (DecodingKey, Algorithm)>>,
-    /// Held while fetching, so concurrent misses share one request.
+    keys: tokio::sync::RwLock<KeySet>,
+    /// Held while fetching, so concurrent misses share one request; holds
+    /// when the last fetch was tried.
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
     refetch_interval: Duration,
+    refresh_interval: Duration,
+}
+
+/// The keys of the last successful fetch, and when it was.
+#[derive(Default)]
+struct KeySet {
+    keys: HashMap<String, (DecodingKey, Algorithm)>,
+    fetched: Option<Instant>,
+}
+
+impl KeySet {
+    fn stale(&self, refresh: Duration) -> bool {
+        self.fetched.is_none_or(|at| at.elapsed() >= refresh)
+    }
 }
 
 impl JwksCache {
     async fn key(&self, kid: &str) -> Result<(DecodingKey, Algorithm), AuthError> {
-        if let Some(found) = self.keys.read().await.get(kid) {
-            return Ok(found.clone());
-        }
-        let mut last = self.last_fetch.lock().await;
+        let cached = {
+            let set = self.keys.read().await;
+            let found = set.keys.get(kid).cloned();
+            if !set.stale(self.refresh_interval)
+                && let Some(found) = found
+            {
+                return Ok(found);
+            }
+            found
+        };
+        // A known key in a stale set: refresh, unless a fetch is already
+        // under way; then the stale key answers rather than every request
+        // waiting for the auth server.
+        let mut last = match (cached.clone(), self.last_fetch.try_lock()) {
+            (_, Ok(guard)) => guard,
+            (Some(found), Err(_)) => return Ok(found),
+            (None, Err(_)) => self.last_fetch.lock().await,
+        };
         // Another request may have fetched while this one waited.
-        if let Some(found) = self.keys.read().await.get(kid) {
-            return Ok(found.clone());
+        {
+            let set = self.keys.read().await;
+            if !set.stale(self.refresh_interval)
+                && let Some(found) = set.keys.get(kid)
+            {
+                return Ok(found.clone());
+            }
         }
-        if last.is_some_and(|at| at.elapsed() < self.refetch_interval) {
-            return Err(AuthError::UnknownKey);
+        // Tried lately: an unknown `kid` waits `refetch_interval`, a stale
+        // set its refresh interval if shorter (and no failing auth server
+        // is asked again by every request meanwhile).
+        let wait = self.refetch_interval.min(self.refresh_interval);
+        if last.is_some_and(|at| at.elapsed() < wait) {
+            return cached.ok_or(AuthError::UnknownKey);
         }
         *last = Some(Instant::now());
-        let set = self.fetch().await?;
+        let set = match self.fetch().await {
+            Ok(set) => set,
+            // The auth server is unreachable: a key it served before still
+            // verifies until it answers again (refusing every token during
+            // its outage would sign everyone out); an unknown one cannot.
+            Err(e) => return cached.ok_or(e),
+        };
         let mut keys = HashMap::new();
         for jwk in &set.keys {
             if let (Some(kid), Some(parsed)) = (&jwk.common.key_id, parse_jwk(jwk)) {
@@ -161,7 +209,10 @@ impl JwksCache {
         }
         tracing::info!(url = %self.url, keys = keys.len(), "fetched signing keys");
         let found = keys.get(kid).cloned();
-        *self.keys.write().await = keys;
+        *self.keys.write().await = KeySet {
+            keys,
+            fetched: Some(Instant::now()),
+        };
         found.ok_or(AuthError::UnknownKey)
     }
 
@@ -220,6 +271,7 @@ impl Verifier {
             keys: Default::default(),
             last_fetch: Default::default(),
             refetch_interval: config.jwks_refetch_interval,
+            refresh_interval: config.jwks_refresh_interval,
         });
         Self {
             hs256: secret.map(|s| DecodingKey::from_secret(s.expose().as_bytes())),
@@ -251,15 +303,22 @@ impl Verifier {
         let mut validation = Validation::new(alg);
         validation.leeway = self.leeway;
         validation.validate_nbf = true;
+        // `aud` (and `iss`, when configured) must be present, not merely
+        // right when present: a token minted for another audience of the
+        // same signer (or for none) must not open a chat session.
         validation.set_audience(&[&self.audience]);
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.set_required_spec_claims(&["exp", "sub", "aud"]);
         if let Some(iss) = &self.issuer {
             validation.set_issuer(&[iss]);
+            validation.set_required_spec_claims(&["exp", "sub", "aud", "iss"]);
         }
         let data =
             jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(map_jwt_error)?;
         let claims = data.claims;
-        if claims.role.as_deref().is_some_and(|r| r != "authenticated") {
+        // Supabase signs its anon and service_role API keys with the same
+        // secret as user tokens; only a signed-in user's token says
+        // `authenticated`, and a token without a role is no user's.
+        if claims.role.as_deref() != Some("authenticated") {
             return Err(AuthError::BadRole);
         }
         let id = Uuid::parse_str(&claims.sub).map_err(|_| AuthError::BadSubject)?;
@@ -330,6 +389,12 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// Who a request's token proved the caller to be (or why it did not),
+/// found once by the admission layer ([`crate::http::admit`]) so handlers
+/// do not verify the token again.
+#[derive(Clone)]
+pub struct Identified(pub Result<AuthUser, ApiError>);
+
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
@@ -337,7 +402,10 @@ impl FromRequestParts<AppState> for AuthUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        state.auth.authenticate(bearer(&parts.headers)).await
+        match parts.extensions.get::<Identified>() {
+            Some(Identified(identity)) => identity.clone(),
+            None => state.auth.authenticate(bearer(&parts.headers)).await,
+        }
     }
 }
 

@@ -70,6 +70,9 @@ pub struct AuthConfig {
     pub leeway_secs: u64,
     /// Least time between two JWKS fetches triggered by unknown `kid`s.
     pub jwks_refetch_interval: Duration,
+    /// How old the fetched key set may grow before it is fetched again (a
+    /// key the provider dropped stops verifying within this).
+    pub jwks_refresh_interval: Duration,
 }
 
 impl AuthConfig {
@@ -89,14 +92,27 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// Largest REST request body.
     pub max_body_bytes: usize,
-    /// Token bucket refill rate for `message` and `typing`, per second.
+    /// A signed-in user's budget (every frame and REST request, across
+    /// their sockets on a node): refill per second.
     pub rate_per_sec: f64,
-    /// Token bucket size (burst).
+    /// A signed-in user's budget: burst.
     pub rate_burst: u32,
+    /// An address's budget for requests without a valid token: refill per
+    /// second.
+    pub anonymous_rate_per_sec: f64,
+    /// An address's budget: burst.
+    pub anonymous_rate_burst: u32,
+    /// Take a request's address from the last `X-Forwarded-For` entry (the
+    /// one the load balancer in front added). Only behind one: otherwise
+    /// a client picks its own address.
+    pub trust_forwarded_for: bool,
     /// Sessions one user may hold on one node.
     pub max_sessions_per_user: usize,
     /// Frames queued for one session before it counts as slow.
     pub send_queue: usize,
+    /// Bytes queued for one session before it counts as slow (a frame can
+    /// be megabytes: the count of frames alone bounds nothing).
+    pub send_queue_bytes: usize,
     /// How far behind a client may fall (its socket write blocked, or a
     /// ping written behind its frames not answered) before it is closed.
     pub slow_consumer_timeout: Duration,
@@ -111,6 +127,13 @@ pub struct Limits {
     /// Presence and typing reach group co-members only in groups of at most
     /// this many members (0: never through groups).
     pub presence_group_limit: u32,
+    /// Open TCP connections (WebSockets included) one node holds; past it a
+    /// new connection is closed at once.
+    pub max_connections: usize,
+    /// A request's headers must arrive within this (slowloris).
+    pub header_read_timeout: Duration,
+    /// A REST request's body must arrive within this.
+    pub request_body_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -119,16 +142,24 @@ impl Default for Limits {
             max_content_chars: 4000,
             max_frame_bytes: 64 * 1024,
             max_body_bytes: 64 * 1024,
-            rate_per_sec: 10.0,
-            rate_burst: 20,
+            rate_per_sec: 20.0,
+            // A device back from a long absence pages `sync` in a burst.
+            rate_burst: 100,
+            anonymous_rate_per_sec: 20.0,
+            anonymous_rate_burst: 50,
+            trust_forwarded_for: false,
             max_sessions_per_user: 10,
             send_queue: 256,
+            send_queue_bytes: 1024 * 1024,
             slow_consumer_timeout: Duration::from_secs(5),
             max_in_flight: 32,
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
             max_group_members: 256,
             presence_group_limit: 50,
+            max_connections: 20_000,
+            header_read_timeout: Duration::from_secs(10),
+            request_body_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -334,18 +365,26 @@ impl Config {
         };
         let redis_prefix = vars.get("REDIS_PREFIX").unwrap_or("ochat").to_owned();
 
+        // Signing keys fetched over plain HTTP could be swapped by anyone
+        // on the path: https only, but for a server on this machine.
         let supabase_url = match vars.get("SUPABASE_URL") {
             None => None,
-            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
-                Some(url.trim_end_matches('/').to_owned())
+            Some(url) if is_key_source(url) => Some(url.trim_end_matches('/').to_owned()),
+            Some(_) => {
+                return Err(bad(
+                    "SUPABASE_URL",
+                    "expected an https:// URL (http:// only on loopback)",
+                ));
             }
-            Some(_) => return Err(bad("SUPABASE_URL", "expected an http(s):// URL")),
         };
         let jwks_url = match vars.get("JWKS_URL") {
-            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
-                Some(url.to_owned())
+            Some(url) if is_key_source(url) => Some(url.to_owned()),
+            Some(_) => {
+                return Err(bad(
+                    "JWKS_URL",
+                    "expected an https:// URL (http:// only on loopback)",
+                ));
             }
-            Some(_) => return Err(bad("JWKS_URL", "expected an http(s):// URL")),
             None => supabase_url.map(|base| format!("{base}/auth/v1/.well-known/jwks.json")),
         };
         let jwt_secret = vars.get("JWT_SECRET").map(Secret::new);
@@ -363,6 +402,8 @@ impl Config {
             leeway_secs: vars.parse("JWT_LEEWAY_SECS", 30u64, "a number of seconds")?,
             jwks_refetch_interval: vars
                 .duration("JWKS_REFETCH_INTERVAL", Duration::from_secs(30))?,
+            jwks_refresh_interval: vars
+                .duration("JWKS_REFRESH_INTERVAL", Duration::from_secs(600))?,
         };
 
         let allowed_origins = vars
@@ -421,12 +462,32 @@ impl Config {
                 "a positive number",
             )?,
             rate_burst: vars.positive("RATE_LIMIT_BURST", d.rate_burst, "a positive number")?,
+            anonymous_rate_per_sec: vars.positive(
+                "ANONYMOUS_RATE_LIMIT_PER_SEC",
+                d.anonymous_rate_per_sec,
+                "a positive number",
+            )?,
+            anonymous_rate_burst: vars.positive(
+                "ANONYMOUS_RATE_LIMIT_BURST",
+                d.anonymous_rate_burst,
+                "a positive number",
+            )?,
+            trust_forwarded_for: vars.parse(
+                "TRUST_X_FORWARDED_FOR",
+                d.trust_forwarded_for,
+                "true or false",
+            )?,
             max_sessions_per_user: vars.positive(
                 "MAX_SESSIONS_PER_USER",
                 d.max_sessions_per_user,
                 "a positive number",
             )?,
             send_queue: vars.positive("SEND_QUEUE", d.send_queue, "a positive number of frames")?,
+            send_queue_bytes: vars.positive(
+                "SEND_QUEUE_BYTES",
+                d.send_queue_bytes,
+                "a positive number of bytes",
+            )?,
             slow_consumer_timeout: vars
                 .duration("SLOW_CONSUMER_TIMEOUT", d.slow_consumer_timeout)?,
             max_in_flight: vars.positive(
@@ -446,6 +507,13 @@ impl Config {
                 d.presence_group_limit,
                 "a number of members",
             )?,
+            max_connections: vars.positive(
+                "MAX_CONNECTIONS",
+                d.max_connections,
+                "a positive number of connections",
+            )?,
+            header_read_timeout: vars.duration("HEADER_READ_TIMEOUT", d.header_read_timeout)?,
+            request_body_timeout: vars.duration("REQUEST_BODY_TIMEOUT", d.request_body_timeout)?,
         };
         if limits.max_group_members < 2 {
             return Err(bad(
@@ -482,6 +550,26 @@ impl Config {
             shutdown_grace: vars.duration("SHUTDOWN_GRACE", Duration::from_secs(25))?,
         })
     }
+}
+
+/// An https URL, or an http one whose host is this machine.
+fn is_key_source(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return false;
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn hostname() -> String {
@@ -571,7 +659,22 @@ mod tests {
             (
                 "SUPABASE_URL",
                 "project.supabase.co",
-                "invalid SUPABASE_URL: expected an http(s):// URL",
+                "invalid SUPABASE_URL: expected an https:// URL (http:// only on loopback)",
+            ),
+            (
+                "SUPABASE_URL",
+                "http://abc.supabase.co",
+                "invalid SUPABASE_URL: expected an https:// URL (http:// only on loopback)",
+            ),
+            (
+                "JWKS_URL",
+                "http://10.0.0.7/jwks.json",
+                "invalid JWKS_URL: expected an https:// URL (http:// only on loopback)",
+            ),
+            (
+                "JWKS_URL",
+                "http://127.0.0.1@keys.example/jwks.json",
+                "invalid JWKS_URL: expected an https:// URL (http:// only on loopback)",
             ),
             (
                 "MAX_IN_FLIGHT",
@@ -633,6 +736,20 @@ mod tests {
             Some("https://abc.supabase.co/auth/v1/.well-known/jwks.json")
         );
         assert!(!config.auth.is_development());
+    }
+
+    #[test]
+    fn plain_http_key_sources_only_on_loopback() {
+        for url in [
+            "https://abc.supabase.co/auth/v1/.well-known/jwks.json",
+            "http://127.0.0.1:9999/jwks.json",
+            "http://127.8.0.1/jwks.json",
+            "http://localhost:54321/jwks.json",
+            "http://[::1]:54321/jwks.json",
+        ] {
+            let config = parse(&[("JWKS_URL", url)]).expect(url);
+            assert_eq!(config.auth.jwks_url.as_deref(), Some(url));
+        }
     }
 
     #[test]

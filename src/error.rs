@@ -30,10 +30,13 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// A group would pass `MAX_GROUP_MEMBERS`.
     TooManyMembers,
+    /// REST only: the request body did not arrive within
+    /// `REQUEST_BODY_TIMEOUT`.
+    RequestTimeout,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         Self::InvalidJson,
         Self::UnknownType,
         Self::InvalidField,
@@ -48,6 +51,7 @@ impl ErrorCode {
         Self::Unauthorized,
         Self::PayloadTooLarge,
         Self::TooManyMembers,
+        Self::RequestTimeout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +70,7 @@ impl ErrorCode {
             Self::Unauthorized => "unauthorized",
             Self::PayloadTooLarge => "payload_too_large",
             Self::TooManyMembers => "too_many_members",
+            Self::RequestTimeout => "request_timeout",
         }
     }
 
@@ -85,6 +90,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             // The request is well formed; the group's current state refuses it.
             Self::TooManyMembers => StatusCode::CONFLICT,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 }
@@ -95,6 +101,8 @@ impl ErrorCode {
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
+    /// For `rate_limited`: when to try again (REST's `Retry-After`).
+    pub retry_after_secs: Option<u64>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -104,6 +112,18 @@ impl ApiError {
         Self {
             code,
             message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+    /// Over a request budget.
+    pub fn rate_limited(over: crate::budget::OverBudget) -> Self {
+        let secs = over.retry_after_secs();
+        Self {
+            retry_after_secs: Some(secs),
+            ..Self::new(
+                ErrorCode::RateLimited,
+                format!("too many requests; retry in {secs} s"),
+            )
         }
     }
     pub fn invalid_field(message: impl Into<String>) -> Self {
@@ -150,7 +170,13 @@ impl IntoResponse for ApiError {
                 message: self.message,
             },
         };
-        (self.code.status(), Json(body)).into_response()
+        let mut response = (self.code.status(), Json(body)).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 
@@ -163,7 +189,6 @@ impl From<crate::store::StoreError> for ApiError {
                 Self::unavailable()
             }
             StoreError::NotFound(what) => Self::not_found(what),
-            StoreError::Conflict(what) => Self::new(ErrorCode::Forbidden, what),
             StoreError::Internal(e) => {
                 tracing::error!(error = %e, "storage error");
                 Self::internal()

@@ -4,8 +4,10 @@
 //! - [`config`]: typed settings from the environment.
 //! - [`app`]: builds a node (storage, bus, presence, router) and runs it.
 //! - [`auth`]: Supabase-compatible JWT verification, the `AuthUser` extractor.
+//! - [`budget`]: request budgets per user and per address.
 //! - [`protocol`]: WebSocket frames on the wire.
 //! - [`ws`]: the WebSocket upgrade, session loop and the node's session hub.
+//! - [`server`]: the listener: connection cap, header timeout, drain.
 //! - [`http`]: the REST API.
 //! - [`chat`]: the domain operations both HTTP and WebSocket call.
 //! - [`backplane`]: the Redis nodes share, one server or a Redis Cluster.
@@ -18,6 +20,7 @@
 pub mod app;
 pub mod auth;
 pub mod backplane;
+pub mod budget;
 pub mod bus;
 pub mod chat;
 pub mod config;
@@ -26,6 +29,7 @@ pub mod http;
 pub mod metrics;
 pub mod presence;
 pub mod protocol;
+pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod ws;

@@ -14,6 +14,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const BUILD_INFO: &str = "ochat_build_info";
 pub const CONNECTIONS: &str = "ochat_connections";
+pub const TCP_CONNECTIONS: &str = "ochat_tcp_connections";
+pub const CONNECTIONS_REFUSED: &str = "ochat_connections_refused_total";
 pub const SESSIONS: &str = "ochat_sessions";
 pub const CONNECTS: &str = "ochat_connects_total";
 pub const DISCONNECTS: &str = "ochat_disconnects_total";
@@ -62,6 +64,7 @@ pub fn install() -> PrometheusHandle {
             // that event to `rate()`, and a panel shows "no data" instead
             // of 0.
             gauge!(CONNECTIONS).set(0.0);
+            gauge!(TCP_CONNECTIONS).set(0.0);
             gauge!(SESSIONS).set(0.0);
             for name in [
                 CONNECTS,
@@ -70,10 +73,11 @@ pub fn install() -> PrometheusHandle {
                 MESSAGES_CAUGHT_UP,
                 SLOW_CONSUMERS,
                 REDIS_RECONNECTS,
+                CONNECTIONS_REFUSED,
             ] {
                 counter!(name).increment(0);
             }
-            for kind in ["message", "typing"] {
+            for kind in ["message", "typing", "rest", "anonymous"] {
                 counter!(RATE_LIMITED, "type" => kind).increment(0);
             }
             handle
@@ -89,6 +93,14 @@ fn describe() {
     );
     describe_gauge!(CONNECTIONS, "Open WebSocket connections on this node.");
     describe_gauge!(SESSIONS, "Users with at least one session on this node.");
+    describe_gauge!(
+        TCP_CONNECTIONS,
+        "Open TCP connections on the public port (HTTP and WebSocket)."
+    );
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        "TCP connections closed at accept because MAX_CONNECTIONS were open."
+    );
     describe_counter!(CONNECTS, "WebSocket connections accepted.");
     describe_counter!(DISCONNECTS, "WebSocket connections closed, by reason.");
     describe_counter!(FRAMES_IN, "Frames read from clients, by type.");
@@ -142,7 +154,7 @@ fn describe() {
     );
     describe_counter!(
         RATE_LIMITED,
-        "Frames refused by the per-connection rate limit, by type."
+        "Frames and requests refused by a user's or an address's budget, by frame type (rest: a REST request; anonymous: a request without a valid token)."
     );
     describe_counter!(
         SLOW_CONSUMERS,
@@ -207,10 +219,18 @@ pub fn redis_reconnect() {
     counter!(REDIS_RECONNECTS).increment(1);
 }
 
-pub fn http_request(route: String, method: String, status: u16, took: Duration) {
+pub fn http_request(route: String, method: &'static str, status: u16, took: Duration) {
     counter!(HTTP_REQUESTS, "route" => route.clone(), "method" => method, "status" => status.to_string())
         .increment(1);
     histogram!(HTTP_LATENCY, "route" => route).record(took.as_secs_f64());
+}
+
+pub fn tcp_connection(delta: f64) {
+    gauge!(TCP_CONNECTIONS).increment(delta);
+}
+
+pub fn connection_refused() {
+    counter!(CONNECTIONS_REFUSED).increment(1);
 }
 
 pub fn connection_opened() {

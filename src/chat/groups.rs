@@ -22,19 +22,24 @@ fn title(raw: &str) -> ApiResult<String> {
         return Err(ApiError::invalid_field("title is empty"));
     }
     let chars = title.chars().count();
-    if chars > MAX_TITLE_CHARS || title.contains('\0') {
+    if chars > MAX_TITLE_CHARS || title.contains(super::text::refused_in_name) {
         return Err(ApiError::invalid_field(format!(
-            "title must be 1 to {MAX_TITLE_CHARS} characters without NUL; got {chars}"
+            "title must be 1 to {MAX_TITLE_CHARS} characters, {}",
+            super::text::NAME_RULE
         )));
     }
     Ok(title.to_owned())
 }
 
-fn not_a_member() -> ApiError {
+/// For a former member, who knows the conversation exists.
+pub(super) fn not_a_member() -> ApiError {
     ApiError::forbidden("you are not a member of this conversation")
 }
 
-fn no_group(id: Uuid) -> ApiError {
+/// For a conversation that does not exist, and for one the caller never
+/// belonged to: a direct conversation's id is derived from its two users,
+/// so any other answer to an outsider would tell who talks to whom.
+pub(super) fn no_group(id: Uuid) -> ApiError {
     ApiError::not_found(format!("no conversation with id {id}"))
 }
 
@@ -250,8 +255,7 @@ impl Chat {
             Membership::Direct { peer } => {
                 Ok(self.store.conversation(me, peer, before, limit).await?)
             }
-            Membership::Outsider => Err(not_a_member()),
-            Membership::NotFound => Err(no_group(id)),
+            Membership::Outsider | Membership::NotFound => Err(no_group(id)),
         }
     }
 
@@ -259,8 +263,10 @@ impl Chat {
     async fn role(&self, me: Uuid, id: Uuid) -> ApiResult<Role> {
         match self.store.membership(id, me).await? {
             Membership::Member(role) => Ok(role),
-            Membership::NotFound | Membership::Direct { .. } => Err(no_group(id)),
-            Membership::Former | Membership::Outsider => Err(not_a_member()),
+            Membership::NotFound | Membership::Outsider | Membership::Direct { .. } => {
+                Err(no_group(id))
+            }
+            Membership::Former => Err(not_a_member()),
         }
     }
 

@@ -3,6 +3,7 @@
 //! lives here once.
 
 mod groups;
+pub mod text;
 mod writer;
 
 use std::sync::{Arc, Mutex};
@@ -30,11 +31,11 @@ pub struct Content(String);
 impl Content {
     pub fn parse(raw: &str, max_chars: usize) -> ApiResult<Self> {
         let trimmed = raw.trim();
-        // Postgres text cannot hold NUL; refusing it here keeps one bad
-        // message from failing the batch it would share with others.
-        if trimmed.contains('\0') {
+        // Checked before the batch: one message PostgreSQL cannot store (a
+        // NUL) must not fail the others committed with it.
+        if trimmed.contains(text::refused_in_content) {
             return Err(ApiError::invalid_field(
-                "content must not contain NUL characters",
+                "content must not contain control characters other than newline and tab",
             ));
         }
         if trimmed.is_empty() {
@@ -184,14 +185,8 @@ impl Chat {
                     new.to = Target::User(peer);
                     outcome = self.writer.write(new, origin).await?;
                 }
-                Membership::NotFound => {
-                    return Err(ApiError::not_found(format!("no conversation with id {id}")));
-                }
-                _ => {
-                    return Err(ApiError::forbidden(
-                        "you are not a member of this conversation",
-                    ));
-                }
+                Membership::Former => return Err(groups::not_a_member()),
+                _ => return Err(groups::no_group(id)),
             }
         }
         match outcome {
@@ -209,10 +204,16 @@ impl Chat {
                     }
                 ),
             )),
-            InsertOutcome::GroupNotFound => Err(ApiError::not_found("no such conversation")),
-            InsertOutcome::NotMember => Err(ApiError::forbidden(
-                "you are not a member of this conversation",
-            )),
+            InsertOutcome::GroupNotFound | InsertOutcome::NotMember => {
+                let Destination::Conversation(id) = to else {
+                    return Err(ApiError::internal());
+                };
+                // Only a former member learns the group exists.
+                match self.store.membership(id, sender).await? {
+                    Membership::Former => Err(groups::not_a_member()),
+                    _ => Err(groups::no_group(id)),
+                }
+            }
             InsertOutcome::SenderNotFound => Err(ApiError::internal()),
         }
     }
@@ -268,14 +269,8 @@ impl Chat {
             Destination::Conversation(id) => match self.store.membership(id, from).await? {
                 Membership::Direct { peer } => peer,
                 Membership::Member(_) => return self.group_typing(from, id, is_typing).await,
-                Membership::NotFound => {
-                    return Err(ApiError::not_found(format!("no conversation with id {id}")));
-                }
-                Membership::Former | Membership::Outsider => {
-                    return Err(ApiError::forbidden(
-                        "you are not a member of this conversation",
-                    ));
-                }
+                Membership::Former => return Err(groups::not_a_member()),
+                Membership::NotFound | Membership::Outsider => return Err(groups::no_group(id)),
             },
         };
         if to == from {
@@ -569,6 +564,16 @@ mod tests {
         assert!(
             Content::parse(&"é".repeat(10), 10).is_ok(),
             "the limit counts characters, not bytes"
+        );
+        assert_eq!(
+            Content::parse("line one\n\tline two", 100).unwrap(),
+            Content("line one\n\tline two".into())
+        );
+        assert_eq!(
+            Content::parse("red \u{1b}[31m alert", 100).unwrap_err(),
+            ApiError::invalid_field(
+                "content must not contain control characters other than newline and tab"
+            )
         );
     }
 

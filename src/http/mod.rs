@@ -8,13 +8,14 @@ pub mod openapi;
 mod users;
 pub mod web;
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Router};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -63,6 +64,12 @@ pub struct ApiPath<T>(pub T);
 
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
+        if body_timed_out(&rejection) {
+            return ApiError::new(
+                ErrorCode::RequestTimeout,
+                "the request body did not arrive in time",
+            );
+        }
         let code = match &rejection {
             _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
             JsonRejection::JsonDataError(_) => ErrorCode::InvalidField,
@@ -70,6 +77,18 @@ impl From<JsonRejection> for ApiError {
         };
         ApiError::new(code, rejection.body_text())
     }
+}
+
+/// Whether reading the body failed because `REQUEST_BODY_TIMEOUT` passed.
+fn body_timed_out(rejection: &JsonRejection) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(error) = cause {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 impl From<QueryRejection> for ApiError {
@@ -84,23 +103,124 @@ impl From<PathRejection> for ApiError {
     }
 }
 
-/// Counts requests by route template (never the raw path, which would carry
-/// ids) and status.
+/// Paths a load balancer or orchestrator probes: never charged, so a flood
+/// through the balancer's address cannot make it take a healthy node out.
+const PROBES: [&str; 3] = ["/api/v1/health", "/api/v1/livez", "/api/v1/readyz"];
+
+/// Admission: finds who is asking (the token is verified once, here, and
+/// handed to the handler) and charges the request to their budget, or to
+/// the address it came from when it carries no valid token. Over budget
+/// is 429 with `Retry-After`.
+pub async fn admit(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if PROBES.contains(&path) {
+        return next.run(request).await;
+    }
+    let token = crate::auth::bearer(request.headers())
+        .map(str::to_owned)
+        .or_else(|| match path {
+            // Browsers cannot set headers on a WebSocket: the upgrade may
+            // carry its token in the query.
+            "/api/v1/ws" => crate::ws::query_token(request.uri()),
+            _ => None,
+        });
+    let identity = match token {
+        Some(token) => Some(state.auth.authenticate(Some(&token)).await),
+        None => None,
+    };
+    let charged = match &identity {
+        Some(Ok(user)) => state
+            .budgets
+            .charge_user(user.id)
+            .map_err(|over| (over, "rest")),
+        _ => {
+            let address = client_address(&request, state.config.limits.trust_forwarded_for);
+            state
+                .budgets
+                .charge_address(address)
+                .map_err(|over| (over, "anonymous"))
+        }
+    };
+    if let Err((over, kind)) = charged {
+        crate::metrics::rate_limited(kind);
+        return ApiError::rate_limited(over).into_response();
+    }
+    if let Some(identity) = identity {
+        request
+            .extensions_mut()
+            .insert(crate::auth::Identified(identity));
+    }
+    next.run(request).await
+}
+
+/// The address a request came from: the peer, or behind a trusted load
+/// balancer the last `X-Forwarded-For` entry (the one it appended; the
+/// entries before it are whatever the client sent).
+fn client_address(request: &Request, trust_forwarded_for: bool) -> IpAddr {
+    let forwarded = trust_forwarded_for
+        .then(|| {
+            request
+                .headers()
+                .get_all("x-forwarded-for")
+                .iter()
+                .next_back()
+        })
+        .flatten()
+        .and_then(|value| value.to_str().ok())
+        .and_then(|list| list.rsplit(',').next())
+        .and_then(|last| last.trim().parse().ok());
+    forwarded.unwrap_or_else(|| {
+        request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |ConnectInfo(peer)| peer.ip())
+    })
+}
+
+/// Counts requests by route template, method and status. Every label comes
+/// from a closed set: a raw path would carry ids, and a raw method is
+/// whatever an anonymous peer types (each new value would be a series kept
+/// for the life of the process).
 pub async fn track(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     crate::metrics::http_request(route, method, response.status().as_u16(), started.elapsed());
     response
 }
 
+/// The standard methods by name; anything else is `other`.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn methods_outside_the_standard_set_share_one_label() {
+        use axum::http::Method;
+        assert_eq!(super::method_label(&Method::PATCH), "PATCH");
+        let made_up = Method::from_bytes(b"XQ7ZRANDOM").unwrap();
+        assert_eq!(super::method_label(&made_up), "other");
+    }
+
     /// A REST route registered with plain `.route()` would be served but
     /// missing from the OpenAPI document: the areas register through
     /// `routes!` only. (`web.rs` serves the browser client, not the API.)

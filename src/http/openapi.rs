@@ -25,7 +25,7 @@ use crate::store::{ConversationKind, Message};
             Every error is `{\"error\":{\"code\",\"message\"}}` with the status its code implies.",
         license(name = "MIT")
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &Budgeted),
     security(("bearer" = [])),
     components(schemas(ErrorBody))
 )]
@@ -46,6 +46,66 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// Answers every operation may give beside its own: 429 when the caller's
+/// budget is spent (every request is charged), and 408 when a request body
+/// does not arrive within `REQUEST_BODY_TIMEOUT`. Added here once rather
+/// than to each handler's list.
+struct Budgeted;
+
+impl Modify for Budgeted {
+    fn modify(&self, doc: &mut Document) {
+        use utoipa::openapi::{RefOr, ResponseBuilder, content::ContentBuilder, header::Header};
+        let error = |description: &str| {
+            ResponseBuilder::new().description(description).content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                        "ErrorBody",
+                    ))))
+                    .build(),
+            )
+        };
+        for item in doc.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let probe = operation
+                    .tags
+                    .as_ref()
+                    .is_some_and(|tags| tags.iter().any(|t| t == "health"));
+                if !probe {
+                    let limited = error("`rate_limited`: the caller's request budget is spent")
+                        .header(
+                            "Retry-After",
+                            Header::new(
+                                utoipa::openapi::ObjectBuilder::new()
+                                    .schema_type(utoipa::openapi::schema::Type::Integer),
+                            ),
+                        )
+                        .build();
+                    operation
+                        .responses
+                        .responses
+                        .insert("429".into(), RefOr::T(limited));
+                }
+                if operation.request_body.is_some() {
+                    operation.responses.responses.insert(
+                        "408".into(),
+                        RefOr::T(
+                            error("`request_timeout`: the body did not arrive in time").build(),
+                        ),
+                    );
+                }
+            }
+        }
     }
 }
 

@@ -58,7 +58,8 @@ async fn me(State(state): State<AppState>, auth: AuthUser) -> ApiResult<Json<Use
 /// Absent keeps a field, `null` clears it.
 #[derive(Deserialize, ToSchema)]
 struct PatchBody {
-    /// 1 to 50 characters after trimming, no control characters, or null.
+    /// 1 to 50 characters after trimming, no control or invisible formatting
+    /// characters, or null.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, required = false)]
     username: Option<Option<String>>,
@@ -80,14 +81,13 @@ impl PatchBody {
         let username = match self.username {
             Some(Some(name)) => {
                 let name = name.trim();
-                // No control characters: U+0000 cannot even be stored in
-                // PostgreSQL, and a newline in a name is a display bug.
                 if name.is_empty()
                     || name.chars().count() > MAX_USERNAME_CHARS
-                    || name.contains(char::is_control)
+                    || name.contains(crate::chat::text::refused_in_name)
                 {
                     return Err(ApiError::invalid_field(format!(
-                        "username must be 1 to {MAX_USERNAME_CHARS} characters, none of them control characters, or null"
+                        "username must be 1 to {MAX_USERNAME_CHARS} characters, {}, or null",
+                        crate::chat::text::NAME_RULE
                     )));
                 }
                 Some(Some(name.to_owned()))

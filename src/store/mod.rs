@@ -34,8 +34,6 @@ pub enum StoreError {
     Unavailable(String),
     #[error("{0}")]
     NotFound(&'static str),
-    #[error("{0}")]
-    Conflict(&'static str),
     #[error("database error: {0}")]
     Internal(String),
 }

@@ -74,7 +74,7 @@ impl Store for PgStore {
     async fn upsert_user(&self, id: Uuid, email: &str) -> StoreResult<()> {
         // Only a changed email takes the row lock: a user's first request on
         // every node would otherwise contend with their own message writes.
-        let result = sqlx::query(
+        sqlx::query(
             "INSERT INTO users (id, email) VALUES ($1, $2)
              ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email, updated_at = NOW()
              WHERE users.email <> EXCLUDED.email",
@@ -82,14 +82,8 @@ impl Store for PgStore {
         .bind(id)
         .bind(email)
         .execute(&self.pool)
-        .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Err(
-                StoreError::Conflict("this email already belongs to another user"),
-            ),
-            Err(e) => Err(e.into()),
-        }
+        .await?;
+        Ok(())
     }
 
     async fn user(&self, id: Uuid) -> StoreResult<Option<User>> {

@@ -91,7 +91,7 @@ impl Store for SqliteStore {
 
     async fn upsert_user(&self, id: Uuid, email: &str) -> StoreResult<()> {
         let now = now();
-        let result = sqlx::query(
+        sqlx::query(
             "INSERT INTO users (id, email, last_seen, created_at, updated_at) VALUES (?1, ?2, ?3, ?3, ?3)
              ON CONFLICT (id) DO UPDATE SET email = excluded.email, updated_at = excluded.updated_at
              WHERE users.email <> excluded.email",
@@ -100,14 +100,8 @@ impl Store for SqliteStore {
         .bind(email)
         .bind(now)
         .execute(&self.pool)
-        .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Err(
-                StoreError::Conflict("this email already belongs to another user"),
-            ),
-            Err(e) => Err(e.into()),
-        }
+        .await?;
+        Ok(())
     }
 
     async fn user(&self, id: Uuid) -> StoreResult<Option<User>> {
@@ -352,6 +346,24 @@ impl Store for SqliteStore {
         at: DateTime<Utc>,
     ) -> StoreResult<Vec<ReadMark>> {
         if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // A read first: marking what is already read (a client repeating
+        // itself, or a hostile one in a loop) must not take the one write
+        // lock every sender waits on.
+        let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT EXISTS (SELECT 1 FROM messages WHERE NOT is_read AND receiver_id = ",
+        );
+        query.push_bind(reader);
+        query.push(" AND id IN ");
+        push_ids(&mut query, ids);
+        query.push(") OR EXISTS (SELECT 1 FROM inbox WHERE read_at IS NULL AND user_id = ");
+        query.push_bind(reader);
+        query.push(" AND message_id IN ");
+        push_ids(&mut query, ids);
+        query.push(")");
+        let unread: bool = query.build_query_scalar().fetch_one(&self.pool).await?;
+        if !unread {
             return Ok(Vec::new());
         }
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;

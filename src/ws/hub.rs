@@ -2,7 +2,7 @@
 //! order, without repeats, and where gaps in live delivery are noticed.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -82,6 +82,20 @@ pub struct SessionHandle {
     pub id: SessionId,
     pub user: Uuid,
     queue: mpsc::Sender<Box<Outbound>>,
+    /// Bytes of the frames waiting in `queue` (not the one being written).
+    /// Frames are bounded by count in the channel, but one frame may be a
+    /// 2 MB `sync` answer: memory is bounded by this, in bytes.
+    queued_bytes: AtomicUsize,
+    /// `SEND_QUEUE_BYTES`: past this a bus event closes the session as a
+    /// slow consumer, and the client's own answers wait for room.
+    max_queued_bytes: usize,
+    /// A `sync` answer is queued or being written: the next `sync` is read
+    /// from storage only once it has left, so a client that asks and never
+    /// reads holds one answer, not one per request.
+    sync_pending: AtomicBool,
+    /// Woken by the writer as frames leave (room in the queue, a `sync`
+    /// answer written).
+    progress: Notify,
     /// Cancelled to make the session close itself.
     kick: CancellationToken,
     reason: Mutex<Option<CloseReason>>,
@@ -95,11 +109,20 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
-    pub fn new(id: SessionId, user: Uuid, queue: mpsc::Sender<Box<Outbound>>) -> Self {
+    pub fn new(
+        id: SessionId,
+        user: Uuid,
+        queue: mpsc::Sender<Box<Outbound>>,
+        max_queued_bytes: usize,
+    ) -> Self {
         Self {
             id,
             user,
             queue,
+            queued_bytes: AtomicUsize::new(0),
+            max_queued_bytes,
+            sync_pending: AtomicBool::new(false),
+            progress: Notify::new(),
             kick: CancellationToken::new(),
             reason: Mutex::new(None),
             acked: Mutex::new(VecDeque::new()),
@@ -137,10 +160,18 @@ impl SessionHandle {
         self.acked.lock().expect("not poisoned").contains(&id)
     }
 
-    /// Queues a bus event without waiting. A full queue means the client
-    /// has stopped keeping up: rather than grow memory or silently drop
-    /// frames, the session is closed so the client reconnects and syncs.
+    /// Queues a bus event without waiting. A full queue (in frames or in
+    /// bytes) means the client has stopped keeping up: rather than grow
+    /// memory or silently drop frames, the session is closed so the client
+    /// reconnects and syncs.
     fn offer(&self, envelope: &Envelope) {
+        let size = envelope.frame.len();
+        let queued = self.queued_bytes.fetch_add(size, Ordering::AcqRel) + size;
+        if queued > self.max_queued_bytes {
+            self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            self.fall_behind();
+            return;
+        }
         let outbound = Box::new(Outbound {
             kind: envelope.kind,
             frame: envelope.frame.clone(),
@@ -149,14 +180,83 @@ impl SessionHandle {
         match self.queue.try_send(outbound) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                if self.kick_reason().is_none() {
-                    crate::metrics::slow_consumer();
-                    tracing::info!(session = %self.id, "closing slow consumer");
-                }
-                self.kick(CloseReason::SlowConsumer);
+                self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+                self.fall_behind();
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            }
         }
+    }
+
+    fn fall_behind(&self) {
+        if self.kick_reason().is_none() {
+            crate::metrics::slow_consumer();
+            tracing::info!(session = %self.id, "closing slow consumer");
+        }
+        self.kick(CloseReason::SlowConsumer);
+    }
+
+    /// Queues an answer to the client's own request, waiting (the reader
+    /// stops reading meanwhile) until the queue has room in bytes; an
+    /// answer larger than the whole bound goes alone into an empty queue.
+    /// `false` when the session is closing.
+    pub async fn answer(&self, outbound: Box<Outbound>) -> bool {
+        let size = outbound.frame.len();
+        loop {
+            let progress = self.progress.notified();
+            tokio::pin!(progress);
+            progress.as_mut().enable();
+            let queued = self.queued_bytes.load(Ordering::Acquire);
+            if queued == 0 || queued + size <= self.max_queued_bytes {
+                break;
+            }
+            tokio::select! {
+                () = progress => {}
+                () = self.kick.cancelled() => return false,
+            }
+        }
+        if outbound.kind == "sync" {
+            self.sync_pending.store(true, Ordering::Release);
+        }
+        self.queued_bytes.fetch_add(size, Ordering::AcqRel);
+        if self.queue.send(outbound).await.is_err() {
+            self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Waits until no `sync` answer is queued or being written; `false`
+    /// when the session is closing.
+    pub async fn sync_left(&self) -> bool {
+        loop {
+            let progress = self.progress.notified();
+            tokio::pin!(progress);
+            progress.as_mut().enable();
+            if !self.sync_pending.load(Ordering::Acquire) {
+                return true;
+            }
+            tokio::select! {
+                () = progress => {}
+                () = self.kick.cancelled() => return false,
+            }
+        }
+    }
+
+    /// The writer took a frame of `size` bytes off the queue.
+    pub fn dequeued(&self, size: usize) {
+        self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+        // Every waiter: the reader's enqueue and its pending `sync` may
+        // both be registered, and `notify_one` could wake the one that is
+        // not being polled.
+        self.progress.notify_waiters();
+    }
+
+    /// The writer finished writing a `sync` answer.
+    pub fn sync_written(&self) {
+        self.sync_pending.store(false, Ordering::Release);
+        self.progress.notify_waiters();
     }
 }
 

@@ -5,7 +5,6 @@ pub mod catchup;
 pub mod hub;
 mod session;
 
-use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Query, State};
@@ -13,6 +12,7 @@ use axum::http::header::{HOST, ORIGIN};
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use serde::Deserialize;
 
 use crate::app::AppState;
@@ -37,16 +37,22 @@ async fn upgrade(
     State(state): State<AppState>,
     headers: HeaderMap,
     uri: Uri,
+    identified: Option<Extension<auth::Identified>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if let Err(e) = check_origin(&headers, &state.config.allowed_origins) {
         return e.into_response();
     }
-    let query = Query::<TokenQuery>::try_from_uri(&uri).ok();
-    let token = auth::bearer(&headers)
-        .map(str::to_owned)
-        .or_else(|| query.and_then(|q| q.0.token));
-    let user = match state.auth.authenticate(token.as_deref()).await {
+    let identity = match identified {
+        Some(Extension(auth::Identified(identity))) => identity,
+        None => {
+            let token = auth::bearer(&headers)
+                .map(str::to_owned)
+                .or_else(|| query_token(&uri));
+            state.auth.authenticate(token.as_deref()).await
+        }
+    };
+    let user = match identity {
         Ok(user) => user,
         Err(e) => return e.into_response(),
     };
@@ -69,6 +75,13 @@ async fn upgrade(
         .read_buffer_size(1024)
         .write_buffer_size(0)
         .on_upgrade(move |socket| session::run(socket, state, user, SessionId::new(), floor))
+}
+
+/// The token a WebSocket upgrade carries in its query (`?token=`).
+pub fn query_token(uri: &Uri) -> Option<String> {
+    Query::<TokenQuery>::try_from_uri(uri)
+        .ok()
+        .and_then(|q| q.0.token)
 }
 
 /// For a user without a session on this node: their latest message number,

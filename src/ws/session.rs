@@ -26,38 +26,6 @@ use crate::bus::SessionId;
 use crate::error::{ApiError, ErrorCode};
 use crate::protocol::{ClientFrame, MessageFrame, SendFrame, ServerFrame};
 
-/// Per-connection token bucket for `message` and `typing`.
-struct TokenBucket {
-    tokens: f64,
-    rate: f64,
-    burst: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    fn new(rate: f64, burst: u32) -> Self {
-        Self {
-            tokens: f64::from(burst),
-            rate,
-            burst: f64::from(burst),
-            last: Instant::now(),
-        }
-    }
-
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
-        self.tokens = (self.tokens + refill).min(self.burst);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 pub async fn run(
     socket: WebSocket,
     state: AppState,
@@ -83,7 +51,12 @@ async fn session(
     crate::metrics::connection_opened();
     let limits = &state.config.limits;
     let (queue, rx) = mpsc::channel(limits.send_queue);
-    let handle = Arc::new(SessionHandle::new(id, user.id, queue.clone()));
+    let handle = Arc::new(SessionHandle::new(
+        id,
+        user.id,
+        queue,
+        limits.send_queue_bytes,
+    ));
     let (mut sink, stream) = socket.split();
 
     let registered = state
@@ -111,7 +84,7 @@ async fn session(
     // ack) ever waits on Redis. Whatever is published for this user before
     // the subscription is live is caught up from storage.
     let (ended, ()) = tokio::join!(
-        read_loop(stream, &state, &user, &handle, queue),
+        read_loop(stream, &state, &user, &handle),
         Box::pin(announce(
             &state,
             user.id,
@@ -183,10 +156,8 @@ async fn read_loop(
     state: &AppState,
     user: &AuthUser,
     handle: &SessionHandle,
-    queue: mpsc::Sender<Box<Outbound>>,
 ) -> CloseReason {
     let limits = &state.config.limits;
-    let mut bucket = TokenBucket::new(limits.rate_per_sec, limits.rate_burst);
     let until_expiry = (user.expires_at - chrono::Utc::now())
         .to_std()
         .unwrap_or(Duration::ZERO);
@@ -202,7 +173,7 @@ async fn read_loop(
         if answering.is_none()
             && let Some(frame) = in_order.pop_front()
         {
-            answering = Some(Box::pin(answer(state, user, frame)));
+            answering = Some(Box::pin(answer(state, user, handle, frame)));
         }
         let in_flight = sends.as_ref().map_or(0, FuturesUnordered::len);
         let can_read = in_flight < limits.max_in_flight && in_order.len() < MAX_QUEUED_FRAMES;
@@ -242,18 +213,22 @@ async fn read_loop(
                         continue;
                     }
                     Some(Ok(Message::Ping(_))) => continue,
-                    Some(Ok(Message::Binary(_))) => Some(ServerFrame::error(
-                        ApiError::new(
-                            ErrorCode::InvalidJson,
-                            "binary frames are not supported; send JSON text frames",
-                        ),
-                        None,
-                    )),
+                    Some(Ok(Message::Binary(_))) => {
+                        Some(charge(state, user, "binary", None).unwrap_or_else(|| {
+                            ServerFrame::error(
+                                ApiError::new(
+                                    ErrorCode::InvalidJson,
+                                    "binary frames are not supported; send JSON text frames",
+                                ),
+                                None,
+                            )
+                        }))
+                    }
                     Some(Ok(Message::Text(text))) => {
                         if text.len() > limits.max_frame_bytes {
                             return CloseReason::FrameTooLarge;
                         }
-                        match admit(&text, &mut bucket) {
+                        match admit(state, user, &text) {
                             Admitted::Reply(reply) => Some(reply),
                             Admitted::Send(send) => {
                                 sends
@@ -276,9 +251,10 @@ async fn read_loop(
                 frame: reply.to_json(),
                 published_at_micros: None,
             });
-            // Waiting here is the backpressure a client's own requests get.
-            if queue.send(outbound).await.is_err() {
-                return CloseReason::ClientGone;
+            // Waiting here (for room in bytes, then in frames) is the
+            // backpressure a client's own requests get: it stops reading.
+            if !handle.answer(outbound).await {
+                return handle.kick_reason().unwrap_or(CloseReason::ClientGone);
             }
         }
     }
@@ -302,32 +278,49 @@ enum Admitted {
     InOrder(ClientFrame),
 }
 
-/// Parses a frame and applies the rate limit when it arrives, so pipelined
-/// sends are limited exactly as sequential ones.
-fn admit(text: &str, bucket: &mut TokenBucket) -> Admitted {
+/// Parses a frame and charges it to the user's budget when it arrives
+/// (every frame, whatever it is: a flood of pings, invalid JSON or no-op
+/// `mark_read`s costs the node as much as one of messages), so pipelined
+/// frames are limited exactly as sequential ones.
+fn admit(state: &AppState, user: &AuthUser, text: &str) -> Admitted {
     let frame = match ClientFrame::parse(text) {
         Ok(frame) => frame,
-        Err(e) => return Admitted::Reply(ServerFrame::error(e.error, e.client_id)),
+        Err(e) => {
+            let refused = charge(state, user, "invalid", e.client_id.clone());
+            return Admitted::Reply(
+                refused.unwrap_or_else(|| ServerFrame::error(e.error, e.client_id)),
+            );
+        }
     };
+    let client_id = match &frame {
+        ClientFrame::Message(f) => f.client_id.clone(),
+        _ => None,
+    };
+    if let Some(refused) = charge(state, user, frame.kind(), client_id) {
+        return Admitted::Reply(refused);
+    }
     crate::metrics::frame_in(frame.kind());
-    let mut rate_limited = |kind: &'static str, client_id: Option<String>| {
-        if bucket.take() {
-            return None;
-        }
-        crate::metrics::rate_limited(kind);
-        let error = ApiError::new(ErrorCode::RateLimited, "too many messages; slow down");
-        Some(Admitted::Reply(ServerFrame::error(error, client_id)))
-    };
     match frame {
-        ClientFrame::Message(f) => {
-            rate_limited("message", f.client_id.clone()).unwrap_or(Admitted::Send(f))
-        }
+        ClientFrame::Message(f) => Admitted::Send(f),
         ClientFrame::Ping => Admitted::Reply(ServerFrame::Pong),
-        frame @ ClientFrame::Typing { .. } => {
-            rate_limited("typing", None).unwrap_or(Admitted::InOrder(frame))
-        }
         frame => Admitted::InOrder(frame),
     }
+}
+
+/// Charges one frame to the user's budget; the `rate_limited` answer when
+/// it is spent.
+fn charge(
+    state: &AppState,
+    user: &AuthUser,
+    kind: &'static str,
+    client_id: Option<String>,
+) -> Option<ServerFrame> {
+    state.budgets.charge_user(user.id).err()?;
+    crate::metrics::rate_limited(kind);
+    Some(ServerFrame::error(
+        ApiError::new(ErrorCode::RateLimited, "too many frames; slow down"),
+        client_id,
+    ))
 }
 
 async fn send_message(
@@ -360,7 +353,12 @@ async fn send_message(
 }
 
 /// The answer to a frame other than a send (if any).
-async fn answer(state: &AppState, user: &AuthUser, frame: ClientFrame) -> Option<ServerFrame> {
+async fn answer(
+    state: &AppState,
+    user: &AuthUser,
+    handle: &SessionHandle,
+    frame: ClientFrame,
+) -> Option<ServerFrame> {
     let chat = &state.chat;
     match frame {
         ClientFrame::Message(_) | ClientFrame::Ping => None,
@@ -374,14 +372,30 @@ async fn answer(state: &AppState, user: &AuthUser, frame: ClientFrame) -> Option
             .await
             .err()
             .map(|e| ServerFrame::error(e, None)),
-        ClientFrame::Sync { since, limit } => match chat.sync(user.id, since, limit).await {
-            Ok(page) => Some(ServerFrame::Sync {
-                messages: page.items.iter().map(MessageFrame::from).collect(),
-                has_more: page.has_more,
-            }),
-            Err(e) => Some(ServerFrame::error(e, None)),
-        },
+        ClientFrame::Sync { since, limit } => {
+            // One answer (up to 100 messages of 4,000 characters: megabytes
+            // of JSON) in memory at a time, however fast a client asks.
+            if !handle.sync_left().await {
+                return None;
+            }
+            sync(state, user, since, limit).await
+        }
     }
+}
+
+async fn sync(
+    state: &AppState,
+    user: &AuthUser,
+    since: Option<Uuid>,
+    limit: Option<u32>,
+) -> Option<ServerFrame> {
+    Some(match state.chat.sync(user.id, since, limit).await {
+        Ok(page) => ServerFrame::Sync {
+            messages: page.items.iter().map(MessageFrame::from).collect(),
+            has_more: page.has_more,
+        },
+        Err(e) => ServerFrame::error(e, None),
+    })
 }
 
 /// Bytes written without proof the client read them before a probe ping is
@@ -448,6 +462,7 @@ async fn write_loop(
     // timer: every idle connection keeps this task.
     let mut next_ping = Instant::now() + ping_every;
     let mut probe = Probe::default();
+    let mut wrote_sync = false;
     loop {
         let due = probe.deadline();
         let message = tokio::select! {
@@ -470,6 +485,8 @@ async fn write_loop(
             }
             out = rx.recv() => match out {
                 Some(out) => {
+                    handle.dequeued(out.frame.len());
+                    wrote_sync = out.kind == "sync";
                     if let Some(at) = out.published_at_micros
                         && out.kind == "message"
                     {
@@ -489,13 +506,20 @@ async fn write_loop(
             Message::Text(text) => text.len(),
             _ => 0,
         };
-        if !write(&mut sink, message, &mut probe, &handle, patience).await {
-            break;
+        match write(&mut sink, message, &mut probe, &handle, patience).await {
+            Wrote::Done => {}
+            Wrote::Ended => break,
+            Wrote::Abandoned => return,
         }
-        if let Some(ping) = probe.wrote(size, patience)
-            && !write(&mut sink, ping, &mut probe, &handle, patience).await
-        {
-            break;
+        if std::mem::take(&mut wrote_sync) {
+            handle.sync_written();
+        }
+        if let Some(ping) = probe.wrote(size, patience) {
+            match write(&mut sink, ping, &mut probe, &handle, patience).await {
+                Wrote::Done => {}
+                Wrote::Ended => break,
+                Wrote::Abandoned => return,
+            }
         }
     }
     if let Some(reason) = handle.kick_reason() {
@@ -503,16 +527,27 @@ async fn write_loop(
     }
 }
 
-/// Writes one frame; `false` when the session must end. A write may block
-/// no longer than the patience left, and no longer than an outstanding
-/// probe's deadline.
+/// How a write went.
+enum Wrote {
+    Done,
+    /// The session must end; a close frame may still be written.
+    Ended,
+    /// Given up mid-frame (a slow consumer): the stream is cut without a
+    /// close frame, which could not follow half a frame anyway.
+    Abandoned,
+}
+
+/// Writes one frame. A write may block no longer than the patience left,
+/// and no longer than an outstanding probe's deadline; and not at all once
+/// the session was found too slow elsewhere (its queue overflowed): it is
+/// dropped then, not after the write's own timeout and a close frame's.
 async fn write(
     sink: &mut SplitSink<WebSocket, Message>,
     message: Message,
     probe: &mut Probe,
     handle: &SessionHandle,
     patience: Duration,
-) -> bool {
+) -> Wrote {
     let started = Instant::now();
     let budget = |probe: &Probe| {
         let left = patience.saturating_sub(started.elapsed());
@@ -520,21 +555,36 @@ async fn write(
             left.min(due.saturating_duration_since(Instant::now()))
         })
     };
-    let mut result = timeout(budget(probe), sink.send(message)).await;
+    let too_slow = async {
+        handle.kicked().cancelled().await;
+        if handle.kick_reason() != Some(CloseReason::SlowConsumer) {
+            // Draining or closing: finish the frame, then the close frame.
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::pin!(too_slow);
+    let mut result = tokio::select! {
+        result = timeout(budget(probe), sink.send(message)) => result,
+        () = &mut too_slow => return Wrote::Abandoned,
+    };
     // The probe's deadline cut the write short, but the client has answered
     // it since: finish the write with the patience left.
     while result.is_err() && !probe.overdue(handle) && started.elapsed() < patience {
-        result = timeout(budget(probe), sink.flush()).await;
+        result = tokio::select! {
+            result = timeout(budget(probe), sink.flush()) => result,
+            () = &mut too_slow => return Wrote::Abandoned,
+        };
     }
     match result {
-        Ok(Ok(())) => true,
+        Ok(Ok(())) => Wrote::Done,
         Ok(Err(_)) => {
             handle.kick(CloseReason::ClientGone);
-            false
+            Wrote::Ended
         }
         Err(_) => {
+            // Cut short mid-frame: no close frame can follow.
             fall_behind(handle);
-            false
+            Wrote::Abandoned
         }
     }
 }
@@ -553,10 +603,12 @@ async fn close(sink: &mut SplitSink<WebSocket, Message>, reason: CloseReason) {
             code,
             reason: Utf8Bytes::from(text),
         };
-        let _ = timeout(
-            Duration::from_secs(1),
-            sink.send(Message::Close(Some(frame))),
-        )
-        .await;
+        // A slow consumer's socket is likely full: the close frame goes if
+        // it fits now, and the connection is dropped either way.
+        let wait = match reason {
+            CloseReason::SlowConsumer => Duration::from_millis(100),
+            _ => Duration::from_secs(1),
+        };
+        let _ = timeout(wait, sink.send(Message::Close(Some(frame)))).await;
     }
 }

@@ -365,3 +365,117 @@ fn minted_tokens_look_like_supabase_access_tokens() {
     );
     assert_eq!(exp - iat, 3600);
 }
+
+/// `aud` and `role` must be present (an HS256 token with only `sub` and
+/// `exp` opens nothing), and `iss` too when one is configured.
+#[tokio::test]
+async fn audience_role_and_configured_issuer_are_required() {
+    let sub = Uuid::now_v7().to_string();
+    let without = |claim: &str| {
+        let mut c = claims(&sub);
+        c.as_object_mut().unwrap().remove(claim);
+        sign_hs256(TEST_SECRET, &c)
+    };
+    let v = hs256_verifier();
+    let now = chrono::Utc::now().timestamp();
+    let bare = sign_hs256(TEST_SECRET, &json!({"sub": sub, "exp": now + 600}));
+    assert_eq!(v.verify(&bare).await.unwrap_err(), AuthError::BadAudience);
+    assert_eq!(
+        v.verify(&without("aud")).await.unwrap_err(),
+        AuthError::BadAudience
+    );
+    assert_eq!(
+        v.verify(&without("role")).await.unwrap_err(),
+        AuthError::BadRole
+    );
+
+    let issuer = "https://abc.supabase.co/auth/v1";
+    let v = verifier(&[("JWT_SECRET", TEST_SECRET), ("JWT_ISSUER", issuer)]);
+    assert_eq!(
+        v.verify(&without("iss")).await.unwrap_err(),
+        AuthError::BadIssuer,
+        "a configured issuer must be present"
+    );
+    let mut wrong = claims(&sub);
+    wrong["iss"] = json!("https://evil.example/auth/v1");
+    assert_eq!(
+        v.verify(&sign_hs256(TEST_SECRET, &wrong))
+            .await
+            .unwrap_err(),
+        AuthError::BadIssuer
+    );
+    let mut right = claims(&sub);
+    right["iss"] = json!(issuer);
+    assert!(v.verify(&sign_hs256(TEST_SECRET, &right)).await.is_ok());
+}
+
+/// The key set is fetched again on a schedule, so a key the provider
+/// dropped (revoked after a leak) stops verifying although no token named
+/// an unknown `kid`.
+#[tokio::test]
+async fn a_key_the_provider_dropped_stops_verifying() {
+    let (kept, dropped) = (ec_key("kept"), rsa_key("dropped"));
+    let server = JwksServer::start(&[&kept, &dropped]).await;
+    let v = verifier(&[
+        ("SUPABASE_URL", &server.url),
+        ("JWKS_REFRESH_INTERVAL", "200ms"),
+    ]);
+    let sub = Uuid::now_v7().to_string();
+    v.verify(&sign(&dropped, &claims(&sub))).await.unwrap();
+
+    server.publish(&[&kept]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        v.verify(&sign(&dropped, &claims(&sub))).await.unwrap_err(),
+        AuthError::UnknownKey
+    );
+    v.verify(&sign(&kept, &claims(&sub))).await.unwrap();
+    assert_eq!(server.fetches.load(Ordering::SeqCst), 2);
+}
+
+/// Thousands of made-up `kid`s cost the auth server one fetch per interval
+/// and grow nothing.
+#[tokio::test]
+async fn thousands_of_unknown_kids_fetch_once() {
+    let key = ec_key("real");
+    let server = JwksServer::start(&[&key]).await;
+    let v = verifier(&[("SUPABASE_URL", &server.url)]);
+    let sub = Uuid::now_v7().to_string();
+    let forger = ec_key("forger");
+    for i in 0..3000 {
+        let made_up = TestKey {
+            kid: format!("kid-{i}"),
+            alg: forger.alg,
+            encoding: forger.encoding.clone(),
+            jwk: Value::Null,
+        };
+        assert_eq!(
+            v.verify(&sign(&made_up, &claims(&sub))).await.unwrap_err(),
+            AuthError::UnknownKey
+        );
+    }
+    assert_eq!(server.fetches.load(Ordering::SeqCst), 1);
+    v.verify(&sign(&key, &claims(&sub))).await.unwrap();
+}
+
+/// The key confusion attack: an HS256 token whose "secret" is the
+/// provider's public key. HS256 verifies only with `JWT_SECRET`, so it is
+/// refused whether or not a secret is configured.
+#[tokio::test]
+async fn hs256_signed_with_a_jwks_public_key_is_refused() {
+    let key = rsa_key("k1");
+    let server = JwksServer::start(&[&key]).await;
+    let public = serde_json::to_string(&key.jwk).unwrap();
+    let sub = Uuid::now_v7().to_string();
+    let forged = sign_hs256(&public, &claims(&sub));
+    let jwks_only = verifier(&[("SUPABASE_URL", &server.url)]);
+    assert_eq!(
+        jwks_only.verify(&forged).await.unwrap_err(),
+        AuthError::BadAlgorithm
+    );
+    let both = verifier(&[("SUPABASE_URL", &server.url), ("JWT_SECRET", TEST_SECRET)]);
+    assert_eq!(
+        both.verify(&forged).await.unwrap_err(),
+        AuthError::BadSignature
+    );
+}

@@ -153,6 +153,10 @@ impl TestApp {
             ),
             // Fail fast when a test holds the embedded database's write lock.
             ("SQLITE_BUSY_TIMEOUT".into(), "500ms".into()),
+            // Tests exercise many features in quick succession as one user;
+            // the tests of budgets set their own.
+            ("RATE_LIMIT_PER_SEC".into(), "1000".into()),
+            ("RATE_LIMIT_BURST".into(), "1000".into()),
         ];
         for (k, v) in env {
             vars.retain(|(key, _)| key != k);

@@ -8,6 +8,7 @@ mod cluster;
 mod deploy;
 mod groups;
 mod helpers;
+mod hostile;
 mod openapi;
 mod ops;
 mod proxy;

@@ -34,7 +34,7 @@ async fn nul_characters_are_refused_not_a_500(backend: Backend) {
         (status, body),
         (
             400,
-            json!({"error": {"code": "invalid_field", "message": "username must be 1 to 50 characters, none of them control characters, or null"}})
+            json!({"error": {"code": "invalid_field", "message": "username must be 1 to 50 characters, no control or invisible formatting characters, or null"}})
         )
     );
     let avatar = "https://example.com/a\u{0}.png";
@@ -546,7 +546,7 @@ async fn profile_errors(backend: Backend) {
         (status, body),
         (
             400,
-            json!({"error": {"code": "invalid_field", "message": "username must be 1 to 50 characters, none of them control characters, or null"}})
+            json!({"error": {"code": "invalid_field", "message": "username must be 1 to 50 characters, no control or invisible formatting characters, or null"}})
         )
     );
     let (status, body) = app

@@ -46,7 +46,7 @@ async fn insert(store: &Arc<dyn Store>, from: Uuid, to: Uuid, content: &str) -> 
 
 both_backends!(
     users_are_upserted_and_patched,
-    an_email_cannot_move_to_another_user,
+    two_users_may_carry_the_same_email,
     inserts_are_idempotent_per_sender_and_client_id,
     a_batch_numbers_each_user_across_both_roles,
     a_stored_key_at_the_end_of_a_batch_leaves_the_conversation_on_the_last_new_message,
@@ -105,17 +105,17 @@ async fn users_are_upserted_and_patched(backend: Backend) {
     assert_eq!(store.user(Uuid::now_v7()).await.unwrap(), None);
 }
 
-async fn an_email_cannot_move_to_another_user(backend: Backend) {
+/// An email is a label: two users may carry the same one (the identity
+/// provider owns its uniqueness), and each keeps their own.
+async fn two_users_may_carry_the_same_email(backend: Backend) {
     let (store, _db) = test_store(backend).await;
-    store
-        .upsert_user(Uuid::now_v7(), "same@example.com")
-        .await
-        .unwrap();
-    let err = store
-        .upsert_user(Uuid::now_v7(), "same@example.com")
-        .await
-        .unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
+    store.upsert_user(first, "same@example.com").await.unwrap();
+    store.upsert_user(second, "same@example.com").await.unwrap();
+    store.upsert_user(first, "new@example.com").await.unwrap();
+    let email = |u: Option<ochat::store::User>| u.unwrap().email;
+    assert_eq!(email(store.user(first).await.unwrap()), "new@example.com");
+    assert_eq!(email(store.user(second).await.unwrap()), "same@example.com");
 }
 
 async fn inserts_are_idempotent_per_sender_and_client_id(backend: Backend) {

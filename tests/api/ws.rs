@@ -253,34 +253,60 @@ async fn an_oversized_frame_closes_with_1009(backend: Backend) {
     assert_eq!(stored_count(&app, &a).await, 0);
 }
 
+/// A user's budget is shared by all their sockets (and REST): two sockets
+/// flooding together get one burst between them, the rest is refused with
+/// `rate_limited` naming each frame's `client_id`, and the sockets stay
+/// usable once the budget refills.
 async fn a_flood_is_rate_limited_and_the_connection_kept(backend: Backend) {
     let app = TestApp::spawn_with(
         backend,
-        &[("RATE_LIMIT_PER_SEC", "1"), ("RATE_LIMIT_BURST", "5")],
+        &[("RATE_LIMIT_PER_SEC", "1"), ("RATE_LIMIT_BURST", "8")],
     )
     .await;
     let (a, b) = two_users(&app).await;
-    let mut wa = WsClient::connect(&app, &a.token).await;
+    // Three of the eight: creating the user and two upgrades.
+    let mut first = WsClient::connect(&app, &a.token).await;
+    let mut second = WsClient::connect(&app, &a.token).await;
     for i in 0..12 {
-        wa.send(json!({"type": "message", "to": b.id, "content": "flood", "client_id": format!("f{i}")})).await;
+        let ws = if i % 2 == 0 { &mut first } else { &mut second };
+        ws.send(json!({"type": "message", "to": b.id, "content": "flood", "client_id": format!("f{i}")})).await;
     }
     let (mut acks, mut limited) = (0, 0);
-    for _ in 0..12 {
-        let frame = wa.recv().await;
+    for i in 0..12 {
+        let ws = if i % 2 == 0 { &mut first } else { &mut second };
+        let frame = ws.recv_type_of(&["ack", "error"]).await;
         match frame["type"].as_str() {
             Some("ack") => acks += 1,
             Some("error") => {
-                assert_eq!(frame["code"], "rate_limited", "{frame}");
+                assert_eq!(
+                    frame,
+                    json!({"type": "error", "code": "rate_limited", "message": "too many frames; slow down", "client_id": frame["client_id"]}),
+                );
                 assert!(frame["client_id"].is_string(), "{frame}");
                 limited += 1;
             }
             _ => panic!("unexpected {frame}"),
         }
     }
-    assert!((5..=6).contains(&acks), "the burst passes: {acks}");
+    assert!(
+        (5..=6).contains(&acks),
+        "one burst for both sockets: {acks}"
+    );
     assert_eq!(acks + limited, 12);
+    // REST shares the budget: spent, it answers 429 with Retry-After.
+    let response = app
+        .http
+        .get(format!("{}/messages/stats", app.base))
+        .bearer_auth(&a.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "1");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(stored_count(&app, &a).await, acks);
-    wa.assert_usable().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    first.assert_usable().await;
 }
 
 async fn a_repeated_client_id_stores_one_message(backend: Backend) {

@@ -201,6 +201,17 @@ impl WsClient {
         }
     }
 
+    /// The next frame of any of `kinds`, skipping others (presence, copies
+    /// of a user's own messages).
+    pub async fn recv_type_of(&mut self, kinds: &[&str]) -> Value {
+        loop {
+            let frame = self.recv().await;
+            if kinds.iter().any(|k| frame["type"] == *k) {
+                return frame;
+            }
+        }
+    }
+
     /// Asserts no text frame arrives within `wait`.
     pub async fn silent_for(&mut self, wait: Duration) {
         let deadline = tokio::time::Instant::now() + wait;
@@ -261,13 +272,17 @@ impl WsClient {
     /// A client whose socket receive buffer is tiny, so a server writing to
     /// it blocks quickly once the client stops reading.
     pub async fn connect_with_small_buffer(app: &TestApp, token: &str) -> Self {
+        Self::connect_port_with_small_buffer(app.port, token).await
+    }
+
+    pub async fn connect_port_with_small_buffer(port: u16, token: &str) -> Self {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
         let tcp = socket
-            .connect(format!("127.0.0.1:{}", app.port).parse().unwrap())
+            .connect(format!("127.0.0.1:{port}").parse().unwrap())
             .await
             .unwrap();
-        let mut request = format!("ws://127.0.0.1:{}/api/v1/ws", app.port)
+        let mut request = format!("ws://127.0.0.1:{port}/api/v1/ws")
             .into_client_request()
             .unwrap();
         request

@@ -1,0 +1,737 @@
+//! A hostile client, signed in or anonymous: nothing it sends may take a
+//! node down or tell it what is not its own. Each test sends the bad input
+//! and asserts the exact answer.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::helpers::{Backend, NodeProcess, OwnRedis, TestApp, eventually, token_for};
+use crate::wsclient::WsClient;
+
+both_backends!(
+    a_made_up_method_is_one_metric_series,
+    text_refuses_controls_and_names_refuse_invisible_characters,
+    a_reused_email_locks_no_one_out,
+    an_outsider_cannot_tell_who_talks_to_whom,
+    a_users_requests_share_one_budget,
+);
+
+async fn scrape(app: &TestApp) -> String {
+    let port = app.metrics_port.expect("metrics listener");
+    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Metric labels come from closed sets: an anonymous peer's made-up method
+/// adds no series (each would be kept for the life of the process).
+async fn a_made_up_method_is_one_metric_series(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let made_up: Vec<String> = (0..20)
+        .map(|i| format!("X{}{i}", uuid::Uuid::now_v7().simple()).to_uppercase())
+        .collect();
+    for method in &made_up {
+        let response = app
+            .http
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}/messages/stats/{method}", app.base),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_client_error(), "{method}");
+    }
+    let metrics = scrape(&app).await;
+    for method in &made_up {
+        assert!(
+            !metrics.contains(method.as_str()),
+            "{method} became a label"
+        );
+    }
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("ochat_http_requests_total")
+                && l.contains("method=\"other\"")
+                && l.contains("route=\"unmatched\"")),
+        "made-up methods share one label: {metrics}"
+    );
+}
+
+/// /readyz is public: it names the part that is down, never an address or
+/// a backend's error text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_names_the_failing_part_and_no_address() {
+    let mut redis = OwnRedis::start().await;
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[
+            ("REDIS_URL", &redis.url()),
+            ("REDIS_PROBE_INTERVAL", "200ms"),
+        ],
+    )
+    .await;
+    redis.kill();
+    let url = format!("{}/readyz", app.base);
+    let mut last = (0, Value::Null);
+    for _ in 0..50 {
+        let response = reqwest::get(&url).await.unwrap();
+        last = (response.status().as_u16(), response.json().await.unwrap());
+        if last.0 == 503 && last.1["checks"]["presence"] == "down" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        last,
+        (
+            503,
+            json!({
+                "status": "unavailable",
+                "checks": {"database": "ok", "bus": "down", "presence": "down"},
+            })
+        )
+    );
+}
+
+/// A browser client on an allowed origin can use every method the API
+/// serves, leaving a group (DELETE) among them.
+#[tokio::test]
+async fn cors_preflight_allows_every_method_the_api_serves() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[("ALLOWED_ORIGINS", "http://localhost:3000")],
+    )
+    .await;
+    for method in ["GET", "POST", "PATCH", "PUT", "DELETE"] {
+        let preflight = app
+            .http
+            .request(
+                reqwest::Method::OPTIONS,
+                format!(
+                    "{}/conversations/{}/members/{}",
+                    app.base,
+                    uuid::Uuid::nil(),
+                    uuid::Uuid::nil()
+                ),
+            )
+            .header("Origin", "http://localhost:3000")
+            .header("Access-Control-Request-Method", method)
+            .header("Access-Control-Request-Headers", "authorization")
+            .send()
+            .await
+            .unwrap();
+        let allowed = preflight
+            .headers()
+            .get("access-control-allow-methods")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        assert!(
+            allowed.split(',').any(|m| m.trim() == method),
+            "{method} not in {allowed:?}"
+        );
+    }
+}
+
+/// One validator: content keeps newline and tab and refuses other
+/// controls; names and titles also refuse bidi overrides and zero-width
+/// characters. Nothing refused is stored or broadcast.
+async fn text_refuses_controls_and_names_refuse_invisible_characters(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (a, b) = (app.new_user().await, app.new_user().await);
+    let invalid = |message: &str| json!({"error": {"code": "invalid_field", "message": message}});
+    let username_rule = "username must be 1 to 50 characters, no control or invisible formatting characters, or null";
+    for name in [
+        "bob\u{202e}gnp.exe",
+        "a\u{200b}b",
+        "two\nlines",
+        "esc\u{1b}[31m",
+    ] {
+        assert_eq!(
+            app.patch("/users/me", &a.token, &json!({"username": name}))
+                .await,
+            (400, invalid(username_rule)),
+            "{name:?}"
+        );
+    }
+    let (_, me) = app.get("/users/me", &a.token).await;
+    assert_eq!(me["username"], Value::Null, "nothing refused was stored");
+
+    let title_rule =
+        "title must be 1 to 100 characters, no control or invisible formatting characters";
+    for title in ["esc\u{1b}]0;pwned\u{7}", "line\nbreak", "rtl\u{202e}"] {
+        assert_eq!(
+            app.post(
+                "/conversations",
+                &a.token,
+                &json!({"title": title, "member_ids": [b.id]})
+            )
+            .await,
+            (400, invalid(title_rule)),
+            "{title:?}"
+        );
+    }
+    let group = app.create_group(&a, "fine", &[&b]).await;
+    assert_eq!(
+        app.patch(
+            &format!("/conversations/{group}"),
+            &a.token,
+            &json!({"title": "x\u{1b}y"})
+        )
+        .await,
+        (400, invalid(title_rule))
+    );
+
+    let mut ws = WsClient::connect(&app, &a.token).await;
+    for content in ["bell\u{7}", "esc \u{1b}[2J", "c\rr", "del\u{7f}"] {
+        ws.send(json!({"type": "message", "to": b.id, "content": content, "client_id": "t1"}))
+            .await;
+        assert_eq!(
+            ws.recv_type("error").await,
+            json!({"type": "error", "code": "invalid_field",
+                   "message": "content must not contain control characters other than newline and tab",
+                   "client_id": "t1"}),
+            "{content:?}"
+        );
+    }
+    ws.send(json!({"type": "message", "to": b.id, "content": "two\n\tlines", "client_id": "t2"}))
+        .await;
+    assert_eq!(ws.recv_type("ack").await["client_id"], "t2");
+    let (_, history) = app
+        .get(
+            &format!("/messages/conversation?with_user={}", b.id),
+            &a.token,
+        )
+        .await;
+    let stored: Vec<&Value> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["content"])
+        .collect();
+    assert_eq!(
+        stored,
+        vec!["two\n\tlines"],
+        "only the clean message was stored"
+    );
+}
+
+/// A user is their `sub`: the identity provider owns email uniqueness, so
+/// an email another account still carries here (reused, or changed
+/// elsewhere and not yet refreshed) locks neither account out.
+async fn a_reused_email_locks_no_one_out(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let email = format!("{}@example.com", uuid::Uuid::now_v7().simple());
+    let (first, second) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let (first_token, second_token) = (token_for(first, &email), token_for(second, &email));
+    for (who, token) in [
+        ("first", &first_token),
+        ("second", &second_token),
+        ("first again", &first_token),
+    ] {
+        let (status, me) = app.get("/users/me", token).await;
+        assert_eq!(
+            (status, me["email"].clone()),
+            (200, json!(email)),
+            "{who}: {me}"
+        );
+    }
+    let (status, _) = app.get("/messages/stats", &second_token).await;
+    assert_eq!(status, 200);
+}
+
+/// A direct conversation's id is derived from its two users. An outsider
+/// asking about a pair that has talked gets exactly the answers an id that
+/// names nothing gets, over REST and WebSocket alike.
+async fn an_outsider_cannot_tell_who_talks_to_whom(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (a, b, outsider) = (
+        app.new_user().await,
+        app.new_user().await,
+        app.new_user().await,
+    );
+    app.send(&a, &b, "just between us").await;
+    let (_, list) = app.get("/messages/conversations", &a.token).await;
+    let talked: uuid::Uuid =
+        serde_json::from_value(list["conversations"][0]["conversation_id"].clone()).unwrap();
+    let nothing = uuid::Uuid::now_v7();
+
+    let mut ws = WsClient::connect(&app, &outsider.token).await;
+    let mut answers = Vec::new();
+    for id in [talked, nothing] {
+        let mut seen = Vec::new();
+        for path in [
+            format!("/messages/conversation?conversation_id={id}"),
+            format!("/conversations/{id}"),
+        ] {
+            seen.push(json!(app.get(&path, &outsider.token).await));
+        }
+        seen.push(json!(
+            app.patch(
+                &format!("/conversations/{id}"),
+                &outsider.token,
+                &json!({"title": "mine"})
+            )
+            .await
+        ));
+        seen.push(json!(
+            app.post(
+                &format!("/conversations/{id}/members"),
+                &outsider.token,
+                &json!({"user_ids": [outsider.id]})
+            )
+            .await
+        ));
+        ws.send(
+            json!({"type": "message", "conversation_id": id, "content": "hi", "client_id": "c"}),
+        )
+        .await;
+        seen.push(ws.recv_type("error").await);
+        ws.send(json!({"type": "typing", "conversation_id": id, "is_typing": true}))
+            .await;
+        seen.push(ws.recv_type("error").await);
+        // Only the id differs between the two runs.
+        let text = serde_json::to_string(&seen)
+            .unwrap()
+            .replace(&id.to_string(), "<id>");
+        answers.push(text);
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert!(
+        answers[0].contains("no conversation with id <id>"),
+        "{}",
+        answers[0]
+    );
+}
+
+/// A node of its own (its own process, metrics and memory), on an
+/// embedded database in `dir`.
+async fn own_node(dir: &tempfile::TempDir, env: &[(&str, &str)]) -> (NodeProcess, u16) {
+    // reqwest (readiness polling) needs the process's TLS provider, which a
+    // node built in this process would otherwise have installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let database = format!("sqlite://{}", dir.path().join("ochat.db").display());
+    let metrics = metrics_port.to_string();
+    let mut all: Vec<(&str, &str)> = vec![
+        ("DATABASE_URL", &database),
+        ("METRICS_PORT", &metrics),
+        ("RATE_LIMIT_PER_SEC", "100000"),
+        ("RATE_LIMIT_BURST", "100000"),
+    ];
+    all.extend_from_slice(env);
+    (NodeProcess::spawn(&all).await, metrics_port)
+}
+
+/// Resident and peak memory of a process, in bytes.
+fn memory(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .unwrap()
+            * 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+async fn metric(port: u16, name: &str, label: &str) -> f64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A user who asks for `sync` in a loop and never reads: each answer can
+/// be megabytes (100 messages of 4,000 four-byte characters), so a queue
+/// bounded in frames held hundreds of them. Now the queue is bounded in
+/// bytes and a `sync` is answered only once the previous answer has left:
+/// the node's memory stays flat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_flood_that_never_reads_holds_no_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, _) = own_node(&dir, &[]).await;
+    let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let (ta, tb) = (token_for(a, "a@example.com"), token_for(b, "b@example.com"));
+    let mut receiver = WsClient::connect_port(node.port, &tb).await;
+    let mut sender = WsClient::connect_port(node.port, &ta).await;
+    let heavy = "🙂".repeat(4000);
+    for i in 0..100 {
+        sender
+            .send(
+                json!({"type": "message", "to": b, "content": heavy, "client_id": format!("h{i}")}),
+            )
+            .await;
+        sender.recv_type("ack").await;
+    }
+    for _ in 0..100 {
+        receiver.recv_type("message").await;
+    }
+    let (before, _) = memory(node.child.id());
+
+    let mut flood = WsClient::connect_port_with_small_buffer(node.port, &tb).await;
+    let request = json!({"type": "sync", "limit": 100}).to_string();
+    let started = std::time::Instant::now();
+    let mut sent = 0;
+    // Until the node stops reading (its answers cannot leave) or 2,000 asks.
+    while sent < 2000 && started.elapsed() < Duration::from_secs(10) {
+        match tokio::time::timeout(Duration::from_secs(2), flood.send_text(&request)).await {
+            Ok(()) => sent += 1,
+            Err(_) => break,
+        }
+    }
+    // Time for the node to answer hundreds of them, had it queued them.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (after, peak) = memory(node.child.id());
+    let grew = peak.saturating_sub(before);
+    eprintln!(
+        "{sent} sync requests in {:?}: rss {} -> {} MiB, peak {} MiB",
+        started.elapsed(),
+        before >> 20,
+        after >> 20,
+        peak >> 20
+    );
+    assert!(
+        grew < 48 * 1024 * 1024,
+        "{sent} sync requests grew the node by {} MiB (rss {} -> {} MiB)",
+        grew / (1024 * 1024),
+        before / (1024 * 1024),
+        after / (1024 * 1024)
+    );
+    // The honest session is untouched.
+    receiver.assert_usable().await;
+}
+
+/// A reader that stops reading while a sender floods it is cut as soon as
+/// its queue overflows, well within SLOW_CONSUMER_TIMEOUT plus a second:
+/// found too slow while a write is blocked, the write is abandoned at once
+/// (it used to run out its own timeout, then wait a second more on a close
+/// frame that could not fit, holding the connection the whole time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_stops_reading_is_cut_in_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, metrics) = own_node(&dir, &[("SLOW_CONSUMER_TIMEOUT", "5s")]).await;
+    let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let (ta, tb) = (token_for(a, "a@example.com"), token_for(b, "b@example.com"));
+    let mut reader = WsClient::connect_port_with_small_buffer(node.port, &tb).await;
+    reader.assert_usable().await;
+    let mut sender = WsClient::connect_port(node.port, &ta).await;
+    sender
+        .send(json!({"type": "message", "to": b, "content": "hello"}))
+        .await;
+    sender.recv_type("ack").await;
+
+    let slow_cuts = || {
+        metric(
+            metrics,
+            "ochat_disconnects_total",
+            "reason=\"slow_consumer\"",
+        )
+    };
+    let cut_before = slow_cuts().await;
+    let content = "f".repeat(3900);
+    let started = std::time::Instant::now();
+    let firehose = tokio::spawn(async move {
+        // Pipelined, acks read as they come: as fast as the node commits.
+        for i in 0..20_000 {
+            sender
+                .send(json!({"type": "message", "to": b, "content": content, "client_id": format!("f{i}")}))
+                .await;
+            if i % 64 == 63 {
+                sender.recv_type("ack").await;
+            }
+        }
+        sender
+    });
+    let cut = eventually(Duration::from_secs(20), || async {
+        slow_cuts().await > cut_before
+    })
+    .await;
+    let took = started.elapsed();
+    firehose.abort();
+    eprintln!("the reader was cut after {took:?}");
+    assert!(cut, "the reader was never cut");
+    // The kernel buffers fill within a few hundred milliseconds of the
+    // flood; the cut follows the overflow at once.
+    assert!(
+        took <= Duration::from_millis(2500),
+        "cut after {took:?}: the queue overflowed long before"
+    );
+    drop(reader);
+}
+
+/// Every REST request of a user is charged to their budget: past it, 429
+/// with `Retry-After` and the error body; other users are unaffected.
+async fn a_users_requests_share_one_budget(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        &[("RATE_LIMIT_PER_SEC", "1"), ("RATE_LIMIT_BURST", "4")],
+    )
+    .await;
+    let a = app.new_user().await;
+    for _ in 0..3 {
+        assert_eq!(app.get("/messages/stats", &a.token).await.0, 200);
+    }
+    let response = app
+        .http
+        .get(format!("{}/messages/stats", app.base))
+        .bearer_auth(&a.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_eq!(
+        crate::helpers::read(response).await,
+        (
+            429,
+            json!({"error": {"code": "rate_limited", "message": "too many requests; retry in 1 s"}})
+        )
+    );
+    let b = app.new_user().await;
+    assert_eq!(app.get("/messages/stats", &b.token).await.0, 200);
+}
+
+/// Requests without a valid token (none, or a bad one) are charged to the
+/// address they came from; probes never are, so a flood cannot make a
+/// load balancer take a healthy node out.
+#[tokio::test]
+async fn anonymous_requests_are_charged_to_their_address() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[
+            ("ANONYMOUS_RATE_LIMIT_PER_SEC", "1"),
+            ("ANONYMOUS_RATE_LIMIT_BURST", "3"),
+        ],
+    )
+    .await;
+    let user = app.new_user().await;
+    let anonymous = |path: &str, token: Option<&str>| {
+        let mut request = app.http.get(format!("{}{path}", app.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    assert_eq!(
+        anonymous("/openapi.json", None).await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        anonymous("/messages/stats", None).await.unwrap().status(),
+        401
+    );
+    assert_eq!(
+        anonymous("/messages/stats", Some("forged"))
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let refused = anonymous("/messages/stats", Some("forged")).await.unwrap();
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_eq!(
+        crate::helpers::read(refused).await,
+        (
+            429,
+            json!({"error": {"code": "rate_limited", "message": "too many requests; retry in 1 s"}})
+        )
+    );
+    for probe in ["/health", "/livez", "/readyz"] {
+        for _ in 0..5 {
+            assert_eq!(
+                anonymous(probe, None).await.unwrap().status(),
+                200,
+                "{probe}"
+            );
+        }
+    }
+    assert_eq!(
+        app.get("/messages/stats", &user.token).await.0,
+        200,
+        "a signed-in user has a budget of their own"
+    );
+}
+
+/// Behind a load balancer the address is the last `X-Forwarded-For` entry
+/// (the one the balancer appended), when the node is told to trust it.
+#[tokio::test]
+async fn behind_a_trusted_balancer_each_client_address_has_its_budget() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[
+            ("ANONYMOUS_RATE_LIMIT_PER_SEC", "1"),
+            ("ANONYMOUS_RATE_LIMIT_BURST", "1"),
+            ("TRUST_X_FORWARDED_FOR", "true"),
+        ],
+    )
+    .await;
+    let from = |forwarded: &str| {
+        app.http
+            .get(format!("{}/openapi.json", app.base))
+            .header("X-Forwarded-For", forwarded)
+            .send()
+    };
+    assert_eq!(from("198.51.100.7").await.unwrap().status(), 200);
+    assert_eq!(from("198.51.100.7").await.unwrap().status(), 429);
+    // A client cannot pick its address by prepending entries.
+    assert_eq!(
+        from("203.0.113.9, 198.51.100.7").await.unwrap().status(),
+        429
+    );
+    assert_eq!(from("198.51.100.8").await.unwrap().status(), 200);
+}
+
+/// A `mark_read` that changes nothing writes nothing: with the embedded
+/// database's write lock held elsewhere it is answered at once (it used to
+/// queue for the lock every sender waits on, then fail).
+#[tokio::test]
+async fn a_mark_read_that_changes_nothing_takes_no_write_lock() {
+    use sqlx::Connection;
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (a, b) = (app.new_user().await, app.new_user().await);
+    let message = app.send(&a, &b, "read me once").await;
+    let body = json!({"message_ids": [message.id]});
+    assert_eq!(
+        app.post("/messages/mark-read", &b.token, &body).await,
+        (200, json!({"updated": 1}))
+    );
+    let mut ws = WsClient::connect(&app, &b.token).await;
+    ws.assert_usable().await;
+
+    let mut writer = sqlx::SqliteConnection::connect(&app.database().url)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut writer)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.post("/messages/mark-read", &b.token, &body).await,
+        (200, json!({"updated": 0}))
+    );
+    ws.send(json!({"type": "mark_read", "message_id": message.id}))
+        .await;
+    ws.send(json!({"type": "ping"})).await;
+    assert_eq!(
+        ws.recv().await,
+        json!({"type": "pong"}),
+        "no error before the pong"
+    );
+    sqlx::query("ROLLBACK").execute(&mut writer).await.unwrap();
+}
+
+/// Reads from a raw connection until the server closes it (or `wait`
+/// passes); what it said, and whether it closed.
+async fn read_until_closed(tcp: &mut tokio::net::TcpStream, wait: Duration) -> (String, bool) {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&seen).into(), true),
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&seen).into(), false),
+        }
+    }
+}
+
+/// Slowloris: connections that send half a request and then nothing are
+/// dropped after HEADER_READ_TIMEOUT; past MAX_CONNECTIONS a new one is
+/// closed at once (and counted); honest requests get through afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_requests_are_dropped_and_connections_capped() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[("HEADER_READ_TIMEOUT", "1s"), ("MAX_CONNECTIONS", "40")],
+    )
+    .await;
+    let address = format!("127.0.0.1:{}", app.port);
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        let mut tcp = tokio::net::TcpStream::connect(&address).await.unwrap();
+        tcp.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: ochat\r\nX-Slow: ")
+            .await
+            .unwrap();
+        held.push(tcp);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let refused_before = metric_of(&app, "ochat_connections_refused_total").await;
+    let mut over = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let _ = over
+        .write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: ochat\r\n\r\n")
+        .await;
+    let (said, closed) = read_until_closed(&mut over, Duration::from_millis(500)).await;
+    assert!(
+        closed && said.is_empty(),
+        "over the cap: closed at once, said {said:?}"
+    );
+    assert!(metric_of(&app, "ochat_connections_refused_total").await > refused_before);
+
+    for (i, tcp) in held.iter_mut().enumerate() {
+        let (said, closed) = read_until_closed(tcp, Duration::from_secs(3)).await;
+        assert!(closed, "connection {i} still open after the header timeout");
+        assert!(
+            said.is_empty() || said.starts_with("HTTP/1.1 408"),
+            "{said:?}"
+        );
+    }
+    let (status, _) = app
+        .get("/messages/stats", &app.new_user().await.token)
+        .await;
+    assert_eq!(status, 200, "honest requests are served again");
+}
+
+async fn metric_of(app: &TestApp, name: &str) -> f64 {
+    let port = app.metrics_port.expect("metrics listener");
+    metric(port, name, "").await
+}
+
+/// A body trickled in (here: promised and never sent) fails with 408 after
+/// REQUEST_BODY_TIMEOUT instead of holding a handler.
+#[tokio::test]
+async fn a_body_that_never_arrives_times_out() {
+    let app = TestApp::spawn_with(Backend::Sqlite, &[("REQUEST_BODY_TIMEOUT", "1s")]).await;
+    let user = app.new_user().await;
+    let mut tcp = tokio::net::TcpStream::connect(format!("127.0.0.1:{}", app.port))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /api/v1/messages/mark-read HTTP/1.1\r\nHost: ochat\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"message_ids\": [",
+        user.token
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let (said, _) = read_until_closed(&mut tcp, Duration::from_secs(5)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(said.starts_with("HTTP/1.1 408"), "{said}");
+    assert!(
+        said.ends_with(r#"{"error":{"code":"request_timeout","message":"the request body did not arrive in time"}}"#),
+        "{said}"
+    );
+}

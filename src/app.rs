@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::timeout::RequestBodyTimeoutLayer;
+use tower_http::timeout::RequestBodyDeadlineLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{self, Authenticator, Verifier};
@@ -49,6 +49,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Request budgets per user and per address.
     pub budgets: Arc<Budgets>,
+    /// Readiness checks, shared by concurrent probes.
+    pub readiness: Arc<crate::http::ReadinessProbe>,
     /// Set on SIGTERM: readiness fails at once.
     pub draining: Arc<AtomicBool>,
     /// Cancelled when the node stops; every background task watches it.
@@ -189,6 +191,7 @@ impl Application {
             presence,
             hub,
             budgets: Arc::new(Budgets::new(&config.limits)),
+            readiness: Arc::default(),
             draining: Arc::new(AtomicBool::new(false)),
             shutdown,
             tasks,
@@ -224,8 +227,10 @@ impl Application {
             .layer(axum::middleware::from_fn(crate::http::track))
             .layer(DefaultBodyLimit::max(config.limits.max_body_bytes))
             // A body trickled in a byte at a time holds a connection and a
-            // handler; past this the request fails with 408.
-            .layer(RequestBodyTimeoutLayer::new(config.limits.request_body_timeout))
+            // handler: the whole body must arrive by this deadline (a timeout
+            // per frame would let a byte every few seconds through), or the
+            // request fails with 408.
+            .layer(RequestBodyDeadlineLayer::new(config.limits.request_body_timeout))
             .layer(cors(&config.allowed_origins))
             .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::extract::Request| {
                 // The path only: a query string may carry `?token=`.

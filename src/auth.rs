@@ -132,7 +132,8 @@ pub struct Claims {
 /// token names a `kid` not in it (at most once per `refetch_interval`, so
 /// made-up `kid`s cannot hammer the auth server) and when it is older than
 /// `refresh_interval`, so a key the provider removed (rotated out, or
-/// revoked after a leak) stops verifying within that interval.
+/// revoked after a leak) stops verifying within that interval (within
+/// twice that while the provider cannot be reached).
 struct JwksCache {
     url: String,
     client: reqwest::Client,
@@ -197,9 +198,19 @@ impl JwksCache {
         let set = match self.fetch().await {
             Ok(set) => set,
             // The auth server is unreachable: a key it served before still
-            // verifies until it answers again (refusing every token during
-            // its outage would sign everyone out); an unknown one cannot.
-            Err(e) => return cached.ok_or(e),
+            // verifies for a while (refusing every token during a blip
+            // would sign everyone out), but not past twice the refresh
+            // interval, so a key revoked at the provider cannot be kept
+            // alive by keeping the provider out of reach.
+            Err(e) => {
+                let fresh_enough = self
+                    .keys
+                    .read()
+                    .await
+                    .fetched
+                    .is_some_and(|at| at.elapsed() < self.refresh_interval * 2);
+                return cached.filter(|_| fresh_enough).ok_or(e);
+            }
         };
         let mut keys = HashMap::new();
         for jwk in &set.keys {

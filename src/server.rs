@@ -106,6 +106,8 @@ pub async fn serve(
             }
         });
     }
+    // Refuse new connections at once while the open ones drain.
+    drop(listener);
     draining.cancel();
     connections.close();
     connections.wait().await;

@@ -10,7 +10,8 @@ use crate::bus::Envelope;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::protocol::ServerFrame;
 use crate::store::{
-    self, Added, Group, GroupPatch, MemberChange, Membership, Message, NewGroup, Page, Role,
+    self, Added, Group, GroupAction, GroupPatch, MemberChange, Membership, Message, NewGroup, Page,
+    Role,
 };
 
 /// A group title: trimmed, 1..=100 characters.
@@ -21,7 +22,8 @@ fn title(raw: &str) -> ApiResult<String> {
     if title.is_empty() {
         return Err(ApiError::invalid_field("title is empty"));
     }
-    let chars = title.chars().count();
+    // The length as sent, which is what the API document bounds.
+    let chars = raw.chars().count();
     if chars > MAX_TITLE_CHARS || title.contains(super::text::refused_in_name) {
         return Err(ApiError::invalid_field(format!(
             "title must be 1 to {MAX_TITLE_CHARS} characters, {}",
@@ -134,13 +136,19 @@ impl Chat {
                 "give `title`, `avatar_url` or both",
             ));
         }
-        if self.role(me, id).await? < Role::Admin {
-            return Err(ApiError::forbidden(
-                "only owners and admins can change a group",
-            ));
+        let denied = || ApiError::forbidden("only owners and admins can change a group");
+        if !GroupAction::Edit.allowed(self.role(me, id).await?, None) {
+            return Err(denied());
         }
-        self.store.update_group(id, &patch, store::now()).await?;
-        self.updated(id).await
+        match self
+            .store
+            .update_group(id, me, &patch, store::now())
+            .await?
+        {
+            MemberChange::Done => self.updated(id).await,
+            MemberChange::Denied => Err(denied()),
+            MemberChange::NotMember | MemberChange::LastOwner => Err(no_group(id)),
+        }
     }
 
     /// Adds members (owners and admins). Current members are left as they
@@ -154,16 +162,20 @@ impl Chat {
         if users.len() > max as usize {
             return Err(too_many(max));
         }
-        if self.role(me, id).await? < Role::Admin {
-            return Err(ApiError::forbidden(
-                "only owners and admins can add members",
-            ));
+        let denied = || ApiError::forbidden("only owners and admins can add members");
+        if !GroupAction::AddMembers.allowed(self.role(me, id).await?, None) {
+            return Err(denied());
         }
         self.all_exist(users).await?;
-        let joined = match self.store.add_members(id, users, max, store::now()).await? {
+        let joined = match self
+            .store
+            .add_members(id, me, users, max, store::now())
+            .await?
+        {
             Added::Joined(joined) => joined,
             Added::TooMany { .. } => return Err(too_many(max)),
             Added::NoGroup => return Err(no_group(id)),
+            Added::Denied => return Err(denied()),
         };
         let group = self.store.group(id).await?.ok_or_else(|| no_group(id))?;
         if !joined.is_empty() {
@@ -182,6 +194,12 @@ impl Chat {
     /// and members, admins remove members. The last owner hands over first.
     pub async fn remove_member(&self, me: Uuid, id: Uuid, user: Uuid) -> ApiResult<()> {
         let mine = self.role(me, id).await?;
+        let action = GroupAction::Remove {
+            actor: me,
+            target: user,
+        };
+        let denied =
+            || ApiError::forbidden("owners remove admins and members; admins remove members");
         if user != me {
             let theirs = match self.store.membership(id, user).await? {
                 Membership::Member(role) => role,
@@ -191,16 +209,15 @@ impl Chat {
                     )));
                 }
             };
-            if mine < Role::Admin || theirs >= mine {
-                return Err(ApiError::forbidden(
-                    "owners remove admins and members; admins remove members",
-                ));
+            if !action.allowed(mine, Some(theirs)) {
+                return Err(denied());
             }
         }
         // Who hears of it: everyone who was in the group, the removed included.
         let before = self.store.group(id).await?.ok_or_else(|| no_group(id))?;
-        match self.store.remove_member(id, user, store::now()).await? {
+        match self.store.remove_member(id, me, user, store::now()).await? {
             MemberChange::Done => {}
+            MemberChange::Denied => return Err(denied()),
             MemberChange::NotMember => {
                 return Err(ApiError::not_found(format!(
                     "{user} is not a member of this group"
@@ -223,11 +240,17 @@ impl Chat {
 
     /// Changes a member's role (owners only; a group keeps an owner).
     pub async fn set_role(&self, me: Uuid, id: Uuid, user: Uuid, role: Role) -> ApiResult<Group> {
-        if self.role(me, id).await? != Role::Owner {
-            return Err(ApiError::forbidden("only owners can change roles"));
+        let denied = || ApiError::forbidden("only owners can change roles");
+        if !GroupAction::SetRole.allowed(self.role(me, id).await?, None) {
+            return Err(denied());
         }
-        match self.store.set_role(id, user, role, store::now()).await? {
+        match self
+            .store
+            .set_role(id, me, user, role, store::now())
+            .await?
+        {
             MemberChange::Done => self.updated(id).await,
+            MemberChange::Denied => Err(denied()),
             MemberChange::NotMember => Err(ApiError::not_found(format!(
                 "{user} is not a member of this group"
             ))),

@@ -73,7 +73,8 @@ const MAX_AVATAR_URL_CHARS: usize = 2048;
 
 /// An avatar (a user's or a group's): an http(s) URL without whitespace.
 pub fn avatar_url(raw: &str) -> ApiResult<String> {
-    let url = raw.trim();
+    // Not trimmed: a URL has no spaces, at its ends or anywhere.
+    let url = raw;
     let web = url.starts_with("https://") || url.starts_with("http://");
     // Control characters (U+0000 above all, which PostgreSQL cannot store)
     // are no part of a URL.

@@ -29,13 +29,20 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Deserialize, ToSchema)]
 struct CreateBody {
-    /// 1 to 100 characters after trimming.
-    #[schema(min_length = 1, max_length = 100)]
+    /// 1 to 100 characters (not all spaces), no control or invisible
+    /// formatting characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]*$"
+    )]
     title: String,
-    /// An http(s) URL.
+    /// An http(s) URL without spaces or control characters.
     #[serde(default)]
+    #[schema(max_length = 2048, pattern = r"^https?://[^\s\x00-\x1f\x7f-\x9f]*$")]
     avatar_url: Option<String>,
-    /// The other members (the caller becomes the owner).
+    /// The other members (the caller becomes the owner), each once.
+    #[schema(min_items = 1)]
     member_ids: Vec<Uuid>,
 }
 
@@ -89,11 +96,20 @@ async fn read(
 
 #[derive(Deserialize, ToSchema)]
 struct UpdateBody {
+    /// 1 to 100 characters (not all spaces), no control or invisible
+    /// formatting characters.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]*$"
+    )]
     title: Option<String>,
-    /// Absent keeps the avatar; `null` clears it.
+    /// Absent keeps the avatar; `null` clears it; else an http(s) URL
+    /// without spaces or control characters.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, required = false)]
+    #[schema(value_type = Option<String>, required = false, max_length = 2048,
+        pattern = r"^https?://[^\s\x00-\x1f\x7f-\x9f]*$")]
     avatar_url: Option<Option<String>>,
 }
 
@@ -129,6 +145,8 @@ async fn update(
 
 #[derive(Deserialize, ToSchema)]
 struct MembersBody {
+    /// Each once.
+    #[schema(min_items = 1)]
     user_ids: Vec<Uuid>,
 }
 

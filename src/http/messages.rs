@@ -37,6 +37,7 @@ struct ConversationQuery {
     /// A group, or a direct conversation by its id.
     conversation_id: Option<Uuid>,
     /// Page size, default 50; clamped to 1 to 100.
+    #[param(value_type = Option<u64>, minimum = 0, maximum = 4294967295.0)]
     limit: Option<u32>,
     /// Messages older than this message id.
     before: Option<Uuid>,
@@ -89,6 +90,7 @@ async fn conversation(
 #[into_params(parameter_in = Query)]
 struct LimitQuery {
     /// How many, default 50; clamped to 1 to 100.
+    #[param(value_type = Option<u64>, minimum = 0, maximum = 4294967295.0)]
     limit: Option<u32>,
 }
 
@@ -123,6 +125,7 @@ struct SearchQuery {
     #[param(min_length = 1)]
     query: String,
     /// How many, default 50; clamped to 1 to 100.
+    #[param(value_type = Option<u64>, minimum = 0, maximum = 4294967295.0)]
     limit: Option<u32>,
 }
 

@@ -8,10 +8,12 @@ pub mod openapi;
 mod users;
 pub mod web;
 
+pub use health::ReadinessProbe;
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
@@ -41,16 +43,49 @@ pub fn router(
         .merge(dev::router(config, dev_secret))
         .routes(routes!(openapi::openapi))
         .routes(routes!(openapi::asyncapi));
-    let (router, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .nest("/api/v1", api)
         .split_for_parts();
+    utoipa::Modify::modify(&openapi::Budgeted, &mut doc);
     router.layer(Extension(openapi::Served::new(&doc)))
 }
 
-/// `Json` whose rejections are the API's error body.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// A JSON body whose rejections are the API's error body. Only a JSON
+/// object is taken: serde would otherwise read a struct from an array, by
+/// position, which no client means and the API document does not allow.
 pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let json = request
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(is_json);
+        if !json {
+            return Err(ApiError::new(
+                ErrorCode::InvalidJson,
+                "Expected request with `Content-Type: application/json`",
+            ));
+        }
+        let body = bytes::Bytes::from_request(request, state).await?;
+        let first = body.iter().find(|b| !b.is_ascii_whitespace());
+        if first.is_some_and(|&b| b != b'{') {
+            return Err(ApiError::new(
+                ErrorCode::InvalidJson,
+                "the body must be a JSON object",
+            ));
+        }
+        let axum::Json(value) = axum::Json::<T>::from_bytes(&body)?;
+        Ok(Self(value))
+    }
+}
 
 /// `Query` whose rejections are the API's error body.
 #[derive(FromRequestParts)]
@@ -61,6 +96,18 @@ pub struct ApiQuery<T>(pub T);
 #[derive(FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct ApiPath<T>(pub T);
+
+/// `application/json`, or a `+json` type, with any parameters.
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
 
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
@@ -79,8 +126,24 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        if body_timed_out(&rejection) {
+            return ApiError::new(
+                ErrorCode::RequestTimeout,
+                "the request body did not arrive in time",
+            );
+        }
+        let code = match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+            _ => ErrorCode::InvalidJson,
+        };
+        ApiError::new(code, rejection.body_text())
+    }
+}
+
 /// Whether reading the body failed because `REQUEST_BODY_TIMEOUT` passed.
-fn body_timed_out(rejection: &JsonRejection) -> bool {
+fn body_timed_out(rejection: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
     while let Some(error) = cause {
         if error.is::<tower_http::timeout::TimeoutError>() {

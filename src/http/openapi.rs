@@ -25,7 +25,7 @@ use crate::store::{ConversationKind, Message};
             Every error is `{\"error\":{\"code\",\"message\"}}` with the status its code implies.",
         license(name = "MIT")
     ),
-    modifiers(&BearerAuth, &Budgeted),
+    modifiers(&BearerAuth),
     security(("bearer" = [])),
     components(schemas(ErrorBody))
 )]
@@ -52,8 +52,9 @@ impl Modify for BearerAuth {
 /// Answers every operation may give beside its own: 429 when the caller's
 /// budget is spent (every request is charged), and 408 when a request body
 /// does not arrive within `REQUEST_BODY_TIMEOUT`. Added here once rather
-/// than to each handler's list.
-struct Budgeted;
+/// than to each handler's list, once the routes have added their
+/// operations (a modifier on [`ApiDoc`] would run before they exist).
+pub struct Budgeted;
 
 impl Modify for Budgeted {
     fn modify(&self, doc: &mut Document) {

@@ -58,14 +58,16 @@ async fn me(State(state): State<AppState>, auth: AuthUser) -> ApiResult<Json<Use
 /// Absent keeps a field, `null` clears it.
 #[derive(Deserialize, ToSchema)]
 struct PatchBody {
-    /// 1 to 50 characters after trimming, no control or invisible formatting
-    /// characters, or null.
+    /// 1 to 50 characters (not all spaces), no control or invisible
+    /// formatting characters, or null.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, required = false)]
+    #[schema(value_type = Option<String>, required = false, max_length = 50,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]*$")]
     username: Option<Option<String>>,
-    /// An http(s) URL, or null.
+    /// An http(s) URL without spaces or control characters, or null.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, required = false)]
+    #[schema(value_type = Option<String>, required = false, max_length = 2048,
+        pattern = r"^https?://[^\s\x00-\x1f\x7f-\x9f]*$")]
     avatar_url: Option<Option<String>>,
 }
 
@@ -80,9 +82,10 @@ impl PatchBody {
     fn parse(self) -> ApiResult<ProfilePatch> {
         let username = match self.username {
             Some(Some(name)) => {
+                let raw_chars = name.chars().count();
                 let name = name.trim();
                 if name.is_empty()
-                    || name.chars().count() > MAX_USERNAME_CHARS
+                    || raw_chars > MAX_USERNAME_CHARS
                     || name.contains(crate::chat::text::refused_in_name)
                 {
                     return Err(ApiError::invalid_field(format!(

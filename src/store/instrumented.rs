@@ -109,36 +109,40 @@ impl Store for Instrumented {
     async fn update_group(
         &self,
         id: Uuid,
+        actor: Uuid,
         patch: &GroupPatch,
         at: DateTime<Utc>,
-    ) -> StoreResult<bool> {
-        timed("update_group", self.0.update_group(id, patch, at)).await
+    ) -> StoreResult<MemberChange> {
+        timed("update_group", self.0.update_group(id, actor, patch, at)).await
     }
     async fn add_members(
         &self,
         id: Uuid,
+        actor: Uuid,
         users: &[Uuid],
         max: u32,
         at: DateTime<Utc>,
     ) -> StoreResult<Added> {
-        timed("add_members", self.0.add_members(id, users, max, at)).await
+        timed("add_members", self.0.add_members(id, actor, users, max, at)).await
     }
     async fn remove_member(
         &self,
         id: Uuid,
+        actor: Uuid,
         user: Uuid,
         at: DateTime<Utc>,
     ) -> StoreResult<MemberChange> {
-        timed("remove_member", self.0.remove_member(id, user, at)).await
+        timed("remove_member", self.0.remove_member(id, actor, user, at)).await
     }
     async fn set_role(
         &self,
         id: Uuid,
+        actor: Uuid,
         user: Uuid,
         role: Role,
         at: DateTime<Utc>,
     ) -> StoreResult<MemberChange> {
-        timed("set_role", self.0.set_role(id, user, role, at)).await
+        timed("set_role", self.0.set_role(id, actor, user, role, at)).await
     }
     async fn group_history(
         &self,

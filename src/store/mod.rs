@@ -507,6 +507,37 @@ impl Role {
     }
 }
 
+/// A change to a group and who may make it: the one rule, which the domain
+/// layer checks to answer and each store checks again under the group's
+/// lock, so a role taken away meanwhile (a demoted admin's request in
+/// flight) refuses the change instead of letting it land.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupAction {
+    /// Rename, or change the avatar: owners and admins.
+    Edit,
+    /// Owners and admins.
+    AddMembers,
+    /// Anyone leaves; owners remove admins and members, admins members.
+    Remove { actor: Uuid, target: Uuid },
+    /// Owners only.
+    SetRole,
+}
+
+impl GroupAction {
+    /// `actor`: the actor's current role; `target`: the removed member's.
+    pub fn allowed(self, actor: Role, target: Option<Role>) -> bool {
+        match self {
+            Self::Edit | Self::AddMembers => actor >= Role::Admin,
+            Self::SetRole => actor == Role::Owner,
+            Self::Remove {
+                actor: a,
+                target: t,
+            } if a == t => true,
+            Self::Remove { .. } => actor >= Role::Admin && target.is_some_and(|t| t < actor),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Member {
     pub user_id: Uuid,
@@ -586,6 +617,8 @@ pub enum Added {
     TooMany { members: i64 },
     /// The group does not exist.
     NoGroup,
+    /// The actor (no longer) may add members.
+    Denied,
 }
 
 /// What removing a member (or changing a role) did.
@@ -596,6 +629,8 @@ pub enum MemberChange {
     NotMember,
     /// Refused: the group would be left without an owner while others remain.
     LastOwner,
+    /// The actor (no longer) may make this change.
+    Denied,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -703,25 +738,32 @@ pub trait Store: Send + Sync + 'static {
     async fn group(&self, id: Uuid) -> StoreResult<Option<Group>>;
     /// Where `user` stands in conversation `id`.
     async fn membership(&self, id: Uuid, user: Uuid) -> StoreResult<Membership>;
+    /// Renames a group or changes its avatar, if `actor` may
+    /// ([`GroupAction::Edit`], checked under the group's lock); `NotMember`
+    /// when there is no such group.
     async fn update_group(
         &self,
         id: Uuid,
+        actor: Uuid,
         patch: &GroupPatch,
         at: DateTime<Utc>,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<MemberChange>;
     /// Adds members (new ones as `member`; former members come back), unless
     /// the group would pass `max` members.
     async fn add_members(
         &self,
         id: Uuid,
+        actor: Uuid,
         users: &[Uuid],
         max: u32,
         at: DateTime<Utc>,
     ) -> StoreResult<Added>;
-    /// Removes a member; refused for the last owner while others remain.
+    /// Removes a member (`actor` may be the member, leaving); refused for
+    /// the last owner while others remain.
     async fn remove_member(
         &self,
         id: Uuid,
+        actor: Uuid,
         user: Uuid,
         at: DateTime<Utc>,
     ) -> StoreResult<MemberChange>;
@@ -729,6 +771,7 @@ pub trait Store: Send + Sync + 'static {
     async fn set_role(
         &self,
         id: Uuid,
+        actor: Uuid,
         user: Uuid,
         role: Role,
         at: DateTime<Utc>,

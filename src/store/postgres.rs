@@ -486,29 +486,39 @@ impl Store for PgStore {
     async fn update_group(
         &self,
         id: Uuid,
+        actor: Uuid,
         patch: &GroupPatch,
         at: DateTime<Utc>,
-    ) -> StoreResult<bool> {
-        let done = sqlx::query(
+    ) -> StoreResult<MemberChange> {
+        let mut tx = self.pool.begin().await?;
+        if !lock_group(&mut tx, id).await? {
+            return Ok(MemberChange::NotMember);
+        }
+        if !allowed(&mut tx, id, actor, GroupAction::Edit, None).await? {
+            return Ok(MemberChange::Denied);
+        }
+        sqlx::query(
             "UPDATE conversations SET
                 title = COALESCE($2, title),
                 avatar_url = CASE WHEN $3 THEN $4 ELSE avatar_url END,
                 updated_at = $5
-             WHERE id = $1 AND kind = 'group'",
+             WHERE id = $1",
         )
         .bind(id)
         .bind(&patch.title)
         .bind(patch.avatar_url.is_some())
         .bind(patch.avatar_url.clone().flatten())
         .bind(at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() > 0)
+        tx.commit().await?;
+        Ok(MemberChange::Done)
     }
 
     async fn add_members(
         &self,
         id: Uuid,
+        actor: Uuid,
         users: &[Uuid],
         max: u32,
         at: DateTime<Utc>,
@@ -523,6 +533,9 @@ impl Store for PgStore {
         let Some(count) = count else {
             return Ok(Added::NoGroup);
         };
+        if !allowed(&mut tx, id, actor, GroupAction::AddMembers, None).await? {
+            return Ok(Added::Denied);
+        }
         let present: Vec<Uuid> = sqlx::query_scalar(
             "SELECT user_id FROM conversation_members
              WHERE conversation_id = $1 AND left_at IS NULL AND user_id = ANY($2)",
@@ -569,6 +582,7 @@ impl Store for PgStore {
     async fn remove_member(
         &self,
         id: Uuid,
+        actor: Uuid,
         user: Uuid,
         at: DateTime<Utc>,
     ) -> StoreResult<MemberChange> {
@@ -576,6 +590,13 @@ impl Store for PgStore {
         let Some((role, owners, members)) = lock_member(&mut tx, id, user).await? else {
             return Ok(MemberChange::NotMember);
         };
+        let action = GroupAction::Remove {
+            actor,
+            target: user,
+        };
+        if !allowed(&mut tx, id, actor, action, Some(role)).await? {
+            return Ok(MemberChange::Denied);
+        }
         if role == Role::Owner && !keeps_an_owner(owners, members) {
             return Ok(MemberChange::LastOwner);
         }
@@ -602,6 +623,7 @@ impl Store for PgStore {
     async fn set_role(
         &self,
         id: Uuid,
+        actor: Uuid,
         user: Uuid,
         role: Role,
         at: DateTime<Utc>,
@@ -610,6 +632,9 @@ impl Store for PgStore {
         let Some((current, owners, members)) = lock_member(&mut tx, id, user).await? else {
             return Ok(MemberChange::NotMember);
         };
+        if !allowed(&mut tx, id, actor, GroupAction::SetRole, Some(current)).await? {
+            return Ok(MemberChange::Denied);
+        }
         if current == Role::Owner && role != Role::Owner && !keeps_an_owner(owners, members.max(2))
         {
             return Ok(MemberChange::LastOwner);
@@ -657,6 +682,38 @@ impl Store for PgStore {
     }
 }
 
+/// Locks a group's row (every change to the group and its members takes
+/// it first); `false` if there is no such group.
+async fn lock_group(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, id: Uuid) -> StoreResult<bool> {
+    let group: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM conversations WHERE id = $1 AND kind = 'group' FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(group.is_some())
+}
+
+/// Whether `actor`, as a member is now (read under the group's lock), may
+/// take `action`.
+async fn allowed(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    id: Uuid,
+    actor: Uuid,
+    action: GroupAction,
+    target: Option<Role>,
+) -> StoreResult<bool> {
+    let role: Option<String> = sqlx::query_scalar(
+        "SELECT role FROM conversation_members
+         WHERE conversation_id = $1 AND user_id = $2 AND left_at IS NULL",
+    )
+    .bind(id)
+    .bind(actor)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(role.is_some_and(|role| action.allowed(Role::parse(&role), target)))
+}
+
 /// Locks a group and reads a current member's role with the group's owner
 /// and member counts; `None` if `user` is not a current member.
 async fn lock_member(
@@ -664,13 +721,7 @@ async fn lock_member(
     id: Uuid,
     user: Uuid,
 ) -> StoreResult<Option<(Role, i64, i64)>> {
-    let group: Option<i32> = sqlx::query_scalar(
-        "SELECT 1 FROM conversations WHERE id = $1 AND kind = 'group' FOR UPDATE",
-    )
-    .bind(id)
-    .fetch_optional(&mut **tx)
-    .await?;
-    if group.is_none() {
+    if !lock_group(tx, id).await? {
         return Ok(None);
     }
     let row: Option<(String, i64, i64)> = sqlx::query_as(

@@ -689,29 +689,46 @@ impl Store for SqliteStore {
     async fn update_group(
         &self,
         id: Uuid,
+        actor: Uuid,
         patch: &GroupPatch,
         at: DateTime<Utc>,
-    ) -> StoreResult<bool> {
-        let done = sqlx::query(
+    ) -> StoreResult<MemberChange> {
+        // The write lock (taken at BEGIN) orders this against every other
+        // change to the group, the actor's demotion included.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let group: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM conversations WHERE id = ?1 AND kind = 'group'")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if group.is_none() {
+            return Ok(MemberChange::NotMember);
+        }
+        if !allowed(&mut tx, id, actor, GroupAction::Edit, None).await? {
+            return Ok(MemberChange::Denied);
+        }
+        sqlx::query(
             "UPDATE conversations SET
                 title = COALESCE(?2, title),
                 avatar_url = CASE WHEN ?3 THEN ?4 ELSE avatar_url END,
                 updated_at = ?5
-             WHERE id = ?1 AND kind = 'group'",
+             WHERE id = ?1",
         )
         .bind(id)
         .bind(&patch.title)
         .bind(patch.avatar_url.is_some())
         .bind(patch.avatar_url.clone().flatten())
         .bind(at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() > 0)
+        tx.commit().await?;
+        Ok(MemberChange::Done)
     }
 
     async fn add_members(
         &self,
         id: Uuid,
+        actor: Uuid,
         users: &[Uuid],
         max: u32,
         at: DateTime<Utc>,
@@ -726,6 +743,9 @@ impl Store for SqliteStore {
         let Some(members) = count else {
             return Ok(Added::NoGroup);
         };
+        if !allowed(&mut tx, id, actor, GroupAction::AddMembers, None).await? {
+            return Ok(Added::Denied);
+        }
         let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
             "SELECT user_id FROM conversation_members WHERE left_at IS NULL AND conversation_id = ",
         );
@@ -777,6 +797,7 @@ impl Store for SqliteStore {
     async fn remove_member(
         &self,
         id: Uuid,
+        actor: Uuid,
         user: Uuid,
         at: DateTime<Utc>,
     ) -> StoreResult<MemberChange> {
@@ -784,6 +805,13 @@ impl Store for SqliteStore {
         let Some((role, owners, members)) = member_counts(&mut tx, id, user).await? else {
             return Ok(MemberChange::NotMember);
         };
+        let action = GroupAction::Remove {
+            actor,
+            target: user,
+        };
+        if !allowed(&mut tx, id, actor, action, Some(role)).await? {
+            return Ok(MemberChange::Denied);
+        }
         if role == Role::Owner && !keeps_an_owner(owners, members) {
             return Ok(MemberChange::LastOwner);
         }
@@ -809,6 +837,7 @@ impl Store for SqliteStore {
     async fn set_role(
         &self,
         id: Uuid,
+        actor: Uuid,
         user: Uuid,
         role: Role,
         at: DateTime<Utc>,
@@ -817,6 +846,9 @@ impl Store for SqliteStore {
         let Some((current, owners, members)) = member_counts(&mut tx, id, user).await? else {
             return Ok(MemberChange::NotMember);
         };
+        if !allowed(&mut tx, id, actor, GroupAction::SetRole, Some(current)).await? {
+            return Ok(MemberChange::Denied);
+        }
         if current == Role::Owner && role != Role::Owner && !keeps_an_owner(owners, members.max(2))
         {
             return Ok(MemberChange::LastOwner);
@@ -866,6 +898,26 @@ impl Store for SqliteStore {
 
 /// A current member's role with the group's owner and member counts, read
 /// under the write lock; `None` if `user` is not a current member.
+/// Whether `actor`, as a member is now (read under the write lock), may
+/// take `action`.
+async fn allowed(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    id: Uuid,
+    actor: Uuid,
+    action: GroupAction,
+    target: Option<Role>,
+) -> StoreResult<bool> {
+    let role: Option<String> = sqlx::query_scalar(
+        "SELECT role FROM conversation_members
+         WHERE conversation_id = ?1 AND user_id = ?2 AND left_at IS NULL",
+    )
+    .bind(id)
+    .bind(actor)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(role.is_some_and(|role| action.allowed(Role::parse(&role), target)))
+}
+
 async fn member_counts(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
     id: Uuid,

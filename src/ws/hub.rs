@@ -82,13 +82,21 @@ pub struct SessionHandle {
     pub id: SessionId,
     pub user: Uuid,
     queue: mpsc::Sender<Box<Outbound>>,
-    /// Bytes of the frames waiting in `queue` (not the one being written).
-    /// Frames are bounded by count in the channel, but one frame may be a
-    /// 2 MB `sync` answer: memory is bounded by this, in bytes.
-    queued_bytes: AtomicUsize,
+    /// Bytes of the events (bus and catch-up) waiting in `queue`, not the
+    /// one being written. Frames are bounded by count in the channel, but
+    /// one frame may be 16 KB: memory is bounded by this, in bytes.
+    event_bytes: AtomicUsize,
+    /// Bytes of the answers to the client's own requests waiting in `queue`
+    /// (one `sync` answer can be megabytes). Counted apart from events, so
+    /// a large answer never makes the next event look like an overflow.
+    answer_bytes: AtomicUsize,
     /// `SEND_QUEUE_BYTES`: past this a bus event closes the session as a
     /// slow consumer, and the client's own answers wait for room.
     max_queued_bytes: usize,
+    /// The reader is waiting for room for an answer, so it reads nothing
+    /// (pongs included) meanwhile: the writer's probe must not count that
+    /// silence against the client.
+    reader_waiting: AtomicBool,
     /// A `sync` answer is queued or being written: the next `sync` is read
     /// from storage only once it has left, so a client that asks and never
     /// reads holds one answer, not one per request.
@@ -119,8 +127,10 @@ impl SessionHandle {
             id,
             user,
             queue,
-            queued_bytes: AtomicUsize::new(0),
+            event_bytes: AtomicUsize::new(0),
+            answer_bytes: AtomicUsize::new(0),
             max_queued_bytes,
+            reader_waiting: AtomicBool::new(false),
             sync_pending: AtomicBool::new(false),
             progress: Notify::new(),
             kick: CancellationToken::new(),
@@ -163,12 +173,14 @@ impl SessionHandle {
     /// Queues a bus event without waiting. A full queue (in frames or in
     /// bytes) means the client has stopped keeping up: rather than grow
     /// memory or silently drop frames, the session is closed so the client
-    /// reconnects and syncs.
-    fn offer(&self, envelope: &Envelope) {
+    /// reconnects and syncs. Catch-up (`bounded: false`) hands over a round
+    /// of up to 100 missed messages at once, which may pass the byte bound
+    /// by itself; it is held to the bound in frames only.
+    fn offer(&self, envelope: &Envelope, bounded: bool) {
         let size = envelope.frame.len();
-        let queued = self.queued_bytes.fetch_add(size, Ordering::AcqRel) + size;
-        if queued > self.max_queued_bytes {
-            self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+        let queued = self.event_bytes.fetch_add(size, Ordering::AcqRel) + size;
+        if bounded && queued > self.max_queued_bytes {
+            self.event_bytes.fetch_sub(size, Ordering::AcqRel);
             self.fall_behind();
             return;
         }
@@ -180,11 +192,11 @@ impl SessionHandle {
         match self.queue.try_send(outbound) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+                self.event_bytes.fetch_sub(size, Ordering::AcqRel);
                 self.fall_behind();
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+                self.event_bytes.fetch_sub(size, Ordering::AcqRel);
             }
         }
     }
@@ -197,34 +209,44 @@ impl SessionHandle {
         self.kick(CloseReason::SlowConsumer);
     }
 
-    /// Queues an answer to the client's own request, waiting (the reader
-    /// stops reading meanwhile) until the queue has room in bytes; an
-    /// answer larger than the whole bound goes alone into an empty queue.
-    /// `false` when the session is closing.
+    /// Queues an answer to the client's own request (an `Outbound` without
+    /// a publish time), waiting (the reader stops reading meanwhile) until
+    /// the answers queued leave room in bytes; an answer larger than the
+    /// whole bound goes alone. `false` when the session is closing.
     pub async fn answer(&self, outbound: Box<Outbound>) -> bool {
         let size = outbound.frame.len();
         loop {
             let progress = self.progress.notified();
             tokio::pin!(progress);
             progress.as_mut().enable();
-            let queued = self.queued_bytes.load(Ordering::Acquire);
+            let queued = self.answer_bytes.load(Ordering::Acquire);
             if queued == 0 || queued + size <= self.max_queued_bytes {
                 break;
             }
-            tokio::select! {
-                () = progress => {}
-                () = self.kick.cancelled() => return false,
+            self.reader_waiting.store(true, Ordering::Release);
+            let closing = tokio::select! {
+                () = progress => false,
+                () = self.kick.cancelled() => true,
+            };
+            self.reader_waiting.store(false, Ordering::Release);
+            if closing {
+                return false;
             }
         }
         if outbound.kind == "sync" {
             self.sync_pending.store(true, Ordering::Release);
         }
-        self.queued_bytes.fetch_add(size, Ordering::AcqRel);
+        self.answer_bytes.fetch_add(size, Ordering::AcqRel);
         if self.queue.send(outbound).await.is_err() {
-            self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            self.answer_bytes.fetch_sub(size, Ordering::AcqRel);
             return false;
         }
         true
+    }
+
+    /// Whether the reader is waiting for room (and so reads no pongs).
+    pub fn reader_waiting(&self) -> bool {
+        self.reader_waiting.load(Ordering::Acquire)
     }
 
     /// Waits until no `sync` answer is queued or being written; `false`
@@ -244,9 +266,13 @@ impl SessionHandle {
         }
     }
 
-    /// The writer took a frame of `size` bytes off the queue.
-    pub fn dequeued(&self, size: usize) {
-        self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+    /// The writer took `out` off the queue.
+    pub fn dequeued(&self, out: &Outbound) {
+        let counter = match out.published_at_micros {
+            Some(_) => &self.event_bytes,
+            None => &self.answer_bytes,
+        };
+        counter.fetch_sub(out.frame.len(), Ordering::AcqRel);
         // Every waiter: the reader's enqueue and its pending `sync` may
         // both be registered, and `notify_one` could wake the one that is
         // not being polled.
@@ -582,7 +608,7 @@ impl Hub {
                 if m.sender == user && session.was_acked(m.id) {
                     continue;
                 }
-                session.offer(&m.envelope);
+                session.offer(&m.envelope, false);
             }
         }
         entry.cursor.track_gap();
@@ -619,7 +645,7 @@ impl Delivery for Hub {
         }
         for session in &entry.sessions {
             if Some(session.id) != envelope.exclude {
-                session.offer(&envelope);
+                session.offer(&envelope, true);
             }
         }
         drop(users);

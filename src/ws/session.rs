@@ -212,7 +212,12 @@ async fn read_loop(
                         }
                         continue;
                     }
-                    Some(Ok(Message::Ping(_))) => continue,
+                    Some(Ok(Message::Ping(_))) => {
+                        // Answered by the WebSocket layer itself; charged
+                        // like any frame (past the budget it is only counted).
+                        let _ = charge(state, user, "ws_ping", None);
+                        continue;
+                    }
                     Some(Ok(Message::Binary(_))) => {
                         Some(charge(state, user, "binary", None).unwrap_or_else(|| {
                             ServerFrame::error(
@@ -433,6 +438,13 @@ impl Probe {
         self.deadline().is_some_and(|due| Instant::now() >= due)
     }
 
+    /// Drops the outstanding probe; the next one goes out after another
+    /// `PROBE_AFTER_BYTES`.
+    fn forget(&mut self) {
+        self.outstanding = None;
+        self.unconfirmed = 0;
+    }
+
     /// Counts a write; returns a probe ping to send, if one is due.
     fn wrote(&mut self, bytes: usize, timeout: Duration) -> Option<Message> {
         self.unconfirmed += bytes;
@@ -469,7 +481,13 @@ async fn write_loop(
             biased;
             () = handle.kicked().cancelled() => break,
             () = sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
-                if probe.overdue(&handle) {
+                if handle.reader_waiting() {
+                    // The reader is waiting for room and reads nothing, an
+                    // answering pong included: no verdict from this probe. A
+                    // client that reads nothing at all blocks the writes,
+                    // which time out on their own.
+                    probe.forget();
+                } else if probe.overdue(&handle) {
                     fall_behind(&handle);
                     break;
                 }
@@ -485,7 +503,7 @@ async fn write_loop(
             }
             out = rx.recv() => match out {
                 Some(out) => {
-                    handle.dequeued(out.frame.len());
+                    handle.dequeued(&out);
                     wrote_sync = out.kind == "sync";
                     if let Some(at) = out.published_at_micros
                         && out.kind == "message"

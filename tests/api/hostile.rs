@@ -9,7 +9,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use serde_json::{Value, json};
 
 use crate::both_backends;
-use crate::helpers::{Backend, NodeProcess, OwnRedis, TestApp, eventually, token_for};
+use crate::helpers::{
+    Backend, NodeProcess, OwnRedis, RedisPrefix, TestApp, TestDatabase, eventually, token_for,
+};
 use crate::wsclient::WsClient;
 
 both_backends!(
@@ -18,6 +20,8 @@ both_backends!(
     a_reused_email_locks_no_one_out,
     an_outsider_cannot_tell_who_talks_to_whom,
     a_users_requests_share_one_budget,
+    a_demoted_admins_change_in_flight_does_not_land,
+    the_rest_api_refuses_what_its_document_refuses,
 );
 
 async fn scrape(app: &TestApp) -> String {
@@ -733,5 +737,508 @@ async fn a_body_that_never_arrives_times_out() {
     assert!(
         said.ends_with(r#"{"error":{"code":"request_timeout","message":"the request body did not arrive in time"}}"#),
         "{said}"
+    );
+}
+
+/// Another connection to a node's database holding the lock every change
+/// to a group takes (the group's row on PostgreSQL, the write lock on
+/// SQLite), so a request can be caught in flight.
+enum GroupLock {
+    Postgres(sqlx::PgConnection),
+    Sqlite(sqlx::SqliteConnection),
+}
+
+impl GroupLock {
+    async fn take(app: &TestApp, backend: Backend, group: uuid::Uuid) -> Self {
+        use sqlx::Connection;
+        let url = app.database().url.clone();
+        match backend {
+            Backend::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+                sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+                sqlx::query("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE")
+                    .bind(group)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                Self::Postgres(conn)
+            }
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::query("BEGIN IMMEDIATE")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                Self::Sqlite(conn)
+            }
+        }
+    }
+
+    /// Demotes `user` to member in the locking transaction and commits.
+    async fn demote_and_release(self, group: uuid::Uuid, user: uuid::Uuid) {
+        match self {
+            Self::Postgres(mut conn) => {
+                sqlx::query("UPDATE conversation_members SET role = 'member' WHERE conversation_id = $1 AND user_id = $2")
+                    .bind(group).bind(user).execute(&mut conn).await.unwrap();
+                sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+            }
+            Self::Sqlite(mut conn) => {
+                sqlx::query("UPDATE conversation_members SET role = 'member' WHERE conversation_id = ?1 AND user_id = ?2")
+                    .bind(group).bind(user).execute(&mut conn).await.unwrap();
+                sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+            }
+        }
+    }
+}
+
+/// An admin demoted while their rename, add or removal is in flight: the
+/// role is read again under the same lock as the change, so the change is
+/// refused (it used to be checked before, and land after, the demotion).
+async fn a_demoted_admins_change_in_flight_does_not_land(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (owner, admin, member, newcomer) = (
+        app.new_user().await,
+        app.new_user().await,
+        app.new_user().await,
+        app.new_user().await,
+    );
+    let group = app.create_group(&owner, "before", &[&admin, &member]).await;
+    let path = format!("/conversations/{group}");
+    let promote = || async {
+        let (status, body) = app
+            .patch(
+                &format!("{path}/members/{}", admin.id),
+                &owner.token,
+                &json!({"role": "admin"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    };
+    let forbidden = |message: &str| json!({"error": {"code": "forbidden", "message": message}});
+
+    // Each change is sent, caught behind the lock, and the demotion
+    // commits before the change can take the lock.
+    type Change<'a> = (&'a str, reqwest::Method, String, Value, Value);
+    let changes: Vec<Change> = vec![
+        (
+            "rename",
+            reqwest::Method::PATCH,
+            path.clone(),
+            json!({"title": "after"}),
+            forbidden("only owners and admins can change a group"),
+        ),
+        (
+            "add",
+            reqwest::Method::POST,
+            format!("{path}/members"),
+            json!({"user_ids": [newcomer.id]}),
+            forbidden("only owners and admins can add members"),
+        ),
+        (
+            "remove",
+            reqwest::Method::DELETE,
+            format!("{path}/members/{}", member.id),
+            Value::Null,
+            forbidden("owners remove admins and members; admins remove members"),
+        ),
+    ];
+    for (what, method, url, body, refused) in changes {
+        promote().await;
+        let lock = GroupLock::take(&app, backend, group).await;
+        let request = {
+            let mut request = app
+                .http
+                .request(method, format!("{}{url}", app.base))
+                .bearer_auth(&admin.token);
+            if !body.is_null() {
+                request = request.json(&body);
+            }
+            tokio::spawn(request.send())
+        };
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        lock.demote_and_release(group, admin.id).await;
+        let answer = crate::helpers::read(request.await.unwrap().unwrap()).await;
+        assert_eq!(answer, (403, refused), "{what}");
+    }
+    let (_, now) = app.get(&path, &owner.token).await;
+    assert_eq!(now["title"], "before");
+    let members: Vec<&Value> = now["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["user_id"])
+        .collect();
+    assert_eq!(members.len(), 3, "nobody joined or left: {now}");
+    assert!(!members.contains(&&json!(newcomer.id)));
+}
+
+/// The handlers refuse what the OpenAPI document refuses, and the document
+/// states what the handlers require.
+async fn the_rest_api_refuses_what_its_document_refuses(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (a, b) = (app.new_user().await, app.new_user().await);
+    let object_only =
+        json!({"error": {"code": "invalid_json", "message": "the body must be a JSON object"}});
+    assert_eq!(
+        app.patch("/users/me", &a.token, &json!(["alice", null]))
+            .await,
+        (400, object_only.clone()),
+        "an array is not a profile"
+    );
+    assert_eq!(
+        app.post("/messages/mark-read", &a.token, &json!([[]]))
+            .await,
+        (400, object_only)
+    );
+    let (_, me) = app.get("/users/me", &a.token).await;
+    assert_eq!(me["username"], Value::Null);
+
+    // `limit` is clamped to 1..=100 (the seed's contract) but must be a
+    // number the document allows: 0 to 4294967295.
+    let with = format!("/messages/conversation?with_user={}", b.id);
+    assert_eq!(
+        app.get(&format!("{with}&limit=2147483648"), &a.token)
+            .await
+            .0,
+        200
+    );
+    for bad in ["4294967296", "-1", "ten"] {
+        let (status, body) = app.get(&format!("{with}&limit={bad}"), &a.token).await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (400, &json!("invalid_field")),
+            "{bad}: {body}"
+        );
+    }
+    // An avatar URL is taken as sent: spaces around it are not trimmed away.
+    let (status, body) = app
+        .patch(
+            "/users/me",
+            &a.token,
+            &json!({"avatar_url": " https://example.com/a.png"}),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!("invalid_field")),
+        "{body}"
+    );
+
+    let (_, doc) = app.get("/openapi.json", &a.token).await;
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["CreateBody"]["properties"]["member_ids"]["minItems"], 1,
+        "{}",
+        schemas["CreateBody"]
+    );
+    assert_eq!(
+        schemas["MembersBody"]["properties"]["user_ids"]["minItems"],
+        1
+    );
+    for (schema, field) in [
+        ("CreateBody", "avatar_url"),
+        ("PatchBody", "avatar_url"),
+        ("UpdateBody", "avatar_url"),
+    ] {
+        let pattern = schemas[schema]["properties"][field]["pattern"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            pattern.starts_with("^https?://"),
+            "{schema}.{field}: {}",
+            schemas[schema]
+        );
+    }
+    assert_eq!(
+        schemas["PatchBody"]["properties"]["username"]["maxLength"],
+        50
+    );
+    let limit = doc["paths"]["/api/v1/messages/conversation"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap()
+        .clone();
+    assert_eq!(limit["schema"]["maximum"], json!(4294967295u64), "{limit}");
+    // Every operation documents the budget's 429.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let probe = operation["tags"] == json!(["health"]);
+            assert_eq!(
+                operation["responses"].get("429").is_some(),
+                !probe,
+                "{method} {path}"
+            );
+        }
+    }
+}
+
+/// What the honest users saw in a scenario run.
+pub struct HonestView {
+    /// Send-to-ack times of every honest message.
+    pub acks: Vec<Duration>,
+    /// The node's peak resident memory during the run.
+    pub peak_rss: u64,
+    pub rss_before: u64,
+}
+
+/// Two honest users chat (`messages` each way, 10 a second) on a node of
+/// PostgreSQL and Redis with its default limits. With `hostile`, one user
+/// meanwhile holds ten sockets and does everything at once: sync floods it
+/// never reads, mark_read, typing, ping and invalid-frame floods, a REST
+/// flood, half-open connections and made-up methods. Every honest message
+/// must be acked and delivered live either way.
+pub async fn honest_chat_beside(hostile: bool, messages: usize) -> HonestView {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let prefix = RedisPrefix::new().await;
+    let node = NodeProcess::start(&db, &prefix, &[]).await;
+    let port = node.port;
+    let pid = node.child.id();
+    let api = format!("http://127.0.0.1:{port}/api/v1");
+    let (a, b, h) = (
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+    );
+    let (ta, tb, th) = (
+        token_for(a, "a@example.com"),
+        token_for(b, "b@example.com"),
+        token_for(h, "h@example.com"),
+    );
+    let mut wa = WsClient::connect_port(port, &ta).await;
+    let mut wb = WsClient::connect_port(port, &tb).await;
+    // The hostile user has talked with both (so typing reaches them) and
+    // holds messages to sync and mark read.
+    let mut wh = WsClient::connect_port(port, &th).await;
+    for (ws, to) in [(&mut wa, h), (&mut wb, h)] {
+        ws.send(json!({"type": "message", "to": to, "content": "hello, stranger"}))
+            .await;
+        ws.recv_type("ack").await;
+    }
+    let heavy = "🙂".repeat(4000);
+    let mut received = None;
+    for i in 0..50 {
+        wh.send(
+            json!({"type": "message", "to": a, "content": heavy, "client_id": format!("x{i}")}),
+        )
+        .await;
+        let ack = wh.recv_type("ack").await;
+        received.get_or_insert(ack["id"].clone());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The honest user reads what arrived so far.
+    while wa.next_within(Duration::from_millis(300)).await.is_some() {}
+    let rss_before = memory(pid).0;
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut attacks = tokio::task::JoinSet::new();
+    if hostile {
+        let mark =
+            json!({"type": "mark_read", "message_id": received.clone().unwrap()}).to_string();
+        let floods: Vec<String> = vec![
+            json!({"type": "sync", "limit": 100}).to_string(),
+            json!({"type": "sync", "limit": 100}).to_string(),
+            json!({"type": "sync", "limit": 100}).to_string(),
+            json!({"type": "sync", "limit": 100}).to_string(),
+            mark.clone(),
+            mark,
+            json!({"type": "typing", "to": a, "is_typing": true}).to_string(),
+            json!({"type": "ping"}).to_string(),
+            "{not json".to_owned(),
+        ];
+        drop(wh);
+        for frame in floods {
+            let (stop, th) = (stop.clone(), th.clone());
+            attacks.spawn(async move {
+                while !stop.is_cancelled() {
+                    let Some(mut ws) =
+                        WsClient::try_connect_port_with_small_buffer(port, &th).await
+                    else {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    };
+                    // Never reads: a blocked send is the node pushing back;
+                    // a cut connection (a slow consumer) comes back.
+                    while !stop.is_cancelled() {
+                        match tokio::time::timeout(
+                            Duration::from_millis(200),
+                            ws.try_send_text(&frame),
+                        )
+                        .await
+                        {
+                            Ok(true) => {}
+                            Ok(false) => break,
+                            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                        }
+                    }
+                }
+            });
+        }
+        // The tenth socket: a huge frame, over and over (1009 each time).
+        {
+            let (stop, th) = (stop.clone(), th.clone());
+            attacks.spawn(async move {
+                let big = "x".repeat(70 * 1024);
+                while !stop.is_cancelled() {
+                    if let Ok(mut ws) = WsClient::try_connect_port(port, &th, None).await {
+                        let _ = tokio::time::timeout(
+                            Duration::from_millis(500),
+                            ws.try_send_text(&big),
+                        )
+                        .await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            });
+        }
+        // REST floods, with a token and without.
+        for path in [
+            "/messages/stats",
+            "/messages/conversations",
+            "/openapi.json",
+        ] {
+            let (stop, th, api) = (stop.clone(), th.clone(), api.clone());
+            attacks.spawn(async move {
+                let http = reqwest::Client::new();
+                while !stop.is_cancelled() {
+                    let _ = http
+                        .get(format!("{api}{path}"))
+                        .bearer_auth(&th)
+                        .send()
+                        .await;
+                }
+            });
+        }
+        // Made-up methods, anonymous.
+        {
+            let (stop, api) = (stop.clone(), api.clone());
+            attacks.spawn(async move {
+                let http = reqwest::Client::new();
+                let mut i = 0u64;
+                while !stop.is_cancelled() {
+                    i += 1;
+                    let method = reqwest::Method::from_bytes(format!("M{i:X}").as_bytes()).unwrap();
+                    let _ = http.request(method, format!("{api}/x{i}")).send().await;
+                }
+            });
+        }
+        // Half-open connections: headers never finished, topped up.
+        {
+            let stop = stop.clone();
+            attacks.spawn(async move {
+                let mut held = std::collections::VecDeque::new();
+                while !stop.is_cancelled() {
+                    if held.len() >= 300 {
+                        // The oldest have been dropped by the header timeout.
+                        held.drain(..50);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    if let Ok(mut tcp) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                        let _ = tcp
+                            .write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")
+                            .await;
+                        held.push_back(tcp);
+                    }
+                }
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+
+    // The honest users chat: each sends `messages`, 10 a second, and must
+    // receive every one of the other's, live.
+    let mut acks = Vec::new();
+    let mut seen_by_b = std::collections::HashSet::new();
+    let mut seen_by_a = std::collections::HashSet::new();
+    let mut sent_to_b = Vec::new();
+    let mut sent_to_a = Vec::new();
+    let mut peak_rss = rss_before;
+    for i in 0..messages {
+        let sides = [
+            (&mut wa, b, &mut sent_to_b, &mut seen_by_a),
+            (&mut wb, a, &mut sent_to_a, &mut seen_by_b),
+        ];
+        for (from, to, sent, seen) in sides {
+            let started = std::time::Instant::now();
+            from.send(json!({"type": "message", "to": to, "content": format!("honest {i}"), "client_id": format!("m{i}")}))
+                .await;
+            // Messages that arrive before the ack are counted too.
+            let ack = loop {
+                let frame = from.recv().await;
+                match frame["type"].as_str() {
+                    Some("ack") | Some("error") => break frame,
+                    Some("message") => {
+                        seen.insert(frame["id"].clone());
+                    }
+                    _ => {}
+                }
+            };
+            assert_eq!(ack["type"], "ack", "an honest message was refused: {ack}");
+            acks.push(started.elapsed());
+            sent.push(ack["id"].clone());
+        }
+        // Whatever arrived meanwhile (messages, and typing from the
+        // hostile user) is read as it comes.
+        for (ws, seen) in [(&mut wa, &mut seen_by_a), (&mut wb, &mut seen_by_b)] {
+            while let Some(frame) = ws.next_within(Duration::from_millis(1)).await {
+                if frame["type"] == "message" {
+                    seen.insert(frame["id"].clone());
+                }
+            }
+        }
+        peak_rss = peak_rss.max(memory(pid).0);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (ws, seen, sent) in [
+        (&mut wa, &mut seen_by_a, &sent_to_a),
+        (&mut wb, &mut seen_by_b, &sent_to_b),
+    ] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while sent.iter().any(|id| !seen.contains(id)) && std::time::Instant::now() < deadline {
+            if let Some(frame) = ws.next_within(Duration::from_millis(200)).await
+                && frame["type"] == "message"
+            {
+                seen.insert(frame["id"].clone());
+            }
+        }
+        let missing = sent.iter().filter(|id| !seen.contains(*id)).count();
+        assert_eq!(missing, 0, "honest messages never delivered live");
+    }
+    stop.cancel();
+    attacks.shutdown().await;
+    let ready = reqwest::get(format!("{api}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200, "the node stays up and ready");
+    peak_rss = peak_rss.max(memory(pid).0);
+    drop(node);
+    HonestView {
+        acks,
+        peak_rss,
+        rss_before,
+    }
+}
+
+/// How much memory the node may use above its start while under attack.
+const HOSTILE_RSS_BOUND: u64 = 128 * 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_user_on_ten_sockets_hurts_no_honest_user() {
+    let view = honest_chat_beside(true, 100).await;
+    let mut acks = view.acks.clone();
+    acks.sort();
+    let p99 = acks[acks.len() * 99 / 100];
+    eprintln!(
+        "honest acks: {} (p50 {:?}, p99 {:?}); node rss {} MiB before, peak {} MiB",
+        acks.len(),
+        acks[acks.len() / 2],
+        p99,
+        view.rss_before >> 20,
+        view.peak_rss >> 20
+    );
+    assert!(
+        view.peak_rss < HOSTILE_RSS_BOUND,
+        "the node reached {} MiB under attack",
+        view.peak_rss >> 20
     );
 }

@@ -158,6 +158,12 @@ impl WsClient {
             .expect("send frame");
     }
 
+    /// Sends a text frame; `false` when the connection is gone (a hostile
+    /// client's sockets are cut, and it comes back).
+    pub async fn try_send_text(&mut self, text: &str) -> bool {
+        self.stream.send(Message::Text(text.into())).await.is_ok()
+    }
+
     /// The next JSON frame; panics after `WAIT` or on close.
     pub async fn recv(&mut self) -> Value {
         loop {
@@ -276,21 +282,28 @@ impl WsClient {
     }
 
     pub async fn connect_port_with_small_buffer(port: u16, token: &str) -> Self {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        let tcp = socket
-            .connect(format!("127.0.0.1:{port}").parse().unwrap())
+        Self::try_connect_port_with_small_buffer(port, token)
             .await
-            .unwrap();
+            .expect("websocket upgrade")
+    }
+
+    /// `None` when the connection or the upgrade is refused.
+    pub async fn try_connect_port_with_small_buffer(port: u16, token: &str) -> Option<Self> {
+        let socket = tokio::net::TcpSocket::new_v4().ok()?;
+        socket.set_recv_buffer_size(4096).ok()?;
+        let tcp = socket
+            .connect(format!("127.0.0.1:{port}").parse().ok()?)
+            .await
+            .ok()?;
         let mut request = format!("ws://127.0.0.1:{port}/api/v1/ws")
             .into_client_request()
-            .unwrap();
+            .ok()?;
         request
             .headers_mut()
-            .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+            .insert("Authorization", format!("Bearer {token}").parse().ok()?);
         let (stream, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp))
             .await
-            .unwrap();
-        Self { stream }
+            .ok()?;
+        Some(Self { stream })
     }
 }

@@ -40,6 +40,9 @@ pub enum CloseReason {
     TooManySessions,
     /// A frame above `MAX_FRAME_BYTES`.
     FrameTooLarge,
+    /// A text frame that is not UTF-8: the WebSocket protocol's own error,
+    /// after which the stream cannot be trusted.
+    InvalidUtf8,
     /// Nothing heard (not even a pong) within `WS_IDLE_TIMEOUT`.
     IdleTimeout,
     /// The client closed or the connection broke.
@@ -55,6 +58,7 @@ impl CloseReason {
             Self::TokenExpired => Some((1008, "token expired: reconnect with a fresh token")),
             Self::TooManySessions => Some((1008, "too many sessions for this user")),
             Self::FrameTooLarge => Some((1009, "frame too large")),
+            Self::InvalidUtf8 => Some((1007, "text frame is not valid UTF-8")),
             Self::IdleTimeout | Self::ClientGone => None,
         }
     }
@@ -67,6 +71,7 @@ impl CloseReason {
             Self::TokenExpired => "token_expired",
             Self::TooManySessions => "too_many_sessions",
             Self::FrameTooLarge => "frame_too_large",
+            Self::InvalidUtf8 => "invalid_utf8",
             Self::IdleTimeout => "idle_timeout",
             Self::ClientGone => "client_closed",
         }

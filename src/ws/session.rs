@@ -197,9 +197,15 @@ async fn read_loop(
                 match frame {
                     None | Some(Ok(Message::Close(_))) => return CloseReason::ClientGone,
                     Some(Err(e)) => {
-                        // tungstenite reports an oversized frame as a capacity error.
-                        if e.to_string().contains("Space limit exceeded") {
+                        // tungstenite reports an oversized frame as a
+                        // capacity error, and a text frame that is not
+                        // UTF-8 as an encoding error.
+                        let error = e.to_string();
+                        if error.contains("Space limit exceeded") {
                             return CloseReason::FrameTooLarge;
+                        }
+                        if error.contains("UTF-8") {
+                            return CloseReason::InvalidUtf8;
                         }
                         return CloseReason::ClientGone;
                     }

@@ -507,7 +507,11 @@ impl NodeProcess {
             .local_addr()
             .unwrap()
             .port();
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ochat"));
+        // OCHAT_NODE_BIN runs another build of the node (a release build,
+        // for the benchmarks that drive node processes from this harness).
+        let bin = std::env::var("OCHAT_NODE_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_ochat").to_owned());
+        let mut command = std::process::Command::new(bin);
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())

@@ -1242,3 +1242,182 @@ async fn a_hostile_user_on_ten_sockets_hurts_no_honest_user() {
         view.peak_rss >> 20
     );
 }
+
+/// A small deterministic generator (xorshift), seeded per run and printed,
+/// so a failing run can be replayed with `OCHAT_FUZZ_SEED`.
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// One malformed frame and the error code the protocol designs for it.
+fn malformed_frame(rng: &mut Xorshift, peer: uuid::Uuid) -> (String, &'static str) {
+    let wrong_values = [
+        json!(5),
+        json!(-1),
+        json!(1.5),
+        json!("text"),
+        json!([1, 2]),
+        json!({"nested": {}}),
+        json!(18446744073709551616.0_f64),
+    ];
+    match rng.below(9) {
+        // Not JSON at all (it cannot start a JSON value).
+        0 => {
+            let len = 1 + rng.below(200) as usize;
+            let junk: String = (0..len).map(|_| (b'!' + rng.below(90) as u8) as char).collect();
+            (format!("#{junk}"), "invalid_json")
+        }
+        // JSON, but not an object.
+        1 => (
+            rng.pick(&["7", "[]", "\"message\"", "null", "[{\"type\":\"ping\"}]"]).to_string(),
+            "invalid_json",
+        ),
+        // An object without a type, or with a type that is not a string.
+        2 => (json!({"content": "where to?"}).to_string(), "invalid_field"),
+        3 => {
+            let not_a_string = rng.pick(&wrong_values).clone();
+            let not_a_string = match not_a_string {
+                Value::String(_) => json!(42),
+                other => other,
+            };
+            (json!({"type": not_a_string}).to_string(), "invalid_field")
+        }
+        // A type nobody knows.
+        4 => (
+            json!({"type": format!("dance{}", rng.below(1000))}).to_string(),
+            "unknown_type",
+        ),
+        // Known types, fields of the wrong kind or out of range.
+        5 => {
+            let wrong = rng.pick(&wrong_values).clone();
+            let frame = match rng.below(4) {
+                0 => json!({"type": "message", "to": wrong, "content": "x"}),
+                // (Any string is content: only other kinds are wrong.)
+                1 => match wrong {
+                    Value::String(_) => json!({"type": "message", "to": peer, "content": 42}),
+                    wrong => json!({"type": "message", "to": peer, "content": wrong}),
+                },
+                2 => json!({"type": "typing", "to": peer, "is_typing": wrong}),
+                _ => json!({"type": "mark_read", "message_id": wrong}),
+            };
+            (frame.to_string(), "invalid_field")
+        }
+        6 => (
+            json!({"type": "sync", "limit": rng.pick(&[json!(-1), json!(1.5), json!(4294967296u64), json!("ten"), json!(18446744073709551616.0_f64)])})
+                .to_string(),
+            "invalid_field",
+        ),
+        // Numbers no parser should hold, and nesting past any sane depth.
+        7 => (
+            format!("{{\"type\":\"sync\",\"limit\":1e{}}}", 400 + rng.below(10_000)),
+            "invalid_json",
+        ),
+        _ => {
+            let depth = 200 + rng.below(20_000) as usize;
+            (format!("{}{}", "[".repeat(depth), "]".repeat(depth)), "invalid_json")
+        }
+    }
+}
+
+/// Random malformed frames (wrong types, huge numbers, deep nesting, junk)
+/// at a real socket: each gets the designed error, the socket stays open,
+/// and a text frame that is not UTF-8 closes it with 1007.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_malformed_frames_get_their_errors_and_the_node_stays_up() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (a, b) = (app.new_user().await, app.new_user().await);
+    let seed = std::env::var("OCHAT_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| uuid::Uuid::now_v7().as_u64_pair().1 | 1);
+    eprintln!("malformed frames: OCHAT_FUZZ_SEED={seed}");
+    let mut rng = Xorshift(seed);
+    let mut ws = WsClient::connect(&app, &a.token).await;
+    for i in 0..300 {
+        let (frame, code) = malformed_frame(&mut rng, b.id);
+        ws.send_text(&frame).await;
+        let answer =
+            tokio::time::timeout(Duration::from_secs(5), ws.recv_type_of(&["error", "pong"]))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "frame {i} (seed {seed}) got no answer: {}…",
+                        frame.chars().take(120).collect::<String>()
+                    )
+                });
+        assert_eq!(
+            (answer["type"].as_str(), answer["code"].as_str()),
+            (Some("error"), Some(code)),
+            "frame {i} (seed {seed}): {}… → {answer}",
+            frame.chars().take(120).collect::<String>()
+        );
+    }
+    ws.assert_usable().await;
+    assert_eq!(
+        app.get("/messages/stats", &a.token).await.1["total_sent"],
+        0
+    );
+
+    // A text frame that is not UTF-8 (sent raw: the client library would
+    // refuse to build it).
+    use futures_util::SinkExt;
+    let raw = Frame::message(vec![0x7b, 0xff, 0xfe, 0x7d], OpCode::Data(Data::Text), true);
+    ws.stream
+        .send(tokio_tungstenite::tungstenite::Message::Frame(raw))
+        .await
+        .unwrap();
+    let close = ws.closed().await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1007, "{close:?}");
+    // The node is still up for everyone else.
+    let mut other = WsClient::connect(&app, &b.token).await;
+    other.assert_usable().await;
+}
+
+/// The benchmark of the hostile scenario: the honest users' send-to-ack
+/// times on a quiet node and beside the hostile user, `OCHAT_BENCH_MESSAGES`
+/// messages each way (default 300). Not part of the suite; run with
+/// `OCHAT_NODE_BIN=target/release/ochat cargo test --test api
+/// hostile_benchmark -- --ignored --nocapture` (docs/benchmarks.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn hostile_benchmark() {
+    let messages = std::env::var("OCHAT_BENCH_MESSAGES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(300);
+    for hostile in [false, true, false, true] {
+        let view = honest_chat_beside(hostile, messages).await;
+        let mut acks = view.acks;
+        acks.sort();
+        let at = |q: usize| acks[(acks.len() * q / 100).min(acks.len() - 1)];
+        eprintln!(
+            "{}: {} honest acks, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; node rss {} -> peak {} MiB",
+            if hostile {
+                "beside a hostile user"
+            } else {
+                "quiet"
+            },
+            acks.len(),
+            at(50).as_secs_f64() * 1e3,
+            at(99).as_secs_f64() * 1e3,
+            acks[acks.len() - 1].as_secs_f64() * 1e3,
+            view.rss_before >> 20,
+            view.peak_rss >> 20
+        );
+    }
+}

@@ -164,6 +164,7 @@ impl Application {
             bus.clone(),
             lanes,
             config.write_batch,
+            config.commit_settle_timeout,
             shutdown.clone(),
             &tasks,
         );

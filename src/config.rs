@@ -176,6 +176,9 @@ pub struct Config {
     pub write_lanes: Option<usize>,
     /// Most messages in one group commit.
     pub write_batch: usize,
+    /// How long a batch whose commit answer was lost (the connection died
+    /// during it) waits for storage to say which of its messages landed.
+    pub commit_settle_timeout: Duration,
     /// How long an embedded-database writer waits for the write lock before
     /// the send fails as `unavailable`.
     pub sqlite_busy_timeout: Duration,
@@ -536,6 +539,8 @@ impl Config {
                 Some(_) => Some(vars.positive("WRITE_LANES", 1usize, "a positive number")?),
             },
             write_batch: vars.positive("WRITE_BATCH", 512usize, "a positive number")?,
+            commit_settle_timeout: vars
+                .duration("COMMIT_SETTLE_TIMEOUT", Duration::from_secs(10))?,
             sqlite_busy_timeout: vars.duration("SQLITE_BUSY_TIMEOUT", Duration::from_secs(5))?,
             redis,
             redis_prefix,

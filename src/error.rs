@@ -33,10 +33,14 @@ pub enum ErrorCode {
     /// REST only: the request body did not arrive within
     /// `REQUEST_BODY_TIMEOUT`.
     RequestTimeout,
+    /// Storage failed while a message was being committed and did not come
+    /// back in time to tell: it may be stored. Resending with the same
+    /// `client_id` is safe and settles it.
+    OutcomeUnknown,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         Self::InvalidJson,
         Self::UnknownType,
         Self::InvalidField,
@@ -52,6 +56,7 @@ impl ErrorCode {
         Self::PayloadTooLarge,
         Self::TooManyMembers,
         Self::RequestTimeout,
+        Self::OutcomeUnknown,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +76,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => "payload_too_large",
             Self::TooManyMembers => "too_many_members",
             Self::RequestTimeout => "request_timeout",
+            Self::OutcomeUnknown => "outcome_unknown",
         }
     }
 
@@ -84,7 +90,7 @@ impl ErrorCode {
             Self::RecipientNotFound | Self::NotFound => StatusCode::NOT_FOUND,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::OutcomeUnknown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -187,6 +193,13 @@ impl From<crate::store::StoreError> for ApiError {
             StoreError::Unavailable(e) => {
                 tracing::warn!(error = %e, "storage unavailable");
                 Self::unavailable()
+            }
+            StoreError::Uncertain(e) => {
+                tracing::warn!(error = %e, "commit outcome unknown");
+                Self::new(
+                    ErrorCode::OutcomeUnknown,
+                    "storage failed while committing; the message may be stored: resend with the same client_id",
+                )
             }
             StoreError::NotFound(what) => Self::not_found(what),
             StoreError::Internal(e) => {

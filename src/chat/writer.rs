@@ -11,7 +11,9 @@
 //! went away (a closed socket, a draining node), and a batch's events go to
 //! the bus in one hand-off.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -20,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use crate::bus::{Envelope, Order, SessionId, SharedBus};
 use crate::protocol::{MessageFrame, ServerFrame};
 use crate::store::{InsertOutcome, NewMessage, Store, StoreError, StoreResult, Stored};
+use uuid::Uuid;
 
 struct Pending {
     message: NewMessage,
@@ -36,11 +39,14 @@ impl MessageWriter {
     /// Starts `lanes` writer tasks. SQLite has one writer at a time, so one
     /// lane; Postgres takes several, each waiting on its own commit while the
     /// next batch gathers.
+    /// `settle_within`: how long a batch whose commit answer was lost waits
+    /// for storage to say which of its messages are stored.
     pub fn start(
         store: Arc<dyn Store>,
         bus: SharedBus,
         lanes: usize,
         max_batch: usize,
+        settle_within: Duration,
         shutdown: CancellationToken,
         tasks: &TaskTracker,
     ) -> Self {
@@ -52,6 +58,7 @@ impl MessageWriter {
                 bus.clone(),
                 rx.clone(),
                 max_batch,
+                settle_within,
                 shutdown.clone(),
             ));
         }
@@ -85,6 +92,7 @@ async fn lane(
     bus: SharedBus,
     rx: Arc<Mutex<mpsc::Receiver<Pending>>>,
     max_batch: usize,
+    settle_within: Duration,
     shutdown: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
@@ -109,11 +117,16 @@ async fn lane(
                 return;
             }
         }
-        commit(&*store, &bus, &mut batch).await;
+        commit(&*store, &bus, &mut batch, settle_within).await;
     }
 }
 
-async fn commit(store: &dyn Store, bus: &SharedBus, batch: &mut Vec<Pending>) {
+async fn commit(
+    store: &dyn Store,
+    bus: &SharedBus,
+    batch: &mut Vec<Pending>,
+    settle_within: Duration,
+) {
     let messages: Vec<NewMessage> = batch.iter().map(|p| p.message.clone()).collect();
     match store.insert_messages(&messages).await {
         Ok(outcomes) => {
@@ -134,12 +147,69 @@ async fn commit(store: &dyn Store, bus: &SharedBus, batch: &mut Vec<Pending>) {
                 let _ = pending.reply.send(Ok(outcome));
             }
         }
+        Err(StoreError::Uncertain(why)) => settle(store, bus, batch, why, settle_within).await,
         Err(e) => {
             tracing::warn!(error = %e, messages = batch.len(), "batch commit failed");
             for pending in batch.drain(..) {
                 let _ = pending.reply.send(Err(e.clone()));
             }
         }
+    }
+}
+
+/// The connection died while the batch was being committed, so it may or
+/// may not be stored; "not stored, retry" would be a lie for a stored
+/// message. Its messages are looked up by id once storage answers again:
+/// the stored ones are published and acked as if the commit had answered,
+/// the others are truly not stored (`unavailable`). If storage does not
+/// answer within `COMMIT_SETTLE_TIMEOUT`, each sender hears
+/// `outcome_unknown`: resending with the same `client_id` settles it.
+async fn settle(
+    store: &dyn Store,
+    bus: &SharedBus,
+    batch: &mut Vec<Pending>,
+    why: String,
+    within: Duration,
+) {
+    tracing::warn!(error = %why, messages = batch.len(), "batch commit outcome unknown; settling by id");
+    let ids: Vec<Uuid> = batch.iter().map(|p| p.message.id).collect();
+    let deadline = tokio::time::Instant::now() + within;
+    let found = loop {
+        match store.stored(&ids).await {
+            Ok(found) => break Some(found),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                tracing::warn!(error = %e, "could not settle the batch in time");
+                break None;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    };
+    let Some(found) = found else {
+        for pending in batch.drain(..) {
+            let _ = pending.reply.send(Err(StoreError::Uncertain(why.clone())));
+        }
+        return;
+    };
+    let mut found: HashMap<Uuid, Stored> = found.into_iter().map(|s| (s.message.id, s)).collect();
+    let events = batch
+        .iter()
+        .filter_map(|p| found.get(&p.message.id).map(|s| events_for(s, p.origin)))
+        .flatten()
+        .collect();
+    if let Err(e) = bus.publish(events).await {
+        tracing::warn!(error = %e, "publish failed");
+    }
+    tracing::info!(
+        stored = found.len(),
+        of = batch.len(),
+        "settled a batch whose commit answer was lost"
+    );
+    for pending in batch.drain(..) {
+        let outcome = match found.remove(&pending.message.id) {
+            Some(stored) => Ok(InsertOutcome::Created(stored)),
+            None => Err(StoreError::Unavailable(why.clone())),
+        };
+        let _ = pending.reply.send(outcome);
     }
 }
 

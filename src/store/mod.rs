@@ -32,6 +32,10 @@ pub enum StoreError {
     /// The database could not be reached; nothing was written.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The connection failed after a write was sent (during its commit, or
+    /// while its answer was on the way): it may be committed or not.
+    #[error("database connection lost during a commit: {0}")]
+    Uncertain(String),
     #[error("{0}")]
     NotFound(&'static str),
     #[error("database error: {0}")]
@@ -51,6 +55,17 @@ impl From<sqlx::Error> for StoreError {
                 Self::Unavailable(err.to_string())
             }
             other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl StoreError {
+    /// For an error that came after a write was sent: not reaching the
+    /// database then means not knowing whether the write committed.
+    pub fn after_sending(err: sqlx::Error) -> Self {
+        match Self::from(err) {
+            Self::Unavailable(why) => Self::Uncertain(why),
+            other => other,
         }
     }
 }
@@ -162,6 +177,22 @@ pub struct Sequenced {
 pub struct Stored {
     pub message: Message,
     pub seqs: Vec<(Uuid, i64)>,
+}
+
+/// Messages read back with their numbers, as [`Store::stored`] answers:
+/// `seqs` holds (message, participant, number) rows of any order.
+fn stored_messages(rows: Vec<MessageRow>, seqs: Vec<(Uuid, Uuid, i64)>) -> Vec<Stored> {
+    let mut numbers: HashMap<Uuid, Vec<(Uuid, i64)>> = HashMap::new();
+    for (message, user, seq) in seqs {
+        numbers.entry(message).or_default().push((user, seq));
+    }
+    rows.into_iter()
+        .map(|row| {
+            let message = Message::from(row);
+            let seqs = numbers.remove(&message.id).unwrap_or_default();
+            Stored { message, seqs }
+        })
+        .collect()
 }
 
 /// A message as both backends read it (each selects the same column names).
@@ -695,6 +726,9 @@ pub trait Store: Send + Sync + 'static {
     /// Idempotent per `(sender_id, client_id)`.
     async fn insert_messages(&self, batch: &[NewMessage]) -> StoreResult<Vec<InsertOutcome>>;
     async fn message(&self, id: Uuid) -> StoreResult<Option<Message>>;
+    /// Those of `ids` that are stored, each with every participant's number:
+    /// how a batch whose commit outcome was lost is settled.
+    async fn stored(&self, ids: &[Uuid]) -> StoreResult<Vec<Stored>>;
     /// Marks read only messages `reader` received and had not read yet.
     async fn mark_read(
         &self,

@@ -175,6 +175,30 @@ impl Store for PgStore {
         Ok(row.map(Into::into))
     }
 
+    async fn stored(&self, ids: &[Uuid]) -> StoreResult<Vec<Stored>> {
+        let rows: Vec<MessageRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages m WHERE m.id = ANY($1)"
+        ))
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        let seqs: Vec<(Uuid, Uuid, i64)> = sqlx::query_as(
+            "SELECT id, sender_id, sender_seq FROM messages
+               WHERE id = ANY($1) AND receiver_id IS NOT NULL
+             UNION ALL
+             SELECT id, receiver_id, receiver_seq FROM messages
+               WHERE id = ANY($1) AND receiver_id IS NOT NULL
+             UNION ALL
+             SELECT message_id, user_id, seq FROM inbox WHERE message_id = ANY($1)",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(stored_messages(rows, seqs))
+    }
+
     async fn mark_read(
         &self,
         reader: Uuid,
@@ -878,7 +902,9 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await?;
+        // Until here a lost connection rolls everything back; during the
+        // commit it may have landed.
+        tx.commit().await.map_err(StoreError::after_sending)?;
         Ok(plan.outcomes)
     }
 }
@@ -907,6 +933,8 @@ impl PgStore {
             cols.push(row);
         }
         let heads = HeadColumns::from(relative.conversation_heads(|_| true));
+        // Acquired first: failing to reach the database here sends nothing.
+        let mut conn = self.pool.acquire().await?;
         // `locked` is materialized so the row locks are taken in id order
         // before anything else touches the rows; `complete` makes every
         // later step write nothing unless all the batch's users exist. A
@@ -968,8 +996,11 @@ impl PgStore {
         .bind(heads.user_b)
         .bind(heads.message)
         .bind(heads.at)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(&mut *conn)
+        .await
+        // One statement, committed on its own: once sent, a lost connection
+        // leaves its outcome unknown.
+        .map_err(StoreError::after_sending)?;
 
         let mut bases = HashMap::with_capacity(ids.len());
         let mut inserted = HashSet::with_capacity(relative.rows.len());
@@ -994,10 +1025,22 @@ impl PgStore {
             // and answered as the duplicate; the rows' numbers stay unused,
             // as in the steps. Their conversations are pointed at the
             // latest row that was stored.
-            let existing = taken_keys(&mut *self.pool.acquire().await?, &plan, &inserted).await?;
+            // (The statement committed: a failure from here on leaves the
+            // batch's answer, not its outcome, unknown.)
+            let existing = taken_keys(&mut conn, &plan, &inserted)
+                .await
+                .map_err(|e| match e {
+                    StoreError::Unavailable(why) => StoreError::Uncertain(why),
+                    other => other,
+                })?;
             plan.resolve_conflicts(&existing);
             let heads = plan.conversation_heads(|r| inserted.contains(&r.message.id));
-            upsert_conversation_heads(&self.pool, heads).await?;
+            upsert_conversation_heads(&mut *conn, heads)
+                .await
+                .map_err(|e| match e {
+                    StoreError::Unavailable(why) => StoreError::Uncertain(why),
+                    other => other,
+                })?;
         }
         Ok(Some(plan.outcomes))
     }

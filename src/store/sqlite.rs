@@ -339,6 +339,31 @@ impl Store for SqliteStore {
         Ok(row.map(Into::into))
     }
 
+    async fn stored(&self, ids: &[Uuid]) -> StoreResult<Vec<Stored>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages m WHERE m.id IN "
+        ));
+        push_ids(&mut query, ids);
+        let rows: Vec<MessageRow> = query.build_query_as().fetch_all(&self.pool).await?;
+        let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT id, sender_id, sender_seq FROM messages WHERE receiver_id IS NOT NULL AND id IN ",
+        );
+        push_ids(&mut query, ids);
+        query.push(
+            " UNION ALL SELECT id, receiver_id, receiver_seq FROM messages WHERE receiver_id IS NOT NULL AND id IN ",
+        );
+        push_ids(&mut query, ids);
+        query.push(" UNION ALL SELECT message_id, user_id, seq FROM inbox WHERE message_id IN ");
+        push_ids(&mut query, ids);
+        let seqs: Vec<(Uuid, Uuid, i64)> = query.build_query_as().fetch_all(&self.pool).await?;
+        Ok(stored_messages(rows, seqs))
+    }
+
     async fn mark_read(
         &self,
         reader: Uuid,

@@ -89,7 +89,7 @@ impl Chat {
         if members.len() + 1 > max as usize {
             return Err(too_many(max));
         }
-        self.all_exist(members).await?;
+        self.all_exist(me, members).await?;
         let group = NewGroup {
             id: Uuid::now_v7(),
             title,
@@ -166,7 +166,7 @@ impl Chat {
         if !GroupAction::AddMembers.allowed(self.role(me, id).await?, None) {
             return Err(denied());
         }
-        self.all_exist(users).await?;
+        self.all_exist(me, users).await?;
         let joined = match self
             .store
             .add_members(id, me, users, max, store::now())
@@ -293,8 +293,16 @@ impl Chat {
         }
     }
 
-    async fn all_exist(&self, users: &[Uuid]) -> ApiResult<()> {
-        match self.store.missing_users(users).await?.first() {
+    /// Every user exists, and none has blocked `me` (who, for them, does
+    /// not exist either way: the answers are the same).
+    async fn all_exist(&self, me: Uuid, users: &[Uuid]) -> ApiResult<()> {
+        let missing = self.store.missing_users(users).await?;
+        let pairs: Vec<(Uuid, Uuid)> = users.iter().map(|&u| (u, me)).collect();
+        let blocked = self.store.blocked(&pairs).await?;
+        let first = users
+            .iter()
+            .find(|u| missing.contains(u) || blocked.contains(&(**u, me)));
+        match first {
             Some(missing) => Err(ApiError::new(
                 ErrorCode::NotFound,
                 format!("no user with id {missing}"),

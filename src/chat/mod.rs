@@ -20,8 +20,8 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::presence::{Closed, SharedPresence, Transition};
 use crate::protocol::{Destination, ServerFrame};
 use crate::store::{
-    self, ConversationSummary, InsertOutcome, Membership, Message, NewMessage, Page, SearchWords,
-    Sequenced, Stats, Store, Target,
+    self, Block, ConversationSummary, InsertOutcome, Membership, Message, NewMessage, Page,
+    SearchWords, Sequenced, Stats, Store, Target,
 };
 
 /// Message text: trimmed, 1..=limit characters.
@@ -85,6 +85,27 @@ pub fn avatar_url(raw: &str) -> ApiResult<String> {
         )));
     }
     Ok(url.to_owned())
+}
+
+/// The answer for a user that does not exist, and for one who blocked the
+/// asker: the two must not be told apart.
+fn no_user(id: Uuid) -> ApiError {
+    ApiError::new(
+        ErrorCode::RecipientNotFound,
+        format!("no user with id {id}"),
+    )
+}
+
+/// Another user's profile as the asker may see it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Profile {
+    pub id: Uuid,
+    pub username: Option<String>,
+    pub avatar_url: Option<String>,
+    /// `false` unless this user has talked to the asker.
+    pub is_online: bool,
+    /// `null` unless this user has talked to the asker.
+    pub last_seen: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Page sizes are clamped to 1..=100; 50 when not given.
@@ -196,15 +217,9 @@ impl Chat {
                 Ok(stored.message)
             }
             InsertOutcome::Duplicate(message) => Ok(message),
-            InsertOutcome::RecipientNotFound => Err(ApiError::new(
-                ErrorCode::RecipientNotFound,
-                format!(
-                    "no user with id {}",
-                    match to {
-                        Destination::User(u) | Destination::Conversation(u) => u,
-                    }
-                ),
-            )),
+            InsertOutcome::RecipientNotFound => Err(no_user(match to {
+                Destination::User(u) | Destination::Conversation(u) => u,
+            })),
             InsertOutcome::GroupNotFound | InsertOutcome::NotMember => {
                 let Destination::Conversation(id) = to else {
                     return Err(ApiError::internal());
@@ -277,12 +292,12 @@ impl Chat {
         if to == from {
             return Err(ApiError::invalid_field("cannot send typing to yourself"));
         }
+        if self.blocks(to, from).await? {
+            return Err(no_user(to));
+        }
         if !self.store.is_contact(from, to).await? {
             if self.store.user(to).await?.is_none() {
-                return Err(ApiError::new(
-                    ErrorCode::RecipientNotFound,
-                    format!("no user with id {to}"),
-                ));
+                return Err(no_user(to));
             }
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
@@ -360,6 +375,61 @@ impl Chat {
         let words = SearchWords::parse(query)
             .ok_or_else(|| ApiError::invalid_field("query must contain at least one word"))?;
         Ok(self.store.search(me, &words, page_limit(limit)).await?)
+    }
+
+    /// Whether `blocker` has blocked `user`.
+    async fn blocks(&self, blocker: Uuid, user: Uuid) -> ApiResult<bool> {
+        Ok(!self.store.blocked(&[(blocker, user)]).await?.is_empty())
+    }
+
+    /// Another user's public profile, as `me` may see it: a user who
+    /// blocked `me` does not exist for them, and presence (`is_online`,
+    /// `last_seen`) shows only once that user has talked to `me`.
+    pub async fn profile(&self, me: Uuid, id: Uuid) -> ApiResult<Profile> {
+        if id != me && self.blocks(id, me).await? {
+            return Err(ApiError::not_found(format!("no user with id {id}")));
+        }
+        let user = self
+            .store
+            .user(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no user with id {id}")))?;
+        let visible = id == me
+            || self
+                .store
+                .talked_to(id, me, self.limits.presence_group_limit)
+                .await?;
+        let is_online = visible && self.is_online(id).await;
+        Ok(Profile {
+            id: user.id,
+            username: user.username,
+            avatar_url: user.avatar_url,
+            is_online,
+            last_seen: visible.then_some(user.last_seen),
+        })
+    }
+
+    /// `me` blocks `user`: they can no longer message `me`, type to `me`,
+    /// add `me` to a group or see `me`'s presence or profile.
+    pub async fn block(&self, me: Uuid, user: Uuid) -> ApiResult<()> {
+        if user == me {
+            return Err(ApiError::invalid_field("you cannot block yourself"));
+        }
+        if self.store.user(user).await?.is_none() {
+            return Err(ApiError::not_found(format!("no user with id {user}")));
+        }
+        Ok(self.store.block(me, user, store::now()).await?)
+    }
+
+    pub async fn unblock(&self, me: Uuid, user: Uuid) -> ApiResult<()> {
+        if self.store.user(user).await?.is_none() {
+            return Err(ApiError::not_found(format!("no user with id {user}")));
+        }
+        Ok(self.store.unblock(me, user).await?)
+    }
+
+    pub async fn blocked_users(&self, me: Uuid, limit: Option<u32>) -> ApiResult<Vec<Block>> {
+        Ok(self.store.blocks(me, page_limit(limit)).await?)
     }
 
     pub async fn stats(&self, me: Uuid) -> ApiResult<Stats> {

@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::bus::{Envelope, Order, SessionId, SharedBus};
 use crate::protocol::{MessageFrame, ServerFrame};
-use crate::store::{InsertOutcome, NewMessage, Store, StoreError, StoreResult, Stored};
+use crate::store::{InsertOutcome, NewMessage, Store, StoreError, StoreResult, Stored, Target};
 use uuid::Uuid;
 
 struct Pending {
@@ -127,6 +127,10 @@ async fn commit(
     batch: &mut Vec<Pending>,
     settle_within: Duration,
 ) {
+    refuse_blocked(store, batch).await;
+    if batch.is_empty() {
+        return;
+    }
     let messages: Vec<NewMessage> = batch.iter().map(|p| p.message.clone()).collect();
     match store.insert_messages(&messages).await {
         Ok(outcomes) => {
@@ -154,6 +158,42 @@ async fn commit(
                 let _ = pending.reply.send(Err(e.clone()));
             }
         }
+    }
+}
+
+/// Answers the direct messages whose recipient has blocked their sender
+/// exactly as messages to a user that does not exist, and takes them out of
+/// the batch: one lookup per batch, not per message.
+async fn refuse_blocked(store: &dyn Store, batch: &mut Vec<Pending>) {
+    let pairs: Vec<(Uuid, Uuid)> = batch
+        .iter()
+        .filter_map(|p| match p.message.to {
+            Target::User(to) => Some((to, p.message.sender_id)),
+            Target::Group(_) => None,
+        })
+        .collect();
+    if pairs.is_empty() {
+        return;
+    }
+    let blocked = match store.blocked(&pairs).await {
+        Ok(blocked) if blocked.is_empty() => return,
+        Ok(blocked) => blocked,
+        Err(e) => {
+            tracing::warn!(error = %e, messages = batch.len(), "block lookup failed");
+            for pending in batch.drain(..) {
+                let _ = pending.reply.send(Err(e.clone()));
+            }
+            return;
+        }
+    };
+    let (refused, kept): (Vec<Pending>, Vec<Pending>) =
+        batch.drain(..).partition(|p| match p.message.to {
+            Target::User(to) => blocked.contains(&(to, p.message.sender_id)),
+            Target::Group(_) => false,
+        });
+    *batch = kept;
+    for pending in refused {
+        let _ = pending.reply.send(Ok(InsertOutcome::RecipientNotFound));
     }
 }
 

@@ -2,39 +2,31 @@
 
 use axum::Json;
 use axum::extract::State;
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{ApiJson, ApiPath};
+use super::{ApiJson, ApiPath, ApiQuery};
 use crate::app::AppState;
 use crate::auth::AuthUser;
+use crate::chat::Profile;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::store::{ProfilePatch, User};
+use crate::store::{Block, ProfilePatch, User};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(me, update_me))
         .routes(routes!(profile))
+        .routes(routes!(block, unblock))
+        .routes(routes!(blocks))
 }
 
 /// The caller's own profile (the only place an email is shown), with
 /// `is_online` from presence rather than the stored flag.
 fn own_profile(user: User, is_online: bool) -> User {
     User { is_online, ..user }
-}
-
-/// Another user's public profile: no email.
-#[derive(Serialize, ToSchema)]
-struct PublicProfile {
-    id: Uuid,
-    username: Option<String>,
-    avatar_url: Option<String>,
-    is_online: bool,
-    last_seen: DateTime<Utc>,
 }
 
 /// The caller's profile (created on first sight of a valid token).
@@ -133,11 +125,14 @@ async fn update_me(
     Ok(Json(own_profile(user, state.chat.is_online(auth.id).await)))
 }
 
-/// Another user's public profile.
+/// Another user's public profile. `is_online` and `last_seen` show only
+/// once that user has talked to the caller (sent them a message, or posted
+/// in a small group they share); a user who blocked the caller is not
+/// found.
 #[utoipa::path(get, path = "/users/{id}", tag = "users",
     params(("id" = Uuid, Path, description = "The user's id")),
     responses(
-        (status = 200, description = "The public profile", body = PublicProfile),
+        (status = 200, description = "The public profile", body = Profile),
         (status = 400, description = "`invalid_field`: not a UUID", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such user", body = ErrorBody),
@@ -146,19 +141,95 @@ async fn update_me(
     ))]
 async fn profile(
     State(state): State<AppState>,
-    _auth: AuthUser,
+    auth: AuthUser,
     ApiPath(id): ApiPath<Uuid>,
-) -> ApiResult<Json<PublicProfile>> {
-    let user = state
-        .store
-        .user(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no user with id {id}")))?;
-    Ok(Json(PublicProfile {
-        id: user.id,
-        username: user.username,
-        avatar_url: user.avatar_url,
-        is_online: state.chat.is_online(id).await,
-        last_seen: user.last_seen,
+) -> ApiResult<Json<Profile>> {
+    Ok(Json(state.chat.profile(auth.id, id).await?))
+}
+
+/// Whether the caller now blocks the user.
+#[derive(Serialize, ToSchema)]
+struct Blocking {
+    user_id: Uuid,
+    blocked: bool,
+}
+
+/// Blocks a user: they can no longer message the caller, type to them, add
+/// them to a group or see their presence or profile, and get the answers a
+/// user that does not exist gets. Blocking twice changes nothing.
+#[utoipa::path(post, path = "/users/{id}/block", tag = "users",
+    params(("id" = Uuid, Path, description = "The user to block")),
+    responses(
+        (status = 200, description = "Blocked", body = Blocking),
+        (status = 400, description = "`invalid_field`: not a UUID, or yourself", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such user", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+    ))]
+async fn block(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<Blocking>> {
+    state.chat.block(auth.id, id).await?;
+    Ok(Json(Blocking {
+        user_id: id,
+        blocked: true,
+    }))
+}
+
+/// Unblocks a user (one not blocked: no change).
+#[utoipa::path(delete, path = "/users/{id}/block", tag = "users",
+    params(("id" = Uuid, Path, description = "The user to unblock")),
+    responses(
+        (status = 200, description = "Not blocked", body = Blocking),
+        (status = 400, description = "`invalid_field`: not a UUID", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such user", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+    ))]
+async fn unblock(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<Blocking>> {
+    state.chat.unblock(auth.id, id).await?;
+    Ok(Json(Blocking {
+        user_id: id,
+        blocked: false,
+    }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct BlocksQuery {
+    /// How many, default 50; clamped to 1 to 100.
+    #[param(value_type = Option<u64>, minimum = 0, maximum = 4294967295.0)]
+    limit: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct BlockList {
+    blocks: Vec<Block>,
+}
+
+/// The users the caller has blocked, most recent first.
+#[utoipa::path(get, path = "/users/me/blocks", tag = "users", params(BlocksQuery),
+    responses(
+        (status = 200, description = "Blocked users", body = BlockList),
+        (status = 400, description = "`invalid_field`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+    ))]
+async fn blocks(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    ApiQuery(q): ApiQuery<BlocksQuery>,
+) -> ApiResult<Json<BlockList>> {
+    Ok(Json(BlockList {
+        blocks: state.chat.blocked_users(auth.id, q.limit).await?,
     }))
 }

@@ -45,6 +45,30 @@ impl Store for Instrumented {
     async fn contacts(&self, id: Uuid, group_limit: u32) -> StoreResult<Vec<Uuid>> {
         timed("contacts", self.0.contacts(id, group_limit)).await
     }
+    async fn talked_to(
+        &self,
+        speaker: Uuid,
+        listener: Uuid,
+        group_limit: u32,
+    ) -> StoreResult<bool> {
+        timed(
+            "talked_to",
+            self.0.talked_to(speaker, listener, group_limit),
+        )
+        .await
+    }
+    async fn block(&self, blocker: Uuid, blocked: Uuid, at: DateTime<Utc>) -> StoreResult<()> {
+        timed("block", self.0.block(blocker, blocked, at)).await
+    }
+    async fn unblock(&self, blocker: Uuid, blocked: Uuid) -> StoreResult<()> {
+        timed("unblock", self.0.unblock(blocker, blocked)).await
+    }
+    async fn blocks(&self, blocker: Uuid, limit: u32) -> StoreResult<Vec<Block>> {
+        timed("blocks", self.0.blocks(blocker, limit)).await
+    }
+    async fn blocked(&self, pairs: &[(Uuid, Uuid)]) -> StoreResult<Vec<(Uuid, Uuid)>> {
+        timed("blocked", self.0.blocked(pairs)).await
+    }
     async fn is_contact(&self, a: Uuid, b: Uuid) -> StoreResult<bool> {
         timed("is_contact", self.0.is_contact(a, b)).await
     }

@@ -639,6 +639,13 @@ pub enum Membership {
     Outsider,
 }
 
+/// Someone a user has blocked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Block {
+    pub user_id: Uuid,
+    pub blocked_at: DateTime<Utc>,
+}
+
 /// What adding members did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Added {
@@ -716,9 +723,21 @@ pub trait Store: Send + Sync + 'static {
     async fn update_profile(&self, id: Uuid, patch: &ProfilePatch) -> StoreResult<Option<User>>;
     /// Records a presence transition (`last_seen` is set to `at`).
     async fn set_presence(&self, id: Uuid, online: bool, at: DateTime<Utc>) -> StoreResult<()>;
-    /// Everyone who shares a direct conversation with `id`, and the
-    /// co-members of `id`'s groups of at most `group_limit` members.
+    /// Whom `id`'s presence goes to: the people `id` has talked to, that is
+    /// sent a direct message, or posted in a group of at most `group_limit`
+    /// members they share; never anyone `id` has blocked. (Being messaged,
+    /// or added to a group, by a stranger makes no one a contact.)
     async fn contacts(&self, id: Uuid, group_limit: u32) -> StoreResult<Vec<Uuid>>;
+    /// Whether `speaker` has talked to `listener`, as `contacts` counts it.
+    async fn talked_to(&self, speaker: Uuid, listener: Uuid, group_limit: u32)
+    -> StoreResult<bool>;
+    /// `blocker` blocks `blocked` (again: no change).
+    async fn block(&self, blocker: Uuid, blocked: Uuid, at: DateTime<Utc>) -> StoreResult<()>;
+    async fn unblock(&self, blocker: Uuid, blocked: Uuid) -> StoreResult<()>;
+    /// Whom `blocker` has blocked, most recent first.
+    async fn blocks(&self, blocker: Uuid, limit: u32) -> StoreResult<Vec<Block>>;
+    /// Those of the (blocker, blocked) `pairs` that are blocks.
+    async fn blocked(&self, pairs: &[(Uuid, Uuid)]) -> StoreResult<Vec<(Uuid, Uuid)>>;
     /// Whether `a` and `b` share a conversation.
     async fn is_contact(&self, a: Uuid, b: Uuid) -> StoreResult<bool>;
 

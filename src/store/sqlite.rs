@@ -145,21 +145,106 @@ impl Store for SqliteStore {
 
     async fn contacts(&self, id: Uuid, group_limit: u32) -> StoreResult<Vec<Uuid>> {
         let ids = sqlx::query_scalar(
-            "SELECT user_b FROM conversations WHERE user_a = ?1
-             UNION
-             SELECT user_a FROM conversations WHERE user_b = ?1
-             UNION
-             SELECT o.user_id FROM conversation_members me
-               JOIN conversations c ON c.id = me.conversation_id AND c.member_count <= ?2
-               JOIN conversation_members o ON o.conversation_id = me.conversation_id
-                 AND o.left_at IS NULL AND o.user_id <> ?1
-             WHERE me.user_id = ?1 AND me.left_at IS NULL",
+            "SELECT peer FROM (
+                SELECT c.user_b AS peer FROM conversations c WHERE c.user_a = ?1
+                  AND EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id AND m.sender_id = ?1)
+                UNION
+                SELECT c.user_a FROM conversations c WHERE c.user_b = ?1
+                  AND EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id AND m.sender_id = ?1)
+                UNION
+                SELECT o.user_id FROM conversation_members me
+                  JOIN conversations c ON c.id = me.conversation_id AND c.member_count <= ?2
+                  JOIN conversation_members o ON o.conversation_id = me.conversation_id
+                    AND o.left_at IS NULL AND o.user_id <> ?1
+                WHERE me.user_id = ?1 AND me.left_at IS NULL
+                  AND EXISTS (SELECT 1 FROM messages m
+                              WHERE m.conversation_id = me.conversation_id AND m.sender_id = ?1)
+             ) WHERE peer NOT IN (SELECT blocked FROM blocks WHERE blocker = ?1)",
         )
         .bind(id)
         .bind(i64::from(group_limit))
         .fetch_all(&self.pool)
         .await?;
         Ok(ids)
+    }
+
+    async fn talked_to(
+        &self,
+        speaker: Uuid,
+        listener: Uuid,
+        group_limit: u32,
+    ) -> StoreResult<bool> {
+        let talked = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM messages WHERE conversation_id = ?3 AND sender_id = ?1)
+                 OR EXISTS (SELECT 1 FROM conversation_members me
+                              JOIN conversations c ON c.id = me.conversation_id AND c.member_count <= ?4
+                              JOIN conversation_members o ON o.conversation_id = me.conversation_id
+                                AND o.user_id = ?2 AND o.left_at IS NULL
+                             WHERE me.user_id = ?1 AND me.left_at IS NULL
+                               AND EXISTS (SELECT 1 FROM messages m
+                                           WHERE m.conversation_id = me.conversation_id AND m.sender_id = ?1))",
+        )
+        .bind(speaker)
+        .bind(listener)
+        .bind(conversation_id(speaker, listener))
+        .bind(i64::from(group_limit))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(talked)
+    }
+
+    async fn block(&self, blocker: Uuid, blocked: Uuid, at: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO blocks (blocker, blocked, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(blocker)
+        .bind(blocked)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn unblock(&self, blocker: Uuid, blocked: Uuid) -> StoreResult<()> {
+        sqlx::query("DELETE FROM blocks WHERE blocker = ?1 AND blocked = ?2")
+            .bind(blocker)
+            .bind(blocked)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn blocks(&self, blocker: Uuid, limit: u32) -> StoreResult<Vec<Block>> {
+        let blocks = sqlx::query_as(
+            "SELECT blocked AS user_id, created_at AS blocked_at FROM blocks
+             WHERE blocker = ?1 ORDER BY created_at DESC, blocked LIMIT ?2",
+        )
+        .bind(blocker)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(blocks)
+    }
+
+    async fn blocked(&self, pairs: &[(Uuid, Uuid)]) -> StoreResult<Vec<(Uuid, Uuid)>> {
+        if pairs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT blocker, blocked FROM blocks WHERE (blocker, blocked) IN (VALUES ",
+        );
+        let mut values = query.separated(", ");
+        for (blocker, blocked) in pairs {
+            values.push("(");
+            values.push_bind_unseparated(*blocker);
+            values.push_unseparated(", ");
+            values.push_bind_unseparated(*blocked);
+            values.push_unseparated(")");
+        }
+        query.push(")");
+        let found = query.build_query_as().fetch_all(&self.pool).await?;
+        Ok(found)
     }
 
     async fn is_contact(&self, a: Uuid, b: Uuid) -> StoreResult<bool> {

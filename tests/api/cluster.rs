@@ -79,7 +79,7 @@ async fn presence_holds_while_any_node_has_a_session() {
     let cluster = Cluster::start(2, &[]).await;
     let [n0, n1] = [&cluster.nodes[0], &cluster.nodes[1]];
     let (a, b) = (n0.new_user().await, n0.new_user().await);
-    n0.send(&a, &b, "contacts").await;
+    n0.talk(&a, &b).await;
     let mut wa = WsClient::connect(n0, &a.token).await;
     wa.assert_usable().await;
 
@@ -113,8 +113,8 @@ async fn a_crashed_nodes_users_go_offline_within_the_ttl() {
 
     let watcher = survivor.new_user().await;
     let (gone, both) = (survivor.new_user().await, survivor.new_user().await);
-    survivor.send(&watcher, &gone, "hi").await;
-    survivor.send(&watcher, &both, "hi").await;
+    survivor.talk(&watcher, &gone).await;
+    survivor.talk(&watcher, &both).await;
     let mut ww = WsClient::connect(survivor, &watcher.token).await;
     ww.assert_usable().await;
 

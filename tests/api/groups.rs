@@ -267,6 +267,20 @@ async fn presence_typing_lists_and_search_cover_groups(backend: Backend) {
     );
     let small = app.create_group(&a, "Small", &[&b, &c]).await;
     let big = app.create_group(&a, "Big", &[&b, &d, &e]).await;
+    // a has posted in both: presence goes through the small one only. (b
+    // reads both, so the unread counts below start from zero.)
+    let hellos = [
+        app.send_to_group(&a, small, "hello small").await.id,
+        app.send_to_group(&a, big, "hello big").await.id,
+    ];
+    let (status, _) = app
+        .post(
+            "/messages/mark-read",
+            &b.token,
+            &json!({"message_ids": hellos}),
+        )
+        .await;
+    assert_eq!(status, 200);
 
     // a comes online: b (in the small group) hears it, d (only in the big
     // one) does not.

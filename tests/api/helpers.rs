@@ -234,6 +234,13 @@ impl TestApp {
     }
 
     /// Sends a message through the domain layer (the WebSocket's path).
+    /// `a` and `b` each send the other a message: each has talked to the
+    /// other, so each sees the other's presence.
+    pub async fn talk(&self, a: &TestUser, b: &TestUser) {
+        self.send(a, b, "hello").await;
+        self.send(b, a, "hello back").await;
+    }
+
     pub async fn send(
         &self,
         from: &TestUser,

@@ -22,6 +22,8 @@ both_backends!(
     a_users_requests_share_one_budget,
     a_demoted_admins_change_in_flight_does_not_land,
     the_rest_api_refuses_what_its_document_refuses,
+    presence_goes_only_to_whom_a_user_has_talked_to,
+    a_blocked_user_gets_the_answers_of_a_user_that_does_not_exist,
 );
 
 async fn scrape(app: &TestApp) -> String {
@@ -1420,4 +1422,146 @@ async fn hostile_benchmark() {
             view.peak_rss >> 20
         );
     }
+}
+
+/// Presence (live and in profiles) goes only to the people a user has
+/// talked to. A stranger who sends one unsolicited message, or puts them in
+/// a group, learns nothing of their presence until they answer.
+async fn presence_goes_only_to_whom_a_user_has_talked_to(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (victim, stranger) = (app.new_user().await, app.new_user().await);
+    app.send(&stranger, &victim, "hi, remember me?").await;
+    let group = app.create_group(&stranger, "lure", &[&victim]).await;
+    app.send_to_group(&stranger, group, "anyone here?").await;
+
+    let mut ws = WsClient::connect(&app, &stranger.token).await;
+    ws.assert_usable().await;
+    let mut wv = WsClient::connect(&app, &victim.token).await;
+    wv.assert_usable().await;
+    ws.none_of_type_for("user_online", Duration::from_millis(400))
+        .await;
+    let (status, profile) = app
+        .get(&format!("/users/{}", victim.id), &stranger.token)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (profile["is_online"].clone(), profile["last_seen"].clone()),
+        (json!(false), Value::Null),
+        "{profile}"
+    );
+
+    // The victim answers: from now on the stranger is someone they talk to.
+    app.send(&victim, &stranger, "who are you?").await;
+    wv.close().await;
+    let mut wv = WsClient::connect(&app, &victim.token).await;
+    wv.assert_usable().await;
+    assert_eq!(
+        crate::wsclient::presence(&ws.recv_type("user_online").await),
+        json!({"type": "user_online", "user_id": victim.id})
+    );
+    let (_, profile) = app
+        .get(&format!("/users/{}", victim.id), &stranger.token)
+        .await;
+    assert_eq!(profile["is_online"], true, "{profile}");
+    assert!(profile["last_seen"].is_string(), "{profile}");
+}
+
+/// A user who is blocked cannot message, type to, add to a group, or see
+/// the presence or profile of the one who blocked them, and every answer is
+/// the one a user that does not exist gets.
+async fn a_blocked_user_gets_the_answers_of_a_user_that_does_not_exist(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (victim, pest) = (app.new_user().await, app.new_user().await);
+    app.talk(&victim, &pest).await;
+    let nobody = uuid::Uuid::now_v7();
+
+    let block = format!("/users/{}/block", pest.id);
+    assert_eq!(
+        app.post(&block, &victim.token, &json!({})).await,
+        (200, json!({"user_id": pest.id, "blocked": true}))
+    );
+    assert_eq!(
+        app.post(&block, &victim.token, &json!({})).await.0,
+        200,
+        "blocking twice changes nothing"
+    );
+    assert_eq!(
+        app.post(
+            &format!("/users/{}/block", victim.id),
+            &victim.token,
+            &json!({})
+        )
+        .await,
+        (
+            400,
+            json!({"error": {"code": "invalid_field", "message": "you cannot block yourself"}})
+        )
+    );
+    assert_eq!(
+        app.post(&format!("/users/{nobody}/block"), &victim.token, &json!({}))
+            .await,
+        (
+            404,
+            json!({"error": {"code": "not_found", "message": format!("no user with id {nobody}")}})
+        )
+    );
+    let (_, list) = app.get("/users/me/blocks", &victim.token).await;
+    assert_eq!(list["blocks"].as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list["blocks"][0]["user_id"], json!(pest.id));
+
+    // Everything the pest asks about the victim is answered as about nobody.
+    let mut wp = WsClient::connect(&app, &pest.token).await;
+    let mut answers = Vec::new();
+    for target in [victim.id, nobody] {
+        let mut seen = Vec::new();
+        wp.send(json!({"type": "message", "to": target, "content": "hello?", "client_id": "p"}))
+            .await;
+        seen.push(wp.recv_type_of(&["ack", "error"]).await);
+        wp.send(json!({"type": "typing", "to": target, "is_typing": true}))
+            .await;
+        seen.push(wp.recv_type_of(&["error"]).await);
+        seen.push(json!(
+            app.get(&format!("/users/{target}"), &pest.token).await
+        ));
+        seen.push(json!(
+            app.post(
+                "/conversations",
+                &pest.token,
+                &json!({"title": "trap", "member_ids": [target]})
+            )
+            .await
+        ));
+        answers.push(
+            serde_json::to_string(&seen)
+                .unwrap()
+                .replace(&target.to_string(), "<id>"),
+        );
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert!(
+        answers[0].contains("no user with id <id>"),
+        "{}",
+        answers[0]
+    );
+    let (_, stats) = app.get("/messages/stats", &victim.token).await;
+    assert_eq!(
+        stats["total_received"], 1,
+        "nothing reached the victim: {stats}"
+    );
+
+    // Nor does the victim's presence reach the pest any more.
+    let mut wv = WsClient::connect(&app, &victim.token).await;
+    wv.assert_usable().await;
+    wp.none_of_type_for("user_online", Duration::from_millis(400))
+        .await;
+
+    // Unblocked, the pest is a user again.
+    assert_eq!(
+        app.delete(&block, &victim.token).await,
+        (200, json!({"user_id": pest.id, "blocked": false}))
+    );
+    wp.send(json!({"type": "message", "to": victim.id, "content": "sorry", "client_id": "s"}))
+        .await;
+    assert_eq!(wp.recv_type("ack").await["client_id"], "s");
+    assert_eq!(wv.recv_type("message").await["content"], "sorry");
 }

@@ -431,7 +431,7 @@ async fn fast_node_hops_never_leave_a_contact_showing_offline() {
     let cluster = Cluster::start(2, &[]).await;
     let [n0, n1] = [&cluster.nodes[0], &cluster.nodes[1]];
     let (a, b) = (n0.new_user().await, n0.new_user().await);
-    n0.send(&a, &b, "contacts").await;
+    n0.talk(&a, &b).await;
     let mut wa = WsClient::connect(n0, &a.token).await;
     wa.assert_usable().await;
     let mut log = PresenceLog::default();
@@ -464,7 +464,7 @@ async fn fast_node_hops_never_leave_a_contact_showing_offline() {
 
 async fn contacts(node: &TestApp, watcher: &TestUser, users: &[&TestUser]) {
     for user in users {
-        node.send(watcher, user, "contacts").await;
+        node.talk(watcher, user).await;
     }
 }
 

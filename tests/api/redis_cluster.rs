@@ -449,6 +449,12 @@ async fn nodes_chat_over_a_redis_cluster() {
         json!({"type": "typing", "from": b.id, "is_typing": true})
     );
 
+    // b answers a, so a hears of b's presence.
+    wb.send(json!({"type": "message", "to": a.id, "content": "hi a"}))
+        .await;
+    wb.recv_type("ack").await;
+    wa.recv_type("message").await;
+
     // Presence: b leaves and comes back on the other node; a is told both.
     wb.close().await;
     let offline = wa.recv_type("user_offline").await;
@@ -750,15 +756,14 @@ async fn a_master_killed_under_load_loses_nothing_and_heals_delivery() {
     }
 
     // Presence converges: everyone still connected is online, from any node.
-    let (a, _) = &pairs[0];
     for user in pairs.iter().flat_map(|(from, to)| [from, to]) {
         for node in &nodes.nodes {
             let online = eventually(Duration::from_secs(10), || async {
-                let (_, profile) = node.get(&format!("/users/{}", user.id), &a.token).await;
+                let (_, profile) = node.get(&format!("/users/{}", user.id), &user.token).await;
                 profile["is_online"] == true
             })
             .await;
-            let (_, profile) = node.get(&format!("/users/{}", user.id), &a.token).await;
+            let (_, profile) = node.get(&format!("/users/{}", user.id), &user.token).await;
             assert!(
                 online,
                 "a connected user stays online through the failover: {profile}"

@@ -566,10 +566,32 @@ async fn contacts_and_presence_are_recorded(backend: Backend) {
     insert(&store, a, b, "1").await;
     insert(&store, c, a, "2").await;
     insert(&store, c, a, "3").await;
+    // a's presence goes to whom a has talked to: b, not c (who only wrote
+    // to a); c's goes to a.
     let contacts: HashSet<Uuid> = store.contacts(a, 50).await.unwrap().into_iter().collect();
-    assert_eq!(contacts, HashSet::from([b, c]));
+    assert_eq!(contacts, HashSet::from([b]));
+    assert_eq!(store.contacts(c, 50).await.unwrap(), vec![a]);
+    assert!(store.talked_to(a, b, 50).await.unwrap());
+    assert!(!store.talked_to(a, c, 50).await.unwrap());
+    assert!(store.talked_to(c, a, 50).await.unwrap());
     assert!(store.is_contact(b, a).await.unwrap());
     assert!(!store.is_contact(a, d).await.unwrap());
+    // Blocking: a blocks b, so b no longer gets a's presence.
+    store.block(a, b, now()).await.unwrap();
+    store.block(a, b, now()).await.unwrap();
+    assert_eq!(store.contacts(a, 50).await.unwrap(), Vec::<Uuid>::new());
+    assert_eq!(
+        store.blocked(&[(a, b), (b, a), (a, c)]).await.unwrap(),
+        vec![(a, b)]
+    );
+    let blocks = store.blocks(a, 10).await.unwrap();
+    assert_eq!(
+        blocks.iter().map(|b| b.user_id).collect::<Vec<_>>(),
+        vec![b]
+    );
+    store.unblock(a, b).await.unwrap();
+    assert_eq!(store.contacts(a, 50).await.unwrap(), vec![b]);
+    assert!(store.blocked(&[(a, b)]).await.unwrap().is_empty());
 
     let at = now();
     store.set_presence(a, true, at).await.unwrap();

@@ -384,7 +384,7 @@ async fn presence_goes_to_contacts_only(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (a, b) = two_users(&app).await;
     let stranger = app.new_user().await;
-    app.send(&a, &b, "we are contacts").await;
+    app.talk(&a, &b).await;
     let mut wa = WsClient::connect(&app, &a.token).await;
     let mut ws = WsClient::connect(&app, &stranger.token).await;
 
@@ -415,8 +415,8 @@ async fn typing_goes_to_the_recipient_only(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (a, b) = two_users(&app).await;
     let c = app.new_user().await;
-    app.send(&a, &b, "hi").await;
-    app.send(&a, &c, "hi").await;
+    app.talk(&a, &b).await;
+    app.talk(&a, &c).await;
     // Presence is announced beside the session (never before its first
     // frame), so wait for it before typing.
     let mut wa = WsClient::connect(&app, &a.token).await;
@@ -442,6 +442,8 @@ async fn read_receipts_reach_the_sender_from_ws_and_rest(backend: Backend) {
     let (a, b) = two_users(&app).await;
     let m1 = app.send(&a, &b, "one").await;
     let m2 = app.send(&a, &b, "two").await;
+    // b talks back, so a sees b's presence below.
+    app.send(&b, &a, "back").await;
     let mut wa = WsClient::connect(&app, &a.token).await;
 
     let (_, body) = app

@@ -175,6 +175,7 @@ impl Application {
             presence.clone(),
             config.limits.clone(),
             presence_every(&config),
+            tasks.clone(),
         ));
         tasks.spawn(crate::ws::catchup::run(
             hub.clone(),

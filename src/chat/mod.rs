@@ -6,10 +6,12 @@ mod groups;
 pub mod text;
 mod writer;
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 pub use writer::MessageWriter;
@@ -141,7 +143,20 @@ pub struct Chat {
     /// node has put its own sessions back first and nobody flaps.
     presence_every: Duration,
     repairs: Mutex<Vec<PendingRepair>>,
+    /// (sender, recipient) pairs whose recipient this node has told the
+    /// sender's presence since it started (see [`Chat::introduce`]); cleared
+    /// when it reaches [`INTRODUCED_CAP`].
+    introduced: Mutex<HashSet<(Uuid, Uuid)>>,
+    /// Owns the introductions, so shutdown waits for them.
+    tasks: TaskTracker,
 }
+
+/// Pairs remembered as introduced: past this the set starts again (a pair
+/// introduced twice costs one presence frame the receiving node drops).
+const INTRODUCED_CAP: usize = 100_000;
+
+/// How long an introduction waits for presence.
+const INTRODUCE_WITHIN: Duration = Duration::from_secs(2);
 
 /// How soon a failed announcement is tried again.
 const ANNOUNCE_RETRY: Duration = Duration::from_secs(1);
@@ -156,6 +171,7 @@ impl Chat {
         presence: SharedPresence,
         limits: Limits,
         presence_every: Duration,
+        tasks: TaskTracker,
     ) -> Self {
         Self {
             store,
@@ -165,6 +181,8 @@ impl Chat {
             limits,
             presence_every,
             repairs: Mutex::new(Vec::new()),
+            introduced: Mutex::new(HashSet::new()),
+            tasks,
         }
     }
 
@@ -214,6 +232,9 @@ impl Chat {
         match outcome {
             InsertOutcome::Created(stored) => {
                 crate::metrics::message_sent();
+                if let Some(receiver) = stored.message.receiver_id {
+                    self.introduce(sender, receiver);
+                }
                 Ok(stored.message)
             }
             InsertOutcome::Duplicate(message) => Ok(message),
@@ -232,6 +253,57 @@ impl Chat {
             }
             InsertOutcome::SenderNotFound => Err(ApiError::internal()),
         }
+    }
+
+    /// A direct message makes its sender someone who has talked to its
+    /// recipient, so the recipient is told the sender's presence now,
+    /// rather than at the sender's next transition (which, for a sender
+    /// who stays online, may be hours away). Once per pair per node; in
+    /// the background, so no ack waits on presence.
+    fn introduce(&self, sender: Uuid, receiver: Uuid) {
+        {
+            let mut introduced = self.introduced.lock().expect("not poisoned");
+            if introduced.contains(&(sender, receiver)) {
+                return;
+            }
+            if introduced.len() >= INTRODUCED_CAP {
+                introduced.clear();
+            }
+            introduced.insert((sender, receiver));
+        }
+        let (presence, bus, store) = (self.presence.clone(), self.bus.clone(), self.store.clone());
+        self.tasks.spawn(async move {
+            // A sender who blocked the recipient keeps their presence from
+            // them, as `contacts` does.
+            let blocked = store.blocked(&[(sender, receiver)]).await;
+            if !blocked.is_ok_and(|b| b.is_empty()) {
+                return;
+            }
+            let settled = tokio::time::timeout(INTRODUCE_WITHIN, presence.settle(sender)).await;
+            let Ok(Ok(t)) = settled else {
+                // The sender's next transition, or a repair, tells them.
+                return;
+            };
+            let frame = if t.online {
+                ServerFrame::UserOnline {
+                    user_id: t.user,
+                    version: t.version,
+                }
+            } else {
+                ServerFrame::UserOffline {
+                    user_id: t.user,
+                    version: t.version,
+                }
+            };
+            let order = Order::Presence {
+                user: t.user,
+                version: t.version,
+            };
+            let event = Envelope::new(&frame, None).ordered(order);
+            if let Err(e) = bus.publish(vec![(receiver, event)]).await {
+                tracing::debug!(error = %e, "could not introduce a sender's presence");
+            }
+        });
     }
 
     /// Marks messages `reader` received as read; each sender hears a

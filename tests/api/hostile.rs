@@ -1450,9 +1450,18 @@ async fn presence_goes_only_to_whom_a_user_has_talked_to(backend: Backend) {
         "{profile}"
     );
 
-    // The victim answers: from now on the stranger is someone they talk to.
+    // The victim answers: from now on the stranger is someone they talk
+    // to, and is told at once that they are online.
     app.send(&victim, &stranger, "who are you?").await;
+    assert_eq!(
+        crate::wsclient::presence(&ws.recv_type("user_online").await),
+        json!({"type": "user_online", "user_id": victim.id})
+    );
     wv.close().await;
+    assert_eq!(
+        crate::wsclient::presence(&ws.recv_type("user_offline").await),
+        json!({"type": "user_offline", "user_id": victim.id})
+    );
     let mut wv = WsClient::connect(&app, &victim.token).await;
     wv.assert_usable().await;
     assert_eq!(

@@ -12,7 +12,6 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -172,6 +171,3 @@ impl AsyncWrite for Counted {
         self.tcp.is_write_vectored()
     }
 }
-
-/// The address a connection came from, as `ConnectInfo` carries it.
-pub type PeerAddr = ConnectInfo<SocketAddr>;

@@ -18,19 +18,13 @@ use crate::store::{
 pub const MAX_TITLE_CHARS: usize = 100;
 
 fn title(raw: &str) -> ApiResult<String> {
-    let title = raw.trim();
-    if title.is_empty() {
-        return Err(ApiError::invalid_field("title is empty"));
-    }
-    // The length as sent, which is what the API document bounds.
-    let chars = raw.chars().count();
-    if chars > MAX_TITLE_CHARS || title.contains(super::text::refused_in_name) {
-        return Err(ApiError::invalid_field(format!(
+    super::text::name(raw, MAX_TITLE_CHARS).map_err(|bad| match bad {
+        super::text::BadName::Empty => ApiError::invalid_field("title is empty"),
+        super::text::BadName::Invalid => ApiError::invalid_field(format!(
             "title must be 1 to {MAX_TITLE_CHARS} characters, {}",
             super::text::NAME_RULE
-        )));
-    }
-    Ok(title.to_owned())
+        )),
+    })
 }
 
 /// For a former member, who knows the conversation exists.

@@ -3,6 +3,7 @@
 //! lives here once.
 
 mod groups;
+mod people;
 pub mod text;
 mod writer;
 
@@ -14,6 +15,10 @@ use futures_util::StreamExt;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+pub use people::Profile;
+use people::no_user;
+pub use text::avatar_url;
+use text::{ClientId, Content};
 pub use writer::MessageWriter;
 
 use crate::bus::{Envelope, Order, SessionId, SharedBus};
@@ -22,92 +27,29 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::presence::{Closed, SharedPresence, Transition};
 use crate::protocol::{Destination, ServerFrame};
 use crate::store::{
-    self, Block, ConversationSummary, InsertOutcome, Membership, Message, NewMessage, Page,
-    SearchWords, Sequenced, Stats, Store, Target,
+    self, ConversationSummary, InsertOutcome, Membership, Message, NewMessage, Page, SearchWords,
+    Sequenced, Stats, Store, Target,
 };
 
-/// Message text: trimmed, 1..=limit characters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Content(String);
-
-impl Content {
-    pub fn parse(raw: &str, max_chars: usize) -> ApiResult<Self> {
-        let trimmed = raw.trim();
-        // Checked before the batch: one message PostgreSQL cannot store (a
-        // NUL) must not fail the others committed with it.
-        if trimmed.contains(text::refused_in_content) {
-            return Err(ApiError::invalid_field(
-                "content must not contain control characters other than newline and tab",
-            ));
+/// A presence transition as the frame contacts get, and its order (so a
+/// node never forwards an older one after a newer).
+fn presence_frame(t: &Transition) -> (ServerFrame, Order) {
+    let frame = if t.online {
+        ServerFrame::UserOnline {
+            user_id: t.user,
+            version: t.version,
         }
-        if trimmed.is_empty() {
-            return Err(ApiError::new(ErrorCode::ContentEmpty, "content is empty"));
+    } else {
+        ServerFrame::UserOffline {
+            user_id: t.user,
+            version: t.version,
         }
-        let chars = trimmed.chars().count();
-        if chars > max_chars {
-            return Err(ApiError::new(
-                ErrorCode::ContentTooLong,
-                format!("content is {chars} characters; the limit is {max_chars}"),
-            ));
-        }
-        Ok(Self(trimmed.to_owned()))
-    }
-}
-
-/// A sender's idempotency key: 1..=64 characters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientId(String);
-
-impl ClientId {
-    pub const MAX_CHARS: usize = 64;
-
-    pub fn parse(raw: &str) -> ApiResult<Self> {
-        if raw.is_empty() || raw.chars().count() > Self::MAX_CHARS || raw.contains('\0') {
-            return Err(ApiError::invalid_field(
-                "client_id must be 1 to 64 characters",
-            ));
-        }
-        Ok(Self(raw.to_owned()))
-    }
-}
-
-const MAX_AVATAR_URL_CHARS: usize = 2048;
-
-/// An avatar (a user's or a group's): an http(s) URL without whitespace.
-pub fn avatar_url(raw: &str) -> ApiResult<String> {
-    // Not trimmed: a URL has no spaces, at its ends or anywhere.
-    let url = raw;
-    let web = url.starts_with("https://") || url.starts_with("http://");
-    // Control characters (U+0000 above all, which PostgreSQL cannot store)
-    // are no part of a URL.
-    let stray = |c: char| c.is_whitespace() || c.is_control();
-    if !web || url.chars().count() > MAX_AVATAR_URL_CHARS || url.contains(stray) {
-        return Err(ApiError::invalid_field(format!(
-            "avatar_url must be an http(s) URL of at most {MAX_AVATAR_URL_CHARS} characters, or null"
-        )));
-    }
-    Ok(url.to_owned())
-}
-
-/// The answer for a user that does not exist, and for one who blocked the
-/// asker: the two must not be told apart.
-fn no_user(id: Uuid) -> ApiError {
-    ApiError::new(
-        ErrorCode::RecipientNotFound,
-        format!("no user with id {id}"),
-    )
-}
-
-/// Another user's profile as the asker may see it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-pub struct Profile {
-    pub id: Uuid,
-    pub username: Option<String>,
-    pub avatar_url: Option<String>,
-    /// `false` unless this user has talked to the asker.
-    pub is_online: bool,
-    /// `null` unless this user has talked to the asker.
-    pub last_seen: Option<chrono::DateTime<chrono::Utc>>,
+    };
+    let order = Order::Presence {
+        user: t.user,
+        version: t.version,
+    };
+    (frame, order)
 }
 
 /// Page sizes are clamped to 1..=100; 50 when not given.
@@ -150,13 +92,6 @@ pub struct Chat {
     /// Owns the introductions, so shutdown waits for them.
     tasks: TaskTracker,
 }
-
-/// Pairs remembered as introduced: past this the set starts again (a pair
-/// introduced twice costs one presence frame the receiving node drops).
-const INTRODUCED_CAP: usize = 100_000;
-
-/// How long an introduction waits for presence.
-const INTRODUCE_WITHIN: Duration = Duration::from_secs(2);
 
 /// How soon a failed announcement is tried again.
 const ANNOUNCE_RETRY: Duration = Duration::from_secs(1);
@@ -253,57 +188,6 @@ impl Chat {
             }
             InsertOutcome::SenderNotFound => Err(ApiError::internal()),
         }
-    }
-
-    /// A direct message makes its sender someone who has talked to its
-    /// recipient, so the recipient is told the sender's presence now,
-    /// rather than at the sender's next transition (which, for a sender
-    /// who stays online, may be hours away). Once per pair per node; in
-    /// the background, so no ack waits on presence.
-    fn introduce(&self, sender: Uuid, receiver: Uuid) {
-        {
-            let mut introduced = self.introduced.lock().expect("not poisoned");
-            if introduced.contains(&(sender, receiver)) {
-                return;
-            }
-            if introduced.len() >= INTRODUCED_CAP {
-                introduced.clear();
-            }
-            introduced.insert((sender, receiver));
-        }
-        let (presence, bus, store) = (self.presence.clone(), self.bus.clone(), self.store.clone());
-        self.tasks.spawn(async move {
-            // A sender who blocked the recipient keeps their presence from
-            // them, as `contacts` does.
-            let blocked = store.blocked(&[(sender, receiver)]).await;
-            if !blocked.is_ok_and(|b| b.is_empty()) {
-                return;
-            }
-            let settled = tokio::time::timeout(INTRODUCE_WITHIN, presence.settle(sender)).await;
-            let Ok(Ok(t)) = settled else {
-                // The sender's next transition, or a repair, tells them.
-                return;
-            };
-            let frame = if t.online {
-                ServerFrame::UserOnline {
-                    user_id: t.user,
-                    version: t.version,
-                }
-            } else {
-                ServerFrame::UserOffline {
-                    user_id: t.user,
-                    version: t.version,
-                }
-            };
-            let order = Order::Presence {
-                user: t.user,
-                version: t.version,
-            };
-            let event = Envelope::new(&frame, None).ordered(order);
-            if let Err(e) = bus.publish(vec![(receiver, event)]).await {
-                tracing::debug!(error = %e, "could not introduce a sender's presence");
-            }
-        });
     }
 
     /// Marks messages `reader` received as read; each sender hears a
@@ -449,61 +333,6 @@ impl Chat {
         Ok(self.store.search(me, &words, page_limit(limit)).await?)
     }
 
-    /// Whether `blocker` has blocked `user`.
-    async fn blocks(&self, blocker: Uuid, user: Uuid) -> ApiResult<bool> {
-        Ok(!self.store.blocked(&[(blocker, user)]).await?.is_empty())
-    }
-
-    /// Another user's public profile, as `me` may see it: a user who
-    /// blocked `me` does not exist for them, and presence (`is_online`,
-    /// `last_seen`) shows only once that user has talked to `me`.
-    pub async fn profile(&self, me: Uuid, id: Uuid) -> ApiResult<Profile> {
-        if id != me && self.blocks(id, me).await? {
-            return Err(ApiError::not_found(format!("no user with id {id}")));
-        }
-        let user = self
-            .store
-            .user(id)
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("no user with id {id}")))?;
-        let visible = id == me
-            || self
-                .store
-                .talked_to(id, me, self.limits.presence_group_limit)
-                .await?;
-        let is_online = visible && self.is_online(id).await;
-        Ok(Profile {
-            id: user.id,
-            username: user.username,
-            avatar_url: user.avatar_url,
-            is_online,
-            last_seen: visible.then_some(user.last_seen),
-        })
-    }
-
-    /// `me` blocks `user`: they can no longer message `me`, type to `me`,
-    /// add `me` to a group or see `me`'s presence or profile.
-    pub async fn block(&self, me: Uuid, user: Uuid) -> ApiResult<()> {
-        if user == me {
-            return Err(ApiError::invalid_field("you cannot block yourself"));
-        }
-        if self.store.user(user).await?.is_none() {
-            return Err(ApiError::not_found(format!("no user with id {user}")));
-        }
-        Ok(self.store.block(me, user, store::now()).await?)
-    }
-
-    pub async fn unblock(&self, me: Uuid, user: Uuid) -> ApiResult<()> {
-        if self.store.user(user).await?.is_none() {
-            return Err(ApiError::not_found(format!("no user with id {user}")));
-        }
-        Ok(self.store.unblock(me, user).await?)
-    }
-
-    pub async fn blocked_users(&self, me: Uuid, limit: Option<u32>) -> ApiResult<Vec<Block>> {
-        Ok(self.store.blocks(me, page_limit(limit)).await?)
-    }
-
     pub async fn stats(&self, me: Uuid) -> ApiResult<Stats> {
         Ok(self.store.stats(me).await?)
     }
@@ -631,22 +460,8 @@ impl Chat {
             .await
         {
             Ok(contacts) => {
-                let frame = if t.online {
-                    ServerFrame::UserOnline {
-                        user_id: t.user,
-                        version: t.version,
-                    }
-                } else {
-                    ServerFrame::UserOffline {
-                        user_id: t.user,
-                        version: t.version,
-                    }
-                };
+                let (frame, order) = presence_frame(&t);
                 let (kind, json) = (frame.kind(), frame.to_json());
-                let order = Order::Presence {
-                    user: t.user,
-                    version: t.version,
-                };
                 let events = contacts
                     .into_iter()
                     .map(|c| (c, Envelope::shared(kind, json.clone(), None).ordered(order)))
@@ -692,33 +507,6 @@ impl Chat {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn content_is_trimmed_and_bounded() {
-        assert_eq!(Content::parse("  hi  ", 10).unwrap(), Content("hi".into()));
-        assert_eq!(
-            Content::parse(" \n\t ", 10).unwrap_err().code,
-            ErrorCode::ContentEmpty
-        );
-        assert_eq!(
-            Content::parse(&"é".repeat(11), 10).unwrap_err().code,
-            ErrorCode::ContentTooLong
-        );
-        assert!(
-            Content::parse(&"é".repeat(10), 10).is_ok(),
-            "the limit counts characters, not bytes"
-        );
-        assert_eq!(
-            Content::parse("line one\n\tline two", 100).unwrap(),
-            Content("line one\n\tline two".into())
-        );
-        assert_eq!(
-            Content::parse("red \u{1b}[31m alert", 100).unwrap_err(),
-            ApiError::invalid_field(
-                "content must not contain control characters other than newline and tab"
-            )
-        );
-    }
 
     #[test]
     fn limits_are_clamped() {

@@ -1,5 +1,6 @@
-//! The one place text from a client is judged: message content, and names
-//! people see beside it (usernames, group titles).
+//! The one place text from a client is judged: message content, names
+//! people see beside it (usernames, group titles), idempotency keys and
+//! avatar URLs.
 //!
 //! Content may span lines, so it keeps newline and tab and refuses every
 //! other control character (an ESC starts a terminal escape in a log or a
@@ -10,6 +11,8 @@
 //! names look the same.
 
 use unicode_general_category::{GeneralCategory, get_general_category};
+
+use crate::error::{ApiError, ApiResult, ErrorCode};
 
 /// A character content may not hold.
 pub fn refused_in_content(c: char) -> bool {
@@ -29,12 +32,124 @@ pub fn refused_in_name(c: char) -> bool {
     )
 }
 
+/// Message text: trimmed, 1..=limit characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Content(pub(super) String);
+
+impl Content {
+    pub fn parse(raw: &str, max_chars: usize) -> ApiResult<Self> {
+        let trimmed = raw.trim();
+        // Checked before the batch: one message PostgreSQL cannot store (a
+        // NUL) must not fail the others committed with it.
+        if trimmed.contains(refused_in_content) {
+            return Err(ApiError::invalid_field(
+                "content must not contain control characters other than newline and tab",
+            ));
+        }
+        if trimmed.is_empty() {
+            return Err(ApiError::new(ErrorCode::ContentEmpty, "content is empty"));
+        }
+        let chars = trimmed.chars().count();
+        if chars > max_chars {
+            return Err(ApiError::new(
+                ErrorCode::ContentTooLong,
+                format!("content is {chars} characters; the limit is {max_chars}"),
+            ));
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+}
+
+/// A sender's idempotency key: 1..=64 characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientId(pub(super) String);
+
+impl ClientId {
+    pub const MAX_CHARS: usize = 64;
+
+    pub fn parse(raw: &str) -> ApiResult<Self> {
+        if raw.is_empty() || raw.chars().count() > Self::MAX_CHARS || raw.contains('\0') {
+            return Err(ApiError::invalid_field(
+                "client_id must be 1 to 64 characters",
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+}
+
+const MAX_AVATAR_URL_CHARS: usize = 2048;
+
+/// An avatar (a user's or a group's): an http(s) URL without whitespace.
+pub fn avatar_url(raw: &str) -> ApiResult<String> {
+    // Not trimmed: a URL has no spaces, at its ends or anywhere.
+    let url = raw;
+    let web = url.starts_with("https://") || url.starts_with("http://");
+    // Control characters (U+0000 above all, which PostgreSQL cannot store)
+    // are no part of a URL.
+    let stray = |c: char| c.is_whitespace() || c.is_control();
+    if !web || url.chars().count() > MAX_AVATAR_URL_CHARS || url.contains(stray) {
+        return Err(ApiError::invalid_field(format!(
+            "avatar_url must be an http(s) URL of at most {MAX_AVATAR_URL_CHARS} characters, or null"
+        )));
+    }
+    Ok(url.to_owned())
+}
+
+/// Why a name or title was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadName {
+    /// Nothing but spaces.
+    Empty,
+    /// Longer than allowed as sent, or holding a character names refuse.
+    Invalid,
+}
+
+/// A name or title: trimmed, at most `max_chars` characters as sent (the
+/// length the API document bounds), none of them refused in names.
+pub fn name(raw: &str, max_chars: usize) -> Result<String, BadName> {
+    let name = raw.trim();
+    if name.is_empty() {
+        return Err(BadName::Empty);
+    }
+    if raw.chars().count() > max_chars || name.contains(refused_in_name) {
+        return Err(BadName::Invalid);
+    }
+    Ok(name.to_owned())
+}
+
 /// What a name or title may not hold, for error messages.
 pub const NAME_RULE: &str = "no control or invisible formatting characters";
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_is_trimmed_and_bounded() {
+        assert_eq!(Content::parse("  hi  ", 10).unwrap(), Content("hi".into()));
+        assert_eq!(
+            Content::parse(" \n\t ", 10).unwrap_err().code,
+            ErrorCode::ContentEmpty
+        );
+        assert_eq!(
+            Content::parse(&"é".repeat(11), 10).unwrap_err().code,
+            ErrorCode::ContentTooLong
+        );
+        assert!(
+            Content::parse(&"é".repeat(10), 10).is_ok(),
+            "the limit counts characters, not bytes"
+        );
+        assert_eq!(
+            Content::parse("line one\n\tline two", 100).unwrap(),
+            Content("line one\n\tline two".into())
+        );
+        assert_eq!(
+            Content::parse("red \u{1b}[31m alert", 100).unwrap_err(),
+            ApiError::invalid_field(
+                "content must not contain control characters other than newline and tab"
+            )
+        );
+    }
 
     #[test]
     fn content_keeps_lines_and_tabs_and_nothing_else_invisible() {

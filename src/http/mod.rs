@@ -112,10 +112,7 @@ fn is_json(content_type: &str) -> bool {
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         if body_timed_out(&rejection) {
-            return ApiError::new(
-                ErrorCode::RequestTimeout,
-                "the request body did not arrive in time",
-            );
+            return body_timeout();
         }
         let code = match &rejection {
             _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
@@ -129,10 +126,7 @@ impl From<JsonRejection> for ApiError {
 impl From<BytesRejection> for ApiError {
     fn from(rejection: BytesRejection) -> Self {
         if body_timed_out(&rejection) {
-            return ApiError::new(
-                ErrorCode::RequestTimeout,
-                "the request body did not arrive in time",
-            );
+            return body_timeout();
         }
         let code = match rejection.status() {
             StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
@@ -140,6 +134,13 @@ impl From<BytesRejection> for ApiError {
         };
         ApiError::new(code, rejection.body_text())
     }
+}
+
+fn body_timeout() -> ApiError {
+    ApiError::new(
+        ErrorCode::RequestTimeout,
+        "the request body did not arrive in time",
+    )
 }
 
 /// Whether reading the body failed because `REQUEST_BODY_TIMEOUT` passed.

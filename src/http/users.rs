@@ -74,18 +74,13 @@ impl PatchBody {
     fn parse(self) -> ApiResult<ProfilePatch> {
         let username = match self.username {
             Some(Some(name)) => {
-                let raw_chars = name.chars().count();
-                let name = name.trim();
-                if name.is_empty()
-                    || raw_chars > MAX_USERNAME_CHARS
-                    || name.contains(crate::chat::text::refused_in_name)
-                {
-                    return Err(ApiError::invalid_field(format!(
+                let name = crate::chat::text::name(&name, MAX_USERNAME_CHARS).map_err(|_| {
+                    ApiError::invalid_field(format!(
                         "username must be 1 to {MAX_USERNAME_CHARS} characters, {}, or null",
                         crate::chat::text::NAME_RULE
-                    )));
-                }
-                Some(Some(name.to_owned()))
+                    ))
+                })?;
+                Some(Some(name))
             }
             other => other,
         };

@@ -63,7 +63,12 @@ impl StoreError {
     /// For an error that came after a write was sent: not reaching the
     /// database then means not knowing whether the write committed.
     pub fn after_sending(err: sqlx::Error) -> Self {
-        match Self::from(err) {
+        Self::from(err).once_sent()
+    }
+
+    /// The same failure, had it come after a write was sent.
+    pub fn once_sent(self) -> Self {
+        match self {
             Self::Unavailable(why) => Self::Uncertain(why),
             other => other,
         }

@@ -1111,18 +1111,12 @@ impl PgStore {
             // batch's answer, not its outcome, unknown.)
             let existing = taken_keys(&mut conn, &plan, &inserted)
                 .await
-                .map_err(|e| match e {
-                    StoreError::Unavailable(why) => StoreError::Uncertain(why),
-                    other => other,
-                })?;
+                .map_err(StoreError::once_sent)?;
             plan.resolve_conflicts(&existing);
             let heads = plan.conversation_heads(|r| inserted.contains(&r.message.id));
             upsert_conversation_heads(&mut *conn, heads)
                 .await
-                .map_err(|e| match e {
-                    StoreError::Unavailable(why) => StoreError::Uncertain(why),
-                    other => other,
-                })?;
+                .map_err(StoreError::once_sent)?;
         }
         Ok(Some(plan.outcomes))
     }

@@ -2,7 +2,9 @@
 //! session, and the node-local hub that fans bus events out to sessions.
 
 pub mod catchup;
+mod handle;
 pub mod hub;
+mod probe;
 mod session;
 
 use axum::extract::ws::WebSocketUpgrade;

@@ -10,7 +10,6 @@ use std::sync::atomic::Ordering as AtomicOrdering;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use bytes::Bytes;
 use futures_util::future::OptionFuture;
 use futures_util::stream::{FuturesUnordered, SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -20,6 +19,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::hub::{CloseReason, Outbound, Registered, SessionHandle};
+use super::probe::Probe;
 use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::bus::SessionId;
@@ -407,63 +407,6 @@ async fn sync(
         },
         Err(e) => ServerFrame::error(e, None),
     })
-}
-
-/// Bytes written without proof the client read them before a probe ping is
-/// sent behind them.
-const PROBE_AFTER_BYTES: usize = 64 * 1024;
-
-/// Tells a client that reads from one that only lets the kernel buffer for
-/// it: after `PROBE_AFTER_BYTES` a ping goes out behind the frames, and a
-/// client that has not answered it within `SLOW_CONSUMER_TIMEOUT` is too far
-/// behind, however much the kernels on the way hold.
-#[derive(Default)]
-struct Probe {
-    unconfirmed: usize,
-    /// The outstanding probe: its payload and when it is overdue.
-    outstanding: Option<(u64, Instant)>,
-    next: u64,
-}
-
-impl Probe {
-    fn deadline(&self) -> Option<Instant> {
-        self.outstanding.map(|(_, due)| due)
-    }
-
-    /// Clears the probe if the client answered it.
-    fn check(&mut self, handle: &SessionHandle) {
-        if let Some((payload, _)) = self.outstanding
-            && handle.pong.load(AtomicOrdering::Relaxed) >= payload
-        {
-            self.outstanding = None;
-        }
-    }
-
-    fn overdue(&mut self, handle: &SessionHandle) -> bool {
-        self.check(handle);
-        self.deadline().is_some_and(|due| Instant::now() >= due)
-    }
-
-    /// Drops the outstanding probe; the next one goes out after another
-    /// `PROBE_AFTER_BYTES`.
-    fn forget(&mut self) {
-        self.outstanding = None;
-        self.unconfirmed = 0;
-    }
-
-    /// Counts a write; returns a probe ping to send, if one is due.
-    fn wrote(&mut self, bytes: usize, timeout: Duration) -> Option<Message> {
-        self.unconfirmed += bytes;
-        if self.outstanding.is_some() || self.unconfirmed < PROBE_AFTER_BYTES {
-            return None;
-        }
-        self.next += 1;
-        self.unconfirmed = 0;
-        self.outstanding = Some((self.next, Instant::now() + timeout));
-        Some(Message::Ping(Bytes::copy_from_slice(
-            &self.next.to_be_bytes(),
-        )))
-    }
 }
 
 /// Drains the queue to the socket and pings on a timer. A client that falls

@@ -10,6 +10,11 @@ use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// Tests that load both cores for seconds (Redis Clusters, floods) or
+/// measure time and this process's memory take turns, so one does not
+/// skew another's measurement.
+pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 pub const TEST_SECRET: &str = "ochat-test-secret-that-is-long-enough-0123456789";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

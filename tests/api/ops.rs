@@ -9,7 +9,7 @@ use crate::wsclient::WsClient;
 
 /// One sample's value from Prometheus text, summed over label sets that
 /// contain every given `label="value"` pair.
-fn sample(metrics: &str, name: &str, labels: &[&str]) -> f64 {
+pub fn sample(metrics: &str, name: &str, labels: &[&str]) -> f64 {
     metrics
         .lines()
         .filter(|line| !line.starts_with('#'))
@@ -19,8 +19,12 @@ fn sample(metrics: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
-async fn scrape(app: &TestApp) -> String {
-    let port = app.metrics_port.expect("metrics listener");
+pub async fn scrape(app: &TestApp) -> String {
+    scrape_port(app.metrics_port.expect("metrics listener")).await
+}
+
+/// A node's `/metrics` text, by its metrics port.
+pub async fn scrape_port(port: u16) -> String {
     reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
         .unwrap()

@@ -21,6 +21,22 @@ fn host_port(url: &str) -> String {
     rest.split('/').next().unwrap().to_owned()
 }
 
+/// A node on a fresh PostgreSQL database reached through a proxy the test
+/// can cut, pause or slow down; also the database's direct URL, for
+/// looking at what is committed without the proxy.
+async fn node_behind_a_proxy(env: &[(&str, &str)]) -> (TestApp, Proxy, String) {
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let direct = db.url.clone();
+    let proxy = Proxy::start(&host_port(&db.url)).await;
+    let slow_url = db
+        .url
+        .replace(&host_port(&db.url), &format!("127.0.0.1:{}", proxy.port));
+    let mut all = vec![("DATABASE_URL", slow_url.as_str())];
+    all.extend_from_slice(env);
+    let app = TestApp::spawn_on(std::sync::Arc::new(db), &all).await;
+    (app, proxy, direct)
+}
+
 async fn ready(app: &TestApp) -> bool {
     reqwest::get(format!("{}/readyz", app.base))
         .await
@@ -156,16 +172,7 @@ async fn a_new_socket_is_answered_at_once_while_redis_is_down() {
 /// slowed: they share commits instead of waiting for each other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_sends_share_commits_under_a_slow_postgres() {
-    let db = TestDatabase::new(Backend::Postgres).await;
-    let proxy = Proxy::start(&host_port(&db.url)).await;
-    let slow_url = db
-        .url
-        .replace(&host_port(&db.url), &format!("127.0.0.1:{}", proxy.port));
-    let app = TestApp::spawn_on(
-        std::sync::Arc::new(db),
-        &[("DATABASE_URL", slow_url.as_str())],
-    )
-    .await;
+    let (app, proxy, _) = node_behind_a_proxy(&[]).await;
     let (a, b) = (app.new_user().await, app.new_user().await);
     let mut wa = WsClient::connect(&app, &a.token).await;
     let send = |i: usize| json!({"type": "message", "to": b.id, "content": format!("m{i}"), "client_id": format!("c{i}")});
@@ -207,6 +214,7 @@ async fn pipelined_sends_share_commits_under_a_slow_postgres() {
 /// second, however much the kernels buffer for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_closed_in_time() {
+    let _turn = crate::helpers::HEAVY.lock().await;
     let app = TestApp::spawn_with(
         Backend::Sqlite,
         &[
@@ -639,17 +647,7 @@ async fn presence_is_repaired_after_a_postgres_cut() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_whose_answer_is_lost_is_settled_not_denied() {
     use sqlx::Connection;
-    let db = TestDatabase::new(Backend::Postgres).await;
-    let direct = db.url.clone();
-    let proxy = Proxy::start(&host_port(&db.url)).await;
-    let slow_url = db
-        .url
-        .replace(&host_port(&db.url), &format!("127.0.0.1:{}", proxy.port));
-    let app = TestApp::spawn_on(
-        std::sync::Arc::new(db),
-        &[("DATABASE_URL", slow_url.as_str())],
-    )
-    .await;
+    let (app, proxy, direct) = node_behind_a_proxy(&[]).await;
     let (a, b) = (app.new_user().await, app.new_user().await);
     let mut wa = WsClient::connect(&app, &a.token).await;
     let mut wb = WsClient::connect(&app, &b.token).await;
@@ -665,18 +663,7 @@ async fn a_commit_whose_answer_is_lost_is_settled_not_denied() {
     proxy.delay(Duration::from_millis(400));
     wa.send(json!({"type": "message", "to": b.id, "content": "answer lost", "client_id": "lost"}))
         .await;
-    async fn stored(conn: &mut sqlx::PgConnection) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM messages WHERE client_id = 'lost'")
-            .fetch_one(conn)
-            .await
-            .unwrap()
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while stored(&mut watcher).await == 0 {
-        assert!(Instant::now() < deadline, "the message was never committed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    proxy.cut().await;
+    cut_once_committed(&proxy, &mut watcher, "lost").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     proxy.delay(Duration::ZERO);
     proxy.restore();
@@ -689,7 +676,7 @@ async fn a_commit_whose_answer_is_lost_is_settled_not_denied() {
         (Some("ack"), Some("lost")),
         "a stored message must not be answered as not stored: {answer}"
     );
-    assert_eq!(stored(&mut watcher).await, 1);
+    assert_eq!(stored(&mut watcher, "lost").await, 1);
     let live = tokio::time::timeout(Duration::from_secs(10), wb.recv_type("message"))
         .await
         .expect("delivered live");
@@ -703,38 +690,14 @@ async fn a_commit_whose_answer_is_lost_is_settled_not_denied() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_that_cannot_be_settled_is_answered_outcome_unknown() {
     use sqlx::Connection;
-    let db = TestDatabase::new(Backend::Postgres).await;
-    let direct = db.url.clone();
-    let proxy = Proxy::start(&host_port(&db.url)).await;
-    let slow_url = db
-        .url
-        .replace(&host_port(&db.url), &format!("127.0.0.1:{}", proxy.port));
-    let app = TestApp::spawn_on(
-        std::sync::Arc::new(db),
-        &[
-            ("DATABASE_URL", slow_url.as_str()),
-            ("COMMIT_SETTLE_TIMEOUT", "1s"),
-        ],
-    )
-    .await;
+    let (app, proxy, direct) = node_behind_a_proxy(&[("COMMIT_SETTLE_TIMEOUT", "1s")]).await;
     let (a, b) = (app.new_user().await, app.new_user().await);
     let mut wa = WsClient::connect(&app, &a.token).await;
     let frame = json!({"type": "message", "to": b.id, "content": "maybe", "client_id": "maybe"});
     let mut watcher = sqlx::PgConnection::connect(&direct).await.unwrap();
-    async fn stored(conn: &mut sqlx::PgConnection) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM messages WHERE client_id = 'maybe'")
-            .fetch_one(conn)
-            .await
-            .unwrap()
-    }
     proxy.delay(Duration::from_millis(400));
     wa.send(frame.clone()).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while stored(&mut watcher).await == 0 {
-        assert!(Instant::now() < deadline, "the message was never committed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    proxy.cut().await;
+    cut_once_committed(&proxy, &mut watcher, "maybe").await;
     let answer = tokio::time::timeout(Duration::from_secs(15), wa.recv_type_of(&["ack", "error"]))
         .await
         .expect("an answer");
@@ -750,5 +713,26 @@ async fn a_commit_that_cannot_be_settled_is_answered_outcome_unknown() {
     wa.send(frame).await;
     let ack = wa.recv_type("ack").await;
     assert_eq!(ack["client_id"], "maybe");
-    assert_eq!(stored(&mut watcher).await, 1, "stored once");
+    assert_eq!(stored(&mut watcher, "maybe").await, 1, "stored once");
+}
+
+/// How many messages carry `client_id`, read on a direct connection.
+async fn stored(conn: &mut sqlx::PgConnection, client_id: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM messages WHERE client_id = $1")
+        .bind(client_id)
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
+/// Cuts the proxy the moment the message with `client_id` is committed
+/// (seen on a direct connection): with the proxy slowed, its commit's
+/// answer is still on the way, and is lost.
+async fn cut_once_committed(proxy: &Proxy, watcher: &mut sqlx::PgConnection, client_id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stored(watcher, client_id).await == 0 {
+        assert!(Instant::now() < deadline, "the message was never committed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.cut().await;
 }

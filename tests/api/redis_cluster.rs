@@ -277,7 +277,7 @@ async fn single_redis_bus_and_presence_keep_the_contract() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cluster_bus_and_presence_keep_the_contract() {
-    let _turn = HEAVY.lock().await;
+    let _turn = crate::helpers::HEAVY.lock().await;
     let cluster = LocalCluster::start().await;
     let prefix = format!("t{}", Uuid::now_v7().simple());
     let ttl = Duration::from_millis(800);
@@ -352,10 +352,6 @@ struct ClusterNodes {
     view: Backplane,
 }
 
-/// Tests that run load over a cluster of their own take turns, so that the
-/// rest of the suite keeps the machine's cores for its own timings.
-static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 impl ClusterNodes {
     async fn start() -> Self {
         let cluster = LocalCluster::start().await;
@@ -405,7 +401,7 @@ impl ClusterNodes {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_chat_over_a_redis_cluster() {
-    let _turn = HEAVY.lock().await;
+    let _turn = crate::helpers::HEAVY.lock().await;
     let nodes = ClusterNodes::start().await;
     let [n0, n1] = [&nodes.nodes[0], &nodes.nodes[1]];
     let mut shards = HashSet::new();
@@ -715,7 +711,7 @@ async fn pairs_over_shards(nodes: &ClusterNodes, n: usize) -> Vec<(TestUser, Tes
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_killed_under_load_loses_nothing_and_heals_delivery() {
-    let _turn = HEAVY.lock().await;
+    let _turn = crate::helpers::HEAVY.lock().await;
     let mut nodes = ClusterNodes::start().await;
     let pairs = pairs_over_shards(&nodes, 6).await;
     // The master that serves the first receiver's channel.
@@ -774,7 +770,7 @@ async fn a_master_killed_under_load_loses_nothing_and_heals_delivery() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slots_resharded_under_load_lose_nothing_and_heal_delivery() {
-    let _turn = HEAVY.lock().await;
+    let _turn = crate::helpers::HEAVY.lock().await;
     let nodes = ClusterNodes::start().await;
     let pairs = pairs_over_shards(&nodes, 6).await;
     // Every slot of the first receiver's shard moves to another master, so

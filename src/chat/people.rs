@@ -64,6 +64,13 @@ impl Chat {
             if !blocked.is_ok_and(|b| b.is_empty()) {
                 return;
             }
+            // An offline sender is what the recipient assumes already;
+            // settling them would only mint a version for nothing (and an
+            // offline frame that may overtake their next online one).
+            let online = tokio::time::timeout(INTRODUCE_WITHIN, presence.is_online(sender)).await;
+            if !matches!(online, Ok(Ok(true))) {
+                return;
+            }
             let settled = tokio::time::timeout(INTRODUCE_WITHIN, presence.settle(sender)).await;
             let Ok(Ok(t)) = settled else {
                 // The sender's next transition, or a repair, tells them.

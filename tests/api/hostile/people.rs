@@ -15,6 +15,7 @@ both_backends!(
     an_outsider_cannot_tell_who_talks_to_whom,
     a_demoted_admins_change_in_flight_does_not_land,
     presence_goes_only_to_whom_a_user_has_talked_to,
+    a_first_message_brings_presence_only_when_the_sender_is_online,
     a_blocked_user_gets_the_answers_of_a_user_that_does_not_exist,
 );
 
@@ -478,4 +479,27 @@ async fn a_blocked_user_gets_the_answers_of_a_user_that_does_not_exist(backend: 
         .await;
     assert_eq!(wp.recv_type("ack").await["client_id"], "s");
     assert_eq!(wv.recv_type("message").await["content"], "sorry");
+}
+
+/// A first direct message introduces its sender's presence only when they
+/// are online: an offline sender is what the recipient assumes already, and
+/// an offline frame then could overtake the sender's next online one.
+async fn a_first_message_brings_presence_only_when_the_sender_is_online(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (reader, writer) = (app.new_user().await, app.new_user().await);
+    let mut wr = WsClient::connect(&app, &reader.token).await;
+    wr.assert_usable().await;
+    app.send(&writer, &reader, "from an offline sender").await;
+    assert_eq!(
+        wr.recv_type("message").await["content"],
+        "from an offline sender"
+    );
+    wr.silent_for(Duration::from_millis(400)).await;
+
+    let mut ww = WsClient::connect(&app, &writer.token).await;
+    ww.assert_usable().await;
+    assert_eq!(
+        crate::wsclient::presence(&wr.recv().await),
+        json!({"type": "user_online", "user_id": writer.id})
+    );
 }

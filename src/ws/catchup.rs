@@ -131,7 +131,6 @@ async fn read_floors(
                 heal.insert(user);
             }
         }
-        hub.floors_read.notify_waiters();
     }
     Ok(())
 }

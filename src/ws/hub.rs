@@ -115,12 +115,10 @@ pub struct Hub {
     work: Mutex<CatchUpWork>,
     /// Wakes the catch-up task when work arrives.
     pub work_ready: Notify,
-    /// Woken after each batch of first floors is read.
-    pub floors_read: Notify,
 }
 
 /// What registering a session found.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Registered {
     /// The user's first session on this node: subscribe to their channel.
     First,
@@ -229,6 +227,11 @@ impl Hub {
         }
     }
 
+    /// Has the catch-up task look at `user` once the gap's grace has passed.
+    fn gap_opened(&self, user: Uuid) {
+        self.want(|work| work.gaps.push_back((Instant::now(), user)));
+    }
+
     fn want(&self, add: impl FnOnce(&mut CatchUpWork)) {
         add(&mut self.work.lock().expect("not poisoned"));
         self.work_ready.notify_one();
@@ -258,27 +261,6 @@ impl Hub {
         self.want(|work| {
             work.heal.insert(user);
         });
-    }
-
-    /// Waits, at most `limit`, until `user`'s first floor is read. A first
-    /// session subscribes only after it: a floor read after the subscription
-    /// was confirmed would count a message committed in between (and missed
-    /// live) as history from before the session. (Past `limit`, storage is
-    /// slow or down; the session subscribes anyway and such a message is
-    /// still in `sync`.)
-    pub async fn floor_read(&self, user: Uuid, limit: std::time::Duration) {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let notified = self.floors_read.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.cursor(user).is_none_or(|c| c.floor.is_some()) {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return;
-            }
-        }
     }
 
     /// The bus confirmed `user`'s subscription: from now on nothing is
@@ -311,9 +293,15 @@ impl Hub {
     /// accounted for everything up to `to`.
     pub fn raise_floor(&self, user: Uuid, to: i64, first: bool) {
         let mut users = self.users.write().expect("not poisoned");
-        if let Some(entry) = users.get_mut(&user) {
-            entry.cursor.raise(to, first);
-            entry.cursor.track_gap();
+        let Some(entry) = users.get_mut(&user) else {
+            return;
+        };
+        entry.cursor.raise(to, first);
+        // A first floor below what already arrived live shows what is missing.
+        let gap_opened = entry.cursor.track_gap();
+        drop(users);
+        if gap_opened {
+            self.gap_opened(user);
         }
     }
 
@@ -375,7 +363,7 @@ impl Delivery for Hub {
         }
         drop(users);
         if gap_opened {
-            self.want(|work| work.gaps.push_back((Instant::now(), user)));
+            self.gap_opened(user);
         }
     }
 
@@ -415,5 +403,23 @@ mod tests {
         cursor.raise(10, false);
         assert!(!cursor.track_gap());
         assert_eq!((cursor.floor, cursor.ahead.len()), (Some(10), 0));
+    }
+
+    /// A first floor read after live frames arrived can show a hole below
+    /// them: the catch-up task is told, as for a gap seen on delivery.
+    #[test]
+    fn a_late_first_floor_below_live_frames_opens_a_gap() {
+        let hub = Hub::default();
+        let user = Uuid::now_v7();
+        let (queue, _rx) = tokio::sync::mpsc::channel(8);
+        let handle = Arc::new(SessionHandle::new(SessionId::new(), user, queue, 1 << 20));
+        assert_eq!(hub.register(handle, 10, None), Registered::First);
+        hub.take_work();
+        let frame = Envelope::new(&crate::protocol::ServerFrame::Pong, None);
+        hub.deliver(user, frame.ordered(Order::Seq(5)));
+        assert!(hub.take_work().gaps.is_empty(), "no floor, no gap yet");
+        hub.raise_floor(user, 3, true);
+        let gaps: Vec<Uuid> = hub.take_work().gaps.into_iter().map(|(_, u)| u).collect();
+        assert_eq!(gaps, [user], "4 is missing");
     }
 }

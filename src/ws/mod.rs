@@ -4,6 +4,7 @@
 pub mod catchup;
 mod handle;
 pub mod hub;
+mod join;
 mod probe;
 mod session;
 
@@ -19,7 +20,6 @@ use serde::Deserialize;
 
 use crate::app::AppState;
 use crate::auth;
-use crate::bus::SessionId;
 use crate::error::{ApiError, ErrorCode};
 pub use hub::Hub;
 
@@ -68,7 +68,7 @@ async fn upgrade(
             .into_response();
         }
     };
-    let floor = first_floor(&state, user.id).await;
+    let joined = join::Joined::new(&state, user.id).await;
     let limits = &state.config.limits;
     ws.max_message_size(limits.max_frame_bytes)
         .max_frame_size(limits.max_frame_bytes)
@@ -76,7 +76,7 @@ async fn upgrade(
         // 128 KiB tungstenite reserves by default.
         .read_buffer_size(1024)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| session::run(socket, state, user, SessionId::new(), floor))
+        .on_upgrade(move |socket| session::run(socket, state, user, joined))
 }
 
 /// The token a WebSocket upgrade carries in its query (`?token=`).
@@ -85,30 +85,6 @@ pub fn query_token(uri: &Uri) -> Option<String> {
         .ok()
         .and_then(|q| q.0.token)
 }
-
-/// For a user without a session on this node: their latest message number,
-/// read before the socket is accepted. Everything committed after it is the
-/// new session's to receive live (or from catch-up), even what commits
-/// before its subscription is confirmed; a floor read any later would count
-/// those messages as history. `None` (another session is here, or storage
-/// is slow) leaves the reading to the catch-up task.
-async fn first_floor(state: &AppState, user: uuid::Uuid) -> Option<i64> {
-    if state.hub.has(user) {
-        return None;
-    }
-    let read = tokio::time::timeout(FLOOR_READ_TIMEOUT, state.store.msg_seqs(&[user])).await;
-    match read {
-        Ok(Ok(seqs)) => seqs
-            .into_iter()
-            .find(|(u, _)| *u == user)
-            .map(|(_, seq)| seq),
-        _ => None,
-    }
-}
-
-/// How long the upgrade waits for a first floor before leaving it to the
-/// catch-up task.
-const FLOOR_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), ApiError> {
     let Some(origin) = headers.get(ORIGIN) else {

@@ -19,6 +19,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::hub::{CloseReason, Outbound, Registered, SessionHandle};
+use super::join::Joined;
 use super::probe::Probe;
 use crate::app::AppState;
 use crate::auth::AuthUser;
@@ -26,42 +27,24 @@ use crate::bus::SessionId;
 use crate::error::{ApiError, ErrorCode};
 use crate::protocol::{ClientFrame, MessageFrame, SendFrame, ServerFrame};
 
-pub async fn run(
-    socket: WebSocket,
-    state: AppState,
-    user: AuthUser,
-    id: SessionId,
-    floor: Option<i64>,
-) {
+pub async fn run(socket: WebSocket, state: AppState, user: AuthUser, joined: Joined) {
+    let id = joined.handle.id;
     let span = tracing::info_span!("ws", node = %state.config.node_id, user = %user.id, conn = %id);
     // Tracked, so a draining node waits for its sessions to close.
     let tasks = state.tasks.clone();
     tasks
-        .track_future(session(socket, state, user, id, floor).instrument(span))
+        .track_future(session(socket, state, user, joined).instrument(span))
         .await
 }
 
-async fn session(
-    socket: WebSocket,
-    state: AppState,
-    user: AuthUser,
-    id: SessionId,
-    floor: Option<i64>,
-) {
+async fn session(socket: WebSocket, state: AppState, user: AuthUser, joined: Joined) {
     crate::metrics::connection_opened();
     let limits = &state.config.limits;
-    let (queue, rx) = mpsc::channel(limits.send_queue);
-    let handle = Arc::new(SessionHandle::new(
-        id,
-        user.id,
-        queue,
-        limits.send_queue_bytes,
-    ));
+    let (registered, subscribed) = (joined.registered, joined.subscribed);
+    let (handle, rx) = joined.open();
+    let id = handle.id;
     let (mut sink, stream) = socket.split();
 
-    let registered = state
-        .hub
-        .register(handle.clone(), limits.max_sessions_per_user, floor);
     if registered == Registered::TooMany {
         close(&mut sink, CloseReason::TooManySessions).await;
         crate::metrics::connection_closed(CloseReason::TooManySessions.label());
@@ -89,7 +72,7 @@ async fn session(
             &state,
             user.id,
             id,
-            registered == Registered::First
+            registered == Registered::First && !subscribed
         )),
     );
     handle.kick(ended);
@@ -111,11 +94,12 @@ async fn session(
     crate::metrics::connection_closed(reason.label());
 }
 
-/// Subscribes the user's channel (for their first session here, once the
-/// cursor's floor is read) and tells presence the session is live.
-async fn announce(state: &AppState, user: Uuid, session: SessionId, first: bool) {
-    if first {
-        state.hub.floor_read(user, FLOOR_WAIT).await;
+/// Subscribes the user's channel (for their first session here, unless it
+/// was subscribed before the socket opened) and tells presence the session
+/// is live. The cursor's floor was read before the socket opened, so a
+/// message committed before the subscription is confirmed is caught up.
+async fn announce(state: &AppState, user: Uuid, session: SessionId, subscribe: bool) {
+    if subscribe {
         match state.bus.interest_changed(user).await {
             Ok(()) => state.hub.subscribed(user),
             Err(e) => tracing::warn!(
@@ -126,9 +110,6 @@ async fn announce(state: &AppState, user: Uuid, session: SessionId, first: bool)
     }
     state.chat.session_opened(user, session).await;
 }
-
-/// How long a first session's subscription waits for its cursor's floor.
-const FLOOR_WAIT: Duration = Duration::from_secs(5);
 
 /// Frames other than sends waiting to be answered; past this the reader
 /// stops reading until they are.

@@ -3,14 +3,15 @@
 //! pipelined sends, Nagle off, slow consumers cut in time.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::helpers::{
-    Backend, Cluster, NodeProcess, OwnRedis, StorageOutage, TestApp, TestDatabase, TestUser,
-    eventually, redis_url,
+    Backend, Cluster, NodeProcess, OwnRedis, RedisPrefix, StorageOutage, TestApp, TestDatabase,
+    TestUser, eventually, redis_url,
 };
 use crate::proxy::Proxy;
 use crate::wsclient::WsClient;
@@ -284,6 +285,126 @@ async fn messages_committed_during_a_redis_outage_arrive_live_after_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_committed_while_redis_stalls_arrive_live_after_it() {
     live_delivery_heals_after(Outage::Stall).await;
+}
+
+/// A receiver's socket opens on a node that cannot reach PostgreSQL (it
+/// cannot tell where the receiver's messages stand), while another node
+/// keeps committing messages to them; then PostgreSQL is back. Everything
+/// committed after the socket opened reaches it live, and nothing from
+/// before: the node's late reading of where they stood must not count the
+/// new messages as history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_opened_while_storage_is_away_gets_live_what_commits_after() {
+    let db = Arc::new(TestDatabase::new(Backend::Postgres).await);
+    let prefix = RedisPrefix::new().await;
+    let redis = redis_url();
+    let bus = [
+        ("REDIS_URL", redis.as_str()),
+        ("REDIS_PREFIX", prefix.0.as_str()),
+    ];
+    let healthy = TestApp::spawn_on(db.clone(), &bus).await;
+    let proxy = Proxy::start(&host_port(&db.url)).await;
+    let cut_url = db
+        .url
+        .replace(&host_port(&db.url), &format!("127.0.0.1:{}", proxy.port));
+    let mut env = bus.to_vec();
+    env.push(("DATABASE_URL", cut_url.as_str()));
+    let cut_off = TestApp::spawn_on(db.clone(), &env).await;
+    // Known to both nodes, so no storage is needed to connect.
+    let (a, b) = (healthy.new_user().await, cut_off.new_user().await);
+    healthy.send(&a, &b, "before").await;
+
+    proxy.cut().await;
+    let mut wb = WsClient::connect(&cut_off, &b.token).await;
+    let mut sent = HashSet::new();
+    for i in 0..5 {
+        sent.insert(
+            healthy
+                .send(&a, &b, &format!("after {i}"))
+                .await
+                .id
+                .to_string(),
+        );
+    }
+    proxy.restore();
+
+    // Within the two seconds live delivery promises, and then some.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut live = HashSet::new();
+    while live.len() < sent.len() {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Some(frame) = wb.next_within(left).await else {
+            break;
+        };
+        if frame["type"] == "message" {
+            live.insert(frame["id"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(
+        live, sent,
+        "live, exactly what committed after the socket opened"
+    );
+    wb.none_of_type_for("message", Duration::from_secs(1)).await;
+}
+
+/// A session joins the node before its socket opens, and when storage is
+/// slow it also waits there for its subscription. An upgrade the client
+/// abandons in the meantime (here with PostgreSQL and Redis both stalled,
+/// the connection then reset) must leave nothing behind: no entry in the
+/// node's sessions, no slot of the user's session limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_upgrades_leave_no_session_behind() {
+    use tokio::io::AsyncWriteExt;
+    let redis_proxy = Proxy::start(&host_port(&redis_url())).await;
+    let redis = format!("redis://127.0.0.1:{}", redis_proxy.port);
+    let prefix = RedisPrefix::new().await;
+    let (app, pg_proxy, _) = node_behind_a_proxy(&[
+        ("MAX_SESSIONS_PER_USER", "2"),
+        ("REDIS_URL", redis.as_str()),
+        ("REDIS_PREFIX", prefix.0.as_str()),
+    ])
+    .await;
+    let user = app.new_user().await;
+    let request = format!(
+        "GET /api/v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Authorization: Bearer {}\r\n\r\n",
+        user.token
+    );
+    pg_proxy.pause();
+    redis_proxy.pause();
+    let mut abandoned = Vec::new();
+    for _ in 0..2 {
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+            .await
+            .unwrap();
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        abandoned.push(tcp);
+    }
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            app.state.hub.has(user.id)
+        })
+        .await,
+        "the sessions join, then wait for their subscription"
+    );
+    for tcp in abandoned {
+        tcp.set_zero_linger().unwrap(); // a reset, not a close
+    }
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            !app.state.hub.has(user.id)
+        })
+        .await,
+        "sessions left behind: {:?}",
+        app.state.hub.sessions()
+    );
+    pg_proxy.resume();
+    redis_proxy.resume();
+    let mut first = WsClient::connect(&app, &user.token).await;
+    let mut second = WsClient::connect(&app, &user.token).await;
+    first.assert_usable().await;
+    second.assert_usable().await;
 }
 
 #[derive(Clone, Copy)]

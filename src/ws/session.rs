@@ -150,6 +150,7 @@ async fn read_loop(
     let mut sends: Option<FuturesUnordered<Answer<'_>>> = None;
     let mut in_order: VecDeque<ClientFrame> = VecDeque::new();
     let mut answering: Option<Answer<'_>> = None;
+    let mut refusals = Refusals::default();
     loop {
         if answering.is_none()
             && let Some(frame) = in_order.pop_front()
@@ -202,26 +203,29 @@ async fn read_loop(
                     Some(Ok(Message::Ping(_))) => {
                         // Answered by the WebSocket layer itself; charged
                         // like any frame (past the budget it is only counted).
-                        let _ = charge(state, user, "ws_ping", None);
+                        let _ = state.budgets.charge_user(user.id).inspect_err(|_| {
+                            crate::metrics::rate_limited("ws_ping");
+                        });
                         continue;
                     }
                     Some(Ok(Message::Binary(_))) => {
-                        Some(charge(state, user, "binary", None).unwrap_or_else(|| {
-                            ServerFrame::error(
+                        match refusals.charge(state, user, "binary", None, false) {
+                            Charge::Refused(answer) => answer,
+                            Charge::Admitted => Some(ServerFrame::error(
                                 ApiError::new(
                                     ErrorCode::InvalidJson,
                                     "binary frames are not supported; send JSON text frames",
                                 ),
                                 None,
-                            )
-                        }))
+                            )),
+                        }
                     }
                     Some(Ok(Message::Text(text))) => {
                         if text.len() > limits.max_frame_bytes {
                             return CloseReason::FrameTooLarge;
                         }
-                        match admit(state, user, &text) {
-                            Admitted::Reply(reply) => Some(reply),
+                        match admit(state, user, &text, &mut refusals) {
+                            Admitted::Reply(reply) => reply,
                             Admitted::Send(send) => {
                                 sends
                                     .get_or_insert_with(FuturesUnordered::new)
@@ -264,8 +268,9 @@ async fn next_answer<'a>(
 
 /// What to do with one text frame.
 enum Admitted {
-    /// Answered at once (a parse error, a rate limit, a pong).
-    Reply(ServerFrame),
+    /// Answered at once (a parse error, a rate limit, a pong), or not at
+    /// all (a refusal within a burst already answered).
+    Reply(Option<ServerFrame>),
     Send(SendFrame),
     InOrder(ClientFrame),
 }
@@ -274,45 +279,73 @@ enum Admitted {
 /// (every frame, whatever it is: a flood of pings, invalid JSON or no-op
 /// `mark_read`s costs the node as much as one of messages), so pipelined
 /// frames are limited exactly as sequential ones.
-fn admit(state: &AppState, user: &AuthUser, text: &str) -> Admitted {
+fn admit(state: &AppState, user: &AuthUser, text: &str, refusals: &mut Refusals) -> Admitted {
     let frame = match ClientFrame::parse(text) {
         Ok(frame) => frame,
         Err(e) => {
-            let refused = charge(state, user, "invalid", e.client_id.clone());
             return Admitted::Reply(
-                refused.unwrap_or_else(|| ServerFrame::error(e.error, e.client_id)),
+                match refusals.charge(state, user, "invalid", e.client_id.clone(), false) {
+                    Charge::Refused(answer) => answer,
+                    Charge::Admitted => Some(ServerFrame::error(e.error, e.client_id)),
+                },
             );
         }
     };
-    let client_id = match &frame {
-        ClientFrame::Message(f) => f.client_id.clone(),
-        _ => None,
+    let (client_id, message) = match &frame {
+        ClientFrame::Message(f) => (f.client_id.clone(), true),
+        _ => (None, false),
     };
-    if let Some(refused) = charge(state, user, frame.kind(), client_id) {
-        return Admitted::Reply(refused);
+    if let Charge::Refused(answer) = refusals.charge(state, user, frame.kind(), client_id, message)
+    {
+        return Admitted::Reply(answer);
     }
     crate::metrics::frame_in(frame.kind());
     match frame {
         ClientFrame::Message(f) => Admitted::Send(f),
-        ClientFrame::Ping => Admitted::Reply(ServerFrame::Pong),
+        ClientFrame::Ping => Admitted::Reply(Some(ServerFrame::Pong)),
         frame => Admitted::InOrder(frame),
     }
 }
 
-/// Charges one frame to the user's budget; the `rate_limited` answer when
-/// it is spent.
-fn charge(
-    state: &AppState,
-    user: &AuthUser,
-    kind: &'static str,
-    client_id: Option<String>,
-) -> Option<ServerFrame> {
-    state.budgets.charge_user(user.id).err()?;
-    crate::metrics::rate_limited(kind);
-    Some(ServerFrame::error(
-        ApiError::new(ErrorCode::RateLimited, "too many frames; slow down"),
-        client_id,
-    ))
+/// Charges frames to the user's budget and answers refusals. A message,
+/// or any frame naming a `client_id`, always hears back (its client waits
+/// for that answer); other refused frames get one `rate_limited` per burst,
+/// and nothing more until a frame is admitted again: a flood is not
+/// answered frame by frame.
+#[derive(Default)]
+struct Refusals {
+    answered: bool,
+}
+
+impl Refusals {
+    fn charge(
+        &mut self,
+        state: &AppState,
+        user: &AuthUser,
+        kind: &'static str,
+        client_id: Option<String>,
+        message: bool,
+    ) -> Charge {
+        if state.budgets.charge_user(user.id).is_ok() {
+            self.answered = false;
+            return Charge::Admitted;
+        }
+        crate::metrics::rate_limited(kind);
+        if self.answered && !message && client_id.is_none() {
+            return Charge::Refused(None);
+        }
+        self.answered = true;
+        Charge::Refused(Some(ServerFrame::error(
+            ApiError::new(ErrorCode::RateLimited, "too many frames; slow down"),
+            client_id,
+        )))
+    }
+}
+
+enum Charge {
+    Admitted,
+    /// Refused, with the answer to send, if any.
+    Refused(Option<ServerFrame>),
 }
 
 async fn send_message(

@@ -18,6 +18,7 @@ both_backends!(
     every_bad_frame_gets_its_code_and_stores_nothing,
     an_oversized_frame_closes_with_1009,
     a_flood_is_rate_limited_and_the_connection_kept,
+    a_refused_burst_is_answered_once_but_every_message_hears_back,
     a_repeated_client_id_stores_one_message,
     concurrent_repeats_from_two_devices_store_one_message,
     every_device_gets_every_message,
@@ -307,6 +308,52 @@ async fn a_flood_is_rate_limited_and_the_connection_kept(backend: Backend) {
     assert_eq!(stored_count(&app, &a).await, acks);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     first.assert_usable().await;
+}
+
+/// Past the budget, frames nobody waits on (pings, typing, invalid JSON)
+/// get one `rate_limited` for the whole burst, not one each: a flood is
+/// not answered frame by frame. A message still hears back, with its
+/// `client_id`.
+async fn a_refused_burst_is_answered_once_but_every_message_hears_back(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        &[("RATE_LIMIT_PER_SEC", "1"), ("RATE_LIMIT_BURST", "6")],
+    )
+    .await;
+    let (a, b) = two_users(&app).await;
+    let mut wa = WsClient::connect(&app, &a.token).await;
+    for _ in 0..10 {
+        wa.send(json!({"type": "ping"})).await;
+        wa.send_text("{not json").await;
+    }
+    wa.send(json!({"type": "message", "to": b.id, "content": "refused", "client_id": "m1"}))
+        .await;
+    wa.send(json!({"type": "message", "to": b.id, "content": "refused"}))
+        .await;
+    let mut answers = Vec::new();
+    while let Some(frame) = wa.next_within(Duration::from_millis(500)).await {
+        answers.push(frame);
+    }
+    let limited =
+        json!({"type": "error", "code": "rate_limited", "message": "too many frames; slow down"});
+    let refusals: Vec<&Value> = answers
+        .iter()
+        .filter(|f| f["code"] == "rate_limited")
+        .collect();
+    assert_eq!(
+        refusals,
+        [
+            &limited,
+            &json!({"type": "error", "code": "rate_limited", "message": "too many frames; slow down", "client_id": "m1"}),
+            &limited,
+        ],
+        "all answers: {answers:?}"
+    );
+    let admitted = answers.len() - refusals.len();
+    assert!(
+        (2..=4).contains(&admitted),
+        "answers to admitted frames: {answers:?}"
+    );
 }
 
 async fn a_repeated_client_id_stores_one_message(backend: Backend) {

@@ -194,6 +194,14 @@ pub async fn honest_chat_beside(hostile: bool, messages: usize) -> HonestView {
 
     let stop = tokio_util::sync::CancellationToken::new();
     let mut attacks = tokio::task::JoinSet::new();
+    // The attacker runs on a runtime of its own, as it would on machines of
+    // its own: its tasks share the cores with the node, but never hold up
+    // the honest clients' event loop, whose timings are what is measured.
+    let attacker = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     if hostile {
         let mark =
             json!({"type": "mark_read", "message_id": received.clone().unwrap()}).to_string();
@@ -211,47 +219,53 @@ pub async fn honest_chat_beside(hostile: bool, messages: usize) -> HonestView {
         drop(wh);
         for frame in floods {
             let (stop, th) = (stop.clone(), th.clone());
-            attacks.spawn(async move {
-                while !stop.is_cancelled() {
-                    let Some(mut ws) =
-                        WsClient::try_connect_port_with_small_buffer(port, &th).await
-                    else {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    };
-                    // Never reads: a blocked send is the node pushing back;
-                    // a cut connection (a slow consumer) comes back.
+            attacks.spawn_on(
+                async move {
                     while !stop.is_cancelled() {
-                        match tokio::time::timeout(
-                            Duration::from_millis(200),
-                            ws.try_send_text(&frame),
-                        )
-                        .await
-                        {
-                            Ok(true) => {}
-                            Ok(false) => break,
-                            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                        let Some(mut ws) =
+                            WsClient::try_connect_port_with_small_buffer(port, &th).await
+                        else {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        };
+                        // Never reads: a blocked send is the node pushing back;
+                        // a cut connection (a slow consumer) comes back.
+                        while !stop.is_cancelled() {
+                            match tokio::time::timeout(
+                                Duration::from_millis(200),
+                                ws.try_send_text(&frame),
+                            )
+                            .await
+                            {
+                                Ok(true) => {}
+                                Ok(false) => break,
+                                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                            }
                         }
                     }
-                }
-            });
+                },
+                attacker.handle(),
+            );
         }
         // The tenth socket: a huge frame, over and over (1009 each time).
         {
             let (stop, th) = (stop.clone(), th.clone());
-            attacks.spawn(async move {
-                let big = "x".repeat(70 * 1024);
-                while !stop.is_cancelled() {
-                    if let Ok(mut ws) = WsClient::try_connect_port(port, &th, None).await {
-                        let _ = tokio::time::timeout(
-                            Duration::from_millis(500),
-                            ws.try_send_text(&big),
-                        )
-                        .await;
+            attacks.spawn_on(
+                async move {
+                    let big = "x".repeat(70 * 1024);
+                    while !stop.is_cancelled() {
+                        if let Ok(mut ws) = WsClient::try_connect_port(port, &th, None).await {
+                            let _ = tokio::time::timeout(
+                                Duration::from_millis(500),
+                                ws.try_send_text(&big),
+                            )
+                            .await;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
                     }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            });
+                },
+                attacker.handle(),
+            );
         }
         // REST floods, with a token and without.
         for path in [
@@ -260,49 +274,61 @@ pub async fn honest_chat_beside(hostile: bool, messages: usize) -> HonestView {
             "/openapi.json",
         ] {
             let (stop, th, api) = (stop.clone(), th.clone(), api.clone());
-            attacks.spawn(async move {
-                let http = reqwest::Client::new();
-                while !stop.is_cancelled() {
-                    let _ = http
-                        .get(format!("{api}{path}"))
-                        .bearer_auth(&th)
-                        .send()
-                        .await;
-                }
-            });
+            attacks.spawn_on(
+                async move {
+                    let http = reqwest::Client::new();
+                    while !stop.is_cancelled() {
+                        let _ = http
+                            .get(format!("{api}{path}"))
+                            .bearer_auth(&th)
+                            .send()
+                            .await;
+                    }
+                },
+                attacker.handle(),
+            );
         }
         // Made-up methods, anonymous.
         {
             let (stop, api) = (stop.clone(), api.clone());
-            attacks.spawn(async move {
-                let http = reqwest::Client::new();
-                let mut i = 0u64;
-                while !stop.is_cancelled() {
-                    i += 1;
-                    let method = reqwest::Method::from_bytes(format!("M{i:X}").as_bytes()).unwrap();
-                    let _ = http.request(method, format!("{api}/x{i}")).send().await;
-                }
-            });
+            attacks.spawn_on(
+                async move {
+                    let http = reqwest::Client::new();
+                    let mut i = 0u64;
+                    while !stop.is_cancelled() {
+                        i += 1;
+                        let method =
+                            reqwest::Method::from_bytes(format!("M{i:X}").as_bytes()).unwrap();
+                        let _ = http.request(method, format!("{api}/x{i}")).send().await;
+                    }
+                },
+                attacker.handle(),
+            );
         }
         // Half-open connections: headers never finished, topped up.
         {
             let stop = stop.clone();
-            attacks.spawn(async move {
-                let mut held = std::collections::VecDeque::new();
-                while !stop.is_cancelled() {
-                    if held.len() >= 300 {
-                        // The oldest have been dropped by the header timeout.
-                        held.drain(..50);
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+            attacks.spawn_on(
+                async move {
+                    let mut held = std::collections::VecDeque::new();
+                    while !stop.is_cancelled() {
+                        if held.len() >= 300 {
+                            // The oldest have been dropped by the header timeout.
+                            held.drain(..50);
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        if let Ok(mut tcp) =
+                            tokio::net::TcpStream::connect(("127.0.0.1", port)).await
+                        {
+                            let _ = tcp
+                                .write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")
+                                .await;
+                            held.push_back(tcp);
+                        }
                     }
-                    if let Ok(mut tcp) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
-                        let _ = tcp
-                            .write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")
-                            .await;
-                        held.push_back(tcp);
-                    }
-                }
-            });
+                },
+                attacker.handle(),
+            );
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
@@ -368,6 +394,7 @@ pub async fn honest_chat_beside(hostile: bool, messages: usize) -> HonestView {
     }
     stop.cancel();
     attacks.shutdown().await;
+    attacker.shutdown_background();
     let ready = reqwest::get(format!("{api}/readyz")).await.unwrap();
     assert_eq!(ready.status(), 200, "the node stays up and ready");
     peak_rss = peak_rss.max(memory(pid).0);

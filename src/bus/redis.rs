@@ -170,14 +170,16 @@ impl Bus for RedisBus {
 
     async fn interest_changed(&self, user: Uuid) -> Result<(), BusError> {
         let (done, wait) = oneshot::channel();
-        self.interest
-            .send((user, done))
-            .await
-            .map_err(|_| BusError::Unavailable("bus stopped".into()))?;
         // Waiting means the first session's subscription is live before the
-        // session announces itself, so nothing sent in reply is missed.
-        match tokio::time::timeout(Duration::from_secs(5), wait).await {
-            Ok(Ok(())) => Ok(()),
+        // session announces itself, so nothing sent in reply is missed. The
+        // bound covers queueing the request too: while Redis is away the
+        // queue is not drained, and an upgrade may be waiting on this.
+        let asked = async {
+            self.interest.send((user, done)).await.ok()?;
+            wait.await.ok()
+        };
+        match tokio::time::timeout(Duration::from_secs(5), asked).await {
+            Ok(Some(())) => Ok(()),
             _ => Err(BusError::Unavailable(
                 "subscription pending until Redis is back".into(),
             )),

@@ -291,11 +291,14 @@ fn admit(state: &AppState, user: &AuthUser, text: &str, refusals: &mut Refusals)
             );
         }
     };
-    let (client_id, message) = match &frame {
+    // A client waits for the answer to these, refused or not.
+    let (client_id, waited_on) = match &frame {
         ClientFrame::Message(f) => (f.client_id.clone(), true),
+        ClientFrame::Sync { .. } | ClientFrame::Ping => (None, true),
         _ => (None, false),
     };
-    if let Charge::Refused(answer) = refusals.charge(state, user, frame.kind(), client_id, message)
+    if let Charge::Refused(answer) =
+        refusals.charge(state, user, frame.kind(), client_id, waited_on)
     {
         return Admitted::Reply(answer);
     }
@@ -307,9 +310,10 @@ fn admit(state: &AppState, user: &AuthUser, text: &str, refusals: &mut Refusals)
     }
 }
 
-/// Charges frames to the user's budget and answers refusals. A message,
-/// or any frame naming a `client_id`, always hears back (its client waits
-/// for that answer); other refused frames get one `rate_limited` per burst,
+/// Charges frames to the user's budget and answers refusals. A frame whose
+/// answer the client waits for (a message, a `sync`, a `ping`, or any frame
+/// naming a `client_id`) always hears back; other refused frames (typing,
+/// `mark_read`, invalid or binary frames) get one `rate_limited` per burst,
 /// and nothing more until a frame is admitted again: a flood is not
 /// answered frame by frame.
 #[derive(Default)]
@@ -324,14 +328,14 @@ impl Refusals {
         user: &AuthUser,
         kind: &'static str,
         client_id: Option<String>,
-        message: bool,
+        waited_on: bool,
     ) -> Charge {
         if state.budgets.charge_user(user.id).is_ok() {
             self.answered = false;
             return Charge::Admitted;
         }
         crate::metrics::rate_limited(kind);
-        if self.answered && !message && client_id.is_none() {
+        if self.answered && !waited_on && client_id.is_none() {
             return Charge::Refused(None);
         }
         self.answered = true;

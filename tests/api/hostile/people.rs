@@ -245,7 +245,9 @@ impl GroupLock {
 /// role is read again under the same lock as the change, so the change is
 /// refused (it used to be checked before, and land after, the demotion).
 async fn a_demoted_admins_change_in_flight_does_not_land(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    // The change must wait out the test's lock however slow the machine,
+    // not give up as busy (the tests' default is 500 ms).
+    let app = TestApp::spawn_with(backend, &[("SQLITE_BUSY_TIMEOUT", "30s")]).await;
     let (owner, admin, member, newcomer) = (
         app.new_user().await,
         app.new_user().await,

@@ -63,16 +63,7 @@ impl Joined {
         if registered != Registered::TooMany && floor_unknown {
             // The bus queues interest changes in order, so a second session
             // opening while the first subscribes waits for that too.
-            match state.bus.interest_changed(user).await {
-                Ok(()) => {
-                    state.hub.subscribed(user);
-                    joined.subscribed = true;
-                }
-                Err(e) => tracing::warn!(
-                    error = %e,
-                    "opening a session with neither storage nor the bus; what commits before both are back is in sync"
-                ),
-            }
+            joined.subscribed = subscribe(state, user).await;
         }
         joined
     }
@@ -100,6 +91,22 @@ impl Drop for Joined {
             }
             state.chat.session_closed(user, id).await;
         });
+    }
+}
+
+/// Subscribes `user`'s channel and tells the hub; `false` (logged) when
+/// the bus cannot: live delivery then resumes, and catches up, once the bus
+/// is back.
+pub async fn subscribe(state: &AppState, user: Uuid) -> bool {
+    match state.bus.interest_changed(user).await {
+        Ok(()) => {
+            state.hub.subscribed(user);
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "subscribe pending; live delivery resumes and catches up when the bus is back");
+            false
+        }
     }
 }
 

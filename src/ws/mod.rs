@@ -1,6 +1,7 @@
 //! WebSocket: the authenticated upgrade at `/api/v1/ws`, the per-connection
 //! session, and the node-local hub that fans bus events out to sessions.
 
+mod admit;
 pub mod catchup;
 mod handle;
 pub mod hub;

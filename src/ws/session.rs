@@ -18,6 +18,7 @@ use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::admit::{Admitted, Charge, Refusals, admit};
 use super::hub::{CloseReason, Outbound, Registered, SessionHandle};
 use super::join::Joined;
 use super::probe::Probe;
@@ -100,13 +101,7 @@ async fn session(socket: WebSocket, state: AppState, user: AuthUser, joined: Joi
 /// message committed before the subscription is confirmed is caught up.
 async fn announce(state: &AppState, user: Uuid, session: SessionId, subscribe: bool) {
     if subscribe {
-        match state.bus.interest_changed(user).await {
-            Ok(()) => state.hub.subscribed(user),
-            Err(e) => tracing::warn!(
-                error = %e,
-                "subscribe pending; live delivery resumes and catches up when the bus is back"
-            ),
-        }
+        super::join::subscribe(state, user).await;
     }
     state.chat.session_opened(user, session).await;
 }
@@ -202,11 +197,11 @@ async fn read_loop(
                     }
                     Some(Ok(Message::Ping(_))) => {
                         // Answered by the WebSocket layer itself; charged
-                        // like any frame (past the budget it is only counted).
-                        let _ = state.budgets.charge_user(user.id).inspect_err(|_| {
-                            crate::metrics::rate_limited("ws_ping");
-                        });
-                        continue;
+                        // like any frame.
+                        match refusals.charge(state, user, "ws_ping", None, false) {
+                            Charge::Refused(answer) => answer,
+                            Charge::Admitted => continue,
+                        }
                     }
                     Some(Ok(Message::Binary(_))) => {
                         match refusals.charge(state, user, "binary", None, false) {
@@ -264,92 +259,6 @@ async fn next_answer<'a>(
         Some(sends) => sends.next().await,
         None => None,
     }
-}
-
-/// What to do with one text frame.
-enum Admitted {
-    /// Answered at once (a parse error, a rate limit, a pong), or not at
-    /// all (a refusal within a burst already answered).
-    Reply(Option<ServerFrame>),
-    Send(SendFrame),
-    InOrder(ClientFrame),
-}
-
-/// Parses a frame and charges it to the user's budget when it arrives
-/// (every frame, whatever it is: a flood of pings, invalid JSON or no-op
-/// `mark_read`s costs the node as much as one of messages), so pipelined
-/// frames are limited exactly as sequential ones.
-fn admit(state: &AppState, user: &AuthUser, text: &str, refusals: &mut Refusals) -> Admitted {
-    let frame = match ClientFrame::parse(text) {
-        Ok(frame) => frame,
-        Err(e) => {
-            return Admitted::Reply(
-                match refusals.charge(state, user, "invalid", e.client_id.clone(), false) {
-                    Charge::Refused(answer) => answer,
-                    Charge::Admitted => Some(ServerFrame::error(e.error, e.client_id)),
-                },
-            );
-        }
-    };
-    // A client waits for the answer to these, refused or not.
-    let (client_id, waited_on) = match &frame {
-        ClientFrame::Message(f) => (f.client_id.clone(), true),
-        ClientFrame::Sync { .. } | ClientFrame::Ping => (None, true),
-        _ => (None, false),
-    };
-    if let Charge::Refused(answer) =
-        refusals.charge(state, user, frame.kind(), client_id, waited_on)
-    {
-        return Admitted::Reply(answer);
-    }
-    crate::metrics::frame_in(frame.kind());
-    match frame {
-        ClientFrame::Message(f) => Admitted::Send(f),
-        ClientFrame::Ping => Admitted::Reply(Some(ServerFrame::Pong)),
-        frame => Admitted::InOrder(frame),
-    }
-}
-
-/// Charges frames to the user's budget and answers refusals. A frame whose
-/// answer the client waits for (a message, a `sync`, a `ping`, or any frame
-/// naming a `client_id`) always hears back; other refused frames (typing,
-/// `mark_read`, invalid or binary frames) get one `rate_limited` per burst,
-/// and nothing more until a frame is admitted again: a flood is not
-/// answered frame by frame.
-#[derive(Default)]
-struct Refusals {
-    answered: bool,
-}
-
-impl Refusals {
-    fn charge(
-        &mut self,
-        state: &AppState,
-        user: &AuthUser,
-        kind: &'static str,
-        client_id: Option<String>,
-        waited_on: bool,
-    ) -> Charge {
-        if state.budgets.charge_user(user.id).is_ok() {
-            self.answered = false;
-            return Charge::Admitted;
-        }
-        crate::metrics::rate_limited(kind);
-        if self.answered && !waited_on && client_id.is_none() {
-            return Charge::Refused(None);
-        }
-        self.answered = true;
-        Charge::Refused(Some(ServerFrame::error(
-            ApiError::new(ErrorCode::RateLimited, "too many frames; slow down"),
-            client_id,
-        )))
-    }
-}
-
-enum Charge {
-    Admitted,
-    /// Refused, with the answer to send, if any.
-    Refused(Option<ServerFrame>),
 }
 
 async fn send_message(

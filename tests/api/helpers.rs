@@ -146,6 +146,20 @@ impl TestApp {
     }
 
     /// Another node on the same database (multi-node tests).
+    /// A node whose per-user budget refills one request a second after a
+    /// burst of `burst`, so a test reaches its end quickly.
+    pub async fn with_tight_budget(backend: Backend, burst: u32) -> Self {
+        let burst = burst.to_string();
+        Self::spawn_with(
+            backend,
+            &[
+                ("RATE_LIMIT_PER_SEC", "1"),
+                ("RATE_LIMIT_BURST", burst.as_str()),
+            ],
+        )
+        .await
+    }
+
     pub async fn spawn_on(db: Arc<TestDatabase>, env: &[(&str, &str)]) -> Self {
         let mut vars: Vec<(String, String)> = vec![
             ("DATABASE_URL".into(), db.url.clone()),

@@ -134,6 +134,21 @@ impl WsClient {
         Self::open(request).await
     }
 
+    /// Writes a WebSocket upgrade request on a bare TCP connection and
+    /// returns it unread: an upgrade the test can abandon (or reset) while
+    /// the node is still deciding.
+    pub async fn raw_upgrade(port: u16, token: &str) -> TcpStream {
+        use tokio::io::AsyncWriteExt;
+        let request = format!(
+            "GET /api/v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\n\
+             Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer {token}\r\n\r\n"
+        );
+        let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        tcp
+    }
+
     pub async fn open(request: impl IntoClientRequest + Unpin) -> Result<Self, u16> {
         match tokio_tungstenite::connect_async(request).await {
             Ok((stream, _)) => Ok(Self { stream }),

@@ -132,11 +132,7 @@ async fn cors_preflight_allows_every_method_the_api_serves() {
 /// Every REST request of a user is charged to their budget: past it, 429
 /// with `Retry-After` and the error body; other users are unaffected.
 async fn a_users_requests_share_one_budget(backend: Backend) {
-    let app = TestApp::spawn_with(
-        backend,
-        &[("RATE_LIMIT_PER_SEC", "1"), ("RATE_LIMIT_BURST", "4")],
-    )
-    .await;
+    let app = TestApp::with_tight_budget(backend, 4).await;
     let a = app.new_user().await;
     for _ in 0..3 {
         assert_eq!(app.get("/messages/stats", &a.token).await.0, 200);

@@ -326,7 +326,11 @@ async fn a_refused_burst_is_answered_once_but_every_message_hears_back(backend: 
     while let Some(frame) = wa.next_within(Duration::from_millis(300)).await {
         answers.push(frame);
     }
-    assert_eq!(answers, [limited.clone()], "one refusal for the burst");
+    assert_eq!(
+        answers,
+        std::slice::from_ref(&limited),
+        "one refusal for the burst"
+    );
     for _ in 0..10 {
         wa.send(json!({"type": "typing", "to": b.id, "is_typing": true}))
             .await;

@@ -34,12 +34,21 @@ const RETRY_AFTER: Duration = Duration::from_millis(500);
 
 pub async fn run(hub: Arc<Hub>, store: Arc<dyn Store>, grace: Duration, stop: CancellationToken) {
     let mut gaps: VecDeque<(std::time::Instant, Uuid)> = VecDeque::new();
+    // First floors read, each applied once `grace` has passed since its
+    // reading (oldest first).
+    let mut readings: VecDeque<(std::time::Instant, Uuid, i64)> = VecDeque::new();
     loop {
-        let next_gap = gaps.front().map(|(at, _)| Instant::from_std(*at + grace));
+        let next_gap = gaps.front().map(|(at, _)| *at);
+        let next_reading = readings.front().map(|(at, _, _)| *at);
+        let next = [next_gap, next_reading]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|at| Instant::from_std(at + grace));
         tokio::select! {
             () = stop.cancelled() => return,
             () = hub.work_ready.notified() => {}
-            () = sleep_until(next_gap.unwrap_or_else(Instant::now)), if next_gap.is_some() => {}
+            () = sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {}
         }
         let work = hub.take_work();
         gaps.extend(work.gaps);
@@ -48,14 +57,24 @@ pub async fn run(hub: Arc<Hub>, store: Arc<dyn Store>, grace: Duration, stop: Ca
             heal.extend(hub.users());
         }
         heal.extend(due_gaps(&hub, &mut gaps, grace));
+        heal.extend(apply_readings(&hub, &mut readings, grace));
 
         let mut again = false;
-        if let Err(e) = read_floors(&hub, &*store, work.floors.clone(), &mut heal).await {
-            tracing::warn!(error = %e, "catch-up could not read cursors; retrying");
-            for user in work.floors {
-                hub.want_floor(user);
+        // Users gone since, or whose floor is known by now, need no reading.
+        let floors: HashSet<Uuid> = work
+            .floors
+            .into_iter()
+            .filter(|u| hub.cursor(*u).is_some_and(|c| c.floor.is_none()))
+            .collect();
+        match read_floors(&*store, floors.clone()).await {
+            Ok(read) => readings.extend(read),
+            Err(e) => {
+                tracing::warn!(error = %e, "catch-up could not read cursors; retrying");
+                for user in floors {
+                    hub.want_floor(user);
+                }
+                again = true;
             }
-            again = true;
         }
         match fill(&hub, &*store, &heal).await {
             Ok(more) => {
@@ -105,34 +124,50 @@ fn due_gaps(
     due
 }
 
-/// Reads the first floor of users whose first session here just opened: the
-/// latest number they had then. A user whose subscription was confirmed
-/// after the read may have missed something in between, so is healed.
+/// Reads the latest number of users whose first session here opened
+/// without knowing it: where live delivery starts for them, once applied.
 async fn read_floors(
-    hub: &Hub,
     store: &dyn Store,
     users: HashSet<Uuid>,
-    heal: &mut HashSet<Uuid>,
-) -> StoreResult<()> {
+) -> StoreResult<Vec<(std::time::Instant, Uuid, i64)>> {
     let users: Vec<Uuid> = users.into_iter().collect();
+    let mut read = Vec::with_capacity(users.len());
     for chunk in users.chunks(BATCH) {
-        let live_before: Vec<bool> = chunk
-            .iter()
-            .map(|u| hub.cursor(*u).is_some_and(|c| c.live))
-            .collect();
-        let seqs = store.msg_seqs(chunk).await?;
-        for (user, seq) in seqs {
-            hub.raise_floor(user, seq, true);
-            let was_live = chunk
-                .iter()
-                .position(|u| *u == user)
-                .is_some_and(|i| live_before[i]);
-            if !was_live && hub.cursor(user).is_some_and(|c| c.live) {
-                heal.insert(user);
-            }
-        }
+        let at = std::time::Instant::now();
+        read.extend(
+            store
+                .msg_seqs(chunk)
+                .await?
+                .into_iter()
+                .map(|(user, seq)| (at, user, seq)),
+        );
     }
-    Ok(())
+    Ok(read)
+}
+
+/// Applies the first floors read at least `grace` ago, and returns their
+/// users, to be healed. A session is usually subscribed before its floor is
+/// read (see `join`), so frames for messages committed just before the
+/// reading can still be on their way; set at once, the floor would drop
+/// them as history. Waiting out the grace lets them land first (ahead of a
+/// floor not yet known), and the heal that follows delivers whatever
+/// committed beyond the floor and did not arrive.
+fn apply_readings(
+    hub: &Hub,
+    readings: &mut VecDeque<(std::time::Instant, Uuid, i64)>,
+    grace: Duration,
+) -> Vec<Uuid> {
+    let now = std::time::Instant::now();
+    let mut due = Vec::new();
+    while let Some(&(at, user, seq)) = readings.front() {
+        if at + grace > now {
+            break;
+        }
+        readings.pop_front();
+        hub.raise_floor(user, seq, true);
+        due.push(user);
+    }
+    due
 }
 
 /// Pushes what storage has beyond each user's floor. Returns users with

@@ -47,15 +47,20 @@ impl Cursor {
     }
 
     /// Moves the floor up to `to`: everything at or below it is accounted
-    /// for. (`set` puts it there even when lower, for the first reading.)
-    fn raise(&mut self, to: i64, set: bool) {
-        self.floor = Some(match self.floor {
-            Some(floor) if !set => floor.max(to),
-            _ => to,
-        });
-        let floor = self.floor.unwrap_or(to);
+    /// for.
+    fn raise(&mut self, to: i64) {
+        let floor = self.floor.map_or(to, |floor| floor.max(to));
+        self.floor = Some(floor);
         self.ahead.retain(|&s| s > floor);
         self.absorb();
+    }
+
+    /// Sets the first floor, unless one was set already: a reading taken
+    /// for an earlier session (since closed) must not move a later one's.
+    fn set_first(&mut self, to: i64) {
+        if self.floor.is_none() {
+            self.raise(to);
+        }
     }
 
     fn absorb(&mut self) {
@@ -164,13 +169,10 @@ impl Hub {
         let first = entry.sessions.is_empty();
         let user = handle.user;
         entry.sessions.push(handle);
-        let floor_known = match floor {
-            Some(floor) if first && entry.cursor.floor.is_none() => {
-                entry.cursor.raise(floor, true);
-                true
-            }
-            _ => entry.cursor.floor.is_some(),
-        };
+        if let (true, Some(floor)) = (first, floor) {
+            entry.cursor.set_first(floor);
+        }
+        let floor_known = entry.cursor.floor.is_some();
         drop(users);
         if first {
             if !floor_known {
@@ -289,14 +291,18 @@ impl Hub {
     }
 
     /// Sets the cursor's first floor (the user's latest number when their
-    /// first session here opened), or raises it after a catch-up that
-    /// accounted for everything up to `to`.
+    /// first session here opened) unless it is known already, or raises it
+    /// after a catch-up that accounted for everything up to `to`.
     pub fn raise_floor(&self, user: Uuid, to: i64, first: bool) {
         let mut users = self.users.write().expect("not poisoned");
         let Some(entry) = users.get_mut(&user) else {
             return;
         };
-        entry.cursor.raise(to, first);
+        if first {
+            entry.cursor.set_first(to);
+        } else {
+            entry.cursor.raise(to);
+        }
         // A first floor below what already arrived live shows what is missing.
         let gap_opened = entry.cursor.track_gap();
         drop(users);
@@ -390,7 +396,7 @@ mod tests {
         // Before the floor is known, frames are delivered and remembered.
         assert!(cursor.accept(7));
         assert!(!cursor.track_gap());
-        cursor.raise(5, true);
+        cursor.set_first(5);
         assert!(cursor.track_gap(), "6 is missing");
         assert!(!cursor.accept(7), "a repeat");
         assert!(cursor.accept(6));
@@ -400,9 +406,34 @@ mod tests {
         // A hole that never fills: catch-up raises the floor past it.
         assert!(cursor.accept(10));
         assert!(cursor.track_gap());
-        cursor.raise(10, false);
+        cursor.raise(10);
         assert!(!cursor.track_gap());
         assert_eq!((cursor.floor, cursor.ahead.len()), (Some(10), 0));
+    }
+
+    /// A first reading queued for a session that has since closed comes in
+    /// after the next session read its own floor before its socket opened:
+    /// the later floor stands (the stale reading would count what is on its
+    /// way to the new session as history).
+    #[test]
+    fn a_stale_first_reading_never_moves_a_known_floor() {
+        let hub = Hub::default();
+        let user = Uuid::now_v7();
+        let (queue, _rx) = tokio::sync::mpsc::channel(8);
+        let handle = Arc::new(SessionHandle::new(SessionId::new(), user, queue, 1 << 20));
+        assert_eq!(hub.register(handle, 10, Some(4)), Registered::First);
+        hub.raise_floor(user, 9, true);
+        assert_eq!(hub.cursor(user).unwrap().floor, Some(4));
+        let frame = Envelope::new(&crate::protocol::ServerFrame::Pong, None);
+        hub.deliver(user, frame.ordered(Order::Seq(5)));
+        hub.raise_floor(user, 3, true);
+        assert_eq!(hub.cursor(user).unwrap().floor, Some(5), "nor lowers it");
+        hub.raise_floor(user, 7, false);
+        assert_eq!(
+            hub.cursor(user).unwrap().floor,
+            Some(7),
+            "catch-up raises it"
+        );
     }
 
     /// A first floor read after live frames arrived can show a hole below

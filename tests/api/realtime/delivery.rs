@@ -255,6 +255,80 @@ async fn a_socket_opened_while_storage_is_away_gets_live_what_commits_after() {
     wb.none_of_type_for("message", Duration::from_secs(1)).await;
 }
 
+/// The same, with the receiver's node also hearing Redis late (300 ms each
+/// way), and messages committed all along: when the node at last reads
+/// where the receiver stood, the newest of them are still on their way to
+/// it. They are the receiver's to get live, not history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_reading_never_takes_frames_still_on_their_way_for_history() {
+    let db = Arc::new(TestDatabase::new(Backend::Postgres).await);
+    let prefix = RedisPrefix::new().await;
+    let redis = redis_url();
+    let redis_proxy = Proxy::start(&host_port(&redis)).await;
+    let slow_redis = format!("redis://127.0.0.1:{}", redis_proxy.port);
+    let healthy = Arc::new(
+        TestApp::spawn_on(
+            db.clone(),
+            &[
+                ("REDIS_URL", redis.as_str()),
+                ("REDIS_PREFIX", prefix.0.as_str()),
+            ],
+        )
+        .await,
+    );
+    let pg_proxy = Proxy::start(&host_port(&db.url)).await;
+    let cut_url = db
+        .url
+        .replace(&host_port(&db.url), &format!("127.0.0.1:{}", pg_proxy.port));
+    let late = TestApp::spawn_on(
+        db.clone(),
+        &[
+            ("DATABASE_URL", cut_url.as_str()),
+            ("REDIS_URL", slow_redis.as_str()),
+            ("REDIS_PREFIX", prefix.0.as_str()),
+        ],
+    )
+    .await;
+    let (a, b) = (healthy.new_user().await, late.new_user().await);
+    healthy.send(&a, &b, "before").await;
+
+    redis_proxy.delay(Duration::from_millis(300));
+    pg_proxy.cut().await;
+    let mut wb = WsClient::connect(&late, &b.token).await;
+    // Sent every 50 ms from the socket's opening until well after
+    // PostgreSQL is back, so some are in flight whenever the reading is.
+    let sender = {
+        let (healthy, a, b) = (healthy.clone(), a.clone(), b.clone());
+        tokio::spawn(async move {
+            let mut sent = HashSet::new();
+            for i in 0..60 {
+                let id = healthy.send(&a, &b, &format!("after {i}")).await.id;
+                sent.insert(id.to_string());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            sent
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    pg_proxy.restore();
+    let sent = sender.await.unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut live = HashSet::new();
+    while live.len() < sent.len() {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Some(frame) = wb.next_within(left).await else {
+            break;
+        };
+        if frame["type"] == "message" {
+            live.insert(frame["id"].as_str().unwrap().to_owned());
+        }
+    }
+    let missing: Vec<&String> = sent.difference(&live).collect();
+    assert!(missing.is_empty(), "never live: {missing:?}");
+    assert_eq!(live, sent, "and nothing from before the socket opened");
+}
+
 /// A session joins the node before its socket opens, and when storage is
 /// slow it also waits there for its subscription. An upgrade the client
 /// abandons in the meantime (here with PostgreSQL and Redis both stalled,

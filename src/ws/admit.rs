@@ -2,8 +2,11 @@
 //! budget when it arrives, and a refused one is answered (or, within a
 //! burst already answered, not).
 
+use tokio::time::Instant;
+
 use crate::app::AppState;
 use crate::auth::AuthUser;
+use crate::budget::OverBudget;
 use crate::error::{ApiError, ErrorCode};
 use crate::protocol::{ClientFrame, SendFrame, ServerFrame};
 
@@ -51,15 +54,27 @@ pub fn admit(state: &AppState, user: &AuthUser, text: &str, refusals: &mut Refus
     }
 }
 
+/// Refused frames in a row after which a socket is not read until its
+/// user's budget has room again.
+const REFUSALS_BEFORE_PAUSE: u32 = 64;
+
 /// Charges frames to the user's budget and answers refusals. A frame whose
 /// answer the client waits for (a message, a `sync`, a `ping`, or any frame
 /// naming a `client_id`) always hears back; other refused frames (typing,
 /// `mark_read`, invalid or binary frames) get one `rate_limited` per burst,
 /// and nothing more until a frame is admitted again: a flood is not
 /// answered frame by frame.
+///
+/// A client that keeps sending past its refusals is then not read at all
+/// until its budget has room again: refusing a frame still costs reading
+/// and parsing it, and a flood refused frame by frame would take as much
+/// of the node as the client cared to send. Unread, its frames wait in the
+/// kernel's buffers, and once those are full its own sends block.
 #[derive(Default)]
 pub struct Refusals {
     answered: bool,
+    in_row: u32,
+    resume_at: Option<Instant>,
 }
 
 impl Refusals {
@@ -71,11 +86,19 @@ impl Refusals {
         client_id: Option<String>,
         waited_on: bool,
     ) -> Charge {
-        if state.budgets.charge_user(user.id).is_ok() {
-            self.answered = false;
-            return Charge::Admitted;
-        }
+        let wait = match state.budgets.charge_user(user.id) {
+            Ok(()) => {
+                self.answered = false;
+                self.in_row = 0;
+                return Charge::Admitted;
+            }
+            Err(OverBudget(wait)) => wait,
+        };
         crate::metrics::rate_limited(kind);
+        self.in_row = self.in_row.saturating_add(1);
+        if self.in_row > REFUSALS_BEFORE_PAUSE {
+            self.resume_at = Some(Instant::now() + wait);
+        }
         if self.answered && !waited_on && client_id.is_none() {
             return Charge::Refused(None);
         }
@@ -84,6 +107,15 @@ impl Refusals {
             ApiError::new(ErrorCode::RateLimited, "too many frames; slow down"),
             client_id,
         )))
+    }
+
+    /// Until when the socket is not to be read, if it is paused.
+    pub fn resume_at(&self) -> Option<Instant> {
+        self.resume_at
+    }
+
+    pub fn resume(&mut self) {
+        self.resume_at = None;
     }
 }
 

@@ -119,6 +119,8 @@ enum Event {
     /// The in-order answer finished.
     InOrderDone(Option<ServerFrame>),
     Frame(Option<Result<Message, axum::Error>>),
+    /// A pause in reading (a client flooding past its budget) is over.
+    Resumed,
 }
 
 /// Reads client frames until the connection ends; returns why.
@@ -153,7 +155,10 @@ async fn read_loop(
             answering = Some(Box::pin(answer(state, user, handle, frame)));
         }
         let in_flight = sends.as_ref().map_or(0, FuturesUnordered::len);
-        let can_read = in_flight < limits.max_in_flight && in_order.len() < MAX_QUEUED_FRAMES;
+        let paused = refusals.resume_at();
+        let can_read = paused.is_none()
+            && in_flight < limits.max_in_flight
+            && in_order.len() < MAX_QUEUED_FRAMES;
         let event = tokio::select! {
             () = handle.kicked().cancelled() => Event::Closed(handle.kick_reason().unwrap_or(CloseReason::Shutdown)),
             () = &mut expiry => Event::Closed(CloseReason::TokenExpired),
@@ -161,9 +166,14 @@ async fn read_loop(
             Some(reply) = next_answer(&mut sends), if in_flight > 0 => Event::Answered(reply),
             Some(reply) = OptionFuture::from(answering.as_mut()), if answering.is_some() => Event::InOrderDone(reply),
             frame = stream.next(), if can_read => Event::Frame(frame),
+            () = sleep_until(paused.unwrap_or_else(Instant::now)), if paused.is_some() => Event::Resumed,
         };
         let reply = match event {
             Event::Closed(reason) => return reason,
+            Event::Resumed => {
+                refusals.resume();
+                continue;
+            }
             Event::Answered(reply) => reply,
             Event::InOrderDone(reply) => {
                 answering = None;

@@ -6,11 +6,13 @@
 //!   contract).
 //! - [`people`]: what one user may do to or learn of another (text, ids,
 //!   presence, blocking, roles, emails).
-//! - [`sockets`]: WebSocket floods and malformed frames, and the scenario
-//!   that runs everything at once beside honest users.
+//! - [`sockets`]: WebSocket floods and malformed frames.
+//! - [`scenario`]: everything at once beside honest users, in the suite
+//!   and as a benchmark.
 
 mod http;
 mod people;
+mod scenario;
 mod sockets;
 
 use crate::helpers::NodeProcess;

@@ -37,9 +37,33 @@ use crate::store::{self, Store};
 use crate::ws::Hub;
 use std::time::Duration;
 
-/// Everything a handler may need; handlers take parts through `FromRef`.
-#[derive(Clone, FromRef)]
-pub struct AppState {
+/// Everything a handler may need, behind one pointer: axum clones the
+/// state for every request (and middleware), so a clone is one reference
+/// count, not one per part. Handlers take parts through `FromRef`.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl FromRef<AppState> for Arc<Config> {
+    fn from_ref(state: &AppState) -> Self {
+        state.config.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Chat> {
+    fn from_ref(state: &AppState) -> Self {
+        state.chat.clone()
+    }
+}
+
+pub struct Shared {
     pub config: Arc<Config>,
     pub chat: Arc<Chat>,
     pub auth: Arc<Authenticator>,
@@ -59,10 +83,8 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// Cancelled once `tasks` are done: the bus publisher then flushes what
     /// sessions and writers queued last, and stops.
-    #[from_ref(skip)]
     pub flush: CancellationToken,
     /// Owns the tasks that outlive `tasks` (the bus publisher).
-    #[from_ref(skip)]
     pub late_tasks: TaskTracker,
 }
 
@@ -184,7 +206,7 @@ impl Application {
             shutdown.clone(),
         ));
         let config = Arc::new(config);
-        let state = AppState {
+        let state = AppState(Arc::new(Shared {
             config: config.clone(),
             chat,
             auth,
@@ -199,7 +221,7 @@ impl Application {
             tasks,
             flush,
             late_tasks,
-        };
+        }));
 
         let listener = TcpListener::bind(SocketAddr::new(config.server_host, config.server_port))
             .await

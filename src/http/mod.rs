@@ -11,7 +11,7 @@ pub mod web;
 pub use health::ReadinessProbe;
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Request, State};
@@ -171,10 +171,14 @@ impl From<PathRejection> for ApiError {
 /// through the balancer's address cannot make it take a healthy node out.
 const PROBES: [&str; 3] = ["/api/v1/health", "/api/v1/livez", "/api/v1/readyz"];
 
+/// The longest a refused request is held before its 429.
+const MAX_REFUSAL_HOLD: Duration = Duration::from_secs(1);
+
 /// Admission: finds who is asking (the token is verified once, here, and
 /// handed to the handler) and charges the request to their budget, or to
 /// the address it came from when it carries no valid token. Over budget
-/// is 429 with `Retry-After`.
+/// is 429 with `Retry-After`, sent once the budget has room again (at most
+/// `MAX_REFUSAL_HOLD` later).
 pub async fn admit(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let path = request.uri().path();
     if PROBES.contains(&path) {
@@ -207,6 +211,11 @@ pub async fn admit(State(state): State<AppState>, mut request: Request, next: Ne
     };
     if let Err((over, kind)) = charged {
         crate::metrics::rate_limited(kind);
+        // Answered when the budget would have admitted it, not at once: a
+        // client looping on its refusals learns of them no faster than its
+        // budget refills, instead of spending the node (and the machine)
+        // on refusals as fast as it can ask.
+        tokio::time::sleep(over.0.min(MAX_REFUSAL_HOLD)).await;
         return ApiError::rate_limited(over).into_response();
     }
     if let Some(identity) = identity {

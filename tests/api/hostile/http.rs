@@ -130,13 +130,17 @@ async fn cors_preflight_allows_every_method_the_api_serves() {
 }
 
 /// Every REST request of a user is charged to their budget: past it, 429
-/// with `Retry-After` and the error body; other users are unaffected.
+/// with `Retry-After` and the error body; other users are unaffected. The
+/// 429 comes when the budget has room again (a client looping on its
+/// refusals asks no faster than its budget refills), so the request right
+/// after it is admitted.
 async fn a_users_requests_share_one_budget(backend: Backend) {
     let app = TestApp::with_tight_budget(backend, 4).await;
     let a = app.new_user().await;
     for _ in 0..3 {
         assert_eq!(app.get("/messages/stats", &a.token).await.0, 200);
     }
+    let asked = std::time::Instant::now();
     let response = app
         .http
         .get(format!("{}/messages/stats", app.base))
@@ -144,6 +148,7 @@ async fn a_users_requests_share_one_budget(backend: Backend) {
         .send()
         .await
         .unwrap();
+    let held = asked.elapsed();
     assert_eq!(response.headers()["retry-after"], "1");
     assert_eq!(
         crate::helpers::read(response).await,
@@ -152,6 +157,11 @@ async fn a_users_requests_share_one_budget(backend: Backend) {
             json!({"error": {"code": "rate_limited", "message": "too many requests; retry in 1 s"}})
         )
     );
+    assert!(
+        (Duration::from_millis(300)..Duration::from_millis(1500)).contains(&held),
+        "refused after {held:?}"
+    );
+    assert_eq!(app.get("/messages/stats", &a.token).await.0, 200);
     let b = app.new_user().await;
     assert_eq!(app.get("/messages/stats", &b.token).await.0, 200);
 }
@@ -219,12 +229,14 @@ async fn anonymous_requests_are_charged_to_their_address() {
 
 /// Behind a load balancer the address is the last `X-Forwarded-For` entry
 /// (the one the balancer appended), when the node is told to trust it.
+/// (A budget that refills every five seconds: a 429 is held at most a
+/// second, and the next request is still refused.)
 #[tokio::test]
 async fn behind_a_trusted_balancer_each_client_address_has_its_budget() {
     let app = TestApp::spawn_with(
         Backend::Sqlite,
         &[
-            ("ANONYMOUS_RATE_LIMIT_PER_SEC", "1"),
+            ("ANONYMOUS_RATE_LIMIT_PER_SEC", "0.2"),
             ("ANONYMOUS_RATE_LIMIT_BURST", "1"),
             ("TRUST_X_FORWARDED_FOR", "true"),
         ],

@@ -85,9 +85,9 @@ pub struct Chat {
     /// node has put its own sessions back first and nobody flaps.
     presence_every: Duration,
     repairs: Mutex<Vec<PendingRepair>>,
-    /// (sender, recipient) pairs whose recipient this node has told the
-    /// sender's presence since it started (see [`Chat::introduce`]); cleared
-    /// when it reaches [`INTRODUCED_CAP`].
+    /// (sender, conversation) pairs whose other participants this node has
+    /// told the sender's presence since it started (see
+    /// [`Chat::introduce`]); cleared when it reaches [`INTRODUCED_CAP`].
     introduced: Mutex<HashSet<(Uuid, Uuid)>>,
     /// Owns the introductions, so shutdown waits for them.
     tasks: TaskTracker,
@@ -167,8 +167,12 @@ impl Chat {
         match outcome {
             InsertOutcome::Created(stored) => {
                 crate::metrics::message_sent();
-                if let Some(receiver) = stored.message.receiver_id {
-                    self.introduce(sender, receiver);
+                // Its participants (a group's members) are the users
+                // numbered for it.
+                let small = stored.seqs.len() <= self.limits.presence_group_limit as usize;
+                if stored.message.receiver_id.is_some() || small {
+                    let listeners = stored.seqs.iter().map(|(u, _)| *u);
+                    self.introduce(sender, stored.message.conversation_id, listeners);
                 }
                 Ok(stored.message)
             }

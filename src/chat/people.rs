@@ -33,38 +33,53 @@ pub struct Profile {
 }
 
 /// Pairs remembered as introduced: past this the set starts again (a pair
-/// introduced twice costs one presence frame the receiving node drops).
+/// introduced twice costs presence frames the receiving nodes drop).
 const INTRODUCED_CAP: usize = 100_000;
 
 /// How long an introduction waits for presence.
 const INTRODUCE_WITHIN: Duration = Duration::from_secs(2);
 
 impl Chat {
-    /// A direct message makes its sender someone who has talked to its
-    /// recipient, so the recipient is told the sender's presence now,
+    /// A message makes its sender someone who has talked to its other
+    /// participants (the recipient, or the members of a group within
+    /// `PRESENCE_GROUP_LIMIT`), so they are told the sender's presence now,
     /// rather than at the sender's next transition (which, for a sender
-    /// who stays online, may be hours away). Once per pair per node; in
-    /// the background, so no ack waits on presence.
-    pub(super) fn introduce(&self, sender: Uuid, receiver: Uuid) {
+    /// who stays online, may be hours away). Once per sender and
+    /// conversation per node; in the background, so no ack waits on
+    /// presence.
+    pub(super) fn introduce(
+        &self,
+        sender: Uuid,
+        conversation: Uuid,
+        participants: impl Iterator<Item = Uuid>,
+    ) {
         {
             let mut introduced = self.introduced.lock().expect("not poisoned");
-            if introduced.contains(&(sender, receiver)) {
+            if introduced.contains(&(sender, conversation)) {
                 return;
             }
             if introduced.len() >= INTRODUCED_CAP {
                 introduced.clear();
             }
-            introduced.insert((sender, receiver));
+            introduced.insert((sender, conversation));
         }
+        let listeners: Vec<Uuid> = participants.filter(|u| *u != sender).collect();
         let (presence, bus, store) = (self.presence.clone(), self.bus.clone(), self.store.clone());
         self.tasks.spawn(async move {
-            // A sender who blocked the recipient keeps their presence from
+            // A sender who blocked a participant keeps their presence from
             // them, as `contacts` does.
-            let blocked = store.blocked(&[(sender, receiver)]).await;
-            if !blocked.is_ok_and(|b| b.is_empty()) {
+            let pairs: Vec<(Uuid, Uuid)> = listeners.iter().map(|l| (sender, *l)).collect();
+            let Ok(blocked) = store.blocked(&pairs).await else {
+                return;
+            };
+            let listeners: Vec<Uuid> = listeners
+                .into_iter()
+                .filter(|l| !blocked.contains(&(sender, *l)))
+                .collect();
+            if listeners.is_empty() {
                 return;
             }
-            // An offline sender is what the recipient assumes already;
+            // An offline sender is what the participants assume already;
             // settling them would only mint a version for nothing (and an
             // offline frame that may overtake their next online one).
             let online = tokio::time::timeout(INTRODUCE_WITHIN, presence.is_online(sender)).await;
@@ -78,7 +93,8 @@ impl Chat {
             };
             let (frame, order) = presence_frame(&t);
             let event = Envelope::new(&frame, None).ordered(order);
-            if let Err(e) = bus.publish(vec![(receiver, event)]).await {
+            let events = listeners.into_iter().map(|l| (l, event.clone())).collect();
+            if let Err(e) = bus.publish(events).await {
                 tracing::debug!(error = %e, "could not introduce a sender's presence");
             }
         });

@@ -16,6 +16,7 @@ both_backends!(
     a_demoted_admins_change_in_flight_does_not_land,
     presence_goes_only_to_whom_a_user_has_talked_to,
     a_first_message_brings_presence_only_when_the_sender_is_online,
+    a_first_post_in_a_small_group_brings_the_posters_presence,
     a_blocked_user_gets_the_answers_of_a_user_that_does_not_exist,
 );
 
@@ -503,5 +504,45 @@ async fn a_first_message_brings_presence_only_when_the_sender_is_online(backend:
     assert_eq!(
         crate::wsclient::presence(&wr.recv().await),
         json!({"type": "user_online", "user_id": writer.id})
+    );
+}
+
+/// A first post in a small group makes its poster someone who has talked
+/// to every member: members online are told the poster's presence now, as
+/// for a first direct message, not at the poster's next transition.
+async fn a_first_post_in_a_small_group_brings_the_posters_presence(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (owner, member) = (app.new_user().await, app.new_user().await);
+    let group = app.create_group(&owner, "small", &[&member]).await;
+    let mut wm = WsClient::connect(&app, &member.token).await;
+    wm.assert_usable().await;
+    let mut wo = WsClient::connect(&app, &owner.token).await;
+    wo.assert_usable().await;
+    wm.none_of_type_for("user_online", Duration::from_millis(400))
+        .await;
+
+    wo.send(json!({"type": "message", "conversation_id": group, "content": "welcome"}))
+        .await;
+    wo.recv_type("ack").await;
+    let mut seen = Vec::new();
+    while let Some(frame) = wm.next_within(Duration::from_secs(2)).await {
+        match frame["type"].as_str() {
+            Some("message") => seen.push(json!({"message": frame["content"]})),
+            Some("user_online" | "user_offline") => {
+                seen.push(crate::wsclient::presence(&frame));
+            }
+            _ => {}
+        }
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    seen.sort_by_key(Value::to_string);
+    assert_eq!(
+        seen,
+        [
+            json!({"message": "welcome"}),
+            json!({"type": "user_online", "user_id": owner.id}),
+        ]
     );
 }

@@ -87,6 +87,69 @@ async fn a_commit_that_cannot_be_settled_is_answered_outcome_unknown() {
     assert_eq!(stored(&mut watcher, "maybe").await, 1, "stored once");
 }
 
+/// The connection dies during a commit that then fails (here a deferred
+/// check that refuses the message at commit time): the node cannot tell
+/// whether it landed, settles it by id once PostgreSQL answers, finds it
+/// not stored, and only then answers `unavailable` ("not stored, retry").
+/// The retry, with the same `client_id`, stores it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_lost_and_not_stored_is_answered_unavailable_after_settling() {
+    use sqlx::Connection;
+    let (app, proxy, direct) = node_behind_a_proxy(&[]).await;
+    let (a, b) = (app.new_user().await, app.new_user().await);
+    let mut wa = WsClient::connect(&app, &a.token).await;
+    let mut watcher = sqlx::PgConnection::connect(&direct).await.unwrap();
+    for statement in [
+        "CREATE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM pg_sleep(2); RAISE EXCEPTION 'refused at commit'; END $$",
+        "CREATE CONSTRAINT TRIGGER refuse_doomed AFTER INSERT ON messages
+         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+         WHEN (NEW.client_id = 'doomed') EXECUTE FUNCTION refuse_at_commit()",
+    ] {
+        sqlx::query(statement).execute(&mut watcher).await.unwrap();
+    }
+    let frame = json!({"type": "message", "to": b.id, "content": "doomed", "client_id": "doomed"});
+    wa.send(frame.clone()).await;
+    // The node has sent COMMIT and PostgreSQL is running the deferred check:
+    // the connection dies now.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let committing: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND state = 'active' AND query = 'COMMIT'",
+        )
+        .fetch_one(&mut watcher)
+        .await
+        .unwrap();
+        if committing > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the commit never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.cut().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.restore();
+
+    let answer = tokio::time::timeout(Duration::from_secs(15), wa.recv_type_of(&["ack", "error"]))
+        .await
+        .expect("an answer once PostgreSQL is back");
+    assert_eq!(
+        answer,
+        json!({"type": "error", "code": "unavailable",
+               "message": "storage is unavailable; nothing was stored, retry",
+               "client_id": "doomed"})
+    );
+    assert_eq!(stored(&mut watcher, "doomed").await, 0);
+    sqlx::query("DROP TRIGGER refuse_doomed ON messages")
+        .execute(&mut watcher)
+        .await
+        .unwrap();
+    wa.send(frame).await;
+    assert_eq!(wa.recv_type("ack").await["client_id"], "doomed");
+    assert_eq!(stored(&mut watcher, "doomed").await, 1, "stored once");
+}
+
 /// How many messages carry `client_id`, read on a direct connection.
 async fn stored(conn: &mut sqlx::PgConnection, client_id: &str) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM messages WHERE client_id = $1")

@@ -213,15 +213,23 @@ async fn settle(
 ) {
     tracing::warn!(error = %why, messages = batch.len(), "batch commit outcome unknown; settling by id");
     let ids: Vec<Uuid> = batch.iter().map(|p| p.message.id).collect();
+    let writers: Vec<Uuid> = batch.iter().map(|p| p.message.sender_id).collect();
     let deadline = tokio::time::Instant::now() + within;
     let found = loop {
-        match store.stored(&ids).await {
-            Ok(found) => break Some(found),
-            Err(e) if tokio::time::Instant::now() >= deadline => {
+        // Bounded as a whole: the read waits for the lost write to end,
+        // which a dead connection PostgreSQL has not noticed can hold up.
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, store.stored(&ids, &writers)).await {
+            Ok(Ok(found)) => break Some(found),
+            Ok(Err(e)) if tokio::time::Instant::now() >= deadline => {
                 tracing::warn!(error = %e, "could not settle the batch in time");
                 break None;
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(250)).await,
+            Err(_) => {
+                tracing::warn!("could not settle the batch in time: its write has not ended");
+                break None;
+            }
         }
     };
     let Some(found) = found else {

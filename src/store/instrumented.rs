@@ -78,8 +78,8 @@ impl Store for Instrumented {
     async fn message(&self, id: Uuid) -> StoreResult<Option<Message>> {
         timed("message", self.0.message(id)).await
     }
-    async fn stored(&self, ids: &[Uuid]) -> StoreResult<Vec<Stored>> {
-        timed("stored", self.0.stored(ids)).await
+    async fn stored(&self, ids: &[Uuid], writers: &[Uuid]) -> StoreResult<Vec<Stored>> {
+        timed("stored", self.0.stored(ids, writers)).await
     }
     async fn mark_read(
         &self,

@@ -751,8 +751,12 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_messages(&self, batch: &[NewMessage]) -> StoreResult<Vec<InsertOutcome>>;
     async fn message(&self, id: Uuid) -> StoreResult<Option<Message>>;
     /// Those of `ids` that are stored, each with every participant's number:
-    /// how a batch whose commit outcome was lost is settled.
-    async fn stored(&self, ids: &[Uuid]) -> StoreResult<Vec<Stored>>;
+    /// how a batch whose commit outcome was lost is settled. Read once no
+    /// write of `writers` is still running: a write holds the rows of the
+    /// users it numbers until it ends, and one whose connection died may
+    /// still be committing; read before it ends, its message would look
+    /// not stored.
+    async fn stored(&self, ids: &[Uuid], writers: &[Uuid]) -> StoreResult<Vec<Stored>>;
     /// Marks read only messages `reader` received and had not read yet.
     async fn mark_read(
         &self,

@@ -257,14 +257,21 @@ impl Store for PgStore {
         Ok(row.map(Into::into))
     }
 
-    async fn stored(&self, ids: &[Uuid]) -> StoreResult<Vec<Stored>> {
+    async fn stored(&self, ids: &[Uuid], writers: &[Uuid]) -> StoreResult<Vec<Stored>> {
+        let mut tx = self.pool.begin().await?;
+        // Waits out any write still holding a writer's row (in id order, as
+        // writes lock them); each read below then sees what it committed.
+        sqlx::query("SELECT 1 FROM users WHERE id = ANY($1) ORDER BY id FOR SHARE")
+            .bind(writers)
+            .execute(&mut *tx)
+            .await?;
         let rows: Vec<MessageRow> = sqlx::query_as(concat!(
             "SELECT ",
             message_columns!(),
             " FROM messages m WHERE m.id = ANY($1)"
         ))
         .bind(ids)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
         let seqs: Vec<(Uuid, Uuid, i64)> = sqlx::query_as(
             "SELECT id, sender_id, sender_seq FROM messages
@@ -276,8 +283,9 @@ impl Store for PgStore {
              SELECT message_id, user_id, seq FROM inbox WHERE message_id = ANY($1)",
         )
         .bind(ids)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(stored_messages(rows, seqs))
     }
 

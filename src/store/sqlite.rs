@@ -424,7 +424,9 @@ impl Store for SqliteStore {
         Ok(row.map(Into::into))
     }
 
-    async fn stored(&self, ids: &[Uuid]) -> StoreResult<Vec<Stored>> {
+    /// One writer at a time, in this process: no write is still running
+    /// once its caller has heard of its failure.
+    async fn stored(&self, ids: &[Uuid], _writers: &[Uuid]) -> StoreResult<Vec<Stored>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }

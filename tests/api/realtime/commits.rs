@@ -87,36 +87,69 @@ async fn a_commit_that_cannot_be_settled_is_answered_outcome_unknown() {
     assert_eq!(stored(&mut watcher, "maybe").await, 1, "stored once");
 }
 
-/// The connection dies during a commit that then fails (here a deferred
-/// check that refuses the message at commit time): the node cannot tell
-/// whether it landed, settles it by id once PostgreSQL answers, finds it
-/// not stored, and only then answers `unavailable` ("not stored, retry").
-/// The retry, with the same `client_id`, stores it once.
+/// The connection dies while PostgreSQL is still committing a send (here a
+/// deferred check that takes two seconds): the node cannot tell whether it
+/// landed, and PostgreSQL answers again long before that commit ends. The
+/// node must wait for it before settling: the commit lands, so the sender
+/// hears the ack, never `unavailable` ("not stored").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_commit_lost_and_not_stored_is_answered_unavailable_after_settling() {
+async fn a_commit_still_running_when_its_connection_dies_is_settled_once_it_ends() {
+    let (answer, stored_after) = lose_a_slow_commit(false).await;
+    assert_eq!(
+        (answer["type"].as_str(), answer["client_id"].as_str()),
+        (Some("ack"), Some("slow")),
+        "a stored message must not be answered as not stored: {answer}"
+    );
+    assert_eq!(stored_after, 1);
+}
+
+/// The same, but the slow commit then fails: only once it has ended does
+/// the node answer `unavailable` ("not stored, retry").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_lost_and_not_stored_is_answered_unavailable_once_it_ends() {
+    let (answer, stored_after) = lose_a_slow_commit(true).await;
+    assert_eq!(
+        answer,
+        json!({"type": "error", "code": "unavailable",
+               "message": "storage is unavailable; nothing was stored, retry",
+               "client_id": "slow"})
+    );
+    assert_eq!(stored_after, 0);
+}
+
+/// Sends a message whose commit takes two seconds (and then fails, with
+/// `fails`), cuts the node's connection during it and restores it at once;
+/// returns the sender's answer and how many copies are stored in the end.
+async fn lose_a_slow_commit(fails: bool) -> (serde_json::Value, i64) {
     use sqlx::Connection;
-    let (app, proxy, direct) = node_behind_a_proxy(&[]).await;
+    let (app, proxy, direct) = node_behind_a_proxy(&[("COMMIT_SETTLE_TIMEOUT", "20s")]).await;
     let (a, b) = (app.new_user().await, app.new_user().await);
     let mut wa = WsClient::connect(&app, &a.token).await;
     let mut watcher = sqlx::PgConnection::connect(&direct).await.unwrap();
+    let function = if fails {
+        "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM pg_sleep(2); RAISE EXCEPTION 'refused at commit'; END $$"
+    } else {
+        "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM pg_sleep(2); RETURN NULL; END $$"
+    };
     for statement in [
-        "CREATE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN PERFORM pg_sleep(2); RAISE EXCEPTION 'refused at commit'; END $$",
-        "CREATE CONSTRAINT TRIGGER refuse_doomed AFTER INSERT ON messages
+        function,
+        "CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON messages
          DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
-         WHEN (NEW.client_id = 'doomed') EXECUTE FUNCTION refuse_at_commit()",
+         WHEN (NEW.client_id = 'slow') EXECUTE FUNCTION slow_commit()",
     ] {
         sqlx::query(statement).execute(&mut watcher).await.unwrap();
     }
-    let frame = json!({"type": "message", "to": b.id, "content": "doomed", "client_id": "doomed"});
-    wa.send(frame.clone()).await;
-    // The node has sent COMMIT and PostgreSQL is running the deferred check:
-    // the connection dies now.
+    wa.send(json!({"type": "message", "to": b.id, "content": "slow", "client_id": "slow"}))
+        .await;
+    // PostgreSQL is in the deferred check, committing: the connection dies
+    // now, and is back at once.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let committing: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND state = 'active' AND query = 'COMMIT'",
+             WHERE datname = current_database() AND wait_event = 'PgSleep'",
         )
         .fetch_one(&mut watcher)
         .await
@@ -128,26 +161,13 @@ async fn a_commit_lost_and_not_stored_is_answered_unavailable_after_settling() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     proxy.cut().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     proxy.restore();
 
     let answer = tokio::time::timeout(Duration::from_secs(15), wa.recv_type_of(&["ack", "error"]))
         .await
-        .expect("an answer once PostgreSQL is back");
-    assert_eq!(
-        answer,
-        json!({"type": "error", "code": "unavailable",
-               "message": "storage is unavailable; nothing was stored, retry",
-               "client_id": "doomed"})
-    );
-    assert_eq!(stored(&mut watcher, "doomed").await, 0);
-    sqlx::query("DROP TRIGGER refuse_doomed ON messages")
-        .execute(&mut watcher)
-        .await
-        .unwrap();
-    wa.send(frame).await;
-    assert_eq!(wa.recv_type("ack").await["client_id"], "doomed");
-    assert_eq!(stored(&mut watcher, "doomed").await, 1, "stored once");
+        .expect("an answer once the commit has ended");
+    (answer, stored(&mut watcher, "slow").await)
 }
 
 /// How many messages carry `client_id`, read on a direct connection.

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -33,60 +33,10 @@ use crate::config::{Config, DatabaseConfig, Secret};
 use crate::presence::SharedPresence;
 use crate::presence::memory::MemoryPresence;
 use crate::presence::redis::RedisPresence;
-use crate::store::{self, Store};
-use crate::ws::Hub;
+use crate::state::{AppState, Shared};
+use crate::store;
+use crate::ws::hub::Hub;
 use std::time::Duration;
-
-/// Everything a handler may need, behind one pointer: axum clones the
-/// state for every request (and middleware), so a clone is one reference
-/// count, not one per part. Handlers take parts through `FromRef`.
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-impl FromRef<AppState> for Arc<Config> {
-    fn from_ref(state: &AppState) -> Self {
-        state.config.clone()
-    }
-}
-
-impl FromRef<AppState> for Arc<Chat> {
-    fn from_ref(state: &AppState) -> Self {
-        state.chat.clone()
-    }
-}
-
-pub struct Shared {
-    pub config: Arc<Config>,
-    pub chat: Arc<Chat>,
-    pub auth: Arc<Authenticator>,
-    pub store: Arc<dyn Store>,
-    pub bus: SharedBus,
-    pub presence: SharedPresence,
-    pub hub: Arc<Hub>,
-    /// Request budgets per user and per address.
-    pub budgets: Arc<Budgets>,
-    /// Readiness checks, shared by concurrent probes.
-    pub readiness: Arc<crate::http::ReadinessProbe>,
-    /// Set on SIGTERM: readiness fails at once.
-    pub draining: Arc<AtomicBool>,
-    /// Cancelled when the node stops; every background task watches it.
-    pub shutdown: CancellationToken,
-    /// Owns every task the node spawns, so shutdown can wait for them.
-    pub tasks: TaskTracker,
-    /// Cancelled once `tasks` are done: the bus publisher then flushes what
-    /// sessions and writers queued last, and stops.
-    pub flush: CancellationToken,
-    /// Owns the tasks that outlive `tasks` (the bus publisher).
-    pub late_tasks: TaskTracker,
-}
 
 pub struct Application {
     listener: TcpListener,

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -21,7 +21,6 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::config::{AuthConfig, Secret};
 use crate::error::ApiError;
 use crate::store::Store;
@@ -401,21 +400,25 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Who a request's token proved the caller to be (or why it did not),
-/// found once by the admission layer ([`crate::http::admit`]) so handlers
+/// found once by the admission layer (`http::admit`) so handlers
 /// do not verify the token again.
 #[derive(Clone)]
 pub struct Identified(pub Result<AuthUser, ApiError>);
 
-impl FromRequestParts<AppState> for AuthUser {
+impl<S> FromRequestParts<S> for AuthUser
+where
+    S: Send + Sync,
+    Arc<Authenticator>: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match parts.extensions.get::<Identified>() {
             Some(Identified(identity)) => identity.clone(),
-            None => state.auth.authenticate(bearer(&parts.headers)).await,
+            None => {
+                let auth = Arc::<Authenticator>::from_ref(state);
+                auth.authenticate(bearer(&parts.headers)).await
+            }
         }
     }
 }

@@ -307,7 +307,60 @@ impl Config {
             _ => Some(vars.parse("METRICS_PORT", 9090u16, "a port number 0-65535 or off")?),
         };
 
-        let database = match vars.get("DATABASE_URL") {
+        let database = DatabaseConfig::from_vars(&vars)?;
+        let db_max_connections = vars.positive(
+            "DB_MAX_CONNECTIONS",
+            20u32,
+            "a positive number of connections",
+        )?;
+
+        let redis = RedisConfig::from_vars(&vars)?;
+        let redis_prefix = vars.get("REDIS_PREFIX").unwrap_or("ochat").to_owned();
+
+        let auth = AuthConfig::from_vars(&vars)?;
+
+        let allowed_origins = allowed_origins(&vars)?;
+
+        let node_id = match vars.get("NODE_ID") {
+            Some(id) => id.to_owned(),
+            None => hostname(),
+        };
+        let log_format = LogFormat::from_vars(&vars)?;
+
+        let limits = Limits::from_vars(&vars)?;
+
+        Ok(Config {
+            server_host,
+            server_port,
+            metrics_port,
+            database,
+            db_max_connections,
+            write_lanes: match vars.get("WRITE_LANES") {
+                None => None,
+                Some(_) => Some(vars.positive("WRITE_LANES", 1usize, "a positive number")?),
+            },
+            write_batch: vars.positive("WRITE_BATCH", 512usize, "a positive number")?,
+            commit_settle_timeout: vars
+                .duration("COMMIT_SETTLE_TIMEOUT", Duration::from_secs(10))?,
+            sqlite_busy_timeout: vars.duration("SQLITE_BUSY_TIMEOUT", Duration::from_secs(5))?,
+            redis,
+            redis_prefix,
+            redis_probe_interval: vars.duration("REDIS_PROBE_INTERVAL", Duration::from_secs(5))?,
+            auth,
+            allowed_origins,
+            node_id,
+            log_format,
+            limits,
+            presence_ttl: vars.duration("PRESENCE_TTL", Duration::from_secs(30))?,
+            gap_grace: vars.duration("GAP_GRACE", Duration::from_millis(500))?,
+            shutdown_grace: vars.duration("SHUTDOWN_GRACE", Duration::from_secs(25))?,
+        })
+    }
+}
+
+impl DatabaseConfig {
+    fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        Ok(match vars.get("DATABASE_URL") {
             None => DatabaseConfig::Sqlite(PathBuf::from("ochat.db")),
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                 DatabaseConfig::Postgres(Secret::new(url))
@@ -333,41 +386,48 @@ impl Config {
                     "expected a postgres:// or sqlite:// URL",
                 ));
             }
-        };
-        let db_max_connections = vars.positive(
-            "DB_MAX_CONNECTIONS",
-            20u32,
-            "a positive number of connections",
-        )?;
+        })
+    }
+}
 
+impl RedisConfig {
+    /// One Redis, a cluster's seed nodes, or none (embedded bus).
+    fn from_vars(vars: &Vars) -> Result<Option<Self>, ConfigError> {
         let is_redis_url = |url: &str| url.starts_with("redis://") || url.starts_with("rediss://");
-        let redis = match (vars.get("REDIS_URL"), vars.get("REDIS_CLUSTER_URLS")) {
-            (None, None) => None,
-            (Some(_), Some(_)) => {
-                return Err(bad(
-                    "REDIS_CLUSTER_URLS",
-                    "set either REDIS_URL (one Redis) or REDIS_CLUSTER_URLS (a Redis Cluster), not both",
-                ));
-            }
-            (Some(url), None) if is_redis_url(url) => Some(RedisConfig::Single(Secret::new(url))),
-            (Some(_), None) => {
-                return Err(bad("REDIS_URL", "expected a redis:// or rediss:// URL"));
-            }
-            (None, Some(list)) => {
-                let urls: Vec<&str> = list.split(',').map(str::trim).collect();
-                if urls.iter().any(|u| !is_redis_url(u)) {
+        Ok(
+            match (vars.get("REDIS_URL"), vars.get("REDIS_CLUSTER_URLS")) {
+                (None, None) => None,
+                (Some(_), Some(_)) => {
                     return Err(bad(
                         "REDIS_CLUSTER_URLS",
-                        "expected comma-separated redis:// or rediss:// seed node URLs",
+                        "set either REDIS_URL (one Redis) or REDIS_CLUSTER_URLS (a Redis Cluster), not both",
                     ));
                 }
-                Some(RedisConfig::Cluster(
-                    urls.into_iter().map(Secret::new).collect(),
-                ))
-            }
-        };
-        let redis_prefix = vars.get("REDIS_PREFIX").unwrap_or("ochat").to_owned();
+                (Some(url), None) if is_redis_url(url) => {
+                    Some(RedisConfig::Single(Secret::new(url)))
+                }
+                (Some(_), None) => {
+                    return Err(bad("REDIS_URL", "expected a redis:// or rediss:// URL"));
+                }
+                (None, Some(list)) => {
+                    let urls: Vec<&str> = list.split(',').map(str::trim).collect();
+                    if urls.iter().any(|u| !is_redis_url(u)) {
+                        return Err(bad(
+                            "REDIS_CLUSTER_URLS",
+                            "expected comma-separated redis:// or rediss:// seed node URLs",
+                        ));
+                    }
+                    Some(RedisConfig::Cluster(
+                        urls.into_iter().map(Secret::new).collect(),
+                    ))
+                }
+            },
+        )
+    }
+}
 
+impl AuthConfig {
+    fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
         // Signing keys fetched over plain HTTP could be swapped by anyone
         // on the path: https only, but for a server on this machine.
         let supabase_url = match vars.get("SUPABASE_URL") {
@@ -394,7 +454,7 @@ impl Config {
         if jwt_secret.as_ref().is_some_and(|s| s.expose().len() < 32) {
             return Err(bad("JWT_SECRET", "must be at least 32 characters"));
         }
-        let auth = AuthConfig {
+        Ok(AuthConfig {
             jwt_secret,
             jwks_url,
             audience: vars
@@ -407,31 +467,35 @@ impl Config {
                 .duration("JWKS_REFETCH_INTERVAL", Duration::from_secs(30))?,
             jwks_refresh_interval: vars
                 .duration("JWKS_REFRESH_INTERVAL", Duration::from_secs(600))?,
-        };
+        })
+    }
+}
 
-        let allowed_origins = vars
-            .get("ALLOWED_ORIGINS")
-            .map(|raw| {
-                raw.split(',')
-                    .map(|o| o.trim().trim_end_matches('/').to_owned())
-                    .filter(|o| !o.is_empty())
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default();
-        for origin in &allowed_origins {
-            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
-                return Err(bad(
-                    "ALLOWED_ORIGINS",
-                    format!("expected comma-separated http(s) origins, got {origin:?}"),
-                ));
-            }
+/// Browser origins allowed to call the API (CORS) and open sockets.
+fn allowed_origins(vars: &Vars) -> Result<Vec<String>, ConfigError> {
+    let allowed_origins = vars
+        .get("ALLOWED_ORIGINS")
+        .map(|raw| {
+            raw.split(',')
+                .map(|o| o.trim().trim_end_matches('/').to_owned())
+                .filter(|o| !o.is_empty())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    for origin in &allowed_origins {
+        if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+            return Err(bad(
+                "ALLOWED_ORIGINS",
+                format!("expected comma-separated http(s) origins, got {origin:?}"),
+            ));
         }
+    }
+    Ok(allowed_origins)
+}
 
-        let node_id = match vars.get("NODE_ID") {
-            Some(id) => id.to_owned(),
-            None => hostname(),
-        };
-        let log_format = match vars.get("LOG_FORMAT") {
+impl LogFormat {
+    fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        Ok(match vars.get("LOG_FORMAT") {
             None | Some("pretty") => LogFormat::Pretty,
             Some("json") => LogFormat::Json,
             Some(other) => {
@@ -440,8 +504,14 @@ impl Config {
                     format!("expected json or pretty, got {other:?}"),
                 ));
             }
-        };
+        })
+    }
+}
 
+impl Limits {
+    /// Every limit a client can push against, each defaulting to
+    /// [`Limits::default`].
+    fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
         let d = Limits::default();
         let limits = Limits {
             max_content_chars: vars.positive(
@@ -527,33 +597,7 @@ impl Config {
                 ),
             ));
         }
-
-        Ok(Config {
-            server_host,
-            server_port,
-            metrics_port,
-            database,
-            db_max_connections,
-            write_lanes: match vars.get("WRITE_LANES") {
-                None => None,
-                Some(_) => Some(vars.positive("WRITE_LANES", 1usize, "a positive number")?),
-            },
-            write_batch: vars.positive("WRITE_BATCH", 512usize, "a positive number")?,
-            commit_settle_timeout: vars
-                .duration("COMMIT_SETTLE_TIMEOUT", Duration::from_secs(10))?,
-            sqlite_busy_timeout: vars.duration("SQLITE_BUSY_TIMEOUT", Duration::from_secs(5))?,
-            redis,
-            redis_prefix,
-            redis_probe_interval: vars.duration("REDIS_PROBE_INTERVAL", Duration::from_secs(5))?,
-            auth,
-            allowed_origins,
-            node_id,
-            log_format,
-            limits,
-            presence_ttl: vars.duration("PRESENCE_TTL", Duration::from_secs(30))?,
-            gap_grace: vars.duration("GAP_GRACE", Duration::from_millis(500))?,
-            shutdown_grace: vars.duration("SHUTDOWN_GRACE", Duration::from_secs(25))?,
-        })
+        Ok(limits)
     }
 }
 

@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod presence;
 pub mod protocol;
 pub mod server;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod ws;

@@ -4,6 +4,7 @@
 //! [`memory::MemoryBus`] serves a single node; the Redis bus spreads events
 //! across nodes. Sessions never know which one they have.
 
+mod listen;
 pub mod memory;
 pub mod redis;
 mod sharded;

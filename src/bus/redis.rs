@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::aio::PubSubSink;
 use tokio::sync::{mpsc, oneshot};
@@ -28,6 +27,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use super::listen::{
+    BACKOFF_MAX, BACKOFF_MIN, InterestRequest, Listener, PROBE_TIMEOUT, channel, dispatch,
+    keep_listening,
+};
 use super::{Bus, BusError, Delivery, Envelope};
 use crate::backplane::{self, Backplane, RedisConn, ShardMap};
 
@@ -42,16 +45,9 @@ const RETRY_MAX_EVENTS: usize = 8192;
 /// A failed event older than this is not retried: messages are caught up
 /// from storage by the receiving node, presence is repaired by its owner.
 const RETRY_MAX_AGE: Duration = Duration::from_secs(30);
-/// How long a probe of the pub/sub connection may take.
-pub(super) const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-/// First wait before reconnecting; doubles up to `BACKOFF_MAX`.
-pub(super) const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Publishes in flight at once on a cluster, where each is its own command
 /// (a pipeline may not cross slots); the connection pipelines them per shard.
 const CLUSTER_PUBLISHES_AT_ONCE: usize = 256;
-
-pub(super) type InterestRequest = (Uuid, oneshot::Sender<()>);
 
 /// One publish: its events, and who waits to hear that Redis took them.
 struct Outgoing {
@@ -65,24 +61,6 @@ pub struct RedisBus {
     backplane: Arc<Backplane>,
     /// True while the pub/sub connection is up and subscribed.
     listening: Arc<AtomicBool>,
-}
-
-/// `<prefix>:user:<uuid>`, the one channel naming rule.
-pub(super) fn channel(prefix: &str, user: Uuid) -> String {
-    format!("{prefix}:user:{user}")
-}
-
-/// Hands one received event to the hub; `channel` names its user.
-pub(super) fn dispatch(prefix: &str, delivery: &dyn Delivery, channel: &str, payload: &[u8]) {
-    let user = channel
-        .strip_prefix(prefix)
-        .and_then(|rest| rest.strip_prefix(":user:"))
-        .and_then(|id| Uuid::parse_str(id).ok());
-    let envelope = Envelope::decode(Bytes::copy_from_slice(payload));
-    match (user, envelope) {
-        (Some(user), Some(envelope)) => delivery.deliver(user, envelope),
-        _ => tracing::warn!(channel, "ignoring a malformed bus event"),
-    }
 }
 
 impl RedisBus {
@@ -407,50 +385,6 @@ struct Subscriber {
     probe_every: Duration,
     delivery: Arc<dyn Delivery>,
     listening: Arc<AtomicBool>,
-}
-
-/// One pub/sub connection's life, which [`keep_listening`] starts again
-/// after every failure: one Redis or a cluster.
-pub(super) trait Listener: Send + Sync + 'static {
-    /// Subscribes to everything wanted, then serves events and interest
-    /// changes until the connection fails (`Err`) or the node stops (`Ok`).
-    fn listen(
-        &self,
-        interest: &mut mpsc::Receiver<InterestRequest>,
-        shutdown: &CancellationToken,
-        first: bool,
-        backoff: &mut Duration,
-    ) -> impl Future<Output = redis::RedisResult<()>> + Send;
-    /// Cleared when a connection is lost, for the readiness probe.
-    fn listening(&self) -> &AtomicBool;
-}
-
-/// Runs `listener` until the node stops, reconnecting with backoff.
-pub(super) async fn keep_listening(
-    listener: impl Listener,
-    mut interest: mpsc::Receiver<InterestRequest>,
-    shutdown: CancellationToken,
-) {
-    let mut backoff = BACKOFF_MIN;
-    let mut first = true;
-    loop {
-        match listener
-            .listen(&mut interest, &shutdown, first, &mut backoff)
-            .await
-        {
-            Ok(()) => return,
-            Err(e) => {
-                listener.listening().store(false, Ordering::Relaxed);
-                tracing::warn!(error = %e, retry_in = ?backoff, "redis pub/sub connection lost");
-            }
-        }
-        first = false;
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
-    }
 }
 
 impl Listener for Subscriber {

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::Delivery;
-use super::redis::{BACKOFF_MIN, InterestRequest, Listener, PROBE_TIMEOUT, channel, dispatch};
+use super::listen::{BACKOFF_MIN, InterestRequest, Listener, PROBE_TIMEOUT, channel, dispatch};
 use crate::backplane::{self, ShardMap};
 use crate::config::Secret;
 

@@ -4,14 +4,14 @@
 
 mod groups;
 mod people;
+mod presence;
 pub mod text;
 mod writer;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures_util::StreamExt;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
@@ -21,57 +21,19 @@ pub use text::avatar_url;
 use text::{ClientId, Content};
 pub use writer::MessageWriter;
 
-use crate::bus::{Envelope, Order, SessionId, SharedBus};
+use crate::bus::{Envelope, SessionId, SharedBus};
 use crate::config::Limits;
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::presence::{Closed, SharedPresence, Transition};
+use crate::presence::SharedPresence;
 use crate::protocol::{Destination, ServerFrame};
 use crate::store::{
     self, ConversationSummary, InsertOutcome, Membership, Message, NewMessage, Page, SearchWords,
     Sequenced, Stats, Store, Target,
 };
 
-/// A presence transition as the frame contacts get, and its order (so a
-/// node never forwards an older one after a newer).
-fn presence_frame(t: &Transition) -> (ServerFrame, Order) {
-    let frame = if t.online {
-        ServerFrame::UserOnline {
-            user_id: t.user,
-            version: t.version,
-        }
-    } else {
-        ServerFrame::UserOffline {
-            user_id: t.user,
-            version: t.version,
-        }
-    };
-    let order = Order::Presence {
-        user: t.user,
-        version: t.version,
-    };
-    (frame, order)
-}
-
 /// Page sizes are clamped to 1..=100; 50 when not given.
 pub fn page_limit(requested: Option<u32>) -> u32 {
     requested.unwrap_or(50).clamp(1, 100)
-}
-
-/// A presence change this node owes its contacts an (accurate) word about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Repair {
-    /// Closing this session failed: close it again.
-    Close(SessionId),
-    /// The presence store lost the user's state: settle what it is now.
-    Settle,
-    /// Telling contacts failed (bus or storage): tell them the state now.
-    Announce,
-}
-
-struct PendingRepair {
-    user: Uuid,
-    repair: Repair,
-    due: Instant,
 }
 
 pub struct Chat {
@@ -84,19 +46,14 @@ pub struct Chat {
     /// someone is offline waits this long after presence is back, so every
     /// node has put its own sessions back first and nobody flaps.
     presence_every: Duration,
-    repairs: Mutex<Vec<PendingRepair>>,
+    repairs: Mutex<Vec<presence::PendingRepair>>,
     /// (sender, conversation) pairs whose other participants this node has
     /// told the sender's presence since it started (see
-    /// [`Chat::introduce`]); cleared when it reaches [`INTRODUCED_CAP`].
+    /// `Chat::introduce`); cleared when it reaches `presence::INTRODUCED_CAP`.
     introduced: Mutex<HashSet<(Uuid, Uuid)>>,
     /// Owns the introductions, so shutdown waits for them.
     tasks: TaskTracker,
 }
-
-/// How soon a failed announcement is tried again.
-const ANNOUNCE_RETRY: Duration = Duration::from_secs(1);
-/// Announcements made at once after a heartbeat or sweep.
-const ANNOUNCE_CONCURRENCY: usize = 16;
 
 impl Chat {
     pub fn new(
@@ -339,162 +296,6 @@ impl Chat {
 
     pub async fn stats(&self, me: Uuid) -> ApiResult<Stats> {
         Ok(self.store.stats(me).await?)
-    }
-
-    pub async fn is_online(&self, user: Uuid) -> bool {
-        self.presence.is_online(user).await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "presence lookup failed");
-            false
-        })
-    }
-
-    /// A session opened: the user's first session anywhere makes them
-    /// online, and their contacts are told. If presence is down, the
-    /// heartbeat puts the session in when it is back and announces it then.
-    pub async fn session_opened(&self, user: Uuid, session: SessionId) {
-        match self.presence.session_opened(user, session).await {
-            Ok(Some(transition)) => {
-                self.announce(transition).await;
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "presence update failed; the heartbeat restores it")
-            }
-        }
-    }
-
-    /// A session closed: the user's last session anywhere makes them
-    /// offline, and their contacts are told.
-    pub async fn session_closed(&self, user: Uuid, session: SessionId) {
-        match self.presence.session_closed(user, session).await {
-            Ok(Closed::Offline(transition)) => {
-                self.announce(transition).await;
-            }
-            Ok(Closed::Unchanged) => {}
-            Ok(Closed::Lost) => self.defer(user, Repair::Settle, self.presence_every),
-            Err(e) => {
-                tracing::warn!(error = %e, "presence update failed; retrying when it is back");
-                self.defer(user, Repair::Close(session), self.presence_every);
-            }
-        }
-    }
-
-    /// The heartbeat found these users missing from presence (a flush or an
-    /// outage) and put them back: contacts hear they are online, with a new
-    /// version, which changes nothing for whoever already saw them online.
-    pub async fn restored(&self, transitions: Vec<Transition>) {
-        self.announce_all(transitions).await;
-    }
-
-    /// Users whose sessions expired on a dead node.
-    pub async fn sweep_presence(&self) {
-        match self.presence.sweep().await {
-            Ok(gone) => self.announce_all(gone).await,
-            Err(e) => tracing::warn!(error = %e, "presence sweep failed"),
-        }
-    }
-
-    /// Carries out the repairs that are due. `healthy_for`: how long
-    /// presence has answered this node's heartbeats without a failure.
-    pub async fn repair_presence(&self, healthy_for: Duration) {
-        let now = Instant::now();
-        let due: Vec<PendingRepair> = {
-            let mut repairs = self.repairs.lock().expect("not poisoned");
-            let (due, later) = std::mem::take(&mut *repairs).into_iter().partition(|r| {
-                r.due <= now && (r.repair == Repair::Announce || healthy_for >= self.presence_every)
-            });
-            *repairs = later;
-            due
-        };
-        let mut due = due.into_iter();
-        while let Some(PendingRepair { user, repair, .. }) = due.next() {
-            let settled = match repair {
-                Repair::Close(session) => match self.presence.session_closed(user, session).await {
-                    Ok(Closed::Offline(transition)) => Ok(Some(transition)),
-                    Ok(Closed::Unchanged) => Ok(None),
-                    Ok(Closed::Lost) => self.presence.settle(user).await.map(Some),
-                    Err(e) => Err(e),
-                },
-                Repair::Settle | Repair::Announce => self.presence.settle(user).await.map(Some),
-            };
-            let done = match settled {
-                Ok(Some(transition)) => self.announce(transition).await,
-                Ok(None) => true,
-                Err(e) => {
-                    tracing::debug!(error = %e, "presence repair failed; retrying");
-                    self.defer(user, repair, ANNOUNCE_RETRY);
-                    false
-                }
-            };
-            if !done {
-                // Something is still down: the rest waits for the next
-                // round instead of each waiting out its own timeout now.
-                for rest in due.by_ref() {
-                    self.defer(rest.user, rest.repair, ANNOUNCE_RETRY);
-                }
-            }
-        }
-    }
-
-    fn defer(&self, user: Uuid, repair: Repair, after: Duration) {
-        let mut repairs = self.repairs.lock().expect("not poisoned");
-        if !repairs.iter().any(|r| r.user == user && r.repair == repair) {
-            repairs.push(PendingRepair {
-                user,
-                repair,
-                due: Instant::now() + after,
-            });
-        }
-    }
-
-    /// Records a transition and tells the user's contacts. If any step
-    /// fails the state is announced again later, so contacts converge;
-    /// `false` then.
-    async fn announce(&self, t: Transition) -> bool {
-        let recorded = self
-            .store
-            .set_presence(t.user, t.online, store::now())
-            .await;
-        if let Err(e) = &recorded {
-            tracing::warn!(error = %e, "could not record presence");
-        }
-        let told = match self
-            .store
-            .contacts(t.user, self.limits.presence_group_limit)
-            .await
-        {
-            Ok(contacts) => {
-                let (frame, order) = presence_frame(&t);
-                let (kind, json) = (frame.kind(), frame.to_json());
-                let events = contacts
-                    .into_iter()
-                    .map(|c| (c, Envelope::shared(kind, json.clone(), None).ordered(order)))
-                    .collect();
-                self.bus
-                    .publish_confirmed(events)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = &told {
-            tracing::warn!(error = %e, "could not announce presence; retrying");
-        }
-        if recorded.is_err() || told.is_err() {
-            self.defer(t.user, Repair::Announce, ANNOUNCE_RETRY);
-            return false;
-        }
-        true
-    }
-
-    /// Announces many transitions (a heartbeat's or a sweep's), a few at a
-    /// time so a node with many users converges quickly.
-    async fn announce_all(&self, transitions: Vec<Transition>) {
-        futures_util::stream::iter(transitions)
-            .for_each_concurrent(ANNOUNCE_CONCURRENCY, |t| async move {
-                self.announce(t).await;
-            })
-            .await;
     }
 
     /// Typing and read receipts are best effort: a failed publish is logged.

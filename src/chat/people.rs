@@ -1,15 +1,11 @@
-//! People: another user's profile as the asker may see it, blocking, and
-//! the introduction a first direct message makes. Who may see whom is
-//! decided here, for REST and WebSocket alike.
-
-use std::time::Duration;
+//! People: another user's profile as the asker may see it, and blocking.
+//! Who may see whom is decided here, for REST and WebSocket alike.
 
 use uuid::Uuid;
 
-use super::{Chat, page_limit, presence_frame};
-use crate::bus::Envelope;
+use super::{Chat, page_limit};
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::store::{self, Block};
+use crate::store::{self, Block, ProfilePatch, User};
 
 /// The answer for a user that does not exist, and for one who blocked the
 /// asker: the two must not be told apart.
@@ -32,72 +28,26 @@ pub struct Profile {
     pub last_seen: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// Pairs remembered as introduced: past this the set starts again (a pair
-/// introduced twice costs presence frames the receiving nodes drop).
-const INTRODUCED_CAP: usize = 100_000;
-
-/// How long an introduction waits for presence.
-const INTRODUCE_WITHIN: Duration = Duration::from_secs(2);
-
 impl Chat {
-    /// A message makes its sender someone who has talked to its other
-    /// participants (the recipient, or the members of a group within
-    /// `PRESENCE_GROUP_LIMIT`), so they are told the sender's presence now,
-    /// rather than at the sender's next transition (which, for a sender
-    /// who stays online, may be hours away). Once per sender and
-    /// conversation per node; in the background, so no ack waits on
-    /// presence.
-    pub(super) fn introduce(
-        &self,
-        sender: Uuid,
-        conversation: Uuid,
-        participants: impl Iterator<Item = Uuid>,
-    ) {
-        {
-            let mut introduced = self.introduced.lock().expect("not poisoned");
-            if introduced.contains(&(sender, conversation)) {
-                return;
-            }
-            if introduced.len() >= INTRODUCED_CAP {
-                introduced.clear();
-            }
-            introduced.insert((sender, conversation));
-        }
-        let listeners: Vec<Uuid> = participants.filter(|u| *u != sender).collect();
-        let (presence, bus, store) = (self.presence.clone(), self.bus.clone(), self.store.clone());
-        self.tasks.spawn(async move {
-            // A sender who blocked a participant keeps their presence from
-            // them, as `contacts` does.
-            let pairs: Vec<(Uuid, Uuid)> = listeners.iter().map(|l| (sender, *l)).collect();
-            let Ok(blocked) = store.blocked(&pairs).await else {
-                return;
-            };
-            let listeners: Vec<Uuid> = listeners
-                .into_iter()
-                .filter(|l| !blocked.contains(&(sender, *l)))
-                .collect();
-            if listeners.is_empty() {
-                return;
-            }
-            // An offline sender is what the participants assume already;
-            // settling them would only mint a version for nothing (and an
-            // offline frame that may overtake their next online one).
-            let online = tokio::time::timeout(INTRODUCE_WITHIN, presence.is_online(sender)).await;
-            if !matches!(online, Ok(Ok(true))) {
-                return;
-            }
-            let settled = tokio::time::timeout(INTRODUCE_WITHIN, presence.settle(sender)).await;
-            let Ok(Ok(t)) = settled else {
-                // The sender's next transition, or a repair, tells them.
-                return;
-            };
-            let (frame, order) = presence_frame(&t);
-            let event = Envelope::new(&frame, None).ordered(order);
-            let events = listeners.into_iter().map(|l| (l, event.clone())).collect();
-            if let Err(e) = bus.publish(events).await {
-                tracing::debug!(error = %e, "could not introduce a sender's presence");
-            }
-        });
+    /// The caller's own profile (the only place an email is shown), with
+    /// `is_online` from presence rather than the stored flag.
+    pub async fn own_profile(&self, me: Uuid) -> ApiResult<User> {
+        let user = self.store.user(me).await?;
+        self.as_own(me, user).await
+    }
+
+    /// Changes the caller's username or avatar; answers their own profile.
+    pub async fn update_profile(&self, me: Uuid, patch: &ProfilePatch) -> ApiResult<User> {
+        let user = self.store.update_profile(me, patch).await?;
+        self.as_own(me, user).await
+    }
+
+    async fn as_own(&self, me: Uuid, user: Option<User>) -> ApiResult<User> {
+        let user = user.ok_or_else(|| ApiError::not_found("user not found"))?;
+        Ok(User {
+            is_online: self.is_online(me).await,
+            ..user
+        })
     }
 
     /// Whether `blocker` has blocked `user`.

@@ -6,17 +6,17 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{ApiJson, ApiPath};
-use crate::app::AppState;
+use super::{ApiJson, ApiPath, SignedInErrors};
 use crate::auth::AuthUser;
 use crate::chat::Chat;
 use crate::error::{ApiResult, ErrorBody};
+use crate::state::AppState;
 use crate::store::{Group, Role};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -51,12 +51,10 @@ struct CreateBody {
     responses(
         (status = 201, description = "The new group", body = Group),
         (status = 400, description = "`invalid_json` or `invalid_field`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 404, description = "`recipient_not_found`: a member is not a known user", body = ErrorBody),
         (status = 409, description = "`too_many_members`: above MAX_GROUP_MEMBERS", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`unavailable`", body = ErrorBody),
+        SignedInErrors,
     ))]
 async fn create(
     State(chat): State<Arc<Chat>>,
@@ -80,11 +78,9 @@ async fn create(
     responses(
         (status = 200, description = "The conversation", body = Group),
         (status = 400, description = "`invalid_field`: not a UUID, or a bad value", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden`: not a member, or not allowed to", body = ErrorBody),
         (status = 404, description = "`not_found`: no such conversation or member", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`unavailable`", body = ErrorBody),
+        SignedInErrors,
     ))]
 async fn read(
     State(chat): State<Arc<Chat>>,
@@ -107,14 +103,10 @@ struct UpdateBody {
     title: Option<String>,
     /// Absent keeps the avatar; `null` clears it; else an http(s) URL
     /// without spaces or control characters.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::present")]
     #[schema(value_type = Option<String>, required = false, max_length = 2048,
         pattern = r"^https?://[^\s\x00-\x1f\x7f-\x9f]*$")]
     avatar_url: Option<Option<String>>,
-}
-
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
 }
 
 /// Changes a group's title or avatar (admins and owners).
@@ -123,12 +115,10 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D:
     responses(
         (status = 200, description = "The updated group", body = Group),
         (status = 400, description = "`invalid_field`: not a UUID, or a bad value", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden`: not a member, or not allowed to", body = ErrorBody),
         (status = 404, description = "`not_found`: no such conversation or member", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`unavailable`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        SignedInErrors,
     ))]
 async fn update(
     State(chat): State<Arc<Chat>>,
@@ -156,13 +146,11 @@ struct MembersBody {
     responses(
         (status = 200, description = "The group with its new members", body = Group),
         (status = 400, description = "`invalid_field`: not a UUID, or a bad value", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden`: not a member, or not allowed to", body = ErrorBody),
         (status = 404, description = "`not_found`: no such conversation or member", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`unavailable`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
         (status = 409, description = "`too_many_members`", body = ErrorBody),
+        SignedInErrors,
     ))]
 async fn add_members(
     State(chat): State<Arc<Chat>>,
@@ -179,11 +167,9 @@ async fn add_members(
     responses(
         (status = 204, description = "Removed"),
         (status = 400, description = "`invalid_field`: not a UUID, or a bad value", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden`: not a member, or not allowed to", body = ErrorBody),
         (status = 404, description = "`not_found`: no such conversation or member", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`unavailable`", body = ErrorBody),
+        SignedInErrors,
     ))]
 async fn remove_member(
     State(chat): State<Arc<Chat>>,
@@ -205,12 +191,10 @@ struct RoleBody {
     responses(
         (status = 200, description = "The group", body = Group),
         (status = 400, description = "`invalid_field`: not a UUID, or a bad value", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden`: not a member, or not allowed to", body = ErrorBody),
         (status = 404, description = "`not_found`: no such conversation or member", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`unavailable`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        SignedInErrors,
     ))]
 async fn set_role(
     State(chat): State<Arc<Chat>>,

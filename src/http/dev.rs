@@ -16,9 +16,9 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::ApiJson;
-use crate::app::AppState;
 use crate::config::{Config, Secret};
 use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::state::AppState;
 use crate::store::ProfilePatch;
 
 const DEV_USERS: Uuid = Uuid::from_u128(0x6f63_6861_7464_6576_0000_0000_0000_0001);

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -68,7 +68,10 @@ struct Checks {
         (status = 503, description = "Draining, or a dependency is down", body = Readiness),
     ))]
 async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
-    let (database, bus, presence) = state.readiness.check(&state).await;
+    let (database, bus, presence) = state
+        .readiness
+        .check(&*state.store, &*state.bus, &*state.presence)
+        .await;
     let draining = state.draining.load(Ordering::Relaxed);
     let check = |ok: bool| if ok { "ok" } else { "down" };
     let ready = database && bus && presence && !draining;
@@ -92,47 +95,4 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body))
-}
-
-/// Readiness answers, shared: `/readyz` is public and free of any budget
-/// (a load balancer must always get its answer), so each check's result
-/// serves every request for [`READINESS_FRESH`] and concurrent requests
-/// wait for one check, instead of each costing a round trip to storage,
-/// the bus and presence.
-#[derive(Default)]
-pub struct ReadinessProbe {
-    /// The last check: when, and whether each part answered.
-    last: tokio::sync::Mutex<Option<(std::time::Instant, Answered)>>,
-}
-
-/// Whether storage, the bus and presence answered.
-type Answered = (bool, bool, bool);
-
-/// How long a readiness check's result is reused.
-const READINESS_FRESH: std::time::Duration = std::time::Duration::from_millis(250);
-
-impl ReadinessProbe {
-    /// Whether storage, the bus and presence answer.
-    async fn check(&self, state: &AppState) -> Answered {
-        let mut last = self.last.lock().await;
-        if let Some((at, result)) = *last
-            && at.elapsed() < READINESS_FRESH
-        {
-            return result;
-        }
-        let (database, bus, presence) =
-            tokio::join!(state.store.ping(), state.bus.ping(), state.presence.ping());
-        if let Err(e) = &database {
-            tracing::warn!(check = "database", error = %e, "not ready");
-        }
-        if let Err(e) = &bus {
-            tracing::warn!(check = "bus", error = %e, "not ready");
-        }
-        if let Err(e) = &presence {
-            tracing::warn!(check = "presence", error = %e, "not ready");
-        }
-        let result = (database.is_ok(), bus.is_ok(), presence.is_ok());
-        *last = Some((std::time::Instant::now(), result));
-        result
-    }
 }

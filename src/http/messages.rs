@@ -11,11 +11,11 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::openapi::ConversationEntry;
-use super::{ApiJson, ApiQuery};
-use crate::app::AppState;
+use super::{ApiJson, ApiQuery, SignedInErrors};
 use crate::auth::AuthUser;
 use crate::chat::Chat;
 use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::state::AppState;
 use crate::store::{ConversationSummary, Message, Stats};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -55,11 +55,9 @@ struct MessagePage {
     responses(
         (status = 200, description = "A page of messages", body = MessagePage),
         (status = 400, description = "`invalid_field`: neither or both of `with_user` and `conversation_id`, or a bad value", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden`: not a member", body = ErrorBody),
         (status = 404, description = "`not_found`: no such user, conversation or `before` message", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`unavailable`", body = ErrorBody),
+        SignedInErrors,
     ))]
 async fn conversation(
     State(chat): State<Arc<Chat>>,
@@ -105,9 +103,7 @@ struct ConversationList {
     responses(
         (status = 200, description = "Direct conversations and groups", body = ConversationList),
         (status = 400, description = "`invalid_field`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`unavailable`", body = ErrorBody),
+        SignedInErrors,
     ))]
 async fn conversations(
     State(chat): State<Arc<Chat>>,
@@ -139,9 +135,7 @@ struct SearchResults {
     responses(
         (status = 200, description = "Matching messages", body = SearchResults),
         (status = 400, description = "`invalid_field`: no words to search for, or a bad value", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`unavailable`", body = ErrorBody),
+        SignedInErrors,
     ))]
 async fn search(
     State(chat): State<Arc<Chat>>,
@@ -156,9 +150,7 @@ async fn search(
 #[utoipa::path(get, path = "/messages/stats", tag = "messages",
     responses(
         (status = 200, description = "Counts", body = Stats),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`unavailable`", body = ErrorBody),
+        SignedInErrors,
     ))]
 async fn stats(State(chat): State<Arc<Chat>>, user: AuthUser) -> ApiResult<Json<Stats>> {
     Ok(Json(chat.stats(user.id).await?))
@@ -184,10 +176,8 @@ const MAX_MARK_READ: usize = 1000;
     responses(
         (status = 200, description = "How many turned read", body = Updated),
         (status = 400, description = "`invalid_json` or `invalid_field`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`unavailable`", body = ErrorBody),
+        SignedInErrors,
     ))]
 async fn mark_read(
     State(chat): State<Arc<Chat>>,

@@ -5,10 +5,9 @@ pub mod dev;
 mod health;
 mod messages;
 pub mod openapi;
+pub mod readiness;
 mod users;
 pub mod web;
-
-pub use health::ReadinessProbe;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -23,8 +22,8 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
 use crate::error::{ApiError, ErrorCode};
+use crate::state::AppState;
 
 /// The `/api/v1` REST routes and their OpenAPI document, built together:
 /// each area registers its handlers with `routes!`, which adds a route and
@@ -165,6 +164,32 @@ impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
         ApiError::invalid_field(rejection.body_text())
     }
+}
+
+/// What every signed-in route may answer besides its own outcomes,
+/// declared once for each route's document (which alone names the
+/// variants: the answers themselves are `ApiError`s).
+#[allow(dead_code)]
+#[derive(utoipa::IntoResponses)]
+pub(crate) enum SignedInErrors {
+    #[response(status = 401, description = "`unauthorized`: no or invalid token")]
+    Unauthorized(crate::error::ErrorBody),
+    #[response(
+        status = 429,
+        description = "`rate_limited`: the caller's budget is spent; retry after `Retry-After` seconds",
+        headers(("Retry-After" = u64, description = "Seconds until the budget has room"))
+    )]
+    RateLimited(crate::error::ErrorBody),
+    #[response(status = 500, description = "`internal`")]
+    Internal(crate::error::ErrorBody),
+    #[response(status = 503, description = "`unavailable`: storage is down")]
+    Unavailable(crate::error::ErrorBody),
+}
+
+/// For a PATCH field: tells an absent field (keep) from an explicit `null`
+/// (clear).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    <Option<String> as serde::Deserialize>::deserialize(d).map(Some)
 }
 
 /// Paths a load balancer or orchestrator probes: never charged, so a flood

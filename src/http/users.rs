@@ -1,18 +1,20 @@
 //! `/users/*`: the caller's profile and other users' public profiles.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{ApiJson, ApiPath, ApiQuery};
-use crate::app::AppState;
+use super::{ApiJson, ApiPath, ApiQuery, SignedInErrors};
 use crate::auth::AuthUser;
-use crate::chat::Profile;
+use crate::chat::{Chat, Profile};
 use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::state::AppState;
 use crate::store::{Block, ProfilePatch, User};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -23,28 +25,15 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(blocks))
 }
 
-/// The caller's own profile (the only place an email is shown), with
-/// `is_online` from presence rather than the stored flag.
-fn own_profile(user: User, is_online: bool) -> User {
-    User { is_online, ..user }
-}
-
 /// The caller's profile (created on first sight of a valid token).
 #[utoipa::path(get, path = "/users/me", tag = "users",
     responses(
         (status = 200, description = "The caller's profile", body = User),
-        (status = 401, description = "`unauthorized`: no or invalid token", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`unavailable`: storage is down", body = ErrorBody),
+        SignedInErrors,
     ))]
-async fn me(State(state): State<AppState>, auth: AuthUser) -> ApiResult<Json<User>> {
-    let user = state
-        .store
-        .user(auth.id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("user not found"))?;
-    Ok(Json(own_profile(user, state.chat.is_online(auth.id).await)))
+async fn me(State(chat): State<Arc<Chat>>, auth: AuthUser) -> ApiResult<Json<User>> {
+    Ok(Json(chat.own_profile(auth.id).await?))
 }
 
 /// Absent keeps a field, `null` clears it.
@@ -52,20 +41,15 @@ async fn me(State(state): State<AppState>, auth: AuthUser) -> ApiResult<Json<Use
 struct PatchBody {
     /// 1 to 50 characters (not all spaces), no control or invisible
     /// formatting characters, or null.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::present")]
     #[schema(value_type = Option<String>, required = false, max_length = 50,
         pattern = r"^[^\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]*$")]
     username: Option<Option<String>>,
     /// An http(s) URL without spaces or control characters, or null.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::present")]
     #[schema(value_type = Option<String>, required = false, max_length = 2048,
         pattern = r"^https?://[^\s\x00-\x1f\x7f-\x9f]*$")]
     avatar_url: Option<Option<String>>,
-}
-
-/// Tells an absent field (keep) from an explicit `null` (clear).
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
 }
 
 const MAX_USERNAME_CHARS: usize = 50;
@@ -100,24 +84,16 @@ impl PatchBody {
     responses(
         (status = 200, description = "The updated profile", body = User),
         (status = 400, description = "`invalid_json` or `invalid_field`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: body above MAX_BODY_BYTES", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`unavailable`", body = ErrorBody),
+        SignedInErrors,
     ))]
 async fn update_me(
-    State(state): State<AppState>,
+    State(chat): State<Arc<Chat>>,
     auth: AuthUser,
     ApiJson(body): ApiJson<PatchBody>,
 ) -> ApiResult<Json<User>> {
-    let patch = body.parse()?;
-    let user = state
-        .store
-        .update_profile(auth.id, &patch)
-        .await?
-        .ok_or_else(|| ApiError::not_found("user not found"))?;
-    Ok(Json(own_profile(user, state.chat.is_online(auth.id).await)))
+    Ok(Json(chat.update_profile(auth.id, &body.parse()?).await?))
 }
 
 /// Another user's public profile. `is_online` and `last_seen` show only
@@ -129,17 +105,15 @@ async fn update_me(
     responses(
         (status = 200, description = "The public profile", body = Profile),
         (status = 400, description = "`invalid_field`: not a UUID", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such user", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`unavailable`", body = ErrorBody),
+        SignedInErrors,
     ))]
 async fn profile(
-    State(state): State<AppState>,
+    State(chat): State<Arc<Chat>>,
     auth: AuthUser,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<Profile>> {
-    Ok(Json(state.chat.profile(auth.id, id).await?))
+    Ok(Json(chat.profile(auth.id, id).await?))
 }
 
 /// Whether the caller now blocks the user.
@@ -157,17 +131,15 @@ struct Blocking {
     responses(
         (status = 200, description = "Blocked", body = Blocking),
         (status = 400, description = "`invalid_field`: not a UUID, or yourself", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such user", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`unavailable`", body = ErrorBody),
+        SignedInErrors,
     ))]
 async fn block(
-    State(state): State<AppState>,
+    State(chat): State<Arc<Chat>>,
     auth: AuthUser,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<Blocking>> {
-    state.chat.block(auth.id, id).await?;
+    chat.block(auth.id, id).await?;
     Ok(Json(Blocking {
         user_id: id,
         blocked: true,
@@ -180,17 +152,15 @@ async fn block(
     responses(
         (status = 200, description = "Not blocked", body = Blocking),
         (status = 400, description = "`invalid_field`: not a UUID", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such user", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`unavailable`", body = ErrorBody),
+        SignedInErrors,
     ))]
 async fn unblock(
-    State(state): State<AppState>,
+    State(chat): State<Arc<Chat>>,
     auth: AuthUser,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<Blocking>> {
-    state.chat.unblock(auth.id, id).await?;
+    chat.unblock(auth.id, id).await?;
     Ok(Json(Blocking {
         user_id: id,
         blocked: false,
@@ -215,16 +185,14 @@ struct BlockList {
     responses(
         (status = 200, description = "Blocked users", body = BlockList),
         (status = 400, description = "`invalid_field`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`unavailable`", body = ErrorBody),
+        SignedInErrors,
     ))]
 async fn blocks(
-    State(state): State<AppState>,
+    State(chat): State<Arc<Chat>>,
     auth: AuthUser,
     ApiQuery(q): ApiQuery<BlocksQuery>,
 ) -> ApiResult<Json<BlockList>> {
     Ok(Json(BlockList {
-        blocks: state.chat.blocked_users(auth.id, q.limit).await?,
+        blocks: chat.blocked_users(auth.id, q.limit).await?,
     }))
 }

@@ -4,11 +4,11 @@
 
 use tokio::time::Instant;
 
-use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::budget::OverBudget;
 use crate::error::{ApiError, ErrorCode};
 use crate::protocol::{ClientFrame, SendFrame, ServerFrame};
+use crate::state::AppState;
 
 /// What to do with one text frame.
 pub enum Admitted {

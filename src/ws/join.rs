@@ -17,8 +17,8 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::hub::{Outbound, Registered, SessionHandle};
-use crate::app::AppState;
 use crate::bus::SessionId;
+use crate::state::AppState;
 
 /// How long the upgrade waits for a first floor before leaving it to the
 /// catch-up task.

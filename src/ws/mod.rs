@@ -19,9 +19,9 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use serde::Deserialize;
 
-use crate::app::AppState;
 use crate::auth;
 use crate::error::{ApiError, ErrorCode};
+use crate::state::AppState;
 pub use hub::Hub;
 
 pub fn router() -> Router<AppState> {

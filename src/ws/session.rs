@@ -22,11 +22,11 @@ use super::admit::{Admitted, Charge, Refusals, admit};
 use super::hub::{CloseReason, Outbound, Registered, SessionHandle};
 use super::join::Joined;
 use super::probe::Probe;
-use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::bus::SessionId;
 use crate::error::{ApiError, ErrorCode};
 use crate::protocol::{ClientFrame, MessageFrame, SendFrame, ServerFrame};
+use crate::state::AppState;
 
 pub async fn run(socket: WebSocket, state: AppState, user: AuthUser, joined: Joined) {
     let id = joined.handle.id;

@@ -226,16 +226,18 @@ async fn expiring_presence_contract(presence: &dyn Presence, ttl: Duration) {
     for (u, s) in &users {
         presence.session_opened(*u, *s).await.unwrap();
     }
-    tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+    let expected: HashSet<Uuid> = users.iter().map(|(u, _)| *u).collect();
     let mut gone = HashSet::new();
-    // Each sweep is bounded per bucket; a few sweeps see them all.
-    for _ in 0..5 {
+    // Swept until every session has expired and been announced (each
+    // sweep is bounded per bucket), and never one announced twice.
+    let deadline = std::time::Instant::now() + ttl + Duration::from_secs(5);
+    while !expected.is_subset(&gone) && std::time::Instant::now() < deadline {
         for t in presence.sweep().await.unwrap() {
             assert!(!t.online);
             assert!(gone.insert(t.user), "each user announced offline once");
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let expected: HashSet<Uuid> = users.iter().map(|(u, _)| *u).collect();
     assert!(expected.is_subset(&gone), "every expired user went offline");
     // A heartbeat of sessions Redis no longer has puts them back.
     let back = presence.heartbeat(&users).await.unwrap();

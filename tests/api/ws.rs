@@ -627,13 +627,15 @@ async fn the_upgrade_needs_a_valid_token() {
         WsClient::try_connect(&app, "garbage", None).await.err(),
         Some(401)
     );
-    let expired = ochat::auth::mint(
-        &ochat::config::Secret::new(TEST_SECRET),
-        user.id,
-        &user.email,
-        Duration::ZERO,
-    );
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Expired a minute ago: past any leeway, with no wait.
+    let now = chrono::Utc::now().timestamp();
+    let expired = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": user.id, "email": user.email, "role": "authenticated",
+                "aud": "authenticated", "iat": now - 120, "exp": now - 60}),
+        &jsonwebtoken::EncodingKey::from_secret(TEST_SECRET.as_bytes()),
+    )
+    .unwrap();
     let app_strict = TestApp::spawn_with(Backend::Sqlite, &[("JWT_LEEWAY_SECS", "0")]).await;
     assert_eq!(
         WsClient::try_connect(&app_strict, &expired, None)

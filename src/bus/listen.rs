@@ -1,0 +1,85 @@
+//! What both pub/sub backends share: the channel naming rule, handing a
+//! received event to the hub, and the loop that keeps one subscriber
+//! connection alive (one Redis in `redis`, a cluster's shards in `sharded`).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{Delivery, Envelope};
+
+/// How long a probe of the pub/sub connection may take.
+pub(super) const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// First wait before reconnecting; doubles up to `BACKOFF_MAX`.
+pub(super) const BACKOFF_MIN: Duration = Duration::from_millis(100);
+pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// A user whose interest changed, and who waits to hear it is applied.
+pub(super) type InterestRequest = (Uuid, oneshot::Sender<()>);
+
+/// `<prefix>:user:<uuid>`, the one channel naming rule.
+pub(super) fn channel(prefix: &str, user: Uuid) -> String {
+    format!("{prefix}:user:{user}")
+}
+
+/// Hands one received event to the hub; `channel` names its user.
+pub(super) fn dispatch(prefix: &str, delivery: &dyn Delivery, channel: &str, payload: &[u8]) {
+    let user = channel
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix(":user:"))
+        .and_then(|id| Uuid::parse_str(id).ok());
+    let envelope = Envelope::decode(Bytes::copy_from_slice(payload));
+    match (user, envelope) {
+        (Some(user), Some(envelope)) => delivery.deliver(user, envelope),
+        _ => tracing::warn!(channel, "ignoring a malformed bus event"),
+    }
+}
+
+/// One pub/sub connection's life, which [`keep_listening`] starts again
+/// after every failure: one Redis or a cluster.
+pub(super) trait Listener: Send + Sync + 'static {
+    /// Subscribes to everything wanted, then serves events and interest
+    /// changes until the connection fails (`Err`) or the node stops (`Ok`).
+    fn listen(
+        &self,
+        interest: &mut mpsc::Receiver<InterestRequest>,
+        shutdown: &CancellationToken,
+        first: bool,
+        backoff: &mut Duration,
+    ) -> impl Future<Output = redis::RedisResult<()>> + Send;
+    /// Cleared when a connection is lost, for the readiness probe.
+    fn listening(&self) -> &AtomicBool;
+}
+
+/// Runs `listener` until the node stops, reconnecting with backoff.
+pub(super) async fn keep_listening(
+    listener: impl Listener,
+    mut interest: mpsc::Receiver<InterestRequest>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = BACKOFF_MIN;
+    let mut first = true;
+    loop {
+        match listener
+            .listen(&mut interest, &shutdown, first, &mut backoff)
+            .await
+        {
+            Ok(()) => return,
+            Err(e) => {
+                listener.listening().store(false, Ordering::Relaxed);
+                tracing::warn!(error = %e, retry_in = ?backoff, "redis pub/sub connection lost");
+            }
+        }
+        first = false;
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}

@@ -7,7 +7,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -64,6 +63,11 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// Opens (creating if needed) the database file.
     pub async fn open(path: &Path, busy_timeout: Duration) -> StoreResult<Self> {
         let options = SqliteConnectOptions::new()
@@ -86,187 +90,4 @@ impl SqliteStore {
     }
 }
 
-#[async_trait]
-impl Store for SqliteStore {
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn upsert_user(&self, id: Uuid, email: &str) -> StoreResult<()> {
-        SqliteStore::upsert_user(self, id, email).await
-    }
-
-    async fn user(&self, id: Uuid) -> StoreResult<Option<User>> {
-        SqliteStore::user(self, id).await
-    }
-
-    async fn update_profile(&self, id: Uuid, patch: &ProfilePatch) -> StoreResult<Option<User>> {
-        SqliteStore::update_profile(self, id, patch).await
-    }
-
-    async fn set_presence(&self, id: Uuid, online: bool, at: DateTime<Utc>) -> StoreResult<()> {
-        SqliteStore::set_presence(self, id, online, at).await
-    }
-
-    async fn contacts(&self, id: Uuid, group_limit: u32) -> StoreResult<Vec<Uuid>> {
-        SqliteStore::contacts(self, id, group_limit).await
-    }
-
-    async fn talked_to(
-        &self,
-        speaker: Uuid,
-        listener: Uuid,
-        group_limit: u32,
-    ) -> StoreResult<bool> {
-        SqliteStore::talked_to(self, speaker, listener, group_limit).await
-    }
-
-    async fn block(&self, blocker: Uuid, blocked: Uuid, at: DateTime<Utc>) -> StoreResult<()> {
-        SqliteStore::block(self, blocker, blocked, at).await
-    }
-
-    async fn unblock(&self, blocker: Uuid, blocked: Uuid) -> StoreResult<()> {
-        SqliteStore::unblock(self, blocker, blocked).await
-    }
-
-    async fn blocks(&self, blocker: Uuid, limit: u32) -> StoreResult<Vec<Block>> {
-        SqliteStore::blocks(self, blocker, limit).await
-    }
-
-    async fn blocked(&self, pairs: &[(Uuid, Uuid)]) -> StoreResult<Vec<(Uuid, Uuid)>> {
-        SqliteStore::blocked(self, pairs).await
-    }
-
-    async fn is_contact(&self, a: Uuid, b: Uuid) -> StoreResult<bool> {
-        SqliteStore::is_contact(self, a, b).await
-    }
-
-    async fn missing_users(&self, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
-        SqliteStore::missing_users(self, ids).await
-    }
-
-    async fn insert_messages(&self, batch: &[NewMessage]) -> StoreResult<Vec<InsertOutcome>> {
-        SqliteStore::insert_messages(self, batch).await
-    }
-
-    async fn message(&self, id: Uuid) -> StoreResult<Option<Message>> {
-        SqliteStore::message(self, id).await
-    }
-
-    async fn stored(&self, ids: &[Uuid], _writers: &[Uuid]) -> StoreResult<Vec<Stored>> {
-        SqliteStore::stored(self, ids, _writers).await
-    }
-
-    async fn mark_read(
-        &self,
-        reader: Uuid,
-        ids: &[Uuid],
-        at: DateTime<Utc>,
-    ) -> StoreResult<Vec<ReadMark>> {
-        SqliteStore::mark_read(self, reader, ids, at).await
-    }
-
-    async fn conversation(
-        &self,
-        me: Uuid,
-        peer: Uuid,
-        before: Option<Uuid>,
-        limit: u32,
-    ) -> StoreResult<Page<Message>> {
-        SqliteStore::conversation(self, me, peer, before, limit).await
-    }
-
-    async fn conversations(&self, me: Uuid, limit: u32) -> StoreResult<Vec<ConversationSummary>> {
-        SqliteStore::conversations(self, me, limit).await
-    }
-
-    async fn search(&self, me: Uuid, words: &SearchWords, limit: u32) -> StoreResult<Vec<Message>> {
-        SqliteStore::search(self, me, words, limit).await
-    }
-
-    async fn stats(&self, me: Uuid) -> StoreResult<Stats> {
-        SqliteStore::stats(self, me).await
-    }
-
-    async fn seq_of(&self, me: Uuid, id: Uuid) -> StoreResult<Option<i64>> {
-        SqliteStore::seq_of(self, me, id).await
-    }
-
-    async fn messages_after(
-        &self,
-        me: Uuid,
-        after: i64,
-        limit: u32,
-    ) -> StoreResult<Page<Sequenced>> {
-        SqliteStore::messages_after(self, me, after, limit).await
-    }
-
-    async fn msg_seqs(&self, users: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>> {
-        SqliteStore::msg_seqs(self, users).await
-    }
-
-    async fn create_group(&self, group: &NewGroup) -> StoreResult<()> {
-        SqliteStore::create_group(self, group).await
-    }
-
-    async fn group(&self, id: Uuid) -> StoreResult<Option<Group>> {
-        SqliteStore::group(self, id).await
-    }
-
-    async fn membership(&self, id: Uuid, user: Uuid) -> StoreResult<Membership> {
-        SqliteStore::membership(self, id, user).await
-    }
-
-    async fn update_group(
-        &self,
-        id: Uuid,
-        actor: Uuid,
-        patch: &GroupPatch,
-        at: DateTime<Utc>,
-    ) -> StoreResult<MemberChange> {
-        SqliteStore::update_group(self, id, actor, patch, at).await
-    }
-
-    async fn add_members(
-        &self,
-        id: Uuid,
-        actor: Uuid,
-        users: &[Uuid],
-        max: u32,
-        at: DateTime<Utc>,
-    ) -> StoreResult<Added> {
-        SqliteStore::add_members(self, id, actor, users, max, at).await
-    }
-
-    async fn remove_member(
-        &self,
-        id: Uuid,
-        actor: Uuid,
-        user: Uuid,
-        at: DateTime<Utc>,
-    ) -> StoreResult<MemberChange> {
-        SqliteStore::remove_member(self, id, actor, user, at).await
-    }
-
-    async fn set_role(
-        &self,
-        id: Uuid,
-        actor: Uuid,
-        user: Uuid,
-        role: Role,
-        at: DateTime<Utc>,
-    ) -> StoreResult<MemberChange> {
-        SqliteStore::set_role(self, id, actor, user, role, at).await
-    }
-
-    async fn group_history(
-        &self,
-        me: Uuid,
-        group: Uuid,
-        before: Option<Uuid>,
-        limit: u32,
-    ) -> StoreResult<Page<Message>> {
-        SqliteStore::group_history(self, me, group, before, limit).await
-    }
-}
+forward_store!(SqliteStore);

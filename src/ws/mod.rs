@@ -3,6 +3,7 @@
 
 mod admit;
 pub mod catchup;
+mod cursor;
 mod handle;
 pub mod hub;
 mod join;

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use ochat::bus::{Delivery, Envelope, Order, SessionId};
 use ochat::protocol::{ClientFrame, MessageFrame, ServerFrame};
-use ochat::ws::hub::{Hub, SessionHandle};
+use ochat::ws::handle::SessionHandle;
+use ochat::ws::hub::Hub;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 

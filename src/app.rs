@@ -273,7 +273,9 @@ impl Application {
                 let _ = drain_started.set(tokio::time::Instant::now());
                 tracing::info!("draining");
                 state.draining.store(true, Ordering::Relaxed);
-                state.hub.close_all(crate::ws::hub::CloseReason::Shutdown);
+                state
+                    .hub
+                    .close_all(crate::ws::handle::CloseReason::Shutdown);
                 state.shutdown.cancel();
             }
         };

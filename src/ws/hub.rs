@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::cursor::Cursor;
-pub use super::handle::{CloseReason, Outbound, SessionHandle};
+use super::handle::{CloseReason, SessionHandle};
 use crate::bus::{Delivery, Envelope, Order, SessionId};
 
 /// One user's sessions on this node and what delivery knows about them.

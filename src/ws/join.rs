@@ -16,7 +16,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::hub::{Outbound, Registered, SessionHandle};
+use super::handle::{Outbound, SessionHandle};
+use super::hub::Registered;
 use crate::bus::SessionId;
 use crate::state::AppState;
 

@@ -4,7 +4,7 @@
 mod admit;
 pub mod catchup;
 mod cursor;
-mod handle;
+pub mod handle;
 pub mod hub;
 mod join;
 mod probe;

@@ -11,7 +11,7 @@ use axum::extract::ws::Message;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::hub::SessionHandle;
+use super::handle::SessionHandle;
 
 /// Bytes written without proof the client read them before a probe ping is
 /// sent behind them.

@@ -19,7 +19,8 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::admit::{Admitted, Charge, Refusals, admit};
-use super::hub::{CloseReason, Outbound, Registered, SessionHandle};
+use super::handle::{CloseReason, Outbound, SessionHandle};
+use super::hub::Registered;
 use super::join::Joined;
 use super::probe::Probe;
 use crate::auth::AuthUser;

@@ -29,6 +29,18 @@ pub struct Profile {
 }
 
 impl Chat {
+    /// Makes `id` a user with `email`, named `username` (the development
+    /// sign-in, which has no identity provider to create them).
+    pub async fn register(&self, id: Uuid, email: &str, username: &str) -> ApiResult<()> {
+        self.store.upsert_user(id, email).await?;
+        let patch = ProfilePatch {
+            username: Some(Some(username.to_owned())),
+            avatar_url: None,
+        };
+        self.store.update_profile(id, &patch).await?;
+        Ok(())
+    }
+
     /// The caller's own profile (the only place an email is shown), with
     /// `is_online` from presence rather than the stored flag.
     pub async fn own_profile(&self, me: Uuid) -> ApiResult<User> {

@@ -16,10 +16,10 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::ApiJson;
+use crate::chat::Chat;
 use crate::config::{Config, Secret};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::AppState;
-use crate::store::ProfilePatch;
 
 const DEV_USERS: Uuid = Uuid::from_u128(0x6f63_6861_7464_6576_0000_0000_0000_0001);
 
@@ -79,7 +79,7 @@ struct DevToken {
         (status = 503, description = "`unavailable`", body = ErrorBody),
     ))]
 async fn sign_in(
-    State(state): State<AppState>,
+    State(chat): State<Arc<Chat>>,
     Extension(secret): Extension<Secret>,
     ApiJson(body): ApiJson<SignIn>,
 ) -> ApiResult<Json<DevToken>> {
@@ -96,12 +96,7 @@ async fn sign_in(
     }
     let id = Uuid::new_v5(&DEV_USERS, name.to_lowercase().as_bytes());
     let email = format!("{}@dev.invalid", id.simple());
-    state.store.upsert_user(id, &email).await?;
-    let patch = ProfilePatch {
-        username: Some(Some(name.to_owned())),
-        avatar_url: None,
-    };
-    state.store.update_profile(id, &patch).await?;
+    chat.register(id, &email, name).await?;
     let token = crate::auth::mint(
         &secret,
         id,

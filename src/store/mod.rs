@@ -233,6 +233,8 @@ macro_rules! forward_store {
 mod batch;
 mod instrumented;
 mod model;
+#[macro_use]
+mod portable;
 pub mod postgres;
 mod rows;
 pub mod sqlite;

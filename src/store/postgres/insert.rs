@@ -31,7 +31,7 @@ impl PgStore {
     /// messages, numbers, conversations and inbox rows written. Group
     /// messages and batches naming an unknown user take this path.
     async fn insert_in_steps(&self, batch: &[NewMessage]) -> StoreResult<Vec<InsertOutcome>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
 
         // Lock the batch's groups, then every user it touches, each in id
         // order; see the module docs. A group's lock also orders its

@@ -8,35 +8,6 @@ use uuid::Uuid;
 
 use super::*;
 
-/// Columns of a message, in the order [`MessageRow`] reads them.
-macro_rules! message_columns {
-    () => {
-        "m.id, m.sender_id, m.receiver_id, m.content, m.message_type::text AS message_type, \
-         m.is_read, m.read_at, m.created_at, m.updated_at, m.client_id, m.conversation_id"
-    };
-}
-
-/// The same, with the read state of the reader's inbox row `i`: in a group
-/// each member has their own.
-macro_rules! inbox_message_columns {
-    () => {
-        "m.id, m.sender_id, m.receiver_id, m.content, m.message_type::text AS message_type, \
-         (i.read_at IS NOT NULL) AS is_read, i.read_at, m.created_at, m.updated_at, m.client_id, \
-         m.conversation_id"
-    };
-}
-
-/// Either: the message's own read state for a direct message, the reader's
-/// (a `LEFT JOIN inbox i`) for a group message.
-macro_rules! viewer_message_columns {
-    () => {
-        "m.id, m.sender_id, m.receiver_id, m.content, m.message_type::text AS message_type, \
-         CASE WHEN m.receiver_id IS NULL THEN i.read_at IS NOT NULL ELSE m.is_read END AS is_read, \
-         CASE WHEN m.receiver_id IS NULL THEN i.read_at ELSE m.read_at END AS read_at, \
-         m.created_at, m.updated_at, m.client_id, m.conversation_id"
-    };
-}
-
 mod groups;
 mod insert;
 mod messages;
@@ -50,6 +21,12 @@ impl PgStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// A write's transaction: what it must order against, it locks row by
+    /// row as it goes (users in id order, a group's row first).
+    async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'_, sqlx::Postgres>> {
+        Ok(self.pool.begin().await?)
     }
 
     /// Connects lazily: the node starts (and reports unready) even while

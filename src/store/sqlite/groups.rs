@@ -1,5 +1,6 @@
-//! Groups: creation, membership and roles, each checked under the write
-//! lock of the change.
+//! Groups, in what SQLite writes its own way: the database write lock
+//! (taken at `BEGIN IMMEDIATE`) stands for the group's lock, and member
+//! lists are `IN` lists. The rules are `portable_groups!`.
 
 use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Sqlite};
@@ -7,329 +8,59 @@ use uuid::Uuid;
 
 use super::*;
 
-impl SqliteStore {
-    pub(super) async fn create_group(&self, group: &NewGroup) -> StoreResult<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(
-            "INSERT INTO conversations (id, kind, title, avatar_url, created_by, member_count,
-                created_at, updated_at)
-             VALUES (?1, 'group', ?2, ?3, ?4, ?5, ?6, ?6)",
-        )
-        .bind(group.id)
-        .bind(&group.title)
-        .bind(&group.avatar_url)
-        .bind(group.creator)
-        .bind(group.members.len() as i64 + 1)
-        .bind(group.at)
-        .execute(&mut *tx)
-        .await?;
-        let members: Vec<(Uuid, &str)> = std::iter::once((group.creator, "owner"))
-            .chain(group.members.iter().map(|&m| (m, "member")))
-            .collect();
-        let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO conversation_members (conversation_id, user_id, role, joined_at) ",
-        );
-        insert.push_values(&members, |mut b, (user, role)| {
-            b.push_bind(group.id)
-                .push_bind(*user)
-                .push_bind(*role)
-                .push_bind(group.at);
-        });
-        match insert.build().execute(&mut *tx).await {
-            Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => {
-                return Err(StoreError::NotFound("a member does not exist"));
-            }
-            other => other?,
-        };
-        tx.commit().await?;
-        Ok(())
-    }
+portable_groups!(SqliteStore, Sqlite);
 
-    pub(super) async fn group(&self, id: Uuid) -> StoreResult<Option<Group>> {
-        let row: Option<GroupRow> = sqlx::query_as(
-            "SELECT id, title, avatar_url, created_by, created_at, updated_at, member_count
-             FROM conversations WHERE id = ?1 AND kind = 'group'",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let members: Vec<MemberRow> = sqlx::query_as(
-            "SELECT cm.user_id, u.username, u.avatar_url, cm.role, cm.joined_at
-             FROM conversation_members cm JOIN users u ON u.id = cm.user_id
-             WHERE cm.conversation_id = ?1 AND cm.left_at IS NULL
-             ORDER BY cm.joined_at, cm.user_id",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(Some(row.with_members(members)))
-    }
-
-    pub(super) async fn membership(&self, id: Uuid, user: Uuid) -> StoreResult<Membership> {
-        let row: Option<MembershipRow> = sqlx::query_as(
-            "SELECT c.kind, c.user_a, c.user_b,
-                CASE WHEN cm.left_at IS NULL THEN cm.role END AS role,
-                cm.user_id IS NOT NULL AS ever
-             FROM conversations c
-             LEFT JOIN conversation_members cm ON cm.conversation_id = c.id AND cm.user_id = ?2
-             WHERE c.id = ?1",
-        )
-        .bind(id)
-        .bind(user)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(MembershipRow::place(row, user))
-    }
-
-    pub(super) async fn update_group(
-        &self,
-        id: Uuid,
-        actor: Uuid,
-        patch: &GroupPatch,
-        at: DateTime<Utc>,
-    ) -> StoreResult<MemberChange> {
-        // The write lock (taken at BEGIN) orders this against every other
-        // change to the group, the actor's demotion included.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let group: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM conversations WHERE id = ?1 AND kind = 'group'")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if group.is_none() {
-            return Ok(MemberChange::NotMember);
-        }
-        if !allowed(&mut tx, id, actor, GroupAction::Edit, None).await? {
-            return Ok(MemberChange::Denied);
-        }
-        sqlx::query(
-            "UPDATE conversations SET
-                title = COALESCE(?2, title),
-                avatar_url = CASE WHEN ?3 THEN ?4 ELSE avatar_url END,
-                updated_at = ?5
-             WHERE id = ?1",
-        )
-        .bind(id)
-        .bind(&patch.title)
-        .bind(patch.avatar_url.is_some())
-        .bind(patch.avatar_url.clone().flatten())
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(MemberChange::Done)
-    }
-
-    pub(super) async fn add_members(
-        &self,
-        id: Uuid,
-        actor: Uuid,
-        users: &[Uuid],
-        max: u32,
-        at: DateTime<Utc>,
-    ) -> StoreResult<Added> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let count: Option<i64> = sqlx::query_scalar(
-            "SELECT member_count FROM conversations WHERE id = ?1 AND kind = 'group'",
-        )
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(members) = count else {
-            return Ok(Added::NoGroup);
-        };
-        if !allowed(&mut tx, id, actor, GroupAction::AddMembers, None).await? {
-            return Ok(Added::Denied);
-        }
-        let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT user_id FROM conversation_members WHERE left_at IS NULL AND conversation_id = ",
-        );
-        query.push_bind(id);
-        query.push(" AND user_id IN ");
-        push_ids(&mut query, users);
-        let present: Vec<Uuid> = if users.is_empty() {
-            Vec::new()
-        } else {
-            query.build_query_scalar().fetch_all(&mut *tx).await?
-        };
-        let joining: Vec<Uuid> = users
-            .iter()
-            .copied()
-            .filter(|u| !present.contains(u))
-            .collect();
-        if members + joining.len() as i64 > i64::from(max) {
-            return Ok(Added::TooMany { members });
-        }
-        if !joining.is_empty() {
-            let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO conversation_members (conversation_id, user_id, role, joined_at) ",
-            );
-            insert.push_values(&joining, |mut b, user| {
-                b.push_bind(id)
-                    .push_bind(*user)
-                    .push_bind("member")
-                    .push_bind(at);
-            });
-            insert.push(
-                " ON CONFLICT (conversation_id, user_id) DO UPDATE
-                   SET role = 'member', joined_at = excluded.joined_at, left_at = NULL",
-            );
-            insert.build().execute(&mut *tx).await?;
-            sqlx::query(
-                "UPDATE conversations SET member_count = member_count + ?2, updated_at = ?3
-                 WHERE id = ?1",
-            )
-            .bind(id)
-            .bind(joining.len() as i64)
-            .bind(at)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(Added::Joined(joining))
-    }
-
-    pub(super) async fn remove_member(
-        &self,
-        id: Uuid,
-        actor: Uuid,
-        user: Uuid,
-        at: DateTime<Utc>,
-    ) -> StoreResult<MemberChange> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let Some((role, owners, members)) = member_counts(&mut tx, id, user).await? else {
-            return Ok(MemberChange::NotMember);
-        };
-        let action = GroupAction::Remove {
-            actor,
-            target: user,
-        };
-        if !allowed(&mut tx, id, actor, action, Some(role)).await? {
-            return Ok(MemberChange::Denied);
-        }
-        if role == Role::Owner && !keeps_an_owner(owners, members) {
-            return Ok(MemberChange::LastOwner);
-        }
-        sqlx::query(
-            "UPDATE conversation_members SET left_at = ?3 WHERE conversation_id = ?1 AND user_id = ?2",
-        )
-        .bind(id)
-        .bind(user)
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE conversations SET member_count = member_count - 1, updated_at = ?2 WHERE id = ?1",
-        )
-        .bind(id)
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(MemberChange::Done)
-    }
-
-    pub(super) async fn set_role(
-        &self,
-        id: Uuid,
-        actor: Uuid,
-        user: Uuid,
-        role: Role,
-        at: DateTime<Utc>,
-    ) -> StoreResult<MemberChange> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let Some((current, owners, members)) = member_counts(&mut tx, id, user).await? else {
-            return Ok(MemberChange::NotMember);
-        };
-        if !allowed(&mut tx, id, actor, GroupAction::SetRole, Some(current)).await? {
-            return Ok(MemberChange::Denied);
-        }
-        if current == Role::Owner && role != Role::Owner && !keeps_an_owner(owners, members.max(2))
-        {
-            return Ok(MemberChange::LastOwner);
-        }
-        sqlx::query(
-            "UPDATE conversation_members SET role = ?3 WHERE conversation_id = ?1 AND user_id = ?2",
-        )
-        .bind(id)
-        .bind(user)
-        .bind(role.as_str())
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE conversations SET updated_at = ?2 WHERE id = ?1")
-            .bind(id)
-            .bind(at)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(MemberChange::Done)
-    }
-
-    pub(super) async fn group_history(
-        &self,
-        me: Uuid,
-        group: Uuid,
-        before: Option<Uuid>,
-        limit: u32,
-    ) -> StoreResult<Page<Message>> {
-        let rows: Vec<MessageRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            inbox_message_columns!(),
-            " FROM inbox i JOIN messages m ON m.id = i.message_id
-              WHERE i.user_id = ?1 AND i.conversation_id = ?2 AND (?3 IS NULL OR i.message_id < ?3)
-              ORDER BY i.message_id DESC LIMIT ?4"
-        ))
-        .bind(me)
-        .bind(group)
-        .bind(before)
-        .bind(i64::from(limit) + 1)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut page = Page::from_overfetch(rows.into_iter().map(Message::from).collect(), limit);
-        page.items.reverse();
-        Ok(page)
-    }
-}
-
-/// Whether `actor`, as a member is now (read under the write lock), may
-/// take `action`.
-async fn allowed(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    id: Uuid,
-    actor: Uuid,
-    action: GroupAction,
-    target: Option<Role>,
-) -> StoreResult<bool> {
-    let role: Option<String> = sqlx::query_scalar(
-        "SELECT role FROM conversation_members
-         WHERE conversation_id = ?1 AND user_id = ?2 AND left_at IS NULL",
+/// Reads a group's member count under the write lock the transaction
+/// already holds; `None` if there is no such group.
+async fn lock_group(tx: &mut sqlx::Transaction<'_, Sqlite>, id: Uuid) -> StoreResult<Option<i64>> {
+    let members = sqlx::query_scalar(
+        "SELECT CAST(member_count AS BIGINT) FROM conversations WHERE id = $1 AND kind = 'group'",
     )
     .bind(id)
-    .bind(actor)
     .fetch_optional(&mut **tx)
     .await?;
-    Ok(role.is_some_and(|role| action.allowed(Role::parse(&role), target)))
+    Ok(members)
 }
 
-/// A current member's role with the group's owner and member counts, read
-/// under the write lock; `None` if `user` is not a current member.
-async fn member_counts(
+/// Which of `users` are current members.
+async fn present_members(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
     id: Uuid,
-    user: Uuid,
-) -> StoreResult<Option<(Role, i64, i64)>> {
-    let row: Option<(String, i64, i64)> = sqlx::query_as(
-        "SELECT cm.role,
-            (SELECT count(*) FROM conversation_members
-              WHERE conversation_id = ?1 AND left_at IS NULL AND role = 'owner'),
-            (SELECT count(*) FROM conversation_members WHERE conversation_id = ?1 AND left_at IS NULL)
-         FROM conversation_members cm
-         WHERE cm.conversation_id = ?1 AND cm.user_id = ?2 AND cm.left_at IS NULL",
-    )
-    .bind(id)
-    .bind(user)
-    .fetch_optional(&mut **tx)
-    .await?;
-    Ok(row.map(|(role, owners, members)| (Role::parse(&role), owners, members)))
+    users: &[Uuid],
+) -> StoreResult<Vec<Uuid>> {
+    if users.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
+        "SELECT user_id FROM conversation_members WHERE left_at IS NULL AND conversation_id = ",
+    );
+    query.push_bind(id);
+    query.push(" AND user_id IN ");
+    push_ids(&mut query, users);
+    Ok(query.build_query_scalar().fetch_all(&mut **tx).await?)
+}
+
+/// Makes each user a member with their role, joined `at`; one who left
+/// comes back.
+async fn join_members(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    id: Uuid,
+    members: &[(Uuid, Role)],
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+        "INSERT INTO conversation_members (conversation_id, user_id, role, joined_at) ",
+    );
+    insert.push_values(members, |mut b, (user, role)| {
+        b.push_bind(id)
+            .push_bind(*user)
+            .push_bind(role.as_str())
+            .push_bind(at);
+    });
+    insert.push(
+        " ON CONFLICT (conversation_id, user_id) DO UPDATE
+           SET role = excluded.role, joined_at = excluded.joined_at, left_at = NULL",
+    );
+    insert.build().execute(&mut **tx).await?;
+    Ok(())
 }

@@ -16,7 +16,7 @@ impl SqliteStore {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
 
         // The write lock orders messages against membership changes too.
         let group_ids = groups_of(batch);

@@ -1,4 +1,6 @@
-//! Reading messages: history, conversations, search, read marks, numbers.
+//! Reading messages, in what SQLite writes its own way: lookups by lists
+//! of ids, read marks, conversation lists and search. The rest is
+//! `portable_messages!`.
 
 use std::collections::HashMap;
 
@@ -8,19 +10,9 @@ use uuid::Uuid;
 
 use super::*;
 
-impl SqliteStore {
-    pub(super) async fn message(&self, id: Uuid) -> StoreResult<Option<Message>> {
-        let row: Option<MessageRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            message_columns!(),
-            " FROM messages m WHERE m.id = ?1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(Into::into))
-    }
+portable_messages!(SqliteStore);
 
+impl SqliteStore {
     /// One writer at a time, in this process: no write is still running
     /// once its caller has heard of its failure.
     pub(super) async fn stored(&self, ids: &[Uuid], _writers: &[Uuid]) -> StoreResult<Vec<Stored>> {
@@ -75,7 +67,7 @@ impl SqliteStore {
         if !unread {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let mut query: QueryBuilder<Sqlite> =
             QueryBuilder::new("UPDATE messages SET is_read = 1, read_at = ");
         query.push_bind(at);
@@ -116,29 +108,6 @@ impl SqliteStore {
                     }),
             )
             .collect())
-    }
-
-    pub(super) async fn conversation(
-        &self,
-        me: Uuid,
-        peer: Uuid,
-        before: Option<Uuid>,
-        limit: u32,
-    ) -> StoreResult<Page<Message>> {
-        let rows: Vec<MessageRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            message_columns!(),
-            " FROM messages m WHERE m.conversation_id = ?1 AND (?2 IS NULL OR m.id < ?2)
-              ORDER BY m.id DESC LIMIT ?3"
-        ))
-        .bind(conversation_id(me, peer))
-        .bind(before)
-        .bind(i64::from(limit) + 1)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut page = Page::from_overfetch(rows.into_iter().map(Message::from).collect(), limit);
-        page.items.reverse();
-        Ok(page)
     }
 
     pub(super) async fn conversations(
@@ -223,77 +192,6 @@ impl SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(Into::into).collect())
-    }
-
-    pub(super) async fn stats(&self, me: Uuid) -> StoreResult<Stats> {
-        let (total_sent, total_received, unread, conversations): (i64, i64, i64, i64) =
-            sqlx::query_as(
-                "SELECT
-                (SELECT count(*) FROM messages WHERE sender_id = ?1),
-                (SELECT count(*) FROM messages WHERE receiver_id = ?1)
-                  + (SELECT count(*) FROM inbox WHERE user_id = ?1)
-                  - (SELECT count(*) FROM messages WHERE sender_id = ?1 AND receiver_id IS NULL),
-                (SELECT count(*) FROM messages WHERE receiver_id = ?1 AND NOT is_read)
-                  + (SELECT count(*) FROM inbox WHERE user_id = ?1 AND read_at IS NULL),
-                (SELECT count(*) FROM conversations WHERE user_a = ?1 OR user_b = ?1)
-                  + (SELECT count(*) FROM conversation_members WHERE user_id = ?1 AND left_at IS NULL)",
-            )
-            .bind(me)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(Stats {
-            total_sent,
-            total_received,
-            unread,
-            conversations,
-        })
-    }
-
-    pub(super) async fn seq_of(&self, me: Uuid, id: Uuid) -> StoreResult<Option<i64>> {
-        let seq = sqlx::query_scalar(
-            "SELECT CASE WHEN sender_id = ?2 THEN sender_seq ELSE receiver_seq END
-             FROM messages WHERE id = ?1 AND (sender_id = ?2 OR receiver_id = ?2)
-               AND receiver_id IS NOT NULL
-             UNION ALL
-             SELECT seq FROM inbox WHERE message_id = ?1 AND user_id = ?2",
-        )
-        .bind(id)
-        .bind(me)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(seq)
-    }
-
-    pub(super) async fn messages_after(
-        &self,
-        me: Uuid,
-        after: i64,
-        limit: u32,
-    ) -> StoreResult<Page<Sequenced>> {
-        let rows: Vec<SequencedRow> = sqlx::query_as(concat!(
-            "SELECT * FROM (SELECT m.sender_seq AS my_seq, ",
-            message_columns!(),
-            " FROM messages m WHERE m.sender_id = ?1 AND m.sender_seq > ?2 ORDER BY m.sender_seq LIMIT ?3)
-              UNION ALL
-              SELECT * FROM (SELECT m.receiver_seq AS my_seq, ",
-            message_columns!(),
-            " FROM messages m WHERE m.receiver_id = ?1 AND m.receiver_seq > ?2 ORDER BY m.receiver_seq LIMIT ?3)
-              UNION ALL
-              SELECT * FROM (SELECT i.seq AS my_seq, ",
-            inbox_message_columns!(),
-            " FROM inbox i JOIN messages m ON m.id = i.message_id
-                WHERE i.user_id = ?1 AND i.seq > ?2 ORDER BY i.seq LIMIT ?3)
-              ORDER BY my_seq LIMIT ?3"
-        ))
-        .bind(me)
-        .bind(after)
-        .bind(i64::from(limit) + 1)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(Page::from_overfetch(
-            rows.into_iter().map(Into::into).collect(),
-            limit,
-        ))
     }
 
     pub(super) async fn msg_seqs(&self, users: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>> {

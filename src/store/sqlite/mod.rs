@@ -16,33 +16,6 @@ use uuid::Uuid;
 
 use super::*;
 
-macro_rules! message_columns {
-    () => {
-        "m.id, m.sender_id, m.receiver_id, m.content, m.message_type, \
-         m.is_read, m.read_at, m.created_at, m.updated_at, m.client_id, m.conversation_id"
-    };
-}
-
-/// With the read state of the reader's inbox row `i` (see the Postgres store).
-macro_rules! inbox_message_columns {
-    () => {
-        "m.id, m.sender_id, m.receiver_id, m.content, m.message_type, \
-         (i.read_at IS NOT NULL) AS is_read, i.read_at, m.created_at, m.updated_at, m.client_id, \
-         m.conversation_id"
-    };
-}
-
-/// The message's own read state when direct, the reader's (`LEFT JOIN inbox
-/// i`) in a group.
-macro_rules! viewer_message_columns {
-    () => {
-        "m.id, m.sender_id, m.receiver_id, m.content, m.message_type, \
-         CASE WHEN m.receiver_id IS NULL THEN i.read_at IS NOT NULL ELSE m.is_read END AS is_read, \
-         CASE WHEN m.receiver_id IS NULL THEN i.read_at ELSE m.read_at END AS read_at, \
-         m.created_at, m.updated_at, m.client_id, m.conversation_id"
-    };
-}
-
 mod groups;
 mod insert;
 mod messages;
@@ -66,6 +39,12 @@ impl SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// A write's transaction, holding the database write lock from its
+    /// first statement: writes run one at a time.
+    async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'_, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     /// Opens (creating if needed) the database file.

@@ -1,4 +1,5 @@
-//! Users, profiles, presence flags, contacts and blocks.
+//! Users, in what SQLite writes its own way: the first insert (times from
+//! the application) and lookups by `IN` lists. The rest is `portable_users!`.
 
 use std::collections::HashSet;
 
@@ -7,6 +8,8 @@ use sqlx::{QueryBuilder, Sqlite};
 use uuid::Uuid;
 
 use super::*;
+
+portable_users!(SqliteStore);
 
 impl SqliteStore {
     pub(super) async fn upsert_user(&self, id: Uuid, email: &str) -> StoreResult<()> {
@@ -22,143 +25,6 @@ impl SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(())
-    }
-
-    pub(super) async fn user(&self, id: Uuid) -> StoreResult<Option<User>> {
-        let row: Option<UserRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE id = ?1"
-        )))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(Into::into))
-    }
-
-    pub(super) async fn update_profile(
-        &self,
-        id: Uuid,
-        patch: &ProfilePatch,
-    ) -> StoreResult<Option<User>> {
-        let row: Option<UserRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "UPDATE users SET
-                username = CASE WHEN ?2 THEN ?3 ELSE username END,
-                avatar_url = CASE WHEN ?4 THEN ?5 ELSE avatar_url END,
-                updated_at = ?6
-             WHERE id = ?1 RETURNING {USER_COLUMNS}"
-        )))
-        .bind(id)
-        .bind(patch.username.is_some())
-        .bind(patch.username.clone().flatten())
-        .bind(patch.avatar_url.is_some())
-        .bind(patch.avatar_url.clone().flatten())
-        .bind(now())
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(Into::into))
-    }
-
-    pub(super) async fn set_presence(
-        &self,
-        id: Uuid,
-        online: bool,
-        at: DateTime<Utc>,
-    ) -> StoreResult<()> {
-        sqlx::query("UPDATE users SET is_online = ?2, last_seen = ?3 WHERE id = ?1")
-            .bind(id)
-            .bind(online)
-            .bind(at)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub(super) async fn contacts(&self, id: Uuid, group_limit: u32) -> StoreResult<Vec<Uuid>> {
-        let ids = sqlx::query_scalar(
-            "SELECT peer FROM (
-                SELECT c.user_b AS peer FROM conversations c WHERE c.user_a = ?1
-                  AND EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id AND m.sender_id = ?1)
-                UNION
-                SELECT c.user_a FROM conversations c WHERE c.user_b = ?1
-                  AND EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id AND m.sender_id = ?1)
-                UNION
-                SELECT o.user_id FROM conversation_members me
-                  JOIN conversations c ON c.id = me.conversation_id AND c.member_count <= ?2
-                  JOIN conversation_members o ON o.conversation_id = me.conversation_id
-                    AND o.left_at IS NULL AND o.user_id <> ?1
-                WHERE me.user_id = ?1 AND me.left_at IS NULL
-                  AND EXISTS (SELECT 1 FROM messages m
-                              WHERE m.conversation_id = me.conversation_id AND m.sender_id = ?1)
-             ) WHERE peer NOT IN (SELECT blocked FROM blocks WHERE blocker = ?1)",
-        )
-        .bind(id)
-        .bind(i64::from(group_limit))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(ids)
-    }
-
-    pub(super) async fn talked_to(
-        &self,
-        speaker: Uuid,
-        listener: Uuid,
-        group_limit: u32,
-    ) -> StoreResult<bool> {
-        let talked = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM messages WHERE conversation_id = ?3 AND sender_id = ?1)
-                 OR EXISTS (SELECT 1 FROM conversation_members me
-                              JOIN conversations c ON c.id = me.conversation_id AND c.member_count <= ?4
-                              JOIN conversation_members o ON o.conversation_id = me.conversation_id
-                                AND o.user_id = ?2 AND o.left_at IS NULL
-                             WHERE me.user_id = ?1 AND me.left_at IS NULL
-                               AND EXISTS (SELECT 1 FROM messages m
-                                           WHERE m.conversation_id = me.conversation_id AND m.sender_id = ?1))",
-        )
-        .bind(speaker)
-        .bind(listener)
-        .bind(conversation_id(speaker, listener))
-        .bind(i64::from(group_limit))
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(talked)
-    }
-
-    pub(super) async fn block(
-        &self,
-        blocker: Uuid,
-        blocked: Uuid,
-        at: DateTime<Utc>,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO blocks (blocker, blocked, created_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(blocker)
-        .bind(blocked)
-        .bind(at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub(super) async fn unblock(&self, blocker: Uuid, blocked: Uuid) -> StoreResult<()> {
-        sqlx::query("DELETE FROM blocks WHERE blocker = ?1 AND blocked = ?2")
-            .bind(blocker)
-            .bind(blocked)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub(super) async fn blocks(&self, blocker: Uuid, limit: u32) -> StoreResult<Vec<Block>> {
-        let blocks = sqlx::query_as(
-            "SELECT blocked AS user_id, created_at AS blocked_at FROM blocks
-             WHERE blocker = ?1 ORDER BY created_at DESC, blocked LIMIT ?2",
-        )
-        .bind(blocker)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(blocks)
     }
 
     pub(super) async fn blocked(&self, pairs: &[(Uuid, Uuid)]) -> StoreResult<Vec<(Uuid, Uuid)>> {
@@ -179,14 +45,6 @@ impl SqliteStore {
         query.push(")");
         let found = query.build_query_as().fetch_all(&self.pool).await?;
         Ok(found)
-    }
-
-    pub(super) async fn is_contact(&self, a: Uuid, b: Uuid) -> StoreResult<bool> {
-        let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM conversations WHERE id = ?1")
-            .bind(conversation_id(a, b))
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(found.is_some())
     }
 
     pub(super) async fn missing_users(&self, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {

@@ -3,9 +3,10 @@
 //! burst already answered, not).
 
 use tokio::time::Instant;
+use uuid::Uuid;
 
 use crate::auth::AuthUser;
-use crate::budget::OverBudget;
+use crate::budget::{Budgets, OverBudget};
 use crate::error::{ApiError, ErrorCode};
 use crate::protocol::{ClientFrame, SendFrame, ServerFrame};
 use crate::state::AppState;
@@ -28,7 +29,13 @@ pub fn admit(state: &AppState, user: &AuthUser, text: &str, refusals: &mut Refus
         Ok(frame) => frame,
         Err(e) => {
             return Admitted::Reply(
-                match refusals.charge(state, user, "invalid", e.client_id.clone(), false) {
+                match refusals.charge(
+                    &state.budgets,
+                    user.id,
+                    "invalid",
+                    e.client_id.clone(),
+                    false,
+                ) {
                     Charge::Refused(answer) => answer,
                     Charge::Admitted => Some(ServerFrame::error(e.error, e.client_id)),
                 },
@@ -42,7 +49,7 @@ pub fn admit(state: &AppState, user: &AuthUser, text: &str, refusals: &mut Refus
         _ => (None, false),
     };
     if let Charge::Refused(answer) =
-        refusals.charge(state, user, frame.kind(), client_id, waited_on)
+        refusals.charge(&state.budgets, user.id, frame.kind(), client_id, waited_on)
     {
         return Admitted::Reply(answer);
     }
@@ -78,15 +85,16 @@ pub struct Refusals {
 }
 
 impl Refusals {
+    /// Charges one frame of `kind` to `user`'s budget.
     pub fn charge(
         &mut self,
-        state: &AppState,
-        user: &AuthUser,
+        budgets: &Budgets,
+        user: Uuid,
         kind: &'static str,
         client_id: Option<String>,
         waited_on: bool,
     ) -> Charge {
-        let wait = match state.budgets.charge_user(user.id) {
+        let wait = match budgets.charge_user(user) {
             Ok(()) => {
                 self.answered = false;
                 self.in_row = 0;
@@ -123,4 +131,121 @@ pub enum Charge {
     Admitted,
     /// Refused, with the answer to send, if any.
     Refused(Option<ServerFrame>),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::Limits;
+
+    /// A budget of `burst` frames that refills once an hour: what is
+    /// refused stays refused for the test's length.
+    fn budgets(burst: u32) -> Budgets {
+        Budgets::new(&Limits {
+            rate_per_sec: 1.0 / 3600.0,
+            rate_burst: burst,
+            ..Limits::default()
+        })
+    }
+
+    fn refused(charge: Charge) -> Option<Option<ServerFrame>> {
+        match charge {
+            Charge::Admitted => None,
+            Charge::Refused(answer) => Some(answer),
+        }
+    }
+
+    fn code(answer: &Option<ServerFrame>) -> String {
+        let json: serde_json::Value =
+            serde_json::from_slice(&answer.as_ref().expect("an answer").to_json()).unwrap();
+        json["code"].as_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn frames_within_the_budget_are_admitted() {
+        let (budgets, user) = (budgets(3), Uuid::now_v7());
+        let mut refusals = Refusals::default();
+        for _ in 0..3 {
+            assert!(refused(refusals.charge(&budgets, user, "typing", None, false)).is_none());
+        }
+        let answer = refused(refusals.charge(&budgets, user, "typing", None, false));
+        assert_eq!(
+            code(&answer.expect("the fourth is refused")),
+            "rate_limited"
+        );
+    }
+
+    #[test]
+    fn a_refused_burst_is_answered_once() {
+        let (budgets, user) = (budgets(1), Uuid::now_v7());
+        let mut refusals = Refusals::default();
+        refusals.charge(&budgets, user, "typing", None, false);
+        let first = refused(refusals.charge(&budgets, user, "typing", None, false)).unwrap();
+        assert_eq!(code(&first), "rate_limited");
+        for _ in 0..10 {
+            let next = refused(refusals.charge(&budgets, user, "mark_read", None, false));
+            assert!(next.unwrap().is_none(), "no answer within the burst");
+        }
+    }
+
+    #[test]
+    fn a_frame_the_client_waits_on_always_hears_back() {
+        let (budgets, user) = (budgets(1), Uuid::now_v7());
+        let mut refusals = Refusals::default();
+        refusals.charge(&budgets, user, "message", None, true);
+        for i in 0..5 {
+            let id = format!("c{i}");
+            let answer =
+                refused(refusals.charge(&budgets, user, "message", Some(id.clone()), true))
+                    .unwrap();
+            let json: serde_json::Value =
+                serde_json::from_slice(&answer.unwrap().to_json()).unwrap();
+            assert_eq!(json["code"], "rate_limited");
+            assert_eq!(json["client_id"], id.as_str());
+            assert!(
+                refused(refusals.charge(&budgets, user, "sync", None, true))
+                    .unwrap()
+                    .is_some()
+            );
+        }
+    }
+
+    #[test]
+    fn reading_pauses_past_its_refusals_in_a_row_until_the_budget_has_room() {
+        let (budgets, user) = (budgets(1), Uuid::now_v7());
+        let mut refusals = Refusals::default();
+        refusals.charge(&budgets, user, "typing", None, false);
+        for _ in 0..REFUSALS_BEFORE_PAUSE {
+            refusals.charge(&budgets, user, "typing", None, false);
+            assert_eq!(refusals.resume_at(), None, "refusals alone do not pause");
+        }
+        refusals.charge(&budgets, user, "typing", None, false);
+        let resume = refusals.resume_at().expect("paused past the refusals");
+        let wait = resume - Instant::now();
+        assert!(
+            wait > Duration::from_secs(3000) && wait <= Duration::from_secs(3600),
+            "until the budget has room: {wait:?}"
+        );
+        refusals.resume();
+        assert_eq!(refusals.resume_at(), None);
+    }
+
+    #[test]
+    fn an_admitted_frame_starts_a_new_burst() {
+        let (budgets, user) = (budgets(1), Uuid::now_v7());
+        let mut refusals = Refusals::default();
+        refusals.charge(&budgets, user, "typing", None, false);
+        assert!(
+            refused(refusals.charge(&budgets, user, "typing", None, false))
+                .unwrap()
+                .is_some()
+        );
+        // Room again (here: a budget of its own, as after a refill).
+        let refilled = Uuid::now_v7();
+        assert!(refused(refusals.charge(&budgets, refilled, "typing", None, false)).is_none());
+        let answer = refused(refusals.charge(&budgets, user, "typing", None, false)).unwrap();
+        assert!(answer.is_some(), "the next burst is answered again");
+    }
 }

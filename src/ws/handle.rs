@@ -290,3 +290,66 @@ impl SessionHandle {
         self.progress.notify_waiters();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn answer(bytes: usize) -> Box<Outbound> {
+        Box::new(Outbound {
+            kind: "pong",
+            frame: Bytes::from(vec![b'x'; bytes]),
+            published_at_micros: None,
+        })
+    }
+
+    /// The reader's back-pressure: an answer waits (and the reader with it)
+    /// until the answers queued leave room in bytes, and the writer's probe
+    /// is told the reader is not reading meanwhile.
+    #[tokio::test]
+    async fn an_answer_waits_for_room_in_bytes() {
+        let (queue, mut rx) = mpsc::channel(8);
+        let handle = Arc::new(SessionHandle::new(
+            SessionId::new(),
+            Uuid::now_v7(),
+            queue,
+            100,
+        ));
+        assert!(handle.answer(answer(80)).await);
+        let second = tokio::spawn({
+            let handle = handle.clone();
+            async move { handle.answer(answer(80)).await }
+        });
+        let waiting = tokio::time::timeout(Duration::from_secs(5), async {
+            while !handle.reader_waiting() {
+                tokio::task::yield_now().await;
+            }
+        });
+        waiting.await.expect("the second answer waits for room");
+        assert!(!second.is_finished());
+        let first = rx.recv().await.unwrap();
+        handle.dequeued(&first);
+        assert!(second.await.unwrap(), "queued once the first left");
+        assert!(!handle.reader_waiting());
+        assert_eq!(rx.recv().await.unwrap().frame.len(), 80);
+    }
+
+    /// A bus event past the byte bound closes the session: memory stays
+    /// bounded whatever a client fails to read.
+    #[test]
+    fn an_event_past_the_byte_bound_closes_a_slow_consumer() {
+        let (queue, _rx) = mpsc::channel(8);
+        let handle = SessionHandle::new(SessionId::new(), Uuid::now_v7(), queue, 100);
+        let event = |bytes: usize| Envelope {
+            frame: Bytes::from(vec![b'x'; bytes]),
+            ..Envelope::new(&crate::protocol::ServerFrame::Pong, None)
+        };
+        handle.offer(&event(60), true);
+        assert_eq!(handle.kick_reason(), None);
+        handle.offer(&event(60), true);
+        assert_eq!(handle.kick_reason(), Some(CloseReason::SlowConsumer));
+    }
+}

@@ -9,6 +9,7 @@ pub mod hub;
 mod join;
 mod probe;
 mod session;
+mod writer;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;

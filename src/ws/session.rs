@@ -5,15 +5,13 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::Ordering as AtomicOrdering;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{Message, WebSocket};
 use futures_util::future::OptionFuture;
-use futures_util::stream::{FuturesUnordered, SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{Stream, StreamExt};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -22,7 +20,7 @@ use super::admit::{Admitted, Charge, Refusals, admit};
 use super::handle::{CloseReason, Outbound, SessionHandle};
 use super::hub::Registered;
 use super::join::Joined;
-use super::probe::Probe;
+use super::writer;
 use crate::auth::AuthUser;
 use crate::bus::SessionId;
 use crate::error::{ApiError, ErrorCode};
@@ -48,7 +46,7 @@ async fn session(socket: WebSocket, state: AppState, user: AuthUser, joined: Joi
     let (mut sink, stream) = socket.split();
 
     if registered == Registered::TooMany {
-        close(&mut sink, CloseReason::TooManySessions).await;
+        writer::close(&mut sink, CloseReason::TooManySessions).await;
         crate::metrics::connection_closed(CloseReason::TooManySessions.label());
         return;
     }
@@ -56,7 +54,7 @@ async fn session(socket: WebSocket, state: AppState, user: AuthUser, joined: Joi
     tracing::debug!("session opened");
 
     let writer = tokio::spawn(
-        write_loop(
+        writer::write_loop(
             sink,
             rx,
             handle.clone(),
@@ -130,12 +128,15 @@ enum Event {
 /// commit holds up only the sends in its batch; each ack names its
 /// `client_id` and goes out when its commit is done. Every other frame is
 /// answered in the order it came, one at a time.
-async fn read_loop(
-    mut stream: SplitStream<WebSocket>,
+async fn read_loop<St>(
+    mut stream: St,
     state: &AppState,
     user: &AuthUser,
     handle: &SessionHandle,
-) -> CloseReason {
+) -> CloseReason
+where
+    St: Stream<Item = Result<Message, axum::Error>> + Unpin,
+{
     let limits = &state.config.limits;
     let until_expiry = (user.expires_at - chrono::Utc::now())
         .to_std()
@@ -209,13 +210,13 @@ async fn read_loop(
                     Some(Ok(Message::Ping(_))) => {
                         // Answered by the WebSocket layer itself; charged
                         // like any frame.
-                        match refusals.charge(state, user, "ws_ping", None, false) {
+                        match refusals.charge(&state.budgets, user.id, "ws_ping", None, false) {
                             Charge::Refused(answer) => answer,
                             Charge::Admitted => continue,
                         }
                     }
                     Some(Ok(Message::Binary(_))) => {
-                        match refusals.charge(state, user, "binary", None, false) {
+                        match refusals.charge(&state.budgets, user.id, "binary", None, false) {
                             Charge::Refused(answer) => answer,
                             Charge::Admitted => Some(ServerFrame::error(
                                 ApiError::new(
@@ -345,175 +346,4 @@ async fn sync(
         },
         Err(e) => ServerFrame::error(e, None),
     })
-}
-
-/// Drains the queue to the socket and pings on a timer. A client that falls
-/// more than `SLOW_CONSUMER_TIMEOUT` behind (a write blocked that long, or a
-/// probe unanswered that long) is closed.
-async fn write_loop(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Box<Outbound>>,
-    handle: Arc<SessionHandle>,
-    ping_every: Duration,
-    patience: Duration,
-) {
-    // A deadline rather than a `tokio::time::Interval`, which boxes its
-    // timer: every idle connection keeps this task.
-    let mut next_ping = Instant::now() + ping_every;
-    let mut probe = Probe::default();
-    let mut wrote_sync = false;
-    loop {
-        let due = probe.deadline();
-        let message = tokio::select! {
-            biased;
-            () = handle.kicked().cancelled() => break,
-            () = sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
-                if handle.reader_waiting() {
-                    // The reader is waiting for room and reads nothing, an
-                    // answering pong included: no verdict from this probe. A
-                    // client that reads nothing at all blocks the writes,
-                    // which time out on their own.
-                    probe.forget();
-                } else if probe.overdue(&handle) {
-                    fall_behind(&handle);
-                    break;
-                }
-                continue;
-            }
-            () = handle.pong_seen.notified() => {
-                probe.check(&handle);
-                continue;
-            }
-            () = sleep_until(next_ping) => {
-                next_ping = Instant::now() + ping_every;
-                Message::Ping(Default::default())
-            }
-            out = rx.recv() => match out {
-                Some(out) => {
-                    handle.dequeued(&out);
-                    wrote_sync = out.kind == "sync";
-                    if let Some(at) = out.published_at_micros
-                        && out.kind == "message"
-                    {
-                        let micros = (chrono::Utc::now().timestamp_micros() - at).max(0) as u64;
-                        crate::metrics::message_delivered(Duration::from_micros(micros));
-                    }
-                    crate::metrics::frame_out(out.kind);
-                    match Utf8Bytes::try_from(out.frame) {
-                        Ok(text) => Message::Text(text),
-                        Err(_) => continue,
-                    }
-                }
-                None => break,
-            },
-        };
-        let size = match &message {
-            Message::Text(text) => text.len(),
-            _ => 0,
-        };
-        match write(&mut sink, message, &mut probe, &handle, patience).await {
-            Wrote::Done => {}
-            Wrote::Ended => break,
-            Wrote::Abandoned => return,
-        }
-        if std::mem::take(&mut wrote_sync) {
-            handle.sync_written();
-        }
-        if let Some(ping) = probe.wrote(size, patience) {
-            match write(&mut sink, ping, &mut probe, &handle, patience).await {
-                Wrote::Done => {}
-                Wrote::Ended => break,
-                Wrote::Abandoned => return,
-            }
-        }
-    }
-    if let Some(reason) = handle.kick_reason() {
-        close(&mut sink, reason).await;
-    }
-}
-
-/// How a write went.
-enum Wrote {
-    Done,
-    /// The session must end; a close frame may still be written.
-    Ended,
-    /// Given up mid-frame (a slow consumer): the stream is cut without a
-    /// close frame, which could not follow half a frame anyway.
-    Abandoned,
-}
-
-/// Writes one frame. A write may block no longer than the patience left,
-/// and no longer than an outstanding probe's deadline; and not at all once
-/// the session was found too slow elsewhere (its queue overflowed): it is
-/// dropped then, not after the write's own timeout and a close frame's.
-async fn write(
-    sink: &mut SplitSink<WebSocket, Message>,
-    message: Message,
-    probe: &mut Probe,
-    handle: &SessionHandle,
-    patience: Duration,
-) -> Wrote {
-    let started = Instant::now();
-    let budget = |probe: &Probe| {
-        let left = patience.saturating_sub(started.elapsed());
-        probe.deadline().map_or(left, |due| {
-            left.min(due.saturating_duration_since(Instant::now()))
-        })
-    };
-    let too_slow = async {
-        handle.kicked().cancelled().await;
-        if handle.kick_reason() != Some(CloseReason::SlowConsumer) {
-            // Draining or closing: finish the frame, then the close frame.
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::pin!(too_slow);
-    let mut result = tokio::select! {
-        result = timeout(budget(probe), sink.send(message)) => result,
-        () = &mut too_slow => return Wrote::Abandoned,
-    };
-    // The probe's deadline cut the write short, but the client has answered
-    // it since: finish the write with the patience left.
-    while result.is_err() && !probe.overdue(handle) && started.elapsed() < patience {
-        result = tokio::select! {
-            result = timeout(budget(probe), sink.flush()) => result,
-            () = &mut too_slow => return Wrote::Abandoned,
-        };
-    }
-    match result {
-        Ok(Ok(())) => Wrote::Done,
-        Ok(Err(_)) => {
-            handle.kick(CloseReason::ClientGone);
-            Wrote::Ended
-        }
-        Err(_) => {
-            // Cut short mid-frame: no close frame can follow.
-            fall_behind(handle);
-            Wrote::Abandoned
-        }
-    }
-}
-
-fn fall_behind(handle: &SessionHandle) {
-    if handle.kick_reason().is_none() {
-        crate::metrics::slow_consumer();
-        tracing::info!("closing slow consumer");
-    }
-    handle.kick(CloseReason::SlowConsumer);
-}
-
-async fn close(sink: &mut SplitSink<WebSocket, Message>, reason: CloseReason) {
-    if let Some((code, text)) = reason.close_frame() {
-        let frame = CloseFrame {
-            code,
-            reason: Utf8Bytes::from(text),
-        };
-        // A slow consumer's socket is likely full: the close frame goes if
-        // it fits now, and the connection is dropped either way.
-        let wait = match reason {
-            CloseReason::SlowConsumer => Duration::from_millis(100),
-            _ => Duration::from_secs(1),
-        };
-        let _ = timeout(wait, sink.send(Message::Close(Some(frame)))).await;
-    }
 }

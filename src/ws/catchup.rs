@@ -60,12 +60,7 @@ pub async fn run(hub: Arc<Hub>, store: Arc<dyn Store>, grace: Duration, stop: Ca
         heal.extend(apply_readings(&hub, &mut readings, grace));
 
         let mut again = false;
-        // Users gone since, or whose floor is known by now, need no reading.
-        let floors: HashSet<Uuid> = work
-            .floors
-            .into_iter()
-            .filter(|u| hub.cursor(*u).is_some_and(|c| c.floor.is_none()))
-            .collect();
+        let floors = floors_to_read(&hub, work.floors, &readings);
         match read_floors(&*store, floors.clone()).await {
             Ok(read) => readings.extend(read),
             Err(e) => {
@@ -122,6 +117,29 @@ fn due_gaps(
         }
     }
     due
+}
+
+/// The users among `wanted` whose floor is still to be read: not those gone
+/// since, nor those whose floor is known by now, nor those with a reading
+/// already waiting out its grace (which will serve the newer session too:
+/// an older floor only means more is caught up, and repeats are dropped).
+/// A user who reconnects in a loop so costs one reading per grace period,
+/// and `readings` holds at most one entry per local user.
+fn floors_to_read(
+    hub: &Hub,
+    wanted: HashSet<Uuid>,
+    readings: &VecDeque<(std::time::Instant, Uuid, i64)>,
+) -> HashSet<Uuid> {
+    let mut floors: HashSet<Uuid> = wanted
+        .into_iter()
+        .filter(|u| hub.cursor(*u).is_some_and(|c| c.floor.is_none()))
+        .collect();
+    if !floors.is_empty() {
+        for (_, user, _) in readings {
+            floors.remove(user);
+        }
+    }
+    floors
 }
 
 /// Reads the latest number of users whose first session here opened
@@ -209,4 +227,34 @@ async fn fill(hub: &Hub, store: &dyn Store, users: &HashSet<Uuid>) -> StoreResul
         }
     }
     Ok(more)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::SessionId;
+    use crate::ws::handle::SessionHandle;
+
+    fn open_session(hub: &Hub, user: Uuid) {
+        let (queue, _rx) = tokio::sync::mpsc::channel(8);
+        let handle = Arc::new(SessionHandle::new(SessionId::new(), user, queue, 1 << 20));
+        hub.register(handle, 10, None);
+    }
+
+    #[test]
+    fn a_floor_is_read_once_while_its_reading_waits() {
+        let hub = Hub::default();
+        let (waiting, fresh, gone) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        open_session(&hub, waiting);
+        open_session(&hub, fresh);
+        let readings = VecDeque::from([(std::time::Instant::now(), waiting, 3)]);
+        let wanted = HashSet::from([waiting, fresh, gone]);
+        assert_eq!(
+            floors_to_read(&hub, wanted, &readings),
+            HashSet::from([fresh]),
+            "not the one already read, nor the one with no session"
+        );
+        hub.raise_floor(fresh, 5, true);
+        assert!(floors_to_read(&hub, HashSet::from([fresh]), &readings).is_empty());
+    }
 }

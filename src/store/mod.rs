@@ -13,219 +13,62 @@
 //! were handed out: a reader that saw number `n` can never later find a
 //! committed `n - 1` it missed.
 
+/// Every `Store` method once, as `fn name(args) -> answer;`: the impls
+/// that only pass calls on (each engine's, and the metrics wrapper's) are
+/// generated from this list by `$then!`, after the tokens given to it.
+/// A method added to the trait is added here too, or nothing compiles.
+macro_rules! with_store_methods {
+    ($then:ident!($($given:tt)*)) => {
+        $then!($($given)*;
+            fn ping() -> ();
+            fn upsert_user(id: Uuid, email: &str) -> ();
+            fn user(id: Uuid) -> Option<User>;
+            fn update_profile(id: Uuid, patch: &ProfilePatch) -> Option<User>;
+            fn set_presence(id: Uuid, online: bool, at: DateTime<Utc>) -> ();
+            fn contacts(id: Uuid, group_limit: u32) -> Vec<Uuid>;
+            fn talked_to(speaker: Uuid, listener: Uuid, group_limit: u32) -> bool;
+            fn block(blocker: Uuid, blocked: Uuid, at: DateTime<Utc>) -> ();
+            fn unblock(blocker: Uuid, blocked: Uuid) -> ();
+            fn blocks(blocker: Uuid, limit: u32) -> Vec<Block>;
+            fn blocked(pairs: &[(Uuid, Uuid)]) -> Vec<(Uuid, Uuid)>;
+            fn is_contact(a: Uuid, b: Uuid) -> bool;
+            fn missing_users(ids: &[Uuid]) -> Vec<Uuid>;
+            fn insert_messages(batch: &[NewMessage]) -> Vec<InsertOutcome>;
+            fn message(id: Uuid) -> Option<Message>;
+            fn stored(ids: &[Uuid], writers: &[Uuid]) -> Vec<Stored>;
+            fn mark_read(reader: Uuid, ids: &[Uuid], at: DateTime<Utc>) -> Vec<ReadMark>;
+            fn conversation(me: Uuid, peer: Uuid, before: Option<Uuid>, limit: u32) -> Page<Message>;
+            fn conversations(me: Uuid, limit: u32) -> Vec<ConversationSummary>;
+            fn search(me: Uuid, words: &SearchWords, limit: u32) -> Vec<Message>;
+            fn stats(me: Uuid) -> Stats;
+            fn seq_of(me: Uuid, id: Uuid) -> Option<i64>;
+            fn messages_after(me: Uuid, after: i64, limit: u32) -> Page<Sequenced>;
+            fn msg_seqs(users: &[Uuid]) -> Vec<(Uuid, i64)>;
+            fn create_group(group: &NewGroup) -> ();
+            fn group(id: Uuid) -> Option<Group>;
+            fn membership(id: Uuid, user: Uuid) -> Membership;
+            fn update_group(id: Uuid, actor: Uuid, patch: &GroupPatch, at: DateTime<Utc>) -> MemberChange;
+            fn add_members(id: Uuid, actor: Uuid, users: &[Uuid], max: u32, at: DateTime<Utc>) -> Added;
+            fn remove_member(id: Uuid, actor: Uuid, user: Uuid, at: DateTime<Utc>) -> MemberChange;
+            fn set_role(id: Uuid, actor: Uuid, user: Uuid, role: Role, at: DateTime<Utc>) -> MemberChange;
+            fn group_history(me: Uuid, group: Uuid, before: Option<Uuid>, limit: u32) -> Page<Message>;
+        );
+    };
+}
+
 /// Each engine implements the `Store` methods as its own methods, one file
-/// per concern (`users`, `messages`, `groups`, `insert`); this writes, once
-/// for both, the trait impl that forwards to them.
+/// per concern (`users`, `messages`, `groups`, `insert`); this writes the
+/// trait impl that passes calls on to them.
 macro_rules! forward_store {
     ($engine:ty) => {
+        with_store_methods!(forward_store!($engine));
+    };
+    ($engine:ty; $(fn $name:ident($($arg:ident: $ty:ty),*) -> $answer:ty;)*) => {
         #[async_trait::async_trait]
         impl Store for $engine {
-            async fn ping(&self) -> StoreResult<()> {
-                <$engine>::ping(self).await
-            }
-
-            async fn upsert_user(&self, id: Uuid, email: &str) -> StoreResult<()> {
-                <$engine>::upsert_user(self, id, email).await
-            }
-
-            async fn user(&self, id: Uuid) -> StoreResult<Option<User>> {
-                <$engine>::user(self, id).await
-            }
-
-            async fn update_profile(
-                &self,
-                id: Uuid,
-                patch: &ProfilePatch,
-            ) -> StoreResult<Option<User>> {
-                <$engine>::update_profile(self, id, patch).await
-            }
-
-            async fn set_presence(
-                &self,
-                id: Uuid,
-                online: bool,
-                at: DateTime<Utc>,
-            ) -> StoreResult<()> {
-                <$engine>::set_presence(self, id, online, at).await
-            }
-
-            async fn contacts(&self, id: Uuid, group_limit: u32) -> StoreResult<Vec<Uuid>> {
-                <$engine>::contacts(self, id, group_limit).await
-            }
-
-            async fn talked_to(
-                &self,
-                speaker: Uuid,
-                listener: Uuid,
-                group_limit: u32,
-            ) -> StoreResult<bool> {
-                <$engine>::talked_to(self, speaker, listener, group_limit).await
-            }
-
-            async fn block(
-                &self,
-                blocker: Uuid,
-                blocked: Uuid,
-                at: DateTime<Utc>,
-            ) -> StoreResult<()> {
-                <$engine>::block(self, blocker, blocked, at).await
-            }
-
-            async fn unblock(&self, blocker: Uuid, blocked: Uuid) -> StoreResult<()> {
-                <$engine>::unblock(self, blocker, blocked).await
-            }
-
-            async fn blocks(&self, blocker: Uuid, limit: u32) -> StoreResult<Vec<Block>> {
-                <$engine>::blocks(self, blocker, limit).await
-            }
-
-            async fn blocked(&self, pairs: &[(Uuid, Uuid)]) -> StoreResult<Vec<(Uuid, Uuid)>> {
-                <$engine>::blocked(self, pairs).await
-            }
-
-            async fn is_contact(&self, a: Uuid, b: Uuid) -> StoreResult<bool> {
-                <$engine>::is_contact(self, a, b).await
-            }
-
-            async fn missing_users(&self, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
-                <$engine>::missing_users(self, ids).await
-            }
-
-            async fn insert_messages(
-                &self,
-                batch: &[NewMessage],
-            ) -> StoreResult<Vec<InsertOutcome>> {
-                <$engine>::insert_messages(self, batch).await
-            }
-
-            async fn message(&self, id: Uuid) -> StoreResult<Option<Message>> {
-                <$engine>::message(self, id).await
-            }
-
-            async fn stored(&self, ids: &[Uuid], writers: &[Uuid]) -> StoreResult<Vec<Stored>> {
-                <$engine>::stored(self, ids, writers).await
-            }
-
-            async fn mark_read(
-                &self,
-                reader: Uuid,
-                ids: &[Uuid],
-                at: DateTime<Utc>,
-            ) -> StoreResult<Vec<ReadMark>> {
-                <$engine>::mark_read(self, reader, ids, at).await
-            }
-
-            async fn conversation(
-                &self,
-                me: Uuid,
-                peer: Uuid,
-                before: Option<Uuid>,
-                limit: u32,
-            ) -> StoreResult<Page<Message>> {
-                <$engine>::conversation(self, me, peer, before, limit).await
-            }
-
-            async fn conversations(
-                &self,
-                me: Uuid,
-                limit: u32,
-            ) -> StoreResult<Vec<ConversationSummary>> {
-                <$engine>::conversations(self, me, limit).await
-            }
-
-            async fn search(
-                &self,
-                me: Uuid,
-                words: &SearchWords,
-                limit: u32,
-            ) -> StoreResult<Vec<Message>> {
-                <$engine>::search(self, me, words, limit).await
-            }
-
-            async fn stats(&self, me: Uuid) -> StoreResult<Stats> {
-                <$engine>::stats(self, me).await
-            }
-
-            async fn seq_of(&self, me: Uuid, id: Uuid) -> StoreResult<Option<i64>> {
-                <$engine>::seq_of(self, me, id).await
-            }
-
-            async fn messages_after(
-                &self,
-                me: Uuid,
-                after: i64,
-                limit: u32,
-            ) -> StoreResult<Page<Sequenced>> {
-                <$engine>::messages_after(self, me, after, limit).await
-            }
-
-            async fn msg_seqs(&self, users: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>> {
-                <$engine>::msg_seqs(self, users).await
-            }
-
-            async fn create_group(&self, group: &NewGroup) -> StoreResult<()> {
-                <$engine>::create_group(self, group).await
-            }
-
-            async fn group(&self, id: Uuid) -> StoreResult<Option<Group>> {
-                <$engine>::group(self, id).await
-            }
-
-            async fn membership(&self, id: Uuid, user: Uuid) -> StoreResult<Membership> {
-                <$engine>::membership(self, id, user).await
-            }
-
-            async fn update_group(
-                &self,
-                id: Uuid,
-                actor: Uuid,
-                patch: &GroupPatch,
-                at: DateTime<Utc>,
-            ) -> StoreResult<MemberChange> {
-                <$engine>::update_group(self, id, actor, patch, at).await
-            }
-
-            async fn add_members(
-                &self,
-                id: Uuid,
-                actor: Uuid,
-                users: &[Uuid],
-                max: u32,
-                at: DateTime<Utc>,
-            ) -> StoreResult<Added> {
-                <$engine>::add_members(self, id, actor, users, max, at).await
-            }
-
-            async fn remove_member(
-                &self,
-                id: Uuid,
-                actor: Uuid,
-                user: Uuid,
-                at: DateTime<Utc>,
-            ) -> StoreResult<MemberChange> {
-                <$engine>::remove_member(self, id, actor, user, at).await
-            }
-
-            async fn set_role(
-                &self,
-                id: Uuid,
-                actor: Uuid,
-                user: Uuid,
-                role: Role,
-                at: DateTime<Utc>,
-            ) -> StoreResult<MemberChange> {
-                <$engine>::set_role(self, id, actor, user, role, at).await
-            }
-
-            async fn group_history(
-                &self,
-                me: Uuid,
-                group: Uuid,
-                before: Option<Uuid>,
-                limit: u32,
-            ) -> StoreResult<Page<Message>> {
-                <$engine>::group_history(self, me, group, before, limit).await
-            }
+            $(async fn $name(&self, $($arg: $ty),*) -> StoreResult<$answer> {
+                <$engine>::$name(self, $($arg),*).await
+            })*
         }
     };
 }

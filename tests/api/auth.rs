@@ -295,6 +295,7 @@ async fn rotated_keys_are_picked_up() {
     v.verify(&sign(&old, &claims(&sub))).await.unwrap();
 
     server.publish(&[&new]);
+    // Waits out JWKS_REFETCH_INTERVAL (100 ms) since the first fetch: the rule under test.
     tokio::time::sleep(Duration::from_millis(150)).await;
     v.verify(&sign(&new, &claims(&sub)))
         .await
@@ -424,6 +425,7 @@ async fn a_key_the_provider_dropped_stops_verifying() {
     v.verify(&sign(&dropped, &claims(&sub))).await.unwrap();
 
     server.publish(&[&kept]);
+    // Lets the key set age past JWKS_REFRESH_INTERVAL (200 ms): the rule under test.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         v.verify(&sign(&dropped, &claims(&sub))).await.unwrap_err(),

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::helpers::proxy::Proxy;
+use crate::helpers::wsclient::{WsClient, presence};
 use crate::helpers::{Backend, Cluster, NodeProcess, TestApp, TestUser, eventually, redis_url};
-use crate::proxy::Proxy;
-use crate::wsclient::{WsClient, presence};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_typing_and_receipts_cross_nodes() {
@@ -474,6 +474,7 @@ async fn probing_a_healthy_pubsub_connection_keeps_it() {
             wb.recv_type("message").await["content"],
             format!("tick {i}")
         );
+        // Paces the ticks over many 50 ms probes: the probes must run between them.
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
 }

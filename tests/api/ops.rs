@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::helpers::wsclient::WsClient;
 use crate::helpers::{Backend, NodeProcess, TestApp, TestDatabase, token_for};
-use crate::wsclient::WsClient;
 
 /// One sample's value from Prometheus text, summed over label sets that
 /// contain every given `label="value"` pair.

@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::helpers::wsclient::WsClient;
 use crate::helpers::{Backend, NodeProcess, RedisPrefix, TestDatabase, eventually, token_for};
-use crate::wsclient::WsClient;
 
 fn repo_file(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)

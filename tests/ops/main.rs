@@ -7,9 +7,6 @@
 #[allow(dead_code, unused_imports)]
 #[path = "../api/helpers/mod.rs"]
 mod helpers;
-#[allow(dead_code, unused_imports)]
-#[path = "../api/wsclient.rs"]
-mod wsclient;
 
 mod bench_smoke;
 mod cli;

@@ -5,8 +5,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::both_backends;
+use crate::helpers::wsclient::WsClient;
 use crate::helpers::{Backend, TestApp, TestUser};
-use crate::wsclient::WsClient;
 
 both_backends!(
     bad_input_to_create_a_group_gets_the_exact_error,

@@ -6,7 +6,7 @@ use serde_json::json;
 use super::{Five, Nodes, QUIET, SmallAndBig};
 use crate::both_backends;
 use crate::helpers::Backend;
-use crate::wsclient::WsClient;
+use crate::helpers::wsclient::WsClient;
 
 both_backends!(
     a_new_group_reaches_every_members_sessions_on_every_node,

@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use super::{Five, QUIET, group_message, history_ids, ids_of};
 use crate::both_backends;
+use crate::helpers::wsclient::WsClient;
 use crate::helpers::{Backend, TestApp, TestUser};
-use crate::wsclient::WsClient;
 
 both_backends!(
     the_creator_is_the_owner_and_the_others_are_members,

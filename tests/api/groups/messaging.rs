@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 
 use super::{Five, QUIET, group_message, history_ids, sync_all, unread_in};
 use crate::both_backends;
+use crate::helpers::wsclient::WsClient;
 use crate::helpers::{Backend, Cluster};
-use crate::wsclient::WsClient;
 
 both_backends!(
     a_group_message_reaches_every_members_sessions_on_both_nodes,

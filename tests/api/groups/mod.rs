@@ -24,8 +24,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::helpers::wsclient::WsClient;
 use crate::helpers::{Backend, Cluster, TestApp, TestUser};
-use crate::wsclient::WsClient;
 
 /// Two nodes sharing Postgres and Redis; the embedded store is one node by
 /// design, so there the one node plays both parts.

@@ -1,10 +1,13 @@
 //! Shared test plumbing, by what it starts: a real node on port 0 and its
 //! users (here), databases (`database`), Redis (`redis`), several nodes
-//! (`nodes`); the TCP proxy for faults is `crate::proxy`.
+//! (`nodes`), the TCP proxy for faults (`proxy`) and the WebSocket client
+//! (`wsclient`).
 
 mod database;
 mod nodes;
+pub mod proxy;
 mod redis;
+pub mod wsclient;
 
 pub use database::{StorageOutage, TestDatabase, test_store};
 pub use nodes::{Cluster, NodeProcess};

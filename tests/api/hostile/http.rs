@@ -8,9 +8,9 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::both_backends;
-use crate::helpers::{Backend, OwnRedis, TestApp};
+use crate::helpers::wsclient::WsClient;
+use crate::helpers::{Backend, OwnRedis, TestApp, eventually};
 use crate::ops::{sample, scrape};
-use crate::wsclient::WsClient;
 
 both_backends!(
     a_made_up_method_is_one_metric_series,
@@ -331,7 +331,12 @@ async fn half_sent_requests_are_dropped_and_connections_capped() {
             .unwrap();
         held.push(tcp);
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Until the node holds all 40 (its own gauge says so); if it never
+    // does, the assertions below say what went wrong.
+    eventually(Duration::from_secs(5), || async {
+        sample(&scrape(&app).await, "ochat_tcp_connections", &[]) >= 40.0
+    })
+    .await;
     let refused_before = sample(&scrape(&app).await, "ochat_connections_refused_total", &[]);
     let mut over = tokio::net::TcpStream::connect(&address).await.unwrap();
     let _ = over

@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::both_backends;
-use crate::helpers::{Backend, TestApp, token_for};
-use crate::wsclient::WsClient;
+use crate::helpers::wsclient::WsClient;
+use crate::helpers::{Backend, TestApp, eventually, token_for};
 
 both_backends!(
     text_refuses_controls_and_names_refuse_invisible_characters,
@@ -225,6 +225,32 @@ impl GroupLock {
         }
     }
 
+    /// Returns once the change in flight is caught behind this lock.
+    async fn until_the_change_waits(&self, app: &TestApp) {
+        match self {
+            // PostgreSQL shows the change waiting on the group's row lock
+            // (if it never does, the answer checked afterwards says so).
+            Self::Postgres(_) => {
+                let watcher = sqlx::PgPool::connect(&app.database().url).await.unwrap();
+                let waiting = || async {
+                    let waiters: i64 = sqlx::query_scalar(
+                        "SELECT count(*) FROM pg_stat_activity
+                         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    )
+                    .fetch_one(&watcher)
+                    .await
+                    .unwrap();
+                    waiters > 0
+                };
+                eventually(Duration::from_secs(10), waiting).await;
+                watcher.close().await;
+            }
+            // Still synchronisation: SQLite shows no waiter to watch for (the
+            // change retries in its busy handler), so it is given time to get there.
+            Self::Sqlite(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+
     /// Demotes `user` to member in the locking transaction and commits.
     async fn demote_and_release(self, group: uuid::Uuid, user: uuid::Uuid) {
         match self {
@@ -308,7 +334,7 @@ async fn a_demoted_admins_change_in_flight_does_not_land(backend: Backend) {
             }
             tokio::spawn(request.send())
         };
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        lock.until_the_change_waits(&app).await;
         lock.demote_and_release(group, admin.id).await;
         let answer = crate::helpers::read(request.await.unwrap().unwrap()).await;
         assert_eq!(answer, (403, refused), "{what}");
@@ -355,18 +381,18 @@ async fn presence_goes_only_to_whom_a_user_has_talked_to(backend: Backend) {
     // to, and is told at once that they are online.
     app.send(&victim, &stranger, "who are you?").await;
     assert_eq!(
-        crate::wsclient::presence(&ws.recv_type("user_online").await),
+        crate::helpers::wsclient::presence(&ws.recv_type("user_online").await),
         json!({"type": "user_online", "user_id": victim.id})
     );
     wv.close().await;
     assert_eq!(
-        crate::wsclient::presence(&ws.recv_type("user_offline").await),
+        crate::helpers::wsclient::presence(&ws.recv_type("user_offline").await),
         json!({"type": "user_offline", "user_id": victim.id})
     );
     let mut wv = WsClient::connect(&app, &victim.token).await;
     wv.assert_usable().await;
     assert_eq!(
-        crate::wsclient::presence(&ws.recv_type("user_online").await),
+        crate::helpers::wsclient::presence(&ws.recv_type("user_online").await),
         json!({"type": "user_online", "user_id": victim.id})
     );
     let (_, profile) = app
@@ -502,7 +528,7 @@ async fn a_first_message_brings_presence_only_when_the_sender_is_online(backend:
     let mut ww = WsClient::connect(&app, &writer.token).await;
     ww.assert_usable().await;
     assert_eq!(
-        crate::wsclient::presence(&wr.recv().await),
+        crate::helpers::wsclient::presence(&wr.recv().await),
         json!({"type": "user_online", "user_id": writer.id})
     );
 }
@@ -529,7 +555,7 @@ async fn a_first_post_in_a_small_group_brings_the_posters_presence(backend: Back
         match frame["type"].as_str() {
             Some("message") => seen.push(json!({"message": frame["content"]})),
             Some("user_online" | "user_offline") => {
-                seen.push(crate::wsclient::presence(&frame));
+                seen.push(crate::helpers::wsclient::presence(&frame));
             }
             _ => {}
         }

@@ -9,8 +9,8 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use super::memory;
+use crate::helpers::wsclient::WsClient;
 use crate::helpers::{Backend, NodeProcess, RedisPrefix, TestDatabase, token_for};
-use crate::wsclient::WsClient;
 
 /// What the honest users saw in a scenario run.
 pub struct HonestView {
@@ -208,6 +208,7 @@ pub async fn honest_chat_beside(hostile: bool, messages: usize) -> HonestView {
                 attacker.handle(),
             );
         }
+        // Lets the attacks run before the honest users start.
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 

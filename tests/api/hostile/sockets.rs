@@ -5,9 +5,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::{memory, own_node};
+use crate::helpers::wsclient::WsClient;
 use crate::helpers::{Backend, TestApp, eventually, token_for};
 use crate::ops::{sample, scrape_port};
-use crate::wsclient::WsClient;
 
 /// A user who asks for `sync` in a loop and never reads: each answer can
 /// be megabytes (100 messages of 4,000 four-byte characters), so a queue
@@ -49,6 +49,7 @@ async fn a_sync_flood_that_never_reads_holds_no_memory() {
         }
     }
     // Time for the node to answer hundreds of them, had it queued them.
+    // A window in which memory must not grow, not a wait for an event.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (after, peak) = memory(node.child.id());
     let grew = peak.saturating_sub(before);

@@ -7,8 +7,8 @@ use serde_json::json;
 
 use super::{node_behind_a_proxy, ready};
 use crate::helpers::eventually;
-use crate::proxy::Proxy;
-use crate::wsclient::WsClient;
+use crate::helpers::proxy::Proxy;
+use crate::helpers::wsclient::WsClient;
 
 /// The connection to PostgreSQL dies while a send's commit answer is on its
 /// way back: the message is committed, but the node never heard so. The
@@ -35,6 +35,7 @@ async fn a_commit_whose_answer_is_lost_is_settled_not_denied() {
     wa.send(json!({"type": "message", "to": b.id, "content": "answer lost", "client_id": "lost"}))
         .await;
     cut_once_committed(&proxy, &mut watcher, "lost").await;
+    // The outage's length (the fault under test): settling waits for PostgreSQL.
     tokio::time::sleep(Duration::from_secs(1)).await;
     proxy.delay(Duration::ZERO);
     proxy.restore();
@@ -161,6 +162,7 @@ async fn lose_a_slow_commit(fails: bool) -> (serde_json::Value, i64) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     proxy.cut().await;
+    // The outage's length (the fault under test): over long before the commit.
     tokio::time::sleep(Duration::from_millis(100)).await;
     proxy.restore();
 

@@ -10,11 +10,11 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{host_port, node_behind_a_proxy, ready};
+use crate::helpers::proxy::Proxy;
+use crate::helpers::wsclient::WsClient;
 use crate::helpers::{
     Backend, Cluster, NodeProcess, RedisPrefix, TestApp, TestDatabase, eventually, redis_url,
 };
-use crate::proxy::Proxy;
-use crate::wsclient::WsClient;
 
 /// Accepted sockets have Nagle's algorithm off, so a small frame (an ack)
 /// is never held back waiting for the peer's delayed ACK.
@@ -309,6 +309,7 @@ async fn a_late_reading_never_takes_frames_still_on_their_way_for_history() {
             sent
         })
     };
+    // The outage's length (the fault under test), while the sender keeps committing.
     tokio::time::sleep(Duration::from_millis(800)).await;
     pg_proxy.restore();
     let sent = sender.await.unwrap();

@@ -7,8 +7,8 @@ mod commits;
 mod delivery;
 mod presence;
 
+use crate::helpers::proxy::Proxy;
 use crate::helpers::{Backend, TestApp, TestDatabase};
-use crate::proxy::Proxy;
 
 pub(super) fn host_port(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);

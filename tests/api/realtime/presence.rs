@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::helpers::wsclient::WsClient;
 use crate::helpers::{Backend, Cluster, OwnRedis, StorageOutage, TestApp, TestUser};
-use crate::wsclient::WsClient;
 
 /// Every presence frame a watcher receives, as (user, online, version).
 #[derive(Default)]

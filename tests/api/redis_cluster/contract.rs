@@ -157,6 +157,7 @@ async fn bus_contract(bus: &dyn Bus, recorder: &Recorder, filters: bool) {
     })
     .await;
     assert!(later, "a still subscribed user keeps receiving");
+    // A window in which nothing more may arrive for the unsubscribed user.
     tokio::time::sleep(Duration::from_millis(200)).await;
     if filters {
         assert_eq!(

@@ -10,8 +10,8 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::ClusterNodes;
+use crate::helpers::wsclient::WsClient;
 use crate::helpers::{LocalCluster, TestApp, TestDatabase, TestUser, eventually};
-use crate::wsclient::WsClient;
 
 /// Senders on both nodes send a message every 20 ms to receivers on the
 /// other node while `fault` runs. Afterwards every acked message is stored
@@ -82,8 +82,10 @@ async fn load_through(
             (acked, tx)
         }));
     }
+    // Lets the load run before the fault.
     tokio::time::sleep(Duration::from_secs(1)).await;
     fault.await;
+    // Keeps the load running after the fault, so sends also cross the healed cluster.
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.cancel();
     let mut acked_by_pair = Vec::new();

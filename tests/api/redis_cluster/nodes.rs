@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::ClusterNodes;
+use crate::helpers::wsclient::{WsClient, presence};
 use crate::helpers::{OwnRedis, TEST_SECRET, eventually};
-use crate::wsclient::{WsClient, presence};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_chat_over_a_redis_cluster() {

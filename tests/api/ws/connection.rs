@@ -7,8 +7,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::two_users;
+use crate::helpers::wsclient::WsClient;
 use crate::helpers::{Backend, TEST_SECRET, TestApp, eventually, token_for};
-use crate::wsclient::WsClient;
 
 #[tokio::test]
 async fn the_upgrade_needs_a_valid_token() {
@@ -110,7 +110,8 @@ async fn a_slow_consumer_is_disconnected() {
     )
     .await;
     let (a, b) = two_users(&app).await;
-    let mut slow = crate::wsclient::WsClient::connect_with_small_buffer(&app, &b.token).await;
+    let mut slow =
+        crate::helpers::wsclient::WsClient::connect_with_small_buffer(&app, &b.token).await;
     let mut wa = WsClient::connect(&app, &a.token).await;
     let content = "s".repeat(3900);
     let mut sent = 0;

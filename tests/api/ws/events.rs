@@ -8,8 +8,8 @@ use serde_json::json;
 
 use super::two_users;
 use crate::both_backends;
+use crate::helpers::wsclient::{WsClient, presence};
 use crate::helpers::{Backend, TestApp};
-use crate::wsclient::{WsClient, presence};
 
 both_backends!(
     presence_goes_to_contacts_only,

@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use super::{stored_count, two_users};
 use crate::both_backends;
+use crate::helpers::wsclient::WsClient;
 use crate::helpers::{Backend, TestApp};
-use crate::wsclient::WsClient;
 
 both_backends!(
     every_bad_frame_gets_its_code_and_stores_nothing,
@@ -209,8 +209,10 @@ async fn a_flood_is_rate_limited_and_the_connection_kept(backend: Backend) {
         .unwrap();
     assert_eq!(response.status(), 429);
     assert_eq!(response.headers()["retry-after"], "1");
+    // Waits for the budget to refill at 1/s (the rule under test), for the REST read below.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(stored_count(&app, &a).await, acks);
+    // Waits for the budget to refill at 1/s again (the rule under test), for the ping.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     first.assert_usable().await;
 }

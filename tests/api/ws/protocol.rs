@@ -59,7 +59,7 @@ fn readme_examples(section: &str) -> Vec<Value> {
 
 #[test]
 fn the_protocol_document_describes_every_readme_example() {
-    let protocol = crate::wsclient::Protocol::get();
+    let protocol = crate::helpers::wsclient::Protocol::get();
     let client = readme_examples("### Client → server");
     assert_eq!(client.len(), 7, "every client example: {client:#?}");
     for frame in &client {
@@ -76,7 +76,7 @@ fn the_protocol_document_describes_every_readme_example() {
 
 #[test]
 fn the_protocol_document_refuses_what_the_server_refuses() {
-    let protocol = crate::wsclient::Protocol::get();
+    let protocol = crate::helpers::wsclient::Protocol::get();
     let id = Uuid::now_v7();
     for bad in [
         json!({"type": "dance"}),

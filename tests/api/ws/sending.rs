@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 
 use super::{stored_count, two_users};
 use crate::both_backends;
+use crate::helpers::wsclient::WsClient;
 use crate::helpers::{Backend, TestApp, eventually};
-use crate::wsclient::WsClient;
 
 both_backends!(
     a_seed_client_works_unchanged,

@@ -347,3 +347,71 @@ async fn sync(
         Err(e) => ServerFrame::error(e, None),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures_util::stream;
+
+    use super::*;
+    use crate::app::Application;
+    use crate::config::Config;
+    use crate::ws::handle::SessionHandle;
+
+    /// The reader, fed from a stream instead of a socket: a client that
+    /// keeps sending past its refusals is not read on until its budget has
+    /// room (here: not for a quarter of an hour), so what it sent stays
+    /// unread however much it is.
+    #[tokio::test]
+    async fn a_flood_past_its_refusals_is_left_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = format!("sqlite://{}", dir.path().join("ochat.db").display());
+        let config = Config::from_vars([
+            ("DATABASE_URL", database.as_str()),
+            ("JWT_SECRET", "unit-test-secret-0123456789abcdef0123"),
+            ("SERVER_PORT", "0"),
+            ("RATE_LIMIT_PER_SEC", "0.001"),
+            ("RATE_LIMIT_BURST", "5"),
+        ])
+        .unwrap();
+        let app = Application::build(config).await.unwrap();
+        let state = app.state().clone();
+        let user = AuthUser {
+            id: Uuid::now_v7(),
+            email: "flood@example.com".into(),
+            expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
+        };
+        let (queue, mut answers) = tokio::sync::mpsc::channel(64);
+        let handle = SessionHandle::new(SessionId::new(), user.id, queue, 1 << 20);
+
+        let read = AtomicUsize::new(0);
+        let typing = format!(
+            r#"{{"type":"typing","to":"{}","is_typing":true}}"#,
+            Uuid::now_v7()
+        );
+        let flood = stream::iter((0..1000).map(|_| Ok(Message::Text(typing.clone().into()))))
+            .inspect(|_| {
+                read.fetch_add(1, Ordering::Relaxed);
+            })
+            .chain(stream::pending());
+        let reading = tokio::time::timeout(
+            Duration::from_secs(1),
+            read_loop(Box::pin(flood), &state, &user, &handle),
+        );
+        assert!(reading.await.is_err(), "the reader is still waiting");
+
+        let read = read.load(Ordering::Relaxed);
+        assert!(
+            (70..=80).contains(&read),
+            "the burst, the refusals before the pause and no more: {read} of 1000 read"
+        );
+        let mut refusals = 0;
+        while let Ok(answer) = answers.try_recv() {
+            refusals += usize::from(
+                answer.kind == "error" && answer.frame.windows(12).any(|w| w == b"rate_limited"),
+            );
+        }
+        assert_eq!(refusals, 1, "one rate_limited for the whole burst");
+    }
+}

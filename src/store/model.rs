@@ -134,6 +134,14 @@ impl<T> Page<T> {
         items.truncate(limit as usize);
         Self { items, has_more }
     }
+
+    /// A page of history read newest first (to stop at the cursor), handed
+    /// out oldest first as clients show it.
+    pub(super) fn oldest_first(rows: Vec<T>, limit: u32) -> Self {
+        let mut page = Self::from_overfetch(rows, limit);
+        page.items.reverse();
+        page
+    }
 }
 
 /// One entry of a user's conversation list. Direct entries keep the seed's

@@ -251,10 +251,10 @@ macro_rules! portable_groups {
                 .bind(i64::from(limit) + 1)
                 .fetch_all(&self.pool)
                 .await?;
-                let mut page =
-                    Page::from_overfetch(rows.into_iter().map(Message::from).collect(), limit);
-                page.items.reverse();
-                Ok(page)
+                Ok(Page::oldest_first(
+                    rows.into_iter().map(Message::from).collect(),
+                    limit,
+                ))
             }
         }
 

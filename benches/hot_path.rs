@@ -30,6 +30,9 @@ fn frames(c: &mut Criterion) {
         content: "Hello, world! How are you today?".into(),
         timestamp: chrono::Utc::now(),
         seq: Some(42),
+        reply_to: None,
+        edited_at: None,
+        deleted_at: None,
     });
     c.bench_function("encode server message frame", |b| {
         b.iter(|| black_box(&frame).to_json())

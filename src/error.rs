@@ -37,10 +37,14 @@ pub enum ErrorCode {
     /// back in time to tell: it may be stored. Resending with the same
     /// `client_id` is safe and settles it.
     OutcomeUnknown,
+    /// The message was deleted: it cannot be edited or reacted to.
+    MessageDeleted,
+    /// The message carries `MAX_REACTIONS_PER_MESSAGE` distinct emojis.
+    TooManyReactions,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 18] = [
         Self::InvalidJson,
         Self::UnknownType,
         Self::InvalidField,
@@ -57,6 +61,8 @@ impl ErrorCode {
         Self::TooManyMembers,
         Self::RequestTimeout,
         Self::OutcomeUnknown,
+        Self::MessageDeleted,
+        Self::TooManyReactions,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,6 +83,8 @@ impl ErrorCode {
             Self::TooManyMembers => "too_many_members",
             Self::RequestTimeout => "request_timeout",
             Self::OutcomeUnknown => "outcome_unknown",
+            Self::MessageDeleted => "message_deleted",
+            Self::TooManyReactions => "too_many_reactions",
         }
     }
 
@@ -95,7 +103,9 @@ impl ErrorCode {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             // The request is well formed; the group's current state refuses it.
-            Self::TooManyMembers => StatusCode::CONFLICT,
+            Self::TooManyMembers | Self::MessageDeleted | Self::TooManyReactions => {
+                StatusCode::CONFLICT
+            }
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }

@@ -22,6 +22,7 @@ pub const DISCONNECTS: &str = "ochat_disconnects_total";
 pub const FRAMES_IN: &str = "ochat_frames_in_total";
 pub const FRAMES_OUT: &str = "ochat_frames_out_total";
 pub const MESSAGES_SENT: &str = "ochat_messages_sent_total";
+pub const MESSAGES_CHANGED: &str = "ochat_message_changes_total";
 pub const MESSAGES_DELIVERED: &str = "ochat_messages_delivered_total";
 pub const MESSAGES_CAUGHT_UP: &str = "ochat_messages_caught_up_total";
 pub const DELIVERY_LATENCY: &str = "ochat_delivery_latency_seconds";
@@ -80,6 +81,9 @@ pub fn install() -> PrometheusHandle {
             for kind in ["message", "typing", "rest", "anonymous"] {
                 counter!(RATE_LIMITED, "type" => kind).increment(0);
             }
+            for kind in ["edit", "delete", "react", "unreact"] {
+                counter!(MESSAGES_CHANGED, "kind" => kind).increment(0);
+            }
             handle
         })
         .clone()
@@ -108,6 +112,10 @@ fn describe() {
     describe_counter!(
         MESSAGES_SENT,
         "Messages committed from this node's clients."
+    );
+    describe_counter!(
+        MESSAGES_CHANGED,
+        "Edits, deletes and reactions committed from this node's clients, by kind."
     );
     describe_counter!(
         MESSAGES_DELIVERED,
@@ -257,6 +265,11 @@ pub fn frame_out(kind: &'static str) {
 
 pub fn message_sent() {
     counter!(MESSAGES_SENT).increment(1);
+}
+
+/// `kind`: edit, delete, react or unreact (a bounded label).
+pub fn message_changed(kind: &'static str) {
+    counter!(MESSAGES_CHANGED, "kind" => kind).increment(1);
 }
 
 pub fn message_delivered(latency: Duration) {

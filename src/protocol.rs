@@ -7,7 +7,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ErrorCode};
-use crate::store::{Group, Message, Sequenced};
+pub use crate::store::SyncFrom;
+use crate::store::{Change, ChangeKind, ChangeType, Entry, Group, Message, ReplyTo, Sequenced};
 
 /// Frames a client sends.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,8 +23,14 @@ pub enum ClientFrame {
         is_typing: bool,
     },
     Sync {
-        since: Option<Uuid>,
+        from: SyncFrom,
         limit: Option<u32>,
+    },
+    /// `edit`, `delete`, `react` or `unreact` of a sent message.
+    Change {
+        message_id: Uuid,
+        kind: ChangeKind,
+        client_id: Option<String>,
     },
 }
 
@@ -60,6 +67,8 @@ pub struct SendFrame {
     pub to: Destination,
     pub content: String,
     pub client_id: Option<String>,
+    /// The message this one answers.
+    pub reply_to: Option<Uuid>,
 }
 
 #[derive(Deserialize)]
@@ -67,6 +76,31 @@ struct SendFields {
     #[serde(flatten)]
     to: DestinationFields,
     content: String,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    reply_to: Option<Uuid>,
+}
+
+#[derive(Deserialize)]
+struct EditFields {
+    message_id: Uuid,
+    content: String,
+    #[serde(default)]
+    client_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct DeleteFields {
+    message_id: Uuid,
+    #[serde(default)]
+    client_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ReactFields {
+    message_id: Uuid,
+    emoji: String,
     #[serde(default)]
     client_id: Option<String>,
 }
@@ -88,6 +122,8 @@ struct SyncFrame {
     #[serde(default)]
     since: Option<Uuid>,
     #[serde(default)]
+    cursor: Option<i64>,
+    #[serde(default)]
     limit: Option<u32>,
 }
 
@@ -108,6 +144,17 @@ impl ClientFrame {
             Self::MarkRead { .. } => "mark_read",
             Self::Typing { .. } => "typing",
             Self::Sync { .. } => "sync",
+            Self::Change { kind, .. } => kind.as_str(),
+        }
+    }
+
+    /// The `client_id` a frame carries, if it is one whose answer the
+    /// client waits for by it.
+    pub fn client_id(&self) -> Option<&str> {
+        match self {
+            Self::Message(f) => f.client_id.as_deref(),
+            Self::Change { client_id, .. } => client_id.as_deref(),
+            _ => None,
         }
     }
 
@@ -164,6 +211,7 @@ impl ClientFrame {
                     to,
                     content: f.content,
                     client_id: f.client_id,
+                    reply_to: f.reply_to,
                 }))
             }
             "ping" => Ok(Self::Ping),
@@ -188,9 +236,56 @@ impl ClientFrame {
             }
             "sync" => {
                 let f: SyncFrame = serde_json::from_value(value.clone()).map_err(field)?;
+                let from = match (f.since, f.cursor) {
+                    (None, None) => SyncFrom::Start,
+                    (Some(id), None) => SyncFrom::Message(id),
+                    (None, Some(seq)) if seq >= 0 => SyncFrom::Cursor(seq),
+                    (None, Some(_)) => {
+                        return Err(fail(
+                            ErrorCode::InvalidField,
+                            "invalid `sync` frame: `cursor` must not be negative".into(),
+                        ));
+                    }
+                    (Some(_), Some(_)) => {
+                        return Err(fail(
+                            ErrorCode::InvalidField,
+                            "invalid `sync` frame: give either `since` or `cursor`, not both"
+                                .into(),
+                        ));
+                    }
+                };
                 Ok(Self::Sync {
-                    since: f.since,
+                    from,
                     limit: f.limit,
+                })
+            }
+            "edit" => {
+                let f: EditFields = serde_json::from_value(value.clone()).map_err(field)?;
+                Ok(Self::Change {
+                    message_id: f.message_id,
+                    kind: ChangeKind::Edit { content: f.content },
+                    client_id: f.client_id,
+                })
+            }
+            "delete" => {
+                let f: DeleteFields = serde_json::from_value(value.clone()).map_err(field)?;
+                Ok(Self::Change {
+                    message_id: f.message_id,
+                    kind: ChangeKind::Delete,
+                    client_id: f.client_id,
+                })
+            }
+            "react" | "unreact" => {
+                let f: ReactFields = serde_json::from_value(value.clone()).map_err(field)?;
+                let kind = if kind == "react" {
+                    ChangeKind::React { emoji: f.emoji }
+                } else {
+                    ChangeKind::Unreact { emoji: f.emoji }
+                };
+                Ok(Self::Change {
+                    message_id: f.message_id,
+                    kind,
+                    client_id: f.client_id,
                 })
             }
             other => Err(fail(
@@ -219,6 +314,15 @@ pub struct MessageFrame {
     /// numbers every message they send or receive, in commit order).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<i64>,
+    /// The message this one answers, with a preview of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<ReplyTo>,
+    /// Set when a `sync` returns a message edited since it was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<DateTime<Utc>>,
+    /// Set when a `sync` returns a message deleted since (its content empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<DateTime<Utc>>,
 }
 
 impl MessageFrame {
@@ -232,6 +336,9 @@ impl MessageFrame {
             content: m.content.clone(),
             timestamp: m.created_at,
             seq: Some(seq),
+            reply_to: m.reply_to.clone(),
+            edited_at: m.edited_at,
+            deleted_at: m.deleted_at,
         }
     }
 }
@@ -283,9 +390,48 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         conversation_id: Option<Uuid>,
     },
+    /// `changes` (edits, deletes, reactions) and `messages` interleave by
+    /// `seq`; `cursor` is where the next `sync` goes on from.
     Sync {
         messages: Vec<MessageFrame>,
+        #[serde(default)]
+        changes: Vec<ServerFrame>,
         has_more: bool,
+        #[serde(default)]
+        cursor: i64,
+    },
+    /// A message's sender edited it.
+    MessageUpdated {
+        id: Uuid,
+        conversation_id: Uuid,
+        content: String,
+        edited_at: DateTime<Utc>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<i64>,
+    },
+    /// A message was deleted for everyone.
+    MessageDeleted {
+        id: Uuid,
+        conversation_id: Uuid,
+        deleted_at: DateTime<Utc>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<i64>,
+    },
+    ReactionAdded {
+        message_id: Uuid,
+        conversation_id: Uuid,
+        user_id: Uuid,
+        emoji: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<i64>,
+    },
+    ReactionRemoved {
+        message_id: Uuid,
+        conversation_id: Uuid,
+        user_id: Uuid,
+        emoji: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<i64>,
     },
     /// A group was created with the receiver in it.
     ConversationCreated {
@@ -311,7 +457,7 @@ pub enum ServerFrame {
 }
 
 impl ServerFrame {
-    pub const KINDS: [&'static str; 13] = [
+    pub const KINDS: [&'static str; 17] = [
         "message",
         "ack",
         "pong",
@@ -325,6 +471,10 @@ impl ServerFrame {
         "member_added",
         "member_removed",
         "conversation_updated",
+        "message_updated",
+        "message_deleted",
+        "reaction_added",
+        "reaction_removed",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -342,6 +492,54 @@ impl ServerFrame {
             Self::MemberAdded { .. } => "member_added",
             Self::MemberRemoved { .. } => "member_removed",
             Self::ConversationUpdated { .. } => "conversation_updated",
+            Self::MessageUpdated { .. } => "message_updated",
+            Self::MessageDeleted { .. } => "message_deleted",
+            Self::ReactionAdded { .. } => "reaction_added",
+            Self::ReactionRemoved { .. } => "reaction_removed",
+        }
+    }
+
+    /// The event a change is to one reader: `seq` is that reader's number.
+    pub fn change(c: &Change, seq: i64) -> Self {
+        let m = &c.message;
+        let seq = Some(seq);
+        let reaction = |emoji: &Option<String>| emoji.clone().unwrap_or_default();
+        match c.kind {
+            ChangeType::Edit => Self::MessageUpdated {
+                id: m.id,
+                conversation_id: m.conversation_id,
+                content: m.content.clone(),
+                edited_at: m.edited_at.unwrap_or(c.at),
+                seq,
+            },
+            ChangeType::Delete => Self::MessageDeleted {
+                id: m.id,
+                conversation_id: m.conversation_id,
+                deleted_at: m.deleted_at.unwrap_or(c.at),
+                seq,
+            },
+            ChangeType::React => Self::ReactionAdded {
+                message_id: m.id,
+                conversation_id: m.conversation_id,
+                user_id: c.actor,
+                emoji: reaction(&c.emoji),
+                seq,
+            },
+            ChangeType::Unreact => Self::ReactionRemoved {
+                message_id: m.id,
+                conversation_id: m.conversation_id,
+                user_id: c.actor,
+                emoji: reaction(&c.emoji),
+                seq,
+            },
+        }
+    }
+
+    /// The frame an entry of a user's sequence is.
+    pub fn entry(e: &Entry) -> Self {
+        match e {
+            Entry::Message(s) => Self::Message(MessageFrame::from(s)),
+            Entry::Change { seq, change } => Self::change(change, *seq),
         }
     }
 
@@ -386,7 +584,8 @@ mod tests {
             ClientFrame::Message(SendFrame {
                 to: Destination::User(to),
                 content: "Hello, world!".into(),
-                client_id: None
+                client_id: None,
+                reply_to: None,
             })
         );
         assert_eq!(
@@ -416,7 +615,8 @@ mod tests {
             ClientFrame::Message(SendFrame {
                 to: Destination::Conversation(c),
                 content: "hi".into(),
-                client_id: Some("k".into())
+                client_id: Some("k".into()),
+                reply_to: None,
             })
         );
         let both = ClientFrame::parse(

@@ -2,6 +2,7 @@
 //! these, so every rule (validation, who may read what, who is told what)
 //! lives here once.
 
+mod changes;
 mod groups;
 mod people;
 mod presence;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+pub use changes::Changed;
 pub use people::Profile;
 use people::no_user;
 pub use text::avatar_url;
@@ -25,10 +27,10 @@ use crate::bus::{Envelope, SessionId, SharedBus};
 use crate::config::Limits;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::presence::SharedPresence;
-use crate::protocol::{Destination, ServerFrame};
+use crate::protocol::{Destination, ServerFrame, SyncFrom};
 use crate::store::{
-    self, ConversationSummary, InsertOutcome, Membership, Message, NewMessage, Page, SearchWords,
-    Sequenced, Stats, Store, Target,
+    self, ConversationSummary, Entry, InsertOutcome, Membership, Message, NewMessage, Page,
+    ReplyTo, SearchWords, Stats, Store, Target,
 };
 
 /// Page sizes are clamped to 1..=100; 50 when not given.
@@ -82,7 +84,8 @@ impl Chat {
     /// recipient (every member of a group) and to the sender's other
     /// sessions. Returns the stored message once it is durable; the caller
     /// acks with it. A repeated `client_id` returns the first message and
-    /// publishes nothing new.
+    /// publishes nothing new. `reply_to` names a message of the same
+    /// conversation the sender can read.
     #[tracing::instrument(skip_all, fields(sender = %sender))]
     pub async fn send(
         &self,
@@ -91,12 +94,17 @@ impl Chat {
         to: Destination,
         content: &str,
         client_id: Option<&str>,
+        reply_to: Option<Uuid>,
     ) -> ApiResult<Message> {
         if to == Destination::User(sender) {
             return Err(ApiError::invalid_field("cannot send a message to yourself"));
         }
         let content = Content::parse(content, self.limits.max_content_chars)?;
         let client_id = client_id.map(ClientId::parse).transpose()?;
+        let reply_to = match reply_to {
+            Some(id) => Some(self.reply_target(sender, to, id).await?),
+            None => None,
+        };
         let mut new = NewMessage {
             id: Uuid::now_v7(),
             sender_id: sender,
@@ -109,6 +117,7 @@ impl Chat {
             content: content.0,
             client_id: client_id.map(|c| c.0),
             created_at: store::now(),
+            reply_to,
         };
         let mut outcome = self.writer.write(new.clone(), origin).await?;
         if let (InsertOutcome::GroupNotFound, Destination::Conversation(id)) = (&outcome, to) {
@@ -149,6 +158,32 @@ impl Chat {
             }
             InsertOutcome::SenderNotFound => Err(ApiError::internal()),
         }
+    }
+
+    /// The message a reply answers, if `sender` can read it and it belongs
+    /// to the conversation the reply goes to.
+    async fn reply_target(&self, sender: Uuid, to: Destination, id: Uuid) -> ApiResult<ReplyTo> {
+        let unknown = || ApiError::not_found(format!("no message with id {id} to reply to"));
+        let Some(m) = self.store.message(id).await? else {
+            return Err(unknown());
+        };
+        let readable = match m.receiver_id {
+            Some(receiver) => m.sender_id == sender || receiver == sender,
+            None => self.store.seq_of(sender, id).await?.is_some(),
+        };
+        if !readable {
+            return Err(unknown());
+        }
+        let conversation = match to {
+            Destination::User(peer) => store::conversation_id(sender, peer),
+            Destination::Conversation(c) => c,
+        };
+        if m.conversation_id != conversation {
+            return Err(ApiError::invalid_field(
+                "reply_to must be a message of the same conversation",
+            ));
+        }
+        Ok(ReplyTo::of(&m))
     }
 
     /// Marks messages `reader` received as read; each sender hears a
@@ -253,13 +288,15 @@ impl Chat {
         Ok(())
     }
 
+    /// What happened since `from`, in `me`'s commit order: messages and
+    /// changes to messages, and the cursor the next page starts from.
     pub async fn sync(
         &self,
         me: Uuid,
-        since: Option<Uuid>,
+        from: SyncFrom,
         limit: Option<u32>,
-    ) -> ApiResult<Page<Sequenced>> {
-        Ok(self.store.sync(me, since, page_limit(limit)).await?)
+    ) -> ApiResult<(Page<Entry>, i64)> {
+        Ok(self.store.sync(me, from, page_limit(limit)).await?)
     }
 
     pub async fn conversation(

@@ -77,6 +77,36 @@ impl ClientId {
     }
 }
 
+/// A reaction: one emoji as Unicode lists it (skin tones and sequences
+/// included, kept in its fully qualified form so one emoji is counted once
+/// however a keyboard typed it), or a `:shortcode:` of at most 32
+/// characters (lowercase letters, digits, `_`, `+`, `-`) for an app's own
+/// set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Emoji(pub(super) String);
+
+impl Emoji {
+    pub const MAX_SHORTCODE_CHARS: usize = 32;
+
+    pub fn parse(raw: &str) -> ApiResult<Self> {
+        if let Some(emoji) = emojis::get(raw) {
+            return Ok(Self(emoji.as_str().to_owned()));
+        }
+        let code = raw
+            .strip_prefix(':')
+            .and_then(|r| r.strip_suffix(':'))
+            .filter(|c| !c.is_empty() && raw.chars().count() <= Self::MAX_SHORTCODE_CHARS);
+        let word = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "_+-".contains(c);
+        match code {
+            Some(code) if code.chars().all(word) => Ok(Self(raw.to_owned())),
+            _ => Err(ApiError::invalid_field(
+                "emoji must be one emoji, or a :shortcode: of at most 32 characters \
+                 (a-z, 0-9, _, +, -)",
+            )),
+        }
+    }
+}
+
 const MAX_AVATAR_URL_CHARS: usize = 2048;
 
 /// An avatar (a user's or a group's): an http(s) URL without whitespace.
@@ -158,6 +188,38 @@ mod tests {
         }
         for bad in ['\0', '\u{1}', '\u{1b}', '\r', '\u{7f}', '\u{85}'] {
             assert!(refused_in_content(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_reaction_is_one_emoji_or_a_shortcode() {
+        for ok in ["👍", "❤️", "👍🏽", "👨‍👩‍👧", "🇫🇷", ":party_parrot:", ":+1:"]
+        {
+            assert!(Emoji::parse(ok).is_ok(), "{ok:?}");
+        }
+        assert_eq!(
+            Emoji::parse("❤").unwrap(),
+            Emoji::parse("❤️").unwrap(),
+            "one heart, with or without its variation selector"
+        );
+        let longest = format!(":{}:", "a".repeat(30));
+        assert!(Emoji::parse(&longest).is_ok());
+        for bad in [
+            "",
+            "a",
+            "👍👍",
+            "👍 ",
+            "::",
+            ":Caps:",
+            ":a b:",
+            &format!(":{}:", "a".repeat(31)),
+            "<script>",
+        ] {
+            assert_eq!(
+                Emoji::parse(bad).unwrap_err().code,
+                ErrorCode::InvalidField,
+                "{bad:?}"
+            );
         }
     }
 

@@ -55,6 +55,11 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// A REST request's body must arrive within this.
     pub request_body_timeout: Duration,
+    /// How long after sending a message its sender may edit it; `None`
+    /// (the default, or `0`): always.
+    pub edit_window: Option<Duration>,
+    /// Distinct emojis one message may carry.
+    pub max_reactions: u32,
 }
 
 impl Default for Limits {
@@ -81,6 +86,8 @@ impl Default for Limits {
             max_connections: 20_000,
             header_read_timeout: Duration::from_secs(10),
             request_body_timeout: Duration::from_secs(10),
+            edit_window: None,
+            max_reactions: 20,
         }
     }
 }
@@ -164,6 +171,13 @@ impl Limits {
             )?,
             header_read_timeout: vars.duration("HEADER_READ_TIMEOUT", d.header_read_timeout)?,
             request_body_timeout: vars.duration("REQUEST_BODY_TIMEOUT", d.request_body_timeout)?,
+            edit_window: Some(vars.duration("MESSAGE_EDIT_WINDOW", Duration::ZERO)?)
+                .filter(|w| !w.is_zero()),
+            max_reactions: vars.positive(
+                "MAX_REACTIONS_PER_MESSAGE",
+                d.max_reactions,
+                "a positive number of emojis",
+            )?,
         };
         if limits.max_group_members < 2 {
             return Err(bad(

@@ -1,5 +1,6 @@
 //! The REST API under `/api/v1`: one file per area, each with its `router()`.
 
+mod changes;
 mod conversations;
 pub mod dev;
 mod health;
@@ -38,6 +39,7 @@ pub fn router(
         .merge(health::router())
         .merge(conversations::router())
         .merge(messages::router())
+        .merge(changes::router())
         .merge(users::router())
         .merge(dev::router(config, dev_secret))
         .routes(routes!(openapi::openapi))
@@ -329,6 +331,7 @@ mod tests {
             ("dev.rs", include_str!("dev.rs")),
             ("health.rs", include_str!("health.rs")),
             ("messages.rs", include_str!("messages.rs")),
+            ("changes.rs", include_str!("changes.rs")),
             ("openapi.rs", include_str!("openapi.rs")),
             ("users.rs", include_str!("users.rs")),
             ("mod.rs", include_str!("mod.rs")),

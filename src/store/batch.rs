@@ -122,6 +122,10 @@ impl BatchPlan {
                 updated_at: new.created_at,
                 client_id: new.client_id.clone(),
                 conversation_id: conversation,
+                edited_at: None,
+                deleted_at: None,
+                reply_to: new.reply_to.clone(),
+                reactions: Vec::new(),
             };
             outcomes.push(InsertOutcome::Created(Stored {
                 message: message.clone(),
@@ -265,6 +269,7 @@ mod tests {
             content: "hi".into(),
             client_id: Some(client_id.into()),
             created_at: now(),
+            reply_to: None,
         };
         let batch = [new("1"), new("2"), new("1")];
         let plan = BatchPlan::new(
@@ -305,6 +310,7 @@ mod tests {
             content: "hi".into(),
             client_id: None,
             created_at: now(),
+            reply_to: None,
         };
         let batch = [
             new(a, Target::Group(g)),

@@ -42,7 +42,8 @@ macro_rules! with_store_methods {
             fn search(me: Uuid, words: &SearchWords, limit: u32) -> Vec<Message>;
             fn stats(me: Uuid) -> Stats;
             fn seq_of(me: Uuid, id: Uuid) -> Option<i64>;
-            fn messages_after(me: Uuid, after: i64, limit: u32) -> Page<Sequenced>;
+            fn entries_after(me: Uuid, after: i64, limit: u32) -> Page<Entry>;
+            fn apply_change(change: &NewChange) -> ChangeOutcome;
             fn msg_seqs(users: &[Uuid]) -> Vec<(Uuid, i64)>;
             fn create_group(group: &NewGroup) -> ();
             fn group(id: Uuid) -> Option<Group>;
@@ -238,14 +239,14 @@ pub trait Store: Send + Sync + 'static {
     async fn stats(&self, me: Uuid) -> StoreResult<Stats>;
     /// `me`'s number for message `id`, if `me` sent or received it.
     async fn seq_of(&self, me: Uuid, id: Uuid) -> StoreResult<Option<i64>>;
-    /// Every message to or from `me` numbered after `after`, in `me`'s
-    /// commit order.
-    async fn messages_after(
-        &self,
-        me: Uuid,
-        after: i64,
-        limit: u32,
-    ) -> StoreResult<Page<Sequenced>>;
+    /// Every message to or from `me`, and every change to one `me` can
+    /// read, numbered after `after`, in `me`'s commit order.
+    async fn entries_after(&self, me: Uuid, after: i64, limit: u32) -> StoreResult<Page<Entry>>;
+    /// Edits, deletes, reacts to or unreacts to a message, if the rules
+    /// allow it (checked under the locks that order it against other
+    /// writes); numbered for every reader of the message. Idempotent per
+    /// `(actor, client_id)`.
+    async fn apply_change(&self, change: &NewChange) -> StoreResult<ChangeOutcome>;
     /// Each user's latest sequence number (users not found are left out).
     async fn msg_seqs(&self, users: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>>;
 
@@ -305,22 +306,21 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> StoreResult<Page<Message>>;
 
-    /// Every message to or from `me` after `since`, in `me`'s commit order.
-    /// `since` must be a message `me` sent or received.
-    async fn sync(
-        &self,
-        me: Uuid,
-        since: Option<Uuid>,
-        limit: u32,
-    ) -> StoreResult<Page<Sequenced>> {
-        let after = match since {
-            None => 0,
-            Some(id) => self
+    /// Every message and change after `from`, in `me`'s commit order, and
+    /// the number the page ends at (where the next one starts). A message
+    /// to start after must be one `me` sent or received.
+    async fn sync(&self, me: Uuid, from: SyncFrom, limit: u32) -> StoreResult<(Page<Entry>, i64)> {
+        let after = match from {
+            SyncFrom::Start => 0,
+            SyncFrom::Cursor(seq) => seq,
+            SyncFrom::Message(id) => self
                 .seq_of(me, id)
                 .await?
                 .ok_or(StoreError::NotFound("no message with that id is yours"))?,
         };
-        self.messages_after(me, after, limit).await
+        let page = self.entries_after(me, after, limit).await?;
+        let cursor = page.items.last().map_or(after, Entry::seq);
+        Ok((page, cursor))
     }
 }
 

@@ -62,6 +62,55 @@ pub struct Message {
     #[schema(ignore)]
     pub client_id: Option<String>,
     pub conversation_id: Uuid,
+    /// When the sender last edited it; absent if never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<DateTime<Utc>>,
+    /// When it was deleted for everyone: its content is gone (empty) and
+    /// only id, sender and times remain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<DateTime<Utc>>,
+    /// The message it answers, with a preview of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<ReplyTo>,
+    /// Per-emoji counts, in history and search (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<Reaction>,
+}
+
+/// The message a reply answers, as the reply shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReplyTo {
+    pub id: Uuid,
+    pub sender_id: Uuid,
+    /// Its first characters (up to [`ReplyTo::PREVIEW_CHARS`]); `null`
+    /// once it was deleted.
+    pub preview: Option<String>,
+    pub deleted: bool,
+}
+
+impl ReplyTo {
+    pub const PREVIEW_CHARS: usize = 100;
+
+    pub fn of(m: &Message) -> Self {
+        Self {
+            id: m.id,
+            sender_id: m.sender_id,
+            preview: m
+                .deleted_at
+                .is_none()
+                .then(|| m.content.chars().take(Self::PREVIEW_CHARS).collect()),
+            deleted: m.deleted_at.is_some(),
+        }
+    }
+}
+
+/// One emoji's reactions on a message: how many, and whether the reader is
+/// among them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Reaction {
+    pub emoji: String,
+    pub count: i64,
+    pub me: bool,
 }
 
 /// A message with its number in one participant's sequence (see the module
@@ -104,6 +153,9 @@ pub struct NewMessage {
     pub content: String,
     pub client_id: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// The message it answers (checked readable by the sender, in the same
+    /// conversation, before it is written).
+    pub reply_to: Option<ReplyTo>,
 }
 
 /// What happened to one message of a batch.
@@ -118,6 +170,161 @@ pub enum InsertOutcome {
     GroupNotFound,
     /// The sender is not (or no longer) a member of the group.
     NotMember,
+}
+
+/// What a change does to a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeKind {
+    Edit { content: String },
+    Delete,
+    React { emoji: String },
+    Unreact { emoji: String },
+}
+
+impl ChangeKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Edit { .. } => "edit",
+            Self::Delete => "delete",
+            Self::React { .. } => "react",
+            Self::Unreact { .. } => "unreact",
+        }
+    }
+
+    fn emoji(&self) -> Option<&str> {
+        match self {
+            Self::React { emoji } | Self::Unreact { emoji } => Some(emoji),
+            _ => None,
+        }
+    }
+}
+
+/// A change about to be applied. The id and time are chosen by the caller.
+#[derive(Debug, Clone)]
+pub struct NewChange {
+    pub id: Uuid,
+    pub actor: Uuid,
+    pub message_id: Uuid,
+    pub kind: ChangeKind,
+    pub client_id: Option<String>,
+    pub at: DateTime<Utc>,
+    /// How long after sending a message may be edited (`None`: always).
+    pub edit_window: Option<chrono::Duration>,
+    /// Distinct emojis a message may carry.
+    pub max_reactions: u32,
+}
+
+impl NewChange {
+    pub fn emoji(&self) -> Option<&str> {
+        self.kind.emoji()
+    }
+}
+
+/// A change applied to a message, as its readers are told of it: the
+/// message as it is after the change (for an edit, its content).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub id: Uuid,
+    pub kind: ChangeType,
+    pub actor: Uuid,
+    pub emoji: Option<String>,
+    pub at: DateTime<Utc>,
+    pub message: Message,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeType {
+    Edit,
+    Delete,
+    React,
+    Unreact,
+}
+
+impl ChangeType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Edit => "edit",
+            Self::Delete => "delete",
+            Self::React => "react",
+            Self::Unreact => "unreact",
+        }
+    }
+
+    pub(super) fn parse(raw: &str) -> Self {
+        match raw {
+            "edit" => Self::Edit,
+            "delete" => Self::Delete,
+            "react" => Self::React,
+            _ => Self::Unreact,
+        }
+    }
+}
+
+/// A change just applied, with its number in each reader's sequence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChange {
+    pub change: Change,
+    pub seqs: Vec<(Uuid, i64)>,
+}
+
+/// What applying a change did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeOutcome {
+    Applied(StoredChange),
+    /// The actor already made a change with this `client_id`: that one.
+    Duplicate(Change),
+    /// Nothing to do (a reaction already there, or not there to remove, a
+    /// message already deleted): the message as it is.
+    Unchanged(Message),
+    /// No such message, or not one the actor can read.
+    NotFound,
+    /// Only the sender edits; the sender or a group's admins delete.
+    NotAllowed,
+    /// The message was deleted: it cannot be edited or reacted to.
+    Deleted,
+    /// The edit window has passed.
+    TooLate,
+    /// The message carries the most distinct emojis it may.
+    TooManyReactions,
+}
+
+/// Where a `sync` starts: after a message (the seed's `since`), or after a
+/// number of the user's own sequence (`cursor`, as the last `sync` answered
+/// it); from the start when neither is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncFrom {
+    Start,
+    Message(Uuid),
+    Cursor(i64),
+}
+
+impl From<Option<Uuid>> for SyncFrom {
+    fn from(since: Option<Uuid>) -> Self {
+        since.map_or(Self::Start, Self::Message)
+    }
+}
+
+/// One entry of a reader's sequence: a message, or a change to one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Message(Sequenced),
+    Change { seq: i64, change: Change },
+}
+
+impl Entry {
+    pub fn seq(&self) -> i64 {
+        match self {
+            Self::Message(s) => s.seq,
+            Self::Change { seq, .. } => *seq,
+        }
+    }
+
+    pub fn message(&self) -> Option<&Message> {
+        match self {
+            Self::Message(s) => Some(&s.message),
+            Self::Change { .. } => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

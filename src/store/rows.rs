@@ -37,6 +37,13 @@ pub(super) struct MessageRow {
     pub(super) updated_at: DateTime<Utc>,
     pub(super) client_id: Option<String>,
     pub(super) conversation_id: Uuid,
+    pub(super) edited_at: Option<DateTime<Utc>>,
+    pub(super) deleted_at: Option<DateTime<Utc>>,
+    pub(super) reply_to: Option<Uuid>,
+    /// The replied-to message's sender, and its first characters unless it
+    /// was deleted.
+    pub(super) reply_sender: Option<Uuid>,
+    pub(super) reply_preview: Option<String>,
 }
 
 impl From<MessageRow> for Message {
@@ -53,6 +60,18 @@ impl From<MessageRow> for Message {
             updated_at: r.updated_at,
             client_id: r.client_id,
             conversation_id: r.conversation_id,
+            edited_at: r.edited_at,
+            deleted_at: r.deleted_at,
+            reply_to: match (r.reply_to, r.reply_sender) {
+                (Some(id), Some(sender_id)) => Some(ReplyTo {
+                    id,
+                    sender_id,
+                    deleted: r.reply_preview.is_none(),
+                    preview: r.reply_preview,
+                }),
+                _ => None,
+            },
+            reactions: Vec::new(),
         }
     }
 }
@@ -84,18 +103,63 @@ impl From<UserRow> for User {
     }
 }
 
-/// A message row read with the reader's own sequence number (`my_seq`).
+/// An entry of a reader's sequence: a message, or (`change_id` set) a
+/// change with the message it changed as it is now.
 #[derive(sqlx::FromRow)]
-pub(super) struct SequencedRow {
+pub(super) struct EntryRow {
     pub(super) my_seq: i64,
     #[sqlx(flatten)]
     pub(super) message: MessageRow,
+    pub(super) change_id: Option<Uuid>,
+    pub(super) change_kind: Option<String>,
+    pub(super) actor_id: Option<Uuid>,
+    pub(super) emoji: Option<String>,
+    pub(super) changed_at: Option<DateTime<Utc>>,
 }
 
-impl From<SequencedRow> for Sequenced {
-    fn from(r: SequencedRow) -> Self {
-        Sequenced {
-            seq: r.my_seq,
+impl From<EntryRow> for Entry {
+    fn from(r: EntryRow) -> Self {
+        let message = Message::from(r.message);
+        match (r.change_id, r.change_kind, r.actor_id, r.changed_at) {
+            (Some(id), Some(kind), Some(actor), Some(at)) => Entry::Change {
+                seq: r.my_seq,
+                change: Change {
+                    id,
+                    kind: ChangeType::parse(&kind),
+                    actor,
+                    emoji: r.emoji,
+                    at,
+                    message,
+                },
+            },
+            _ => Entry::Message(Sequenced {
+                seq: r.my_seq,
+                message,
+            }),
+        }
+    }
+}
+
+/// A change read back, with the message it changed.
+#[derive(sqlx::FromRow)]
+pub(super) struct ChangeRow {
+    #[sqlx(flatten)]
+    pub(super) message: MessageRow,
+    pub(super) change_id: Uuid,
+    pub(super) change_kind: String,
+    pub(super) actor_id: Uuid,
+    pub(super) emoji: Option<String>,
+    pub(super) changed_at: DateTime<Utc>,
+}
+
+impl From<ChangeRow> for Change {
+    fn from(r: ChangeRow) -> Self {
+        Change {
+            id: r.change_id,
+            kind: ChangeType::parse(&r.change_kind),
+            actor: r.actor_id,
+            emoji: r.emoji,
+            at: r.changed_at,
             message: r.message.into(),
         }
     }

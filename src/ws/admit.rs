@@ -44,7 +44,9 @@ pub fn admit(state: &AppState, user: &AuthUser, text: &str, refusals: &mut Refus
     };
     // A client waits for the answer to these, refused or not.
     let (client_id, waited_on) = match &frame {
-        ClientFrame::Message(f) => (f.client_id.clone(), true),
+        ClientFrame::Message(_) | ClientFrame::Change { .. } => {
+            (frame.client_id().map(str::to_owned), true)
+        }
         ClientFrame::Sync { .. } | ClientFrame::Ping => (None, true),
         _ => (None, false),
     };

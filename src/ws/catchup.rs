@@ -21,8 +21,8 @@ use uuid::Uuid;
 use super::Hub;
 use super::hub::Missed;
 use crate::bus::{Envelope, Order};
-use crate::protocol::{MessageFrame, ServerFrame};
-use crate::store::{Store, StoreResult};
+use crate::protocol::ServerFrame;
+use crate::store::{Entry, Store, StoreResult};
 
 /// Users per sequence-number lookup.
 const BATCH: usize = 500;
@@ -203,16 +203,24 @@ async fn fill(hub: &Hub, store: &dyn Store, users: &HashSet<Uuid>) -> StoreResul
                 hub.raise_floor(user, latest, false);
                 continue;
             }
-            let page = store.messages_after(user, floor, PER_USER).await?;
+            let page = store.entries_after(user, floor, PER_USER).await?;
             let missed: Vec<Missed> = page
                 .items
                 .iter()
-                .map(|s| Missed {
-                    seq: s.seq,
-                    id: s.message.id,
-                    sender: s.message.sender_id,
-                    envelope: Envelope::new(&ServerFrame::Message(MessageFrame::from(s)), None)
-                        .ordered(Order::Seq(s.seq)),
+                .map(|entry| {
+                    // What the session that wrote it remembers acking: the
+                    // message, or the change.
+                    let (id, author) = match entry {
+                        Entry::Message(s) => (s.message.id, s.message.sender_id),
+                        Entry::Change { change, .. } => (change.id, change.actor),
+                    };
+                    Missed {
+                        seq: entry.seq(),
+                        id,
+                        sender: author,
+                        envelope: Envelope::new(&ServerFrame::entry(entry), None)
+                            .ordered(Order::Seq(entry.seq())),
+                    }
                 })
                 .collect();
             hub.deliver_missed(user, &missed);
@@ -221,7 +229,7 @@ async fn fill(hub: &Hub, store: &dyn Store, users: &HashSet<Uuid>) -> StoreResul
             } else {
                 // Storage showed everything up to here: numbers it did not
                 // return are holes, never to be filled.
-                let top = page.items.last().map_or(latest, |s| s.seq.max(latest));
+                let top = page.items.last().map_or(latest, |e| e.seq().max(latest));
                 hub.raise_floor(user, top, false);
             }
         }

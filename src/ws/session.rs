@@ -24,8 +24,9 @@ use super::writer;
 use crate::auth::AuthUser;
 use crate::bus::SessionId;
 use crate::error::{ApiError, ErrorCode};
-use crate::protocol::{ClientFrame, MessageFrame, SendFrame, ServerFrame};
+use crate::protocol::{ClientFrame, MessageFrame, SendFrame, ServerFrame, SyncFrom};
 use crate::state::AppState;
+use crate::store::Entry;
 
 pub async fn run(socket: WebSocket, state: AppState, user: AuthUser, joined: Joined) {
     let id = joined.handle.id;
@@ -287,6 +288,7 @@ async fn send_message(
             f.to,
             &f.content,
             f.client_id.as_deref(),
+            f.reply_to,
         )
         .await;
     Some(match sent {
@@ -322,28 +324,67 @@ async fn answer(
             .await
             .err()
             .map(|e| ServerFrame::error(e, None)),
-        ClientFrame::Sync { since, limit } => {
+        ClientFrame::Sync { from, limit } => {
             // One answer (up to 100 messages of 4,000 characters: megabytes
             // of JSON) in memory at a time, however fast a client asks.
             if !handle.sync_left().await {
                 return None;
             }
-            sync(state, user, since, limit).await
+            sync(state, user, from, limit).await
         }
+        ClientFrame::Change {
+            message_id,
+            kind,
+            client_id,
+        } => Some(
+            match chat
+                .change(
+                    user.id,
+                    Some(handle.id),
+                    message_id,
+                    kind,
+                    client_id.as_deref(),
+                )
+                .await
+            {
+                Ok(changed) => {
+                    if let Some(id) = changed.change_id() {
+                        handle.acked(id);
+                    }
+                    ServerFrame::Ack {
+                        client_id,
+                        id: message_id,
+                        timestamp: changed.at(),
+                    }
+                }
+                Err(e) => ServerFrame::error(e, client_id),
+            },
+        ),
     }
 }
 
 async fn sync(
     state: &AppState,
     user: &AuthUser,
-    since: Option<Uuid>,
+    from: SyncFrom,
     limit: Option<u32>,
 ) -> Option<ServerFrame> {
-    Some(match state.chat.sync(user.id, since, limit).await {
-        Ok(page) => ServerFrame::Sync {
-            messages: page.items.iter().map(MessageFrame::from).collect(),
-            has_more: page.has_more,
-        },
+    Some(match state.chat.sync(user.id, from, limit).await {
+        Ok((page, cursor)) => {
+            let (mut messages, mut changes) = (Vec::new(), Vec::new());
+            for entry in &page.items {
+                match entry {
+                    Entry::Message(s) => messages.push(MessageFrame::from(s)),
+                    Entry::Change { .. } => changes.push(ServerFrame::entry(entry)),
+                }
+            }
+            ServerFrame::Sync {
+                messages,
+                changes,
+                has_more: page.has_more,
+                cursor,
+            }
+        }
         Err(e) => ServerFrame::error(e, None),
     })
 }

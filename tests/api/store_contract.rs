@@ -29,6 +29,7 @@ fn new_message(from: Uuid, to: Uuid, content: &str, client_id: Option<&str>) -> 
         content: content.into(),
         client_id: client_id.map(str::to_owned),
         created_at: now(),
+        reply_to: None,
     }
 }
 
@@ -193,8 +194,8 @@ async fn a_batch_numbers_each_user_across_both_roles(backend: Backend) {
         (b, vec![1, 2, 3, 4]),
         (c, vec![1, 2]),
     ] {
-        let page = store.sync(user, None, 50).await.unwrap();
-        let stored: Vec<i64> = page.items.iter().map(|m| m.seq).collect();
+        let page = store.sync(user, None.into(), 50).await.unwrap().0;
+        let stored: Vec<i64> = page.items.iter().map(|m| m.seq()).collect();
         assert_eq!(stored, expected, "numbers of {user}");
     }
     assert_eq!(store.msg_seqs(&[c]).await.unwrap(), [(c, 2)]);
@@ -469,10 +470,10 @@ async fn sync_pages_in_commit_order_and_checks_since(backend: Backend) {
     let mut seqs = Vec::new();
     let mut since = None;
     loop {
-        let page = store.sync(a, since, 3).await.unwrap();
-        seen.extend(page.items.iter().map(|m| m.message.id));
-        seqs.extend(page.items.iter().map(|m| m.seq));
-        since = page.items.last().map(|m| m.message.id).or(since);
+        let page = store.sync(a, since.into(), 3).await.unwrap().0;
+        seen.extend(page.items.iter().map(|m| m.message().unwrap().id));
+        seqs.extend(page.items.iter().map(|m| m.seq()));
+        since = page.items.last().map(|m| m.message().unwrap().id).or(since);
         if !page.has_more {
             break;
         }
@@ -483,20 +484,24 @@ async fn sync_pages_in_commit_order_and_checks_since(backend: Backend) {
         (1..=7).collect::<Vec<i64>>(),
         "a's own numbers, gap-free"
     );
-    assert!(store.sync(a, since, 10).await.unwrap().items.is_empty());
+    assert!(store.sync(a, since.into(), 10).await.unwrap().0.items.is_empty());
     // Catch-up reads the same numbers: the latest per user, and what follows one.
     let mut latest = store.msg_seqs(&[a, b, Uuid::now_v7()]).await.unwrap();
     latest.sort();
     let mut want = vec![(a, 7), (b, 4)];
     want.sort();
     assert_eq!(latest, want, "unknown users are left out");
-    let after = store.messages_after(a, 5, 10).await.unwrap();
-    let tail: Vec<(i64, Uuid)> = after.items.iter().map(|s| (s.seq, s.message.id)).collect();
+    let after = store.entries_after(a, 5, 10).await.unwrap();
+    let tail: Vec<(i64, Uuid)> = after
+        .items
+        .iter()
+        .map(|e| (e.seq(), e.message().unwrap().id))
+        .collect();
     assert_eq!(tail, vec![(6, expected[5]), (7, expected[6])]);
 
-    let err = store.sync(a, Some(Uuid::now_v7()), 10).await.unwrap_err();
+    let err = store.sync(a, Some(Uuid::now_v7()).into(), 10).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
-    let not_mine = store.sync(b, Some(expected[1]), 10).await.unwrap_err();
+    let not_mine = store.sync(b, Some(expected[1]).into(), 10).await.unwrap_err();
     assert!(matches!(not_mine, StoreError::NotFound(_)), "{not_mine:?}");
 }
 
@@ -533,11 +538,11 @@ async fn sync_never_skips_under_concurrent_writers(backend: Backend) {
             let mut seen = Vec::new();
             let mut since = None;
             while seen.len() < 6 * per_sender {
-                let page = store.sync(receiver, since, 7).await.unwrap();
+                let page = store.sync(receiver, since.into(), 7).await.unwrap().0;
                 if let Some(last) = page.items.last() {
-                    since = Some(last.message.id);
+                    since = Some(last.message().unwrap().id);
                 }
-                seen.extend(page.items.into_iter().map(|m| m.message.id));
+                seen.extend(page.items.iter().map(|m| m.message().unwrap().id));
                 tokio::task::yield_now().await;
             }
             seen

@@ -94,6 +94,7 @@ pub async fn seed(
                     content: sentence(k),
                     client_id: None,
                     created_at: at,
+                    reply_to: None,
                 }
             })
             .collect();

@@ -251,10 +251,12 @@ macro_rules! portable_groups {
                 .bind(i64::from(limit) + 1)
                 .fetch_all(&self.pool)
                 .await?;
-                Ok(Page::oldest_first(
+                let mut page = Page::oldest_first(
                     rows.into_iter().map(Message::from).collect(),
                     limit,
-                ))
+                );
+                self.with_reactions(me, &mut page.items).await?;
+                Ok(page)
             }
         }
 

@@ -36,10 +36,12 @@ macro_rules! portable_messages {
                 .bind(i64::from(limit) + 1)
                 .fetch_all(&self.pool)
                 .await?;
-                Ok(Page::oldest_first(
+                let mut page = Page::oldest_first(
                     rows.into_iter().map(Message::from).collect(),
                     limit,
-                ))
+                );
+                self.with_reactions(me, &mut page.items).await?;
+                Ok(page)
             }
 
             pub(super) async fn stats(&self, me: Uuid) -> StoreResult<Stats> {
@@ -47,10 +49,12 @@ macro_rules! portable_messages {
                 let (total_sent, total_received, unread, conversations): (i64, i64, i64, i64) =
                     sqlx::query_as(
                         "SELECT
-                        (SELECT count(*) FROM messages WHERE sender_id = $1),
-                        (SELECT count(*) FROM messages WHERE receiver_id = $1)
-                          + (SELECT count(*) FROM inbox WHERE user_id = $1)
-                          - (SELECT count(*) FROM messages WHERE sender_id = $1 AND receiver_id IS NULL),
+                        (SELECT count(*) FROM messages WHERE sender_id = $1 AND deleted_at IS NULL),
+                        (SELECT count(*) FROM messages WHERE receiver_id = $1 AND deleted_at IS NULL)
+                          + (SELECT count(*) FROM inbox i JOIN messages m ON m.id = i.message_id
+                              WHERE i.user_id = $1 AND m.deleted_at IS NULL)
+                          - (SELECT count(*) FROM messages
+                              WHERE sender_id = $1 AND receiver_id IS NULL AND deleted_at IS NULL),
                         (SELECT count(*) FROM messages WHERE receiver_id = $1 AND NOT is_read)
                           + (SELECT count(*) FROM inbox WHERE user_id = $1 AND read_at IS NULL),
                         (SELECT count(*) FROM conversations WHERE user_a = $1 OR user_b = $1)
@@ -83,29 +87,42 @@ macro_rules! portable_messages {
                 Ok(seq)
             }
 
-            /// A user's messages after their sequence number `after`: one
-            /// ordered scan per index (sent, received, group inbox), merged.
-            pub(super) async fn messages_after(
+            /// A user's messages and changes after their sequence number
+            /// `after`: one ordered scan per index (sent, received, group
+            /// inbox, changes), merged.
+            pub(super) async fn entries_after(
                 &self,
                 me: Uuid,
                 after: i64,
                 limit: u32,
-            ) -> StoreResult<Page<Sequenced>> {
-                let rows: Vec<SequencedRow> = sqlx::query_as(concat!(
+            ) -> StoreResult<Page<Entry>> {
+                let rows: Vec<EntryRow> = sqlx::query_as(concat!(
                     "SELECT * FROM (SELECT m.sender_seq AS my_seq, ",
                     message_columns!(),
+                    ", ",
+                    no_change!(),
                     " FROM messages m WHERE m.sender_id = $1 AND m.sender_seq > $2
                         ORDER BY m.sender_seq LIMIT $3) sent
                       UNION ALL
                       SELECT * FROM (SELECT m.receiver_seq AS my_seq, ",
                     message_columns!(),
+                    ", ",
+                    no_change!(),
                     " FROM messages m WHERE m.receiver_id = $1 AND m.receiver_seq > $2
                         ORDER BY m.receiver_seq LIMIT $3) received
                       UNION ALL
                       SELECT * FROM (SELECT i.seq AS my_seq, ",
                     inbox_message_columns!(),
+                    ", ",
+                    no_change!(),
                     " FROM inbox i JOIN messages m ON m.id = i.message_id
                         WHERE i.user_id = $1 AND i.seq > $2 ORDER BY i.seq LIMIT $3) grouped
+                      UNION ALL
+                      SELECT * FROM (SELECT ci.seq AS my_seq, ",
+                    change_columns!(),
+                    " FROM change_inbox ci JOIN message_changes c ON c.id = ci.change_id
+                        JOIN messages m ON m.id = c.message_id
+                        WHERE ci.user_id = $1 AND ci.seq > $2 ORDER BY ci.seq LIMIT $3) changed
                       ORDER BY my_seq LIMIT $3"
                 ))
                 .bind(me)

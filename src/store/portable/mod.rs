@@ -11,11 +11,24 @@
 //! each engine provides: its `pool`, `begin_write` and, for groups,
 //! `lock_group`, `present_members` and `join_members`.
 
+/// What every message read adds to the seed's columns: edit and delete
+/// times, and the message it answers with a preview of it (`NULL` once
+/// that one was deleted).
+macro_rules! reply_columns {
+    () => {
+        "m.edited_at, m.deleted_at, m.reply_to, \
+         (SELECT r.sender_id FROM messages r WHERE r.id = m.reply_to) AS reply_sender, \
+         (SELECT CASE WHEN r.deleted_at IS NULL THEN substr(r.content, 1, 100) END \
+            FROM messages r WHERE r.id = m.reply_to) AS reply_preview"
+    };
+}
+
 /// Columns of a message, in the order [`super::rows::MessageRow`] reads them.
 macro_rules! message_columns {
     () => {
-        "m.id, m.sender_id, m.receiver_id, m.content, CAST(m.message_type AS TEXT) AS message_type, \
-         m.is_read, m.read_at, m.created_at, m.updated_at, m.client_id, m.conversation_id"
+        concat!("m.id, m.sender_id, m.receiver_id, m.content, CAST(m.message_type AS TEXT) AS message_type, \
+         m.is_read, m.read_at, m.created_at, m.updated_at, m.client_id, m.conversation_id, ",
+        reply_columns!())
     };
 }
 
@@ -23,9 +36,10 @@ macro_rules! message_columns {
 /// each member has their own.
 macro_rules! inbox_message_columns {
     () => {
-        "m.id, m.sender_id, m.receiver_id, m.content, CAST(m.message_type AS TEXT) AS message_type, \
+        concat!("m.id, m.sender_id, m.receiver_id, m.content, CAST(m.message_type AS TEXT) AS message_type, \
          (i.read_at IS NOT NULL) AS is_read, i.read_at, m.created_at, m.updated_at, m.client_id, \
-         m.conversation_id"
+         m.conversation_id, ",
+        reply_columns!())
     };
 }
 
@@ -33,13 +47,16 @@ macro_rules! inbox_message_columns {
 /// (a `LEFT JOIN inbox i`) for a group message.
 macro_rules! viewer_message_columns {
     () => {
-        "m.id, m.sender_id, m.receiver_id, m.content, CAST(m.message_type AS TEXT) AS message_type, \
+        concat!("m.id, m.sender_id, m.receiver_id, m.content, CAST(m.message_type AS TEXT) AS message_type, \
          CASE WHEN m.receiver_id IS NULL THEN i.read_at IS NOT NULL ELSE m.is_read END AS is_read, \
          CASE WHEN m.receiver_id IS NULL THEN i.read_at ELSE m.read_at END AS read_at, \
-         m.created_at, m.updated_at, m.client_id, m.conversation_id"
+         m.created_at, m.updated_at, m.client_id, m.conversation_id, ",
+        reply_columns!())
     };
 }
 
+#[macro_use]
+mod changes;
 #[macro_use]
 mod groups;
 #[macro_use]

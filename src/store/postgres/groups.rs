@@ -10,7 +10,7 @@ portable_groups!(PgStore, sqlx::Postgres);
 
 /// Locks a group's row (every change to the group and its members takes
 /// it first) and reads its member count; `None` if there is no such group.
-async fn lock_group(
+pub(super) async fn lock_group(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     id: Uuid,
 ) -> StoreResult<Option<i64>> {

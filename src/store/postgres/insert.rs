@@ -82,13 +82,13 @@ impl PgStore {
         }
         let inserted: Vec<Uuid> = sqlx::query_scalar(
             "INSERT INTO messages (id, sender_id, receiver_id, content, client_id,
-                conversation_id, sender_seq, receiver_seq, created_at, updated_at)
+                conversation_id, sender_seq, receiver_seq, created_at, updated_at, reply_to)
              SELECT id, sender_id, receiver_id, content, client_id,
-                conversation_id, sender_seq, receiver_seq, created_at, created_at
+                conversation_id, sender_seq, receiver_seq, created_at, created_at, reply_to
              FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
-                         $6::uuid[], $7::int8[], $8::int8[], $9::timestamptz[])
+                         $6::uuid[], $7::int8[], $8::int8[], $9::timestamptz[], $10::uuid[])
                AS t(id, sender_id, receiver_id, content, client_id,
-                    conversation_id, sender_seq, receiver_seq, created_at)
+                    conversation_id, sender_seq, receiver_seq, created_at, reply_to)
              ON CONFLICT (sender_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
              RETURNING id",
         )
@@ -101,6 +101,7 @@ impl PgStore {
         .bind(cols.sender_seq)
         .bind(cols.receiver_seq)
         .bind(cols.created_at)
+        .bind(cols.reply_to)
         .fetch_all(&mut *tx)
         .await?;
         let inserted: HashSet<Uuid> = inserted.into_iter().collect();
@@ -216,14 +217,14 @@ impl PgStore {
                 RETURNING u.id, l.msg_seq AS base
              ), ins AS (
                 INSERT INTO messages (id, sender_id, receiver_id, content, client_id,
-                    conversation_id, sender_seq, receiver_seq, created_at, updated_at)
+                    conversation_id, sender_seq, receiver_seq, created_at, updated_at, reply_to)
                 SELECT t.id, t.sender_id, t.receiver_id, t.content, t.client_id,
                     t.conversation_id, s.base + t.sender_seq, r.base + t.receiver_seq,
-                    t.created_at, t.created_at
+                    t.created_at, t.created_at, t.reply_to
                 FROM UNNEST($3::uuid[], $4::uuid[], $5::uuid[], $6::text[], $7::text[],
-                            $8::uuid[], $9::int8[], $10::int8[], $11::timestamptz[])
+                            $8::uuid[], $9::int8[], $10::int8[], $11::timestamptz[], $17::uuid[])
                   AS t(id, sender_id, receiver_id, content, client_id,
-                       conversation_id, sender_seq, receiver_seq, created_at)
+                       conversation_id, sender_seq, receiver_seq, created_at, reply_to)
                   JOIN bumped s ON s.id = t.sender_id
                   JOIN bumped r ON r.id = t.receiver_id
                 ON CONFLICT (sender_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
@@ -258,6 +259,7 @@ impl PgStore {
         .bind(heads.user_b)
         .bind(heads.message)
         .bind(heads.at)
+        .bind(cols.reply_to)
         .fetch_all(&mut *conn)
         .await
         // One statement, committed on its own: once sent, a lost connection
@@ -418,6 +420,7 @@ struct MessageColumns {
     sender_seq: Vec<Option<i64>>,
     receiver_seq: Vec<Option<i64>>,
     created_at: Vec<DateTime<Utc>>,
+    reply_to: Vec<Option<Uuid>>,
 }
 
 impl MessageColumns {
@@ -432,5 +435,6 @@ impl MessageColumns {
         self.sender_seq.push(row.sender_seq);
         self.receiver_seq.push(row.receiver_seq);
         self.created_at.push(m.created_at);
+        self.reply_to.push(m.reply_to.as_ref().map(|r| r.id));
     }
 }

@@ -101,7 +101,7 @@ impl PgStore {
                 JOIN conversations c ON c.id = cm.conversation_id
                 LEFT JOIN LATERAL (
                     SELECT m.id, m.created_at FROM inbox i JOIN messages m ON m.id = i.message_id
-                    WHERE i.user_id = $1 AND i.conversation_id = c.id
+                    WHERE i.user_id = $1 AND i.conversation_id = c.id AND m.deleted_at IS NULL
                     ORDER BY i.message_id DESC LIMIT 1) l ON true
                 WHERE cm.user_id = $1 AND cm.left_at IS NULL
              )
@@ -119,7 +119,7 @@ impl PgStore {
             "SELECT ",
             viewer_message_columns!(),
             " FROM messages m LEFT JOIN inbox i ON i.message_id = m.id AND i.user_id = $1
-              WHERE m.id = ANY($2)"
+              WHERE m.id = ANY($2) AND m.deleted_at IS NULL"
         ))
         .bind(me)
         .bind(&ids)
@@ -168,7 +168,9 @@ impl PgStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(Into::into).collect())
+        let mut found: Vec<Message> = rows.into_iter().map(Into::into).collect();
+        self.with_reactions(me, &mut found).await?;
+        Ok(found)
     }
 
     pub(super) async fn msg_seqs(&self, users: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>> {

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::*;
 
+mod changes;
 mod groups;
 mod insert;
 mod messages;

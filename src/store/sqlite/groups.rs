@@ -12,7 +12,10 @@ portable_groups!(SqliteStore, Sqlite);
 
 /// Reads a group's member count under the write lock the transaction
 /// already holds; `None` if there is no such group.
-async fn lock_group(tx: &mut sqlx::Transaction<'_, Sqlite>, id: Uuid) -> StoreResult<Option<i64>> {
+pub(super) async fn lock_group(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    id: Uuid,
+) -> StoreResult<Option<i64>> {
     let members = sqlx::query_scalar(
         "SELECT CAST(member_count AS BIGINT) FROM conversations WHERE id = $1 AND kind = 'group'",
     )

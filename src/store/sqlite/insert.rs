@@ -56,11 +56,11 @@ impl SqliteStore {
             return Ok(plan.outcomes);
         }
         let mut inserted: HashSet<Uuid> = HashSet::with_capacity(plan.rows.len());
-        // 9 parameters a row stays far below SQLite's 32,766-variable limit.
+        // 11 parameters a row stays far below SQLite's 32,766-variable limit.
         for chunk in plan.rows.chunks(1000) {
             let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO messages (id, sender_id, receiver_id, content, client_id,
-                    conversation_id, sender_seq, receiver_seq, created_at, updated_at) ",
+                    conversation_id, sender_seq, receiver_seq, created_at, updated_at, reply_to) ",
             );
             insert.push_values(chunk, |mut b, row| {
                 let m = &row.message;
@@ -73,7 +73,8 @@ impl SqliteStore {
                     .push_bind(row.sender_seq)
                     .push_bind(row.receiver_seq)
                     .push_bind(m.created_at)
-                    .push_bind(m.created_at);
+                    .push_bind(m.created_at)
+                    .push_bind(m.reply_to.as_ref().map(|r| r.id));
             });
             insert.push(
                 " ON CONFLICT (sender_id, client_id) WHERE client_id IS NOT NULL DO NOTHING RETURNING id",

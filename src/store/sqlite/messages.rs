@@ -126,8 +126,8 @@ impl SqliteStore {
                 FROM conversations c WHERE c.user_a = ?1 OR c.user_b = ?1
                 UNION ALL
                 SELECT c.id, 'group', NULL, c.title, c.avatar_url, c.member_count,
-                    (SELECT i.message_id FROM inbox i
-                      WHERE i.user_id = ?1 AND i.conversation_id = c.id
+                    (SELECT i.message_id FROM inbox i JOIN messages dm ON dm.id = i.message_id
+                      WHERE i.user_id = ?1 AND i.conversation_id = c.id AND dm.deleted_at IS NULL
                       ORDER BY i.message_id DESC LIMIT 1),
                     (SELECT count(*) FROM inbox x
                       WHERE x.user_id = ?1 AND x.conversation_id = c.id AND x.read_at IS NULL)
@@ -155,7 +155,7 @@ impl SqliteStore {
                 " FROM messages m LEFT JOIN inbox i ON i.message_id = m.id AND i.user_id = "
             ));
             query.push_bind(me);
-            query.push(" WHERE m.id IN ");
+            query.push(" WHERE m.deleted_at IS NULL AND m.id IN ");
             push_ids(&mut query, &ids);
             let found: Vec<MessageRow> = query.build_query_as().fetch_all(&self.pool).await?;
             last.extend(found.into_iter().map(|r| (r.id, Message::from(r))));
@@ -191,7 +191,9 @@ impl SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(Into::into).collect())
+        let mut found: Vec<Message> = rows.into_iter().map(Into::into).collect();
+        self.with_reactions(me, &mut found).await?;
+        Ok(found)
     }
 
     pub(super) async fn msg_seqs(&self, users: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>> {

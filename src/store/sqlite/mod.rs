@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::*;
 
+mod changes;
 mod groups;
 mod insert;
 mod messages;

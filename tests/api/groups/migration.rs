@@ -182,6 +182,7 @@ async fn old_direct_chats_go_on_numbering_where_they_stopped(backend: Backend) {
             content: "new one".into(),
             client_id: None,
             created_at: ochat::store::now(),
+            reply_to: None,
         }])
         .await
         .unwrap();
@@ -189,7 +190,7 @@ async fn old_direct_chats_go_on_numbering_where_they_stopped(backend: Backend) {
         panic!("{outcome:?}");
     };
     assert_eq!(stored.seqs, vec![(a, 3), (b, 3)]);
-    let synced = store.sync(b, Some(m1), 10).await.unwrap();
-    let seqs: Vec<i64> = synced.items.iter().map(|s| s.seq).collect();
+    let synced = store.sync(b, Some(m1).into(), 10).await.unwrap().0;
+    let seqs: Vec<i64> = synced.items.iter().map(|s| s.seq()).collect();
     assert_eq!(seqs, vec![2, 3]);
 }

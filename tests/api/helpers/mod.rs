@@ -202,6 +202,7 @@ impl TestApp {
                 ochat::protocol::Destination::User(to.id),
                 content,
                 None,
+                None,
             )
             .await
             .expect("send")
@@ -221,6 +222,7 @@ impl TestApp {
                 None,
                 ochat::protocol::Destination::Conversation(group),
                 content,
+                None,
                 None,
             )
             .await

@@ -1,0 +1,30 @@
+//! Changes to messages: the rules are `portable_changes!`; in SQLite the
+//! write transaction (`BEGIN IMMEDIATE`) holds the database, so rows need
+//! no lock of their own, and lists of ids are `IN` lists.
+
+use chrono::{DateTime, Utc};
+use sqlx::{QueryBuilder, Sqlite};
+use uuid::Uuid;
+
+use super::groups::lock_group;
+use super::*;
+
+portable_changes!(SqliteStore, Sqlite, "");
+
+impl SqliteStore {
+    /// (message, emoji, count, whether `me` reacted) for each emoji on
+    /// each of `ids`, in the order each emoji was first used.
+    async fn reaction_counts(
+        &self,
+        me: Uuid,
+        ids: &[Uuid],
+    ) -> StoreResult<Vec<(Uuid, String, i64, i64)>> {
+        let mut query: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT message_id, emoji, count(*), max(CASE WHEN user_id = ");
+        query.push_bind(me);
+        query.push(" THEN 1 ELSE 0 END) FROM reactions WHERE message_id IN ");
+        push_ids(&mut query, ids);
+        query.push(" GROUP BY message_id, emoji ORDER BY min(created_at), emoji");
+        Ok(query.build_query_as().fetch_all(&self.pool).await?)
+    }
+}

@@ -6,6 +6,7 @@ mod cluster;
 mod groups;
 mod helpers;
 mod hostile;
+mod lifecycle;
 mod openapi;
 mod ops;
 mod realtime;

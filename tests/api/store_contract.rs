@@ -484,7 +484,15 @@ async fn sync_pages_in_commit_order_and_checks_since(backend: Backend) {
         (1..=7).collect::<Vec<i64>>(),
         "a's own numbers, gap-free"
     );
-    assert!(store.sync(a, since.into(), 10).await.unwrap().0.items.is_empty());
+    assert!(
+        store
+            .sync(a, since.into(), 10)
+            .await
+            .unwrap()
+            .0
+            .items
+            .is_empty()
+    );
     // Catch-up reads the same numbers: the latest per user, and what follows one.
     let mut latest = store.msg_seqs(&[a, b, Uuid::now_v7()]).await.unwrap();
     latest.sort();
@@ -499,9 +507,15 @@ async fn sync_pages_in_commit_order_and_checks_since(backend: Backend) {
         .collect();
     assert_eq!(tail, vec![(6, expected[5]), (7, expected[6])]);
 
-    let err = store.sync(a, Some(Uuid::now_v7()).into(), 10).await.unwrap_err();
+    let err = store
+        .sync(a, Some(Uuid::now_v7()).into(), 10)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
-    let not_mine = store.sync(b, Some(expected[1]).into(), 10).await.unwrap_err();
+    let not_mine = store
+        .sync(b, Some(expected[1]).into(), 10)
+        .await
+        .unwrap_err();
     assert!(matches!(not_mine, StoreError::NotFound(_)), "{not_mine:?}");
 }
 

@@ -157,6 +157,13 @@ impl TestApp {
             .await
     }
 
+    /// A `PUT` without a body (a reaction): the status.
+    pub async fn put_empty(&self, path: &str, token: &str) -> u16 {
+        self.request(reqwest::Method::PUT, path, token, None)
+            .await
+            .0
+    }
+
     pub async fn delete(&self, path: &str, token: &str) -> (u16, Value) {
         self.request(reqwest::Method::DELETE, path, token, None)
             .await

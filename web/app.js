@@ -10,10 +10,14 @@ const state = {
   me: null,
   ws: null,
   retry: 0,
-  // The sync cursor: the last id a `sync` page returned. Live messages can
-  // arrive out of commit order (they travel through different nodes), so
-  // they never move it; after a reconnect, sync from here and dedupe by id.
-  lastId: null,
+  // The sync cursor: where the last `sync` page ended, in my own sequence.
+  // Live frames can arrive out of commit order (they travel through
+  // different nodes), so they never move it; after a reconnect, sync from
+  // here: messages dedupe by id, and changes (edits, deletes, reactions)
+  // apply again to the same result.
+  cursor: 0,
+  replyTo: null,         // the message the composer answers, if any
+  editing: null,         // the message the composer edits, if any
   // Conversations are keyed by the other person's user id (direct) or by
   // the group's conversation id (kind "group").
   peer: null,            // the open conversation's key
@@ -309,17 +313,163 @@ function renderMessages() {
       from.textContent = nameOf(m.sender_id);
       li.append(from);
     }
+    if (m.reply_to) {
+      const quote = document.createElement("span");
+      quote.className = "quote";
+      quote.textContent = `${nameOf(m.reply_to.sender_id)}: ${m.reply_to.deleted ? "message deleted" : m.reply_to.preview}`;
+      li.append(quote);
+    }
     const text = document.createElement("span");
     text.className = "text";
-    text.textContent = m.content;
+    if (m.deleted_at) {
+      li.classList.add("deleted");
+      text.textContent = "message deleted";
+    } else {
+      text.textContent = m.content;
+    }
     const meta = document.createElement("span");
     meta.className = "meta";
     const time = new Date(m.created_at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-    meta.textContent = mine ? `${time} ${receipt(m)}` : time;
+    const edited = m.edited_at && !m.deleted_at ? " (edited)" : "";
+    meta.textContent = (mine ? `${time} ${receipt(m)}` : time) + edited;
     li.append(text, meta);
+    if (!m.deleted_at) {
+      li.append(reactionsOf(m), menuOf(m, mine));
+    }
     list.append(li);
   }
   list.scrollTop = list.scrollHeight;
+}
+
+// Each emoji with its count; mine are highlighted, and a click toggles mine.
+function reactionsOf(m) {
+  const box = document.createElement("span");
+  box.className = "reactions";
+  for (const r of m.reactions || []) {
+    const chip = document.createElement("button");
+    chip.className = r.me ? "reaction me" : "reaction";
+    chip.textContent = `${r.emoji} ${r.count}`;
+    chip.addEventListener("click", () => change(r.me ? "unreact" : "react", m.id, { emoji: r.emoji }));
+    box.append(chip);
+  }
+  return box;
+}
+
+// A message's menu: react, reply, and for my own messages (or any, as a
+// group's owner or admin) edit and delete.
+function menuOf(m, mine) {
+  const menu = document.createElement("span");
+  menu.className = "menu";
+  const item = (label, title, action) => {
+    const b = document.createElement("button");
+    b.textContent = label;
+    b.title = title;
+    b.className = `menu-${title}`;
+    b.addEventListener("click", action);
+    menu.append(b);
+  };
+  for (const emoji of ["👍", "❤️", "😂"]) item(emoji, `react-${emoji}`, () => change("react", m.id, { emoji }));
+  item("↩", "reply", () => startReply(m));
+  if (mine) item("✎", "edit", () => startEdit(m));
+  const c = state.conversations.get(state.peer);
+  const role = c && c.members && (c.members.find((x) => x.user_id === state.me.id) || {}).role;
+  if (mine || role === "owner" || role === "admin") item("🗑", "delete", () => change("delete", m.id, {}));
+  return menu;
+}
+
+function change(type, id, fields) {
+  if (!state.ws || state.ws.readyState !== WebSocket.OPEN) {
+    showError("Not connected; try again once reconnected.");
+    return;
+  }
+  state.ws.send(JSON.stringify({ type, message_id: id, ...fields, client_id: crypto.randomUUID() }));
+}
+
+function startReply(m) {
+  state.editing = null;
+  state.replyTo = m;
+  $("composing").textContent = `Replying to ${nameOf(m.sender_id)}: ${m.content.slice(0, 60)}`;
+  $("composing-bar").hidden = false;
+  $("composer-input").focus();
+}
+
+function startEdit(m) {
+  state.replyTo = null;
+  state.editing = m;
+  $("composing").textContent = "Editing your message";
+  $("composing-bar").hidden = false;
+  $("composer-input").value = m.content;
+  $("composer-input").focus();
+}
+
+function stopComposing() {
+  state.replyTo = null;
+  state.editing = null;
+  $("composing-bar").hidden = true;
+}
+
+$("composing-cancel").addEventListener("click", () => {
+  if (state.editing) $("composer-input").value = "";
+  stopComposing();
+});
+
+// The message with `id`, wherever it is loaded.
+function findMessage(id) {
+  for (const map of state.messages.values()) {
+    const m = map.get(id);
+    if (m) return m;
+  }
+  for (const c of state.conversations.values()) {
+    if (c.last_message && c.last_message.id === id) return c.last_message;
+  }
+  return null;
+}
+
+// A change to a message, from a live frame or a sync page: applying the same
+// change twice ends the same way.
+function applyChange(frame) {
+  switch (frame.type) {
+    case "message_updated": {
+      const m = findMessage(frame.id);
+      if (m) { m.content = frame.content; m.edited_at = frame.edited_at; }
+      break;
+    }
+    case "message_deleted": {
+      const m = findMessage(frame.id);
+      if (m) { m.content = ""; m.deleted_at = frame.deleted_at; m.reactions = []; }
+      // Replies quoting it now say it was deleted.
+      for (const map of state.messages.values()) {
+        for (const r of map.values()) {
+          if (r.reply_to && r.reply_to.id === frame.id) r.reply_to = { ...r.reply_to, preview: null, deleted: true };
+        }
+      }
+      break;
+    }
+    case "reaction_added":
+    case "reaction_removed": {
+      const m = findMessage(frame.message_id);
+      if (!m) break;
+      // Who reacted with what, so a repeated frame changes nothing.
+      m.reactors = m.reactors || new Map();
+      const key = `${frame.user_id} ${frame.emoji}`;
+      if (frame.type === "reaction_added") {
+        if (m.reactors.get(key) === true) break;
+        m.reactors.set(key, true);
+      } else {
+        if (m.reactors.get(key) === false) break;
+        m.reactors.set(key, false);
+      }
+      const delta = frame.type === "reaction_added" ? 1 : -1;
+      const mine = frame.user_id === state.me.id;
+      const reactions = m.reactions || [];
+      let r = reactions.find((x) => x.emoji === frame.emoji);
+      if (!r) { r = { emoji: frame.emoji, count: 0, me: false }; reactions.push(r); }
+      r.count += delta;
+      if (mine) r.me = delta > 0;
+      m.reactions = reactions.filter((x) => x.count > 0);
+      break;
+    }
+  }
 }
 
 // Under my own message: sent or read, and in a group who read it.
@@ -355,10 +505,21 @@ $("composer").addEventListener("submit", (event) => {
     return;
   }
   const clientId = crypto.randomUUID();
+  if (state.editing) {
+    state.ws.send(JSON.stringify({ type: "edit", message_id: state.editing.id, content, client_id: clientId }));
+    $("composer-input").value = "";
+    stopComposing();
+    return;
+  }
   const group = isGroup(state.peer) ? state.peer : null;
-  state.pending.set(clientId, { to: group ? null : state.peer, group, content: content.trim() });
-  state.ws.send(JSON.stringify({ type: "message", ...destination(), content, client_id: clientId }));
+  const reply = state.replyTo
+    ? { id: state.replyTo.id, sender_id: state.replyTo.sender_id, preview: state.replyTo.content.slice(0, 100), deleted: false }
+    : null;
+  state.pending.set(clientId, { to: group ? null : state.peer, group, content: content.trim(), reply });
+  const extra = reply ? { reply_to: reply.id } : {};
+  state.ws.send(JSON.stringify({ type: "message", ...destination(), content, client_id: clientId, ...extra }));
   $("composer-input").value = "";
+  stopComposing();
   state.ws.send(JSON.stringify({ type: "typing", ...destination(), is_typing: false }));
 });
 
@@ -418,11 +579,11 @@ function connect() {
     // Catch up now and then even without a reconnect, so a gap in live
     // delivery (a Redis outage) never lasts.
     state.syncTimer = setInterval(() => {
-      if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "sync", since: state.lastId, limit: 100 }));
+      if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "sync", cursor: state.cursor, limit: 100 }));
     }, 30000);
     setStatus("online", true);
     $("banner").hidden = true;
-    ws.send(JSON.stringify({ type: "sync", since: state.lastId, limit: 100 }));
+    ws.send(JSON.stringify({ type: "sync", cursor: state.cursor, limit: 100 }));
   };
   ws.onmessage = (event) => handle(JSON.parse(event.data));
   ws.onclose = (event) => {
@@ -449,7 +610,8 @@ function remember(frame) {
   return {
     id: frame.id, sender_id: frame.from, receiver_id: frame.to || null,
     conversation_id: frame.conversation_id || null, content: frame.content,
-    created_at: frame.timestamp, is_read: false,
+    created_at: frame.timestamp, is_read: false, reply_to: frame.reply_to || null,
+    edited_at: frame.edited_at || null, deleted_at: frame.deleted_at || null,
   };
 }
 
@@ -490,15 +652,29 @@ function handle(frame) {
       if (sent) {
         addMessage({
           id: frame.id, sender_id: state.me.id, receiver_id: sent.to, conversation_id: sent.group,
-          content: sent.content, created_at: frame.timestamp, is_read: false,
+          content: sent.content, created_at: frame.timestamp, is_read: false, reply_to: sent.reply,
         });
       }
       break;
     }
     case "sync": {
-      for (const m of frame.messages) addMessage(remember(m));
-      if (frame.messages.length > 0) state.lastId = frame.messages[frame.messages.length - 1].id;
-      if (frame.has_more) state.ws.send(JSON.stringify({ type: "sync", since: state.lastId, limit: 100 }));
+      // Messages and changes interleave by seq: applied in that order, the
+      // page ends where a device that stayed online is.
+      const entries = [...frame.messages.map((m) => ({ ...m, type: "message" })), ...(frame.changes || [])];
+      entries.sort((a, b) => a.seq - b.seq);
+      for (const e of entries) {
+        if (e.type === "message") addMessage(remember(e));
+        else applyChange(e);
+      }
+      state.cursor = frame.cursor;
+      if (frame.has_more) state.ws.send(JSON.stringify({ type: "sync", cursor: state.cursor, limit: 100 }));
+      break;
+    }
+    case "message_updated":
+    case "message_deleted":
+    case "reaction_added":
+    case "reaction_removed": {
+      applyChange(frame);
       break;
     }
     case "typing": {

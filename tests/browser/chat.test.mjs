@@ -245,3 +245,55 @@ test("three windows in a group: created live, messages, typing, who read what, u
     await window.context.close();
   }
 });
+
+test("a message's menu: reply with a quote, react, edit, delete for everyone", async () => {
+  const hana = await signIn("hana");
+  const ivan = await signIn("ivan");
+  await hana.page.fill("#new-chat-id", ivan.id);
+  await hana.page.click("#new-chat button");
+  await hana.page.fill("#composer-input", "Movie tonight?");
+  await hana.page.click("#send");
+  await hana.page.waitForSelector("#messages li.mine >> text=Movie tonight?");
+  await ivan.page.click(`#conversations li[data-user="${hana.id}"]`);
+  const question = "#messages li:has-text('Movie tonight?')";
+  await ivan.page.waitForSelector(question);
+
+  // Ivan answers that message: Hana sees his reply quoting it.
+  await ivan.page.hover(question);
+  await ivan.page.click(`${question} .menu-reply`);
+  await ivan.page.waitForSelector("#composing >> text=Replying to hana");
+  await ivan.page.fill("#composer-input", "Which one?");
+  await ivan.page.click("#send");
+  await hana.page.waitForSelector("#messages li:has-text('Which one?') .quote >> text=Movie tonight?");
+
+  // Ivan reacts; Hana sees the count, Ivan sees his own highlighted.
+  await ivan.page.hover(question);
+  await ivan.page.click(`${question} .menu-react-👍`);
+  await hana.page.waitForSelector(`${question} .reaction >> text=👍 1`);
+  await ivan.page.waitForSelector(`${question} .reaction.me >> text=👍 1`);
+
+  // Hana edits her message: Ivan sees the new text marked edited.
+  await hana.page.hover(question);
+  await hana.page.click(`${question} .menu-edit`);
+  await hana.page.fill("#composer-input", "Movie tomorrow?");
+  await hana.page.click("#send");
+  const edited = "#messages li:has-text('Movie tomorrow?')";
+  await ivan.page.waitForSelector(`${edited} .meta >> text=(edited)`);
+  await ivan.page.waitForSelector(`${edited} .reaction >> text=👍 1`);
+
+  // And deletes it for everyone: a tombstone on both sides, and the quote
+  // in Ivan's reply says so.
+  await hana.page.hover(edited);
+  await hana.page.click(`${edited} .menu-delete`);
+  for (const window of [hana, ivan]) {
+    await window.page.waitForSelector("#messages li.deleted >> text=message deleted");
+    await window.page.waitForSelector(`#messages li >> text=Movie tomorrow?`, { state: "detached" });
+  }
+  await ivan.page.waitForSelector("#messages li:has-text('Which one?') .quote >> text=message deleted");
+
+  for (const window of [hana, ivan]) {
+    assert.deepEqual(window.external, [], "no third-party requests");
+    assert.deepEqual(window.problems, [], "no script errors or CSP violations");
+    await window.context.close();
+  }
+});

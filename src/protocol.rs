@@ -314,9 +314,10 @@ pub struct MessageFrame {
     /// numbers every message they send or receive, in commit order).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<i64>,
-    /// The message this one answers, with a preview of it.
+    /// The message this one answers, with a preview of it (boxed: most
+    /// messages answer none, and every frame is as large as its largest).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reply_to: Option<ReplyTo>,
+    pub reply_to: Option<Box<ReplyTo>>,
     /// Set when a `sync` returns a message edited since it was sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edited_at: Option<DateTime<Utc>>,
@@ -336,7 +337,7 @@ impl MessageFrame {
             content: m.content.clone(),
             timestamp: m.created_at,
             seq: Some(seq),
-            reply_to: m.reply_to.clone(),
+            reply_to: m.reply_to.clone().map(Box::new),
             edited_at: m.edited_at,
             deleted_at: m.deleted_at,
         }

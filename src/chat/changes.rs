@@ -93,11 +93,11 @@ impl Chat {
         let (store, bus) = (self.store.clone(), self.bus.clone());
         let applied = self.tasks.spawn(async move {
             let outcome = store.apply_change(&new).await?;
-            if let ChangeOutcome::Applied(stored) = &outcome {
-                if let Err(e) = bus.publish(events_for(stored, origin)).await {
-                    // Readers' nodes catch up from storage.
-                    tracing::warn!(error = %e, "publish failed");
-                }
+            if let ChangeOutcome::Applied(stored) = &outcome
+                && let Err(e) = bus.publish(events_for(stored, origin)).await
+            {
+                // Readers' nodes catch up from storage.
+                tracing::warn!(error = %e, "publish failed");
             }
             Ok::<_, store::StoreError>(outcome)
         });

@@ -61,14 +61,14 @@ fn readme_examples(section: &str) -> Vec<Value> {
 fn the_protocol_document_describes_every_readme_example() {
     let protocol = crate::helpers::wsclient::Protocol::get();
     let client = readme_examples("### Client → server");
-    assert_eq!(client.len(), 7, "every client example: {client:#?}");
+    assert_eq!(client.len(), 12, "every client example: {client:#?}");
     for frame in &client {
         assert_eq!(protocol.client_errors(frame), None, "{frame}");
     }
     let server = readme_examples("### Server → client");
     // The rows showing `<group>` or `<message frames>` are not JSON; every
     // test checks those frames live, as the server sends them.
-    assert_eq!(server.len(), 10, "the server examples: {server:#?}");
+    assert_eq!(server.len(), 13, "the server examples: {server:#?}");
     for frame in &server {
         assert_eq!(protocol.server_errors(frame), None, "{frame}");
     }
@@ -88,6 +88,10 @@ fn the_protocol_document_refuses_what_the_server_refuses() {
         json!({"type": "typing", "to": id}),
         json!({"type": "mark_read"}),
         json!({"type": "sync", "limit": -1}),
+        json!({"type": "sync", "since": id, "cursor": 3}),
+        json!({"type": "sync", "cursor": -1}),
+        json!({"type": "edit", "message_id": id}),
+        json!({"type": "react", "message_id": id, "emoji": "👍", "extra": 1}),
     ] {
         assert!(protocol.client_errors(&bad).is_some(), "refused: {bad}");
     }

@@ -33,6 +33,7 @@ fn frames(c: &mut Criterion) {
         reply_to: None,
         edited_at: None,
         deleted_at: None,
+        attachments: Vec::new(),
     });
     c.bench_function("encode server message frame", |b| {
         b.iter(|| black_box(&frame).to_json())

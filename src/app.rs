@@ -140,8 +140,17 @@ impl Application {
             shutdown.clone(),
             &tasks,
         );
+        let files = crate::files::Files::open(
+            &config.files,
+            reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .build()
+                .context("Failed to build the file store's HTTP client")?,
+        )
+        .context("Failed to open the attachment store")?;
         let chat = Arc::new(Chat::new(
             store.clone(),
+            (Arc::new(files), config.files.clone()),
             writer,
             bus.clone(),
             presence.clone(),
@@ -193,18 +202,25 @@ impl Application {
         let router = Router::new()
             .merge(crate::http::router(&config, dev_secret))
             .nest("/api/v1", crate::ws::router())
-            .merge(crate::http::web::router())
-            .layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                crate::http::admit,
-            ))
-            .layer(axum::middleware::from_fn(crate::http::track))
+            .merge(crate::http::web::router(config.files.origin().as_deref()))
             .layer(DefaultBodyLimit::max(config.limits.max_body_bytes))
             // A body trickled in a byte at a time holds a connection and a
             // handler: the whole body must arrive by this deadline (a timeout
             // per frame would let a byte every few seconds through), or the
             // request fails with 408.
             .layer(RequestBodyDeadlineLayer::new(config.limits.request_body_timeout))
+            // Uploads to the embedded file store are as large as an
+            // attachment may be (the handler stops at the announced size)
+            // and have as long as their signed URL works.
+            .merge(
+                crate::files::local::router()
+                    .layer(RequestBodyDeadlineLayer::new(config.files.url_ttl)),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                crate::http::admit,
+            ))
+            .layer(axum::middleware::from_fn(crate::http::track))
             .layer(cors(&config.allowed_origins))
             .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::extract::Request| {
                 // The path only: a query string may carry `?token=`.

@@ -14,6 +14,7 @@
 //! - [`bus`]: per-user event channels (in-process, Redis or sharded Redis Cluster pub/sub).
 //! - [`presence`]: who is online (in-process or Redis).
 //! - [`store`]: history and users (Postgres or SQLite); all SQL lives here.
+//! - [`files`]: attachment bytes (an S3-compatible store, or a directory).
 //! - [`metrics`]: Prometheus metric names and recording.
 //! - [`error`]: the client-facing error and its mappings.
 
@@ -25,6 +26,7 @@ pub mod bus;
 pub mod chat;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod http;
 pub mod metrics;
 pub mod presence;

@@ -8,7 +8,9 @@ use uuid::Uuid;
 
 use crate::error::{ApiError, ErrorCode};
 pub use crate::store::SyncFrom;
-use crate::store::{Change, ChangeKind, ChangeType, Entry, Group, Message, ReplyTo, Sequenced};
+use crate::store::{
+    Attachment, Change, ChangeKind, ChangeType, Entry, Group, Message, ReplyTo, Sequenced,
+};
 
 /// Frames a client sends.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +71,8 @@ pub struct SendFrame {
     pub client_id: Option<String>,
     /// The message this one answers.
     pub reply_to: Option<Uuid>,
+    /// Attachments (announced and uploaded) it carries.
+    pub attachments: Vec<Uuid>,
 }
 
 #[derive(Deserialize)]
@@ -80,6 +84,8 @@ struct SendFields {
     client_id: Option<String>,
     #[serde(default)]
     reply_to: Option<Uuid>,
+    #[serde(default)]
+    attachments: Vec<Uuid>,
 }
 
 #[derive(Deserialize)]
@@ -212,6 +218,7 @@ impl ClientFrame {
                     content: f.content,
                     client_id: f.client_id,
                     reply_to: f.reply_to,
+                    attachments: f.attachments,
                 }))
             }
             "ping" => Ok(Self::Ping),
@@ -324,6 +331,9 @@ pub struct MessageFrame {
     /// Set when a `sync` returns a message deleted since (its content empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted_at: Option<DateTime<Utc>>,
+    /// Files it carries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
 }
 
 impl MessageFrame {
@@ -340,6 +350,7 @@ impl MessageFrame {
             reply_to: m.reply_to.clone().map(Box::new),
             edited_at: m.edited_at,
             deleted_at: m.deleted_at,
+            attachments: m.attachments.clone(),
         }
     }
 }
@@ -587,6 +598,7 @@ mod tests {
                 content: "Hello, world!".into(),
                 client_id: None,
                 reply_to: None,
+                attachments: Vec::new(),
             })
         );
         assert_eq!(
@@ -618,6 +630,7 @@ mod tests {
                 content: "hi".into(),
                 client_id: Some("k".into()),
                 reply_to: None,
+                attachments: Vec::new(),
             })
         );
         let both = ClientFrame::parse(

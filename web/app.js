@@ -332,7 +332,9 @@ function renderMessages() {
     const time = new Date(m.created_at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
     const edited = m.edited_at && !m.deleted_at ? " (edited)" : "";
     meta.textContent = (mine ? `${time} ${receipt(m)}` : time) + edited;
-    li.append(text, meta);
+    li.append(text);
+    for (const a of m.deleted_at ? [] : m.attachments || []) li.append(attachmentOf(a));
+    li.append(meta);
     if (!m.deleted_at) {
       li.append(reactionsOf(m), menuOf(m, mine));
     }
@@ -340,6 +342,85 @@ function renderMessages() {
   }
   list.scrollTop = list.scrollHeight;
 }
+
+// A picture shown inline, or a file to download. Their URLs expire, so each
+// is asked for (with the token) when shown, and again once expired.
+function attachmentOf(a) {
+  if (a.content_type.startsWith("image/")) {
+    const img = document.createElement("img");
+    img.className = "attachment";
+    img.alt = a.name;
+    if (a.width && a.height) { img.width = Math.min(a.width, 240); img.height = Math.round(img.width * a.height / a.width); }
+    downloadUrl(a.id).then((url) => { img.src = url; }).catch((e) => showError(e.message));
+    return img;
+  }
+  const link = document.createElement("a");
+  link.className = "file";
+  link.href = "#";
+  link.textContent = `📄 ${a.name} (${Math.ceil(a.size / 1024)} KB)`;
+  link.addEventListener("click", async (event) => {
+    event.preventDefault();
+    try {
+      const save = document.createElement("a");
+      save.href = await downloadUrl(a.id);
+      save.download = a.name;
+      save.click();
+    } catch (e) {
+      showError(e.message);
+    }
+  });
+  return link;
+}
+
+const downloads = new Map(); // attachment id -> {url, expires}
+
+async function downloadUrl(id) {
+  const known = downloads.get(id);
+  if (known && known.expires > Date.now() + 5000) return known.url;
+  const link = await request(`/attachments/${id}`, { headers: { Accept: "application/json" } });
+  downloads.set(id, { url: link.url, expires: Date.parse(link.expires_at) });
+  return link.url;
+}
+
+// Announce the file, upload it where the server says, then send it.
+async function attach(file) {
+  const announced = { name: file.name, size: file.size, content_type: file.type || "application/octet-stream" };
+  if (file.type.startsWith("image/")) {
+    try {
+      const bitmap = await createImageBitmap(file);
+      announced.width = bitmap.width;
+      announced.height = bitmap.height;
+    } catch {
+      // not a picture the browser can read: sent without its size
+    }
+  }
+  const up = await request("/attachments", { method: "POST", body: JSON.stringify(announced) });
+  const put = await fetch(up.upload_url, { method: "PUT", body: file });
+  if (!put.ok) throw new Error(`the upload failed (HTTP ${put.status})`);
+  const clientId = crypto.randomUUID();
+  const group = isGroup(state.peer) ? state.peer : null;
+  const content = $("composer-input").value;
+  const files = [{ ...announced, id: up.id, url: `${api}/attachments/${up.id}` }];
+  state.pending.set(clientId, { to: group ? null : state.peer, group, content: content.trim(), reply: null, attachments: files });
+  state.ws.send(JSON.stringify({ type: "message", ...destination(), content, attachments: [up.id], client_id: clientId }));
+  $("composer-input").value = "";
+}
+
+$("attach").addEventListener("click", () => $("attach-input").click());
+$("attach-input").addEventListener("change", async () => {
+  const file = $("attach-input").files[0];
+  $("attach-input").value = "";
+  if (!file || !state.peer) return;
+  if (!state.ws || state.ws.readyState !== WebSocket.OPEN) {
+    showError("Not connected; try again once reconnected.");
+    return;
+  }
+  try {
+    await attach(file);
+  } catch (e) {
+    showError(e.message);
+  }
+});
 
 // Each emoji with its count; mine are highlighted, and a click toggles mine.
 function reactionsOf(m) {
@@ -436,7 +517,7 @@ function applyChange(frame) {
     }
     case "message_deleted": {
       const m = findMessage(frame.id);
-      if (m) { m.content = ""; m.deleted_at = frame.deleted_at; m.reactions = []; }
+      if (m) { m.content = ""; m.deleted_at = frame.deleted_at; m.reactions = []; m.attachments = []; }
       // Replies quoting it now say it was deleted.
       for (const map of state.messages.values()) {
         for (const r of map.values()) {
@@ -612,6 +693,7 @@ function remember(frame) {
     conversation_id: frame.conversation_id || null, content: frame.content,
     created_at: frame.timestamp, is_read: false, reply_to: frame.reply_to || null,
     edited_at: frame.edited_at || null, deleted_at: frame.deleted_at || null,
+    attachments: frame.attachments || [],
   };
 }
 
@@ -653,6 +735,7 @@ function handle(frame) {
         addMessage({
           id: frame.id, sender_id: state.me.id, receiver_id: sent.to, conversation_id: sent.group,
           content: sent.content, created_at: frame.timestamp, is_read: false, reply_to: sent.reply,
+          attachments: sent.attachments || [],
         });
       }
       break;

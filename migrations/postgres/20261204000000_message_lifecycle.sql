@@ -44,3 +44,20 @@ CREATE TABLE reactions (
     created_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (message_id, emoji, user_id)
 );
+
+-- Files a message carries. A row is made when the upload is announced
+-- (`message_id` null: only its owner may see it), and names its message
+-- once sent; deleting the message deletes the rows, and the node then the
+-- bytes in the file store.
+CREATE TABLE attachments (
+    id UUID PRIMARY KEY,
+    owner_id UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    message_id UUID REFERENCES messages(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    content_type TEXT NOT NULL,
+    width INT,
+    height INT,
+    created_at TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX attachments_message ON attachments (message_id) WHERE message_id IS NOT NULL;

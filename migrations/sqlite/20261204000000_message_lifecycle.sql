@@ -38,3 +38,16 @@ CREATE TABLE reactions (
     created_at TEXT NOT NULL,
     PRIMARY KEY (message_id, emoji, user_id)
 );
+
+CREATE TABLE attachments (
+    id BLOB PRIMARY KEY,
+    owner_id BLOB NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    message_id BLOB REFERENCES messages(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    content_type TEXT NOT NULL,
+    width INTEGER,
+    height INTEGER,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX attachments_message ON attachments (message_id) WHERE message_id IS NOT NULL;

@@ -90,14 +90,15 @@ impl Chat {
             max_reactions: self.limits.max_reactions,
         };
         let verb = new.kind.as_str();
-        let (store, bus) = (self.store.clone(), self.bus.clone());
+        let (store, bus, files) = (self.store.clone(), self.bus.clone(), self.files.clone());
         let applied = self.tasks.spawn(async move {
             let outcome = store.apply_change(&new).await?;
-            if let ChangeOutcome::Applied(stored) = &outcome
-                && let Err(e) = bus.publish(events_for(stored, origin)).await
-            {
-                // Readers' nodes catch up from storage.
-                tracing::warn!(error = %e, "publish failed");
+            if let ChangeOutcome::Applied(stored) = &outcome {
+                if let Err(e) = bus.publish(events_for(stored, origin)).await {
+                    // Readers' nodes catch up from storage.
+                    tracing::warn!(error = %e, "publish failed");
+                }
+                Chat::forget_files(&files, &stored.removed).await;
             }
             Ok::<_, store::StoreError>(outcome)
         });

@@ -2,6 +2,7 @@
 //! these, so every rule (validation, who may read what, who is told what)
 //! lives here once.
 
+mod attachments;
 mod changes;
 mod groups;
 mod people;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+pub use attachments::Announced;
 pub use changes::Changed;
 pub use people::Profile;
 use people::no_user;
@@ -38,8 +40,34 @@ pub fn page_limit(requested: Option<u32>) -> u32 {
     requested.unwrap_or(50).clamp(1, 100)
 }
 
+/// A message to send: where, what, and optionally its idempotency key, the
+/// message it answers and the files it carries.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    pub to: Destination,
+    pub content: &'a str,
+    pub client_id: Option<&'a str>,
+    pub reply_to: Option<Uuid>,
+    pub attachments: &'a [Uuid],
+}
+
+impl<'a> Outgoing<'a> {
+    /// Plain text, no key.
+    pub fn text(to: Destination, content: &'a str) -> Self {
+        Self {
+            to,
+            content,
+            client_id: None,
+            reply_to: None,
+            attachments: &[],
+        }
+    }
+}
+
 pub struct Chat {
     store: Arc<dyn Store>,
+    files: Arc<crate::files::Files>,
+    files_config: crate::config::FilesConfig,
     writer: MessageWriter,
     bus: SharedBus,
     presence: SharedPresence,
@@ -58,8 +86,10 @@ pub struct Chat {
 }
 
 impl Chat {
+    #[allow(clippy::too_many_arguments)] // each is a part the domain owns
     pub fn new(
         store: Arc<dyn Store>,
+        files: (Arc<crate::files::Files>, crate::config::FilesConfig),
         writer: MessageWriter,
         bus: SharedBus,
         presence: SharedPresence,
@@ -69,6 +99,8 @@ impl Chat {
     ) -> Self {
         Self {
             store,
+            files: files.0,
+            files_config: files.1,
             writer,
             bus,
             presence,
@@ -91,16 +123,30 @@ impl Chat {
         &self,
         sender: Uuid,
         origin: Option<SessionId>,
-        to: Destination,
-        content: &str,
-        client_id: Option<&str>,
-        reply_to: Option<Uuid>,
+        out: Outgoing<'_>,
     ) -> ApiResult<Message> {
+        let Outgoing {
+            to,
+            content,
+            client_id,
+            reply_to,
+            attachments,
+        } = out;
         if to == Destination::User(sender) {
             return Err(ApiError::invalid_field("cannot send a message to yourself"));
         }
-        let content = Content::parse(content, self.limits.max_content_chars)?;
+        // A picture or a file may go without words.
+        let content = if !attachments.is_empty() && content.trim().is_empty() {
+            String::new()
+        } else {
+            Content::parse(content, self.limits.max_content_chars)?.0
+        };
         let client_id = client_id.map(ClientId::parse).transpose()?;
+        let attachments = if attachments.is_empty() {
+            Vec::new()
+        } else {
+            self.attachments_to_send(sender, attachments).await?
+        };
         let reply_to = match reply_to {
             Some(id) => Some(self.reply_target(sender, to, id).await?),
             None => None,
@@ -114,10 +160,11 @@ impl Chat {
                 // on the (rare) second try below.
                 Destination::Conversation(id) => Target::Group(id),
             },
-            content: content.0,
+            content,
             client_id: client_id.map(|c| c.0),
             created_at: store::now(),
             reply_to,
+            attachments,
         };
         let mut outcome = self.writer.write(new.clone(), origin).await?;
         if let (InsertOutcome::GroupNotFound, Destination::Conversation(id)) = (&outcome, to) {

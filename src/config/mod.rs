@@ -11,9 +11,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod auth;
+mod files;
 mod limits;
 
 pub use auth::AuthConfig;
+pub use files::{FileStoreConfig, FilesConfig};
 pub use limits::Limits;
 
 /// A string that must never reach a log line.
@@ -90,6 +92,8 @@ pub struct Config {
     pub node_id: String,
     pub log_format: LogFormat,
     pub limits: Limits,
+    /// Where attachments live and what may be attached.
+    pub files: FilesConfig,
     /// Presence keys expire this long after the owning node's last refresh.
     pub presence_ttl: Duration,
     /// How long a gap in a user's live message sequence may stay open
@@ -224,6 +228,7 @@ impl Config {
         let log_format = LogFormat::from_vars(&vars)?;
 
         let limits = Limits::from_vars(&vars)?;
+        let files = FilesConfig::from_vars(&vars, &database)?;
 
         Ok(Config {
             server_host,
@@ -247,6 +252,7 @@ impl Config {
             node_id,
             log_format,
             limits,
+            files,
             presence_ttl: vars.duration("PRESENCE_TTL", Duration::from_secs(30))?,
             gap_grace: vars.duration("GAP_GRACE", Duration::from_millis(500))?,
             shutdown_grace: vars.duration("SHUTDOWN_GRACE", Duration::from_secs(25))?,

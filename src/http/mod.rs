@@ -1,5 +1,6 @@
 //! The REST API under `/api/v1`: one file per area, each with its `router()`.
 
+mod attachments;
 mod changes;
 mod conversations;
 pub mod dev;
@@ -40,6 +41,7 @@ pub fn router(
         .merge(conversations::router())
         .merge(messages::router())
         .merge(changes::router())
+        .merge(attachments::router())
         .merge(users::router())
         .merge(dev::router(config, dev_secret))
         .routes(routes!(openapi::openapi))
@@ -332,6 +334,7 @@ mod tests {
             ("health.rs", include_str!("health.rs")),
             ("messages.rs", include_str!("messages.rs")),
             ("changes.rs", include_str!("changes.rs")),
+            ("attachments.rs", include_str!("attachments.rs")),
             ("openapi.rs", include_str!("openapi.rs")),
             ("users.rs", include_str!("users.rs")),
             ("mod.rs", include_str!("mod.rs")),

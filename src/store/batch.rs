@@ -115,7 +115,7 @@ impl BatchPlan {
                 sender_id: new.sender_id,
                 receiver_id,
                 content: new.content.clone(),
-                message_type: MessageType::Text,
+                message_type: MessageType::of(&new.attachments),
                 is_read: false,
                 read_at: None,
                 created_at: new.created_at,
@@ -126,6 +126,7 @@ impl BatchPlan {
                 deleted_at: None,
                 reply_to: new.reply_to.clone(),
                 reactions: Vec::new(),
+                attachments: new.attachments.clone(),
             };
             outcomes.push(InsertOutcome::Created(Stored {
                 message: message.clone(),
@@ -206,6 +207,22 @@ impl BatchPlan {
             .collect()
     }
 
+    /// (attachment, message, owner) for the files of the rows that
+    /// `stored`: each attachment names its message.
+    pub(super) fn attachment_links(
+        &self,
+        stored: impl Fn(&PlannedRow) -> bool,
+    ) -> Vec<(Uuid, Uuid, Uuid)> {
+        self.rows
+            .iter()
+            .filter(|r| stored(r))
+            .flat_map(|r| {
+                let m = &r.message;
+                m.attachments.iter().map(move |a| (a.id, m.id, m.sender_id))
+            })
+            .collect()
+    }
+
     /// Some rows were not stored because their `client_id` was already taken
     /// (a writer on another node won the race): answer those, and their
     /// repeats in this batch, with the message already stored.
@@ -270,6 +287,7 @@ mod tests {
             client_id: Some(client_id.into()),
             created_at: now(),
             reply_to: None,
+            attachments: Vec::new(),
         };
         let batch = [new("1"), new("2"), new("1")];
         let plan = BatchPlan::new(
@@ -311,6 +329,7 @@ mod tests {
             client_id: None,
             created_at: now(),
             reply_to: None,
+            attachments: Vec::new(),
         };
         let batch = [
             new(a, Target::Group(g)),

@@ -34,6 +34,31 @@ pub enum MessageType {
 }
 
 impl MessageType {
+    /// A message carrying a picture is an `image`, one carrying another
+    /// file a `file`.
+    pub fn of(attachments: &[Attachment]) -> Self {
+        match attachments.first() {
+            None => Self::Text,
+            Some(_)
+                if attachments
+                    .iter()
+                    .any(|a| a.content_type.starts_with("image/")) =>
+            {
+                Self::Image
+            }
+            Some(_) => Self::File,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Image => "image",
+            Self::File => "file",
+            Self::System => "system",
+        }
+    }
+
     pub(super) fn parse(raw: &str) -> Self {
         match raw {
             "image" => Self::Image,
@@ -75,6 +100,53 @@ pub struct Message {
     /// Per-emoji counts, in history and search (absent when none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reactions: Vec<Reaction>,
+    /// Files it carries (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
+}
+
+/// A file a message carries, as readers see it. `url` is the node's
+/// `GET /api/v1/attachments/{id}`, which checks the reader may see it and
+/// redirects to a download URL that expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Attachment {
+    pub id: Uuid,
+    pub name: String,
+    pub size: i64,
+    pub content_type: String,
+    pub url: String,
+    /// Images only, when the uploader gave them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<i32>,
+}
+
+impl Attachment {
+    pub fn url_of(id: Uuid) -> String {
+        format!("/api/v1/attachments/{id}")
+    }
+}
+
+/// An attachment as stored: whose it is and, once sent, its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAttachment {
+    pub attachment: Attachment,
+    pub owner: Uuid,
+    pub message_id: Option<Uuid>,
+}
+
+/// An attachment about to be recorded, before its bytes are uploaded.
+#[derive(Debug, Clone)]
+pub struct NewAttachment {
+    pub id: Uuid,
+    pub owner: Uuid,
+    pub name: String,
+    pub size: i64,
+    pub content_type: String,
+    pub width: Option<i32>,
+    pub height: Option<i32>,
+    pub at: DateTime<Utc>,
 }
 
 /// The message a reply answers, as the reply shows it.
@@ -156,6 +228,8 @@ pub struct NewMessage {
     /// The message it answers (checked readable by the sender, in the same
     /// conversation, before it is written).
     pub reply_to: Option<ReplyTo>,
+    /// The sender's uploaded attachments it carries (checked before).
+    pub attachments: Vec<Attachment>,
 }
 
 /// What happened to one message of a batch.
@@ -265,6 +339,8 @@ impl ChangeType {
 pub struct StoredChange {
     pub change: Change,
     pub seqs: Vec<(Uuid, i64)>,
+    /// Attachments a delete took from the message: their bytes go next.
+    pub removed: Vec<Uuid>,
 }
 
 /// What applying a change did.

@@ -72,6 +72,38 @@ impl From<MessageRow> for Message {
                 _ => None,
             },
             reactions: Vec::new(),
+            attachments: Vec::new(),
+        }
+    }
+}
+
+/// An attachment as both engines read it.
+#[derive(sqlx::FromRow)]
+pub(super) struct AttachmentRow {
+    pub(super) id: Uuid,
+    pub(super) owner_id: Uuid,
+    pub(super) message_id: Option<Uuid>,
+    pub(super) name: String,
+    pub(super) size: i64,
+    pub(super) content_type: String,
+    pub(super) width: Option<i32>,
+    pub(super) height: Option<i32>,
+}
+
+impl From<AttachmentRow> for StoredAttachment {
+    fn from(r: AttachmentRow) -> Self {
+        StoredAttachment {
+            attachment: Attachment {
+                id: r.id,
+                name: r.name,
+                size: r.size,
+                content_type: r.content_type,
+                url: Attachment::url_of(r.id),
+                width: r.width,
+                height: r.height,
+            },
+            owner: r.owner_id,
+            message_id: r.message_id,
         }
     }
 }

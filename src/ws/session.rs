@@ -23,6 +23,7 @@ use super::join::Joined;
 use super::writer;
 use crate::auth::AuthUser;
 use crate::bus::SessionId;
+use crate::chat::Outgoing;
 use crate::error::{ApiError, ErrorCode};
 use crate::protocol::{ClientFrame, MessageFrame, SendFrame, ServerFrame, SyncFrom};
 use crate::state::AppState;
@@ -285,10 +286,13 @@ async fn send_message(
         .send(
             user.id,
             Some(handle.id),
-            f.to,
-            &f.content,
-            f.client_id.as_deref(),
-            f.reply_to,
+            Outgoing {
+                to: f.to,
+                content: &f.content,
+                client_id: f.client_id.as_deref(),
+                reply_to: f.reply_to,
+                attachments: &f.attachments,
+            },
         )
         .await;
     Some(match sent {

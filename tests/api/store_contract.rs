@@ -30,6 +30,7 @@ fn new_message(from: Uuid, to: Uuid, content: &str, client_id: Option<&str>) -> 
         client_id: client_id.map(str::to_owned),
         created_at: now(),
         reply_to: None,
+        attachments: Vec::new(),
     }
 }
 

@@ -21,7 +21,10 @@ async fn the_client_is_served_with_a_strict_policy() {
             headers["content-type"].to_str().unwrap().starts_with(kind),
             "{path}"
         );
-        assert_eq!(headers["content-security-policy"], ochat::http::web::POLICY);
+        assert_eq!(
+            headers["content-security-policy"],
+            ochat::http::web::policy(None).as_str()
+        );
         assert_eq!(headers["x-content-type-options"], "nosniff");
     }
     let page = reqwest::get(format!("{root}/"))
@@ -34,7 +37,7 @@ async fn the_client_is_served_with_a_strict_policy() {
         !page.contains("http://") && !page.contains("https://"),
         "no third-party references"
     );
-    assert!(ochat::http::web::POLICY.contains("default-src 'none'"));
+    assert!(ochat::http::web::policy(None).contains("default-src 'none'"));
 }
 
 async fn dev_node() -> TestApp {

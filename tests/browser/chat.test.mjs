@@ -297,3 +297,36 @@ test("a message's menu: reply with a quote, react, edit, delete for everyone", a
     await window.context.close();
   }
 });
+
+test("attachments: a picture shows inline, a file is a link, both across two windows", async () => {
+  const jade = await signIn("jade");
+  const kim = await signIn("kim");
+  await jade.page.fill("#new-chat-id", kim.id);
+  await jade.page.click("#new-chat button");
+
+  // A real 1×1 PNG, and a small PDF.
+  const png = Buffer.from(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==",
+    "base64",
+  );
+  await jade.page.setInputFiles("#attach-input", { name: "dot.png", mimeType: "image/png", buffer: png });
+  await jade.page.waitForSelector("#messages li.mine img.attachment");
+  await jade.page.setInputFiles("#attach-input", {
+    name: "report.pdf", mimeType: "application/pdf", buffer: Buffer.from("%PDF-1.4\n% a test\n"),
+  });
+  await jade.page.waitForSelector("#messages li.mine a.file >> text=report.pdf");
+
+  await kim.page.click(`#conversations li[data-user="${jade.id}"]`);
+  await kim.page.waitForSelector("#messages li a.file >> text=report.pdf");
+  // The picture loaded from its signed URL: the browser decoded it.
+  await kim.page.waitForFunction(() => {
+    const img = document.querySelector("#messages li img.attachment");
+    return img && img.complete && img.naturalWidth === 1;
+  });
+
+  for (const window of [jade, kim]) {
+    assert.deepEqual(window.external, [], "no third-party requests");
+    assert.deepEqual(window.problems, [], "no script errors or CSP violations");
+    await window.context.close();
+  }
+});

@@ -58,7 +58,11 @@ impl From<&Histogram<u64>> for Percentiles {
 pub struct Step {
     pub target_rate: u32,
     pub achieved_send_rate: f64,
+    /// Messages sent (changes not included).
     pub sent: u64,
+    /// Reactions and edits sent in their place (`--changes`).
+    pub changes: u64,
+    /// Acks for both.
     pub acked: u64,
     /// Message frames received (each message counts once per receiver
     /// it must reach).
@@ -78,6 +82,8 @@ struct Frame {
     content: Option<String>,
     #[serde(default)]
     client_id: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
 }
 
 /// Senders on the first node, receivers on the last: the Redis hop is always
@@ -182,33 +188,31 @@ pub async fn run_step(
         let to = dests[i].clone();
         // Stagger senders so the aggregate rate is smooth.
         let offset = period.mul_f64(i as f64 / pairs as f64);
-        sending.spawn(async move {
-            (
-                i,
-                send(
-                    ws,
-                    to,
-                    rate,
-                    t0 + offset,
-                    t0_epoch + offset.as_micros() as i64,
-                    period,
-                    count,
-                )
-                .await,
-            )
-        });
+        let schedule = Schedule {
+            step: rate,
+            t0: t0 + offset,
+            t0_epoch: t0_epoch + offset.as_micros() as i64,
+            period,
+            count,
+            change_every: match common.changes {
+                0 => 0,
+                percent => (100 / u64::from(percent)).max(2),
+            },
+        };
+        sending.spawn(async move { (i, send(ws, to, schedule).await) });
     }
 
     let mut senders_back: Vec<Option<Ws>> = (0..pairs).map(|_| None).collect();
-    let (mut sent, mut acked, mut errors) = (0, 0, 0);
+    let (mut sent, mut changes, mut acked, mut errors) = (0, 0, 0, 0);
     let mut ack_h = histogram();
     while let Some(done) = sending.join_next().await {
-        let (i, (ws, s, a, e, h)) = done?;
+        let (i, (ws, out)) = done?;
         senders_back[i] = Some(ws);
-        sent += s;
-        acked += a;
-        errors += e;
-        ack_h.add(h)?;
+        sent += out.sent - out.changes;
+        changes += out.changes;
+        acked += out.acked;
+        errors += out.errors;
+        ack_h.add(out.ack_h)?;
     }
     let send_seconds = started.elapsed().as_secs_f64() - 0.05;
     let expected = sent * fanout;
@@ -229,8 +233,9 @@ pub async fn run_step(
     let delivered = delivered.load(Ordering::Relaxed);
     let step = Step {
         target_rate: rate,
-        achieved_send_rate: sent as f64 / send_seconds,
+        achieved_send_rate: (sent + changes) as f64 / send_seconds,
         sent,
+        changes,
         acked,
         delivered,
         delivered_ratio: if expected == 0 {
@@ -256,39 +261,72 @@ pub async fn run_step(
     ))
 }
 
-/// Sends `count` messages on a fixed schedule while reading acks.
-#[allow(clippy::too_many_arguments)]
-async fn send(
-    ws: Ws,
-    to: String,
+/// When one sender's frames go out.
+struct Schedule {
+    /// Makes client ids unique per step.
     step: u32,
     t0: Instant,
     t0_epoch: i64,
     period: Duration,
     count: u64,
-) -> (Ws, u64, u64, u64, Histogram<u64>) {
+    /// Every this many frames, a change instead of a message (0: never).
+    change_every: u64,
+}
+
+/// What one sender did in a step.
+struct Sent {
+    /// Frames sent, changes included.
+    sent: u64,
+    changes: u64,
+    acked: u64,
+    errors: u64,
+    ack_h: Histogram<u64>,
+}
+
+/// Sends `count` frames on a fixed schedule while reading acks: messages,
+/// and with `change_every` a reaction or an edit of the latest message
+/// acked in their place.
+async fn send(ws: Ws, to: String, s: Schedule) -> (Ws, Sent) {
     let (mut sink, mut stream) = ws.split();
-    let period_us = period.as_micros() as i64;
-    let writer = async move {
-        for k in 0..count {
-            let intended = t0 + period.mul_f64(k as f64);
+    let period_us = s.period.as_micros() as i64;
+    let latest: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+    let step = s.step;
+    let writer = async {
+        let mut changes = 0;
+        for k in 0..s.count {
+            let intended = s.t0 + s.period.mul_f64(k as f64);
             tokio::time::sleep_until(intended.into()).await;
-            let stamp = t0_epoch + period_us * k as i64;
-            let frame = format!(
-                // Client ids are unique per step: a sender reused with the
-                // same id would (rightly) be answered as a duplicate.
-                r#"{{"type":"message",{to},"content":"{stamp}","client_id":"{step}-{k}"}}"#
-            );
+            let stamp = s.t0_epoch + period_us * k as i64;
+            let target = (s.change_every > 0 && k % s.change_every == s.change_every - 1)
+                .then(|| latest.lock().expect("not poisoned").clone())
+                .flatten();
+            // Client ids are unique per step: a sender reused with the
+            // same id would (rightly) be answered as a duplicate.
+            let is_change = target.is_some();
+            let frame = match target {
+                Some(id) if changes % 2 == 0 => format!(
+                    r#"{{"type":"react","message_id":"{id}","emoji":"👍","client_id":"{step}-{k}"}}"#
+                ),
+                Some(id) => format!(
+                    r#"{{"type":"edit","message_id":"{id}","content":"edited {stamp}","client_id":"{step}-{k}"}}"#
+                ),
+                None => format!(
+                    r#"{{"type":"message",{to},"content":"{stamp}","client_id":"{step}-{k}"}}"#
+                ),
+            };
+            if is_change {
+                changes += 1;
+            }
             if sink.send(Message::Text(frame.into())).await.is_err() {
-                return (sink, k);
+                return (k, changes);
             }
         }
-        (sink, count)
+        (s.count, changes)
     };
     let reader = async {
         let (mut acked, mut errors) = (0u64, 0u64);
         let mut h = histogram();
-        while acked + errors < count {
+        while acked + errors < s.count {
             let Ok(Some(Ok(message))) =
                 tokio::time::timeout(Duration::from_secs(10), stream.next()).await
             else {
@@ -303,12 +341,15 @@ async fn send(
             match frame.kind.as_str() {
                 "ack" => {
                     acked += 1;
+                    if let Some(id) = frame.id {
+                        *latest.lock().expect("not poisoned") = Some(id);
+                    }
                     let k = frame
                         .client_id
                         .as_deref()
                         .and_then(|c| c.rsplit('-').next()?.parse::<u64>().ok());
                     if let Some(k) = k {
-                        let intended = t0_epoch + period_us * k as i64;
+                        let intended = s.t0_epoch + period_us * k as i64;
                         let _ = h.record((epoch_micros() - intended).max(1) as u64);
                     }
                 }
@@ -321,9 +362,18 @@ async fn send(
         }
         (acked, errors, h)
     };
-    let ((sink, sent), (acked, errors, h)) = tokio::join!(writer, reader);
+    let ((sent, changes), (acked, errors, ack_h)) = tokio::join!(writer, reader);
     let ws = sink.reunite(stream).expect("halves of one socket");
-    (ws, sent, acked, errors, h)
+    (
+        ws,
+        Sent {
+            sent,
+            changes,
+            acked,
+            errors,
+            ack_h,
+        },
+    )
 }
 
 /// Counts message frames and their latency from the intended send time.

@@ -46,6 +46,12 @@ pub struct Common {
     /// Distinguishes this run's users from earlier runs'.
     #[arg(long, default_value = "bench")]
     pub tag: String,
+    /// Percent of each sender's frames that change a message it sent (a
+    /// reaction or an edit of its latest acked message) instead of sending
+    /// one: 10 is one in ten. The rate counts both; delivery counts
+    /// messages.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=50))]
+    pub changes: u8,
 }
 
 #[derive(Subcommand)]

@@ -95,6 +95,7 @@ pub async fn seed(
                     client_id: None,
                     created_at: at,
                     reply_to: None,
+                    attachments: Vec::new(),
                 }
             })
             .collect();

@@ -93,6 +93,7 @@ macro_rules! portable_changes {
                 }
                 let message = read_message(&mut tx, new.message_id).await?;
                 let sender = message.sender_id == new.actor;
+                let mut removed = Vec::new();
                 let deleted = message.deleted_at.is_some();
                 match &new.kind {
                     ChangeKind::Edit { content } => {
@@ -122,7 +123,7 @@ macro_rules! portable_changes {
                         if deleted {
                             return Ok(ChangeOutcome::Unchanged(message));
                         }
-                        delete_content(&mut tx, &message, new.at).await?;
+                        removed = delete_content(&mut tx, &message, new.at).await?;
                     }
                     ChangeKind::React { emoji } => {
                         if deleted {
@@ -232,6 +233,7 @@ macro_rules! portable_changes {
                         message,
                     },
                     seqs: seqs.into_iter().map(|(user, seq)| (user, seq + 1)).collect(),
+                    removed,
                 }))
             }
 
@@ -251,6 +253,62 @@ macro_rules! portable_changes {
                 .fetch_optional(&self.pool)
                 .await?;
                 Ok(row.map(Into::into))
+            }
+
+            pub(super) async fn create_attachment(&self, a: &NewAttachment) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO attachments (id, owner_id, name, size, content_type, width, height,
+                        created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(a.id)
+                .bind(a.owner)
+                .bind(&a.name)
+                .bind(a.size)
+                .bind(&a.content_type)
+                .bind(a.width)
+                .bind(a.height)
+                .bind(a.at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            pub(super) async fn attachment(&self, id: Uuid) -> StoreResult<Option<StoredAttachment>> {
+                let row: Option<AttachmentRow> = sqlx::query_as(
+                    "SELECT id, owner_id, message_id, name, size, content_type, width, height
+                     FROM attachments WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(Into::into))
+            }
+
+            /// Fills in each message's attachments.
+            pub(super) async fn with_attachments(&self, messages: &mut [Message]) -> StoreResult<()> {
+                if messages.is_empty() {
+                    return Ok(());
+                }
+                let ids: Vec<Uuid> = messages.iter().map(|m| m.id).collect();
+                let mut files = std::collections::HashMap::<Uuid, Vec<Attachment>>::new();
+                for row in self.attachments_of(&ids).await? {
+                    let stored = StoredAttachment::from(row);
+                    if let Some(message) = stored.message_id {
+                        files.entry(message).or_default().push(stored.attachment);
+                    }
+                }
+                for m in messages {
+                    m.attachments = files.remove(&m.id).unwrap_or_default();
+                }
+                Ok(())
+            }
+
+            /// What a history page shows of each message beyond its row:
+            /// reactions as `me` sees them, and attachments.
+            pub(super) async fn decorate(&self, me: Uuid, messages: &mut [Message]) -> StoreResult<()> {
+                self.with_reactions(me, messages).await?;
+                self.with_attachments(messages).await
             }
 
             /// Each message's reactions as `me` sees them: per emoji, how
@@ -292,15 +350,17 @@ macro_rules! portable_changes {
             Ok(row.into())
         }
 
-        /// Deletes a message for everyone: its content and reactions leave
-        /// storage, it stops counting as unread for anyone (without
-        /// receipts: there is nothing left to read), and a direct
-        /// conversation's preview falls back to its latest message left.
+        /// Deletes a message for everyone: its content, reactions and
+        /// attachments leave storage (the attachments' ids are returned:
+        /// their bytes go once this commits), it stops counting as unread
+        /// for anyone (without receipts: there is nothing left to read),
+        /// and a direct conversation's preview falls back to its latest
+        /// message left.
         async fn delete_content<'c>(
             tx: &mut sqlx::Transaction<'c, $db>,
             message: &Message,
             at: DateTime<Utc>,
-        ) -> StoreResult<()> {
+        ) -> StoreResult<Vec<Uuid>> {
             sqlx::query(
                 "UPDATE messages SET content = '', deleted_at = $2, updated_at = $2,
                     is_read = CASE WHEN receiver_id IS NULL THEN is_read ELSE TRUE END,
@@ -320,6 +380,11 @@ macro_rules! portable_changes {
                 .bind(message.id)
                 .execute(&mut **tx)
                 .await?;
+            let removed: Vec<Uuid> =
+                sqlx::query_scalar("DELETE FROM attachments WHERE message_id = $1 RETURNING id")
+                    .bind(message.id)
+                    .fetch_all(&mut **tx)
+                    .await?;
             if message.receiver_id.is_some() {
                 sqlx::query(
                     "UPDATE conversations SET (last_message_id, last_message_at) = (
@@ -334,7 +399,7 @@ macro_rules! portable_changes {
                 .execute(&mut **tx)
                 .await?;
             }
-            Ok(())
+            Ok(removed)
         }
     };
 }

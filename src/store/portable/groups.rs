@@ -255,7 +255,7 @@ macro_rules! portable_groups {
                     rows.into_iter().map(Message::from).collect(),
                     limit,
                 );
-                self.with_reactions(me, &mut page.items).await?;
+                self.decorate(me, &mut page.items).await?;
                 Ok(page)
             }
         }

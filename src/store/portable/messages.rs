@@ -40,7 +40,7 @@ macro_rules! portable_messages {
                     rows.into_iter().map(Message::from).collect(),
                     limit,
                 );
-                self.with_reactions(me, &mut page.items).await?;
+                self.decorate(me, &mut page.items).await?;
                 Ok(page)
             }
 
@@ -130,10 +130,30 @@ macro_rules! portable_messages {
                 .bind(i64::from(limit) + 1)
                 .fetch_all(&self.pool)
                 .await?;
-                Ok(Page::from_overfetch(
-                    rows.into_iter().map(Into::into).collect(),
-                    limit,
-                ))
+                let mut page: Page<Entry> =
+                    Page::from_overfetch(rows.into_iter().map(Into::into).collect(), limit);
+                let mut messages: Vec<Message> = page
+                    .items
+                    .iter()
+                    .filter_map(|e| e.message().filter(|m| m.message_type != MessageType::Text))
+                    .cloned()
+                    .collect();
+                if !messages.is_empty() {
+                    // Only messages that carry files are looked up.
+                    self.with_attachments(&mut messages).await?;
+                    let mut files: std::collections::HashMap<Uuid, Vec<Attachment>> = messages
+                        .into_iter()
+                        .map(|m| (m.id, m.attachments))
+                        .collect();
+                    for entry in &mut page.items {
+                        if let Entry::Message(s) = entry
+                            && let Some(found) = files.remove(&s.message.id)
+                        {
+                            s.message.attachments = found;
+                        }
+                    }
+                }
+                Ok(page)
             }
         }
     };

@@ -29,4 +29,16 @@ impl PgStore {
         .await?;
         Ok(counts)
     }
+
+    /// The attachments of `messages`.
+    async fn attachments_of(&self, messages: &[Uuid]) -> StoreResult<Vec<AttachmentRow>> {
+        let rows = sqlx::query_as(
+            "SELECT id, owner_id, message_id, name, size, content_type, width, height
+             FROM attachments WHERE message_id = ANY($1) ORDER BY created_at, id",
+        )
+        .bind(messages)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
 }

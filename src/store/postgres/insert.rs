@@ -16,7 +16,9 @@ impl PgStore {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
+        // Group messages and messages with files take the steps.
         if groups_of(batch).is_empty()
+            && batch.iter().all(|m| m.attachments.is_empty())
             && let Some(outcomes) = self.insert_direct(batch).await?
         {
             return Ok(outcomes);
@@ -82,13 +84,16 @@ impl PgStore {
         }
         let inserted: Vec<Uuid> = sqlx::query_scalar(
             "INSERT INTO messages (id, sender_id, receiver_id, content, client_id,
-                conversation_id, sender_seq, receiver_seq, created_at, updated_at, reply_to)
+                conversation_id, sender_seq, receiver_seq, created_at, updated_at, reply_to,
+                message_type)
              SELECT id, sender_id, receiver_id, content, client_id,
-                conversation_id, sender_seq, receiver_seq, created_at, created_at, reply_to
+                conversation_id, sender_seq, receiver_seq, created_at, created_at, reply_to,
+                CAST(kind AS message_type)
              FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
-                         $6::uuid[], $7::int8[], $8::int8[], $9::timestamptz[], $10::uuid[])
+                         $6::uuid[], $7::int8[], $8::int8[], $9::timestamptz[], $10::uuid[],
+                         $11::text[])
                AS t(id, sender_id, receiver_id, content, client_id,
-                    conversation_id, sender_seq, receiver_seq, created_at, reply_to)
+                    conversation_id, sender_seq, receiver_seq, created_at, reply_to, kind)
              ON CONFLICT (sender_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
              RETURNING id",
         )
@@ -102,9 +107,30 @@ impl PgStore {
         .bind(cols.receiver_seq)
         .bind(cols.created_at)
         .bind(cols.reply_to)
+        .bind(cols.kind)
         .fetch_all(&mut *tx)
         .await?;
         let inserted: HashSet<Uuid> = inserted.into_iter().collect();
+
+        let files = plan.attachment_links(|r| inserted.contains(&r.message.id));
+        if !files.is_empty() {
+            let (mut ids, mut messages, mut owners) = (Vec::new(), Vec::new(), Vec::new());
+            for (file, message, owner) in files {
+                ids.push(file);
+                messages.push(message);
+                owners.push(owner);
+            }
+            sqlx::query(
+                "UPDATE attachments a SET message_id = v.m
+                 FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[]) AS v(id, m, owner)
+                 WHERE a.id = v.id AND a.owner_id = v.owner AND a.message_id IS NULL",
+            )
+            .bind(ids)
+            .bind(messages)
+            .bind(owners)
+            .execute(&mut *tx)
+            .await?;
+        }
 
         if inserted.len() < plan.rows.len() {
             // Their sequence numbers stay unused: sync only needs them to grow.
@@ -421,6 +447,7 @@ struct MessageColumns {
     receiver_seq: Vec<Option<i64>>,
     created_at: Vec<DateTime<Utc>>,
     reply_to: Vec<Option<Uuid>>,
+    kind: Vec<&'static str>,
 }
 
 impl MessageColumns {
@@ -436,5 +463,6 @@ impl MessageColumns {
         self.receiver_seq.push(row.receiver_seq);
         self.created_at.push(m.created_at);
         self.reply_to.push(m.reply_to.as_ref().map(|r| r.id));
+        self.kind.push(m.message_type.as_str());
     }
 }

@@ -169,7 +169,7 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await?;
         let mut found: Vec<Message> = rows.into_iter().map(Into::into).collect();
-        self.with_reactions(me, &mut found).await?;
+        self.decorate(me, &mut found).await?;
         Ok(found)
     }
 

@@ -27,4 +27,15 @@ impl SqliteStore {
         query.push(" GROUP BY message_id, emoji ORDER BY min(created_at), emoji");
         Ok(query.build_query_as().fetch_all(&self.pool).await?)
     }
+
+    /// The attachments of `messages`.
+    async fn attachments_of(&self, messages: &[Uuid]) -> StoreResult<Vec<AttachmentRow>> {
+        let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT id, owner_id, message_id, name, size, content_type, width, height
+             FROM attachments WHERE message_id IN ",
+        );
+        push_ids(&mut query, messages);
+        query.push(" ORDER BY created_at, id");
+        Ok(query.build_query_as().fetch_all(&self.pool).await?)
+    }
 }

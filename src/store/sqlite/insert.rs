@@ -56,11 +56,12 @@ impl SqliteStore {
             return Ok(plan.outcomes);
         }
         let mut inserted: HashSet<Uuid> = HashSet::with_capacity(plan.rows.len());
-        // 11 parameters a row stays far below SQLite's 32,766-variable limit.
+        // 12 parameters a row stays far below SQLite's 32,766-variable limit.
         for chunk in plan.rows.chunks(1000) {
             let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO messages (id, sender_id, receiver_id, content, client_id,
-                    conversation_id, sender_seq, receiver_seq, created_at, updated_at, reply_to) ",
+                    conversation_id, sender_seq, receiver_seq, created_at, updated_at, reply_to,
+                    message_type) ",
             );
             insert.push_values(chunk, |mut b, row| {
                 let m = &row.message;
@@ -74,7 +75,8 @@ impl SqliteStore {
                     .push_bind(row.receiver_seq)
                     .push_bind(m.created_at)
                     .push_bind(m.created_at)
-                    .push_bind(m.reply_to.as_ref().map(|r| r.id));
+                    .push_bind(m.reply_to.as_ref().map(|r| r.id))
+                    .push_bind(m.message_type.as_str());
             });
             insert.push(
                 " ON CONFLICT (sender_id, client_id) WHERE client_id IS NOT NULL DO NOTHING RETURNING id",
@@ -104,6 +106,18 @@ impl SqliteStore {
                 }
             }
             plan.resolve_conflicts(&existing);
+        }
+
+        for (file, message, owner) in plan.attachment_links(|r| inserted.contains(&r.message.id)) {
+            sqlx::query(
+                "UPDATE attachments SET message_id = ?2
+                 WHERE id = ?1 AND owner_id = ?3 AND message_id IS NULL",
+            )
+            .bind(file)
+            .bind(message)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
         }
 
         let mut update: QueryBuilder<Sqlite> = QueryBuilder::new("WITH v(id, seq) AS (");

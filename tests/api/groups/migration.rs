@@ -183,6 +183,7 @@ async fn old_direct_chats_go_on_numbering_where_they_stopped(backend: Backend) {
             client_id: None,
             created_at: ochat::store::now(),
             reply_to: None,
+            attachments: Vec::new(),
         }])
         .await
         .unwrap();

@@ -60,6 +60,8 @@ pub struct TestApp {
     pub state: ochat::state::AppState,
     pub stop: CancellationToken,
     pub finished: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Where the embedded store keeps attachments (removed when dropped).
+    _files: tempfile::TempDir,
     _db: Arc<TestDatabase>,
 }
 
@@ -89,8 +91,10 @@ impl TestApp {
     }
 
     pub async fn spawn_on(db: Arc<TestDatabase>, env: &[(&str, &str)]) -> Self {
+        let files = tempfile::tempdir().expect("a directory for attachments");
         let mut vars: Vec<(String, String)> = vec![
             ("DATABASE_URL".into(), db.url.clone()),
+            ("ATTACHMENTS_DIR".into(), files.path().display().to_string()),
             ("JWT_SECRET".into(), TEST_SECRET.into()),
             ("SERVER_PORT".into(), "0".into()),
             ("METRICS_PORT".into(), "0".into()),
@@ -125,6 +129,7 @@ impl TestApp {
             state,
             stop,
             finished: Some(finished),
+            _files: files,
             _db: db,
         }
     }
@@ -206,10 +211,7 @@ impl TestApp {
             .send(
                 from.id,
                 None,
-                ochat::protocol::Destination::User(to.id),
-                content,
-                None,
-                None,
+                ochat::chat::Outgoing::text(ochat::protocol::Destination::User(to.id), content),
             )
             .await
             .expect("send")
@@ -227,10 +229,10 @@ impl TestApp {
             .send(
                 from.id,
                 None,
-                ochat::protocol::Destination::Conversation(group),
-                content,
-                None,
-                None,
+                ochat::chat::Outgoing::text(
+                    ochat::protocol::Destination::Conversation(group),
+                    content,
+                ),
             )
             .await
             .expect("send to group")

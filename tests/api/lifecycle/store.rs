@@ -48,6 +48,7 @@ async fn send_reply(
         client_id: None,
         created_at: now(),
         reply_to,
+        attachments: Vec::new(),
     };
     match store.insert_messages(&[new]).await.unwrap().remove(0) {
         InsertOutcome::Created(s) => s.message,

@@ -10,7 +10,7 @@ mod presence;
 use crate::helpers::proxy::Proxy;
 use crate::helpers::{Backend, TestApp, TestDatabase};
 
-pub(super) fn host_port(url: &str) -> String {
+pub(crate) fn host_port(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
     rest.split('/').next().unwrap().to_owned()
@@ -32,7 +32,7 @@ pub(super) async fn node_behind_a_proxy(env: &[(&str, &str)]) -> (TestApp, Proxy
     (app, proxy, direct)
 }
 
-pub(super) async fn ready(app: &TestApp) -> bool {
+pub(crate) async fn ready(app: &TestApp) -> bool {
     reqwest::get(format!("{}/readyz", app.base))
         .await
         .is_ok_and(|r| r.status() == 200)

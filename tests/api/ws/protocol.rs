@@ -40,7 +40,10 @@ fn readme_examples(section: &str) -> Vec<Value> {
             let text = &rest[i + 1..end];
             let key_before = filled.trim_end().ends_with(':');
             let placeholder = text == "…" || text.starts_with('<');
-            if placeholder && key_before && filled.ends_with("\"timestamp\":") {
+            let time_key = ["\"timestamp\":", "_at\":"]
+                .iter()
+                .any(|k| filled.trim_end().ends_with(k));
+            if placeholder && key_before && time_key {
                 filled.push_str("\"2024-01-01T12:00:00Z\"");
             } else if placeholder {
                 filled.push_str(&format!("\"{id}\""));
@@ -61,7 +64,7 @@ fn readme_examples(section: &str) -> Vec<Value> {
 fn the_protocol_document_describes_every_readme_example() {
     let protocol = crate::helpers::wsclient::Protocol::get();
     let client = readme_examples("### Client → server");
-    assert_eq!(client.len(), 12, "every client example: {client:#?}");
+    assert_eq!(client.len(), 13, "every client example: {client:#?}");
     for frame in &client {
         assert_eq!(protocol.client_errors(frame), None, "{frame}");
     }

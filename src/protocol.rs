@@ -652,6 +652,52 @@ mod tests {
     }
 
     #[test]
+    fn changes_and_cursors_parse() {
+        let id = Uuid::now_v7();
+        let frame = ClientFrame::parse(
+            &json!({"type":"react","message_id":id,"emoji":"👍","client_id":"r1"}).to_string(),
+        )
+        .unwrap();
+        assert_eq!(
+            frame,
+            ClientFrame::Change {
+                message_id: id,
+                kind: ChangeKind::React {
+                    emoji: "👍".into()
+                },
+                client_id: Some("r1".into()),
+            }
+        );
+        assert_eq!(frame.kind(), "react");
+        assert_eq!(frame.client_id(), Some("r1"));
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"sync","cursor":17}"#).unwrap(),
+            ClientFrame::Sync {
+                from: SyncFrom::Cursor(17),
+                limit: None
+            }
+        );
+        let both = ClientFrame::parse(&json!({"type":"sync","since":id,"cursor":1}).to_string())
+            .unwrap_err();
+        assert_eq!(
+            both.error.message,
+            "invalid `sync` frame: give either `since` or `cursor`, not both"
+        );
+        let negative = ClientFrame::parse(r#"{"type":"sync","cursor":-1}"#).unwrap_err();
+        assert_eq!(
+            negative.error.message,
+            "invalid `sync` frame: `cursor` must not be negative"
+        );
+        let no_content =
+            ClientFrame::parse(&json!({"type":"edit","message_id":id,"client_id":"e"}).to_string())
+                .unwrap_err();
+        assert_eq!(
+            (no_content.error.code, no_content.client_id.as_deref()),
+            (ErrorCode::InvalidField, Some("e"))
+        );
+    }
+
+    #[test]
     fn bad_frames_get_precise_codes() {
         let cases = [
             ("{not json", ErrorCode::InvalidJson),

@@ -8,7 +8,7 @@ use super::Chat;
 use super::text::{BadName, NAME_RULE, name};
 use crate::config::FilesConfig;
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::files::{Download, Files, SignedUrl};
+use crate::files::{Download, FileError, Files, SignedUrl};
 use crate::store::{self, Attachment, NewAttachment, StoredAttachment};
 
 /// Files one message may carry.
@@ -86,8 +86,13 @@ impl Chat {
             height: dimension(a.height)?,
             at: store::now(),
         };
+        // Signed first: with the store unavailable nothing is recorded.
+        let url = self
+            .files
+            .upload_url(new.id, config.url_ttl)
+            .map_err(FileError::into_api)?;
         self.store.create_attachment(&new).await?;
-        Ok((new.id, self.files.upload_url(new.id, config.url_ttl)))
+        Ok((new.id, url))
     }
 
     /// A download URL for `user`, who must be able to read the message the
@@ -98,9 +103,9 @@ impl Chat {
             name: &a.name,
             content_type: &a.content_type,
         };
-        Ok(self
-            .files
-            .download_url(id, &how, self.files_config().url_ttl))
+        self.files
+            .download_url(id, &how, self.files_config().url_ttl)
+            .map_err(FileError::into_api)
     }
 
     async fn readable_attachment(&self, user: Uuid, id: Uuid) -> ApiResult<StoredAttachment> {
@@ -162,10 +167,7 @@ impl Chat {
                     "attachment {id} is already on a message"
                 )));
             }
-            let uploaded = self.files.uploaded(id).await.map_err(|e| {
-                tracing::warn!(error = %e, "file store unavailable");
-                ApiError::unavailable()
-            })?;
+            let uploaded = self.files.uploaded(id).await.map_err(FileError::into_api)?;
             match uploaded {
                 Some(size) if size == a.attachment.size as u64 => {}
                 Some(size) => {

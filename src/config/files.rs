@@ -41,12 +41,12 @@ impl FilesConfig {
     pub(super) fn from_vars(vars: &Vars, database: &DatabaseConfig) -> Result<Self, ConfigError> {
         let store = match vars.get("S3_BUCKET") {
             Some(bucket) => {
-                let need = |var: &'static str| {
-                    vars.get(var)
+                let need = |var: &'static str, value: Option<&str>| {
+                    value
                         .map(str::to_owned)
                         .ok_or_else(|| bad(var, "required with S3_BUCKET (an S3-compatible store)"))
                 };
-                let endpoint = need("S3_ENDPOINT")?;
+                let endpoint = need("S3_ENDPOINT", vars.get("S3_ENDPOINT"))?;
                 if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
                     return Err(bad("S3_ENDPOINT", "expected an http(s) URL"));
                 }
@@ -54,8 +54,14 @@ impl FilesConfig {
                     endpoint,
                     bucket: bucket.to_owned(),
                     region: vars.get("S3_REGION").unwrap_or("us-east-1").to_owned(),
-                    access_key: Secret::new(need("S3_ACCESS_KEY_ID")?),
-                    secret_key: Secret::new(need("S3_SECRET_ACCESS_KEY")?),
+                    access_key: Secret::new(need(
+                        "S3_ACCESS_KEY_ID",
+                        vars.get("S3_ACCESS_KEY_ID"),
+                    )?),
+                    secret_key: Secret::new(need(
+                        "S3_SECRET_ACCESS_KEY",
+                        vars.get("S3_SECRET_ACCESS_KEY"),
+                    )?),
                 }
             }
             None => FileStoreConfig::Local(match vars.get("ATTACHMENTS_DIR") {
@@ -118,5 +124,55 @@ impl FilesConfig {
                 Some(family) => t.split('/').next() == Some(family) && t.contains('/'),
                 None => *allowed == t,
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<FilesConfig, ConfigError> {
+        let vars = Vars(
+            vars.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        FilesConfig::from_vars(
+            &vars,
+            &DatabaseConfig::Sqlite(PathBuf::from("data/ochat.db")),
+        )
+    }
+
+    #[test]
+    fn types_match_exactly_or_by_family() {
+        let c = config(&[("ATTACHMENT_TYPES", "image/*, Application/PDF")]).unwrap();
+        assert!(c.accepts("image/png") && c.accepts("IMAGE/webp") && c.accepts("application/pdf"));
+        assert!(!c.accepts("image") && !c.accepts("text/html") && !c.accepts("application/pdfx"));
+        assert!(
+            matches!(c.store, FileStoreConfig::Local(ref d) if d == &PathBuf::from("data/ochat-attachments"))
+        );
+        assert_eq!(c.origin(), None);
+    }
+
+    #[test]
+    fn an_object_store_needs_its_endpoint_and_keys() {
+        let err = config(&[("S3_BUCKET", "b")]).unwrap_err();
+        assert_eq!(err.var, "S3_ENDPOINT");
+        let err = config(&[
+            ("S3_BUCKET", "b"),
+            ("S3_ENDPOINT", "https://s3.example.com"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.var, "S3_ACCESS_KEY_ID");
+        let c = config(&[
+            ("S3_BUCKET", "b"),
+            ("S3_ENDPOINT", "https://s3.example.com:9000/base"),
+            ("S3_ACCESS_KEY_ID", "k"),
+            ("S3_SECRET_ACCESS_KEY", "s"),
+        ])
+        .unwrap();
+        assert_eq!(c.origin().as_deref(), Some("https://s3.example.com:9000"));
+        let err = config(&[("ATTACHMENT_TYPES", "png")]).unwrap_err();
+        assert_eq!(err.var, "ATTACHMENT_TYPES");
     }
 }

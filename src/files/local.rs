@@ -26,58 +26,83 @@ use crate::state::AppState;
 
 pub struct LocalFiles {
     dir: PathBuf,
-    key: Vec<u8>,
+    /// Read (or made) on first use: a node whose directory cannot be
+    /// written (a read-only container without `S3_BUCKET`) still starts,
+    /// and only attachments are unavailable.
+    key: std::sync::OnceLock<Vec<u8>>,
 }
 
 impl LocalFiles {
-    pub fn open(dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let key_file = dir.join(".signing-key");
-        let key = match std::fs::read(&key_file) {
-            Ok(key) if key.len() == 32 => key,
-            _ => {
-                let key: [u8; 32] = rand::random();
-                std::fs::write(&key_file, key)?;
-                key.to_vec()
-            }
-        };
-        Ok(Self {
+    pub fn open(dir: &Path) -> Self {
+        Self {
             dir: dir.to_owned(),
-            key,
-        })
+            key: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The signing key, shared by every node that shares the directory:
+    /// the first to start makes it (linked into place whole, so a node
+    /// starting at the same time reads that one, never half of it).
+    fn key(&self) -> Result<&[u8], FileError> {
+        if let Some(key) = self.key.get() {
+            return Ok(key);
+        }
+        let unavailable = |e: std::io::Error| {
+            FileError::Unavailable(format!("attachments directory {}: {e}", self.dir.display()))
+        };
+        std::fs::create_dir_all(&self.dir).map_err(unavailable)?;
+        let key_file = self.dir.join(".signing-key");
+        if !key_file.exists() {
+            let made = self.dir.join(format!(".signing-key.{}", Uuid::now_v7()));
+            let key: [u8; 32] = rand::random();
+            std::fs::write(&made, key).map_err(unavailable)?;
+            // Fails if another node linked its key first: then that one.
+            let _ = std::fs::hard_link(&made, &key_file);
+            let _ = std::fs::remove_file(&made);
+        }
+        let key = std::fs::read(&key_file).map_err(unavailable)?;
+        if key.len() != 32 {
+            return Err(FileError::Unavailable(format!(
+                "{} is not a 32-byte key",
+                key_file.display()
+            )));
+        }
+        Ok(self.key.get_or_init(|| key))
     }
 
     fn path(&self, id: Uuid) -> PathBuf {
         self.dir.join(id.to_string())
     }
 
-    fn signature(&self, action: &str, id: Uuid, expires: i64) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
+    fn signature(&self, action: &str, id: Uuid, expires: i64) -> Result<String, FileError> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.key()?).expect("any key length");
         mac.update(format!("{action}\n{id}\n{expires}").as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        Ok(hex::encode(mac.finalize().into_bytes()))
     }
 
-    fn signed(&self, action: &str, id: Uuid, ttl: Duration) -> SignedUrl {
+    fn signed(&self, action: &str, id: Uuid, ttl: Duration) -> Result<SignedUrl, FileError> {
         let expires_at = expiry(ttl);
         let expires = expires_at.timestamp();
-        let sig = self.signature(action, id, expires);
-        SignedUrl {
+        let sig = self.signature(action, id, expires)?;
+        Ok(SignedUrl {
             url: format!("/api/v1/files/{id}?expires={expires}&signature={sig}"),
             expires_at,
-        }
+        })
     }
 
-    pub fn upload_url(&self, id: Uuid, ttl: Duration) -> SignedUrl {
+    pub fn upload_url(&self, id: Uuid, ttl: Duration) -> Result<SignedUrl, FileError> {
         self.signed("put", id, ttl)
     }
 
-    pub fn download_url(&self, id: Uuid, ttl: Duration) -> SignedUrl {
+    pub fn download_url(&self, id: Uuid, ttl: Duration) -> Result<SignedUrl, FileError> {
         self.signed("get", id, ttl)
     }
 
     /// Whether a URL's signature and expiry are good for `action`.
     fn check(&self, action: &str, id: Uuid, q: &Signed) -> Result<(), ApiError> {
-        let good = self.signature(action, id, q.expires);
+        let good = self
+            .signature(action, id, q.expires)
+            .map_err(|e| e.into_api())?;
         // Compared in constant time: the signature is a secret until used.
         let same = good.len() == q.signature.len()
             && good

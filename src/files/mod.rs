@@ -23,6 +23,17 @@ pub enum FileError {
     Unavailable(String),
 }
 
+impl FileError {
+    /// What a client hears: the details go to the log only.
+    pub fn into_api(self) -> crate::error::ApiError {
+        tracing::warn!(error = %self, "attachments unavailable");
+        crate::error::ApiError::new(
+            crate::error::ErrorCode::Unavailable,
+            "attachments are unavailable right now; retry later",
+        )
+    }
+}
+
 /// A URL that works until `expires_at`.
 #[derive(Debug, Clone)]
 pub struct SignedUrl {
@@ -44,7 +55,7 @@ pub enum Files {
 impl Files {
     pub fn open(config: &FilesConfig, http: reqwest::Client) -> anyhow::Result<Self> {
         Ok(match &config.store {
-            FileStoreConfig::Local(dir) => Self::Local(local::LocalFiles::open(dir)?),
+            FileStoreConfig::Local(dir) => Self::Local(local::LocalFiles::open(dir)),
             FileStoreConfig::S3 {
                 endpoint,
                 bucket,
@@ -63,18 +74,23 @@ impl Files {
     }
 
     /// Where the client PUTs the bytes of attachment `id`.
-    pub fn upload_url(&self, id: Uuid, ttl: Duration) -> SignedUrl {
+    pub fn upload_url(&self, id: Uuid, ttl: Duration) -> Result<SignedUrl, FileError> {
         match self {
             Self::Local(f) => f.upload_url(id, ttl),
-            Self::S3(f) => f.upload_url(id, ttl),
+            Self::S3(f) => Ok(f.upload_url(id, ttl)),
         }
     }
 
     /// Where the client GETs them.
-    pub fn download_url(&self, id: Uuid, how: &Download<'_>, ttl: Duration) -> SignedUrl {
+    pub fn download_url(
+        &self,
+        id: Uuid,
+        how: &Download<'_>,
+        ttl: Duration,
+    ) -> Result<SignedUrl, FileError> {
         match self {
             Self::Local(f) => f.download_url(id, ttl),
-            Self::S3(f) => f.download_url(id, how, ttl),
+            Self::S3(f) => Ok(f.download_url(id, how, ttl)),
         }
     }
 

@@ -27,6 +27,7 @@ const state = {
   names: new Map(),      // user id -> display name
   readers: new Map(),    // id of a group message I sent -> Set of user ids who read it
   pending: new Map(),    // client_id -> {to, group, content}, until the ack
+  changes: new Map(),    // client_id -> an edit, delete or reaction of mine, until the ack
   typingTimer: null,
   lastTypingSent: 0,
 };
@@ -458,12 +459,26 @@ function menuOf(m, mine) {
   return menu;
 }
 
+// A change to a message. The session that makes it hears only its ack
+// (other sessions hear the event), so the ack applies it here.
 function change(type, id, fields) {
   if (!state.ws || state.ws.readyState !== WebSocket.OPEN) {
     showError("Not connected; try again once reconnected.");
     return;
   }
-  state.ws.send(JSON.stringify({ type, message_id: id, ...fields, client_id: crypto.randomUUID() }));
+  const clientId = crypto.randomUUID();
+  state.changes.set(clientId, { type, id, ...fields });
+  state.ws.send(JSON.stringify({ type, message_id: id, ...fields, client_id: clientId }));
+}
+
+// The event an acked change of mine stands for.
+function changeEvent(c, at) {
+  switch (c.type) {
+    case "edit": return { type: "message_updated", id: c.id, content: c.content, edited_at: at };
+    case "delete": return { type: "message_deleted", id: c.id, deleted_at: at };
+    case "react": return { type: "reaction_added", message_id: c.id, user_id: state.me.id, emoji: c.emoji };
+    default: return { type: "reaction_removed", message_id: c.id, user_id: state.me.id, emoji: c.emoji };
+  }
 }
 
 function startReply(m) {
@@ -587,7 +602,7 @@ $("composer").addEventListener("submit", (event) => {
   }
   const clientId = crypto.randomUUID();
   if (state.editing) {
-    state.ws.send(JSON.stringify({ type: "edit", message_id: state.editing.id, content, client_id: clientId }));
+    change("edit", state.editing.id, { content: content.trim() });
     $("composer-input").value = "";
     stopComposing();
     return;
@@ -729,6 +744,12 @@ function handle(frame) {
       break;
     }
     case "ack": {
+      const changed = state.changes.get(frame.client_id);
+      if (changed) {
+        state.changes.delete(frame.client_id);
+        applyChange(changeEvent(changed, frame.timestamp));
+        break;
+      }
       const sent = state.pending.get(frame.client_id);
       state.pending.delete(frame.client_id);
       if (sent) {
@@ -810,7 +831,7 @@ function handle(frame) {
       break;
     }
     case "error": {
-      if (frame.client_id) state.pending.delete(frame.client_id);
+      if (frame.client_id) { state.pending.delete(frame.client_id); state.changes.delete(frame.client_id); }
       showError(`${frame.message} (${frame.code})`);
       return;
     }

@@ -8,7 +8,10 @@
 //! per-user sequence number for its sender (`sender_seq`) and its receiver
 //! (`receiver_seq`). A writer takes the row locks of both users (in id order,
 //! so writers never deadlock) before handing out the next numbers and holds
-//! them until commit. Two transactions that touch the same user are therefore
+//! them until commit. On PostgreSQL these are `FOR NO KEY UPDATE` locks: they
+//! exclude each other, and not the key-share locks a foreign key takes (a
+//! reaction or a change naming a user), which a transaction holding them
+//! may then wait for without a deadlock. Two transactions that touch the same user are therefore
 //! serialised, and a user's sequence numbers become visible in the order they
 //! were handed out: a reader that saw number `n` can never later find a
 //! committed `n - 1` it missed.

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::both_backends;
 use crate::helpers::{Backend, test_store};
 
-async fn user(store: &Arc<dyn Store>) -> Uuid {
+pub(crate) async fn user(store: &Arc<dyn Store>) -> Uuid {
     let id = Uuid::now_v7();
     store
         .upsert_user(id, &format!("{}@example.com", id.simple()))

@@ -6,9 +6,9 @@
 //! then the rows of the message's readers in id order. Every change to one
 //! message locks the same readers, so changes to it are serialised, and a
 //! change's numbers in its readers' sequences become visible in the order
-//! they were handed out, as a message's do. The engine gives `$lock`, the
-//! clause that locks the rows a `SELECT` reads (none in SQLite, whose write
-//! transaction holds the whole database).
+//! they were handed out, as a message's do. The engine gives `$lock` (the
+//! clause that locks a row a `SELECT` reads) and `number_change`; SQLite's
+//! write transaction holds the whole database, so it locks no rows.
 
 /// The users who can read message `$1`: a direct message's two
 /// participants, every member it was delivered to in a group.
@@ -48,6 +48,7 @@ macro_rules! portable_changes {
                     return Ok(ChangeOutcome::Duplicate(done));
                 }
                 let mut tx = self.begin_write().await?;
+                // Where it is and who reads it never change once sent.
                 let found: Option<(Uuid, Option<Uuid>)> = sqlx::query_as(
                     "SELECT conversation_id, receiver_id FROM messages WHERE id = $1",
                 )
@@ -79,22 +80,27 @@ macro_rules! portable_changes {
                         }
                     }
                 };
-                let seqs: Vec<(Uuid, i64)> = sqlx::query_as(concat!(
-                    "SELECT id, msg_seq FROM users WHERE id IN (",
-                    readers_of_message!(),
-                    ") ORDER BY id",
-                    $lock
-                ))
-                .bind(new.message_id)
-                .fetch_all(&mut *tx)
-                .await?;
-                if !seqs.iter().any(|(user, _)| *user == new.actor) {
+                let mut readers: Vec<Uuid> = sqlx::query_scalar(readers_of_message!())
+                    .bind(new.message_id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                if !readers.contains(&new.actor) {
                     return Ok(ChangeOutcome::NotFound);
                 }
+                readers.sort_unstable();
+                readers.dedup();
+                // The message's row orders the changes to it: the rules
+                // below are checked and applied under it. Its readers' rows,
+                // which every send to them waits for, are locked only at the
+                // end, to number the change, and held just until commit.
+                sqlx::query(concat!("SELECT id FROM messages WHERE id = $1", $lock))
+                    .bind(new.message_id)
+                    .execute(&mut *tx)
+                    .await?;
                 let message = read_message(&mut tx, new.message_id).await?;
                 let sender = message.sender_id == new.actor;
-                let mut removed = Vec::new();
                 let deleted = message.deleted_at.is_some();
+                let mut removed = Vec::new();
                 match &new.kind {
                     ChangeKind::Edit { content } => {
                         if !sender {
@@ -189,8 +195,8 @@ macro_rules! portable_changes {
                 .await;
                 match recorded {
                     // The same key, used meanwhile for a change to another
-                    // message (this one's readers' locks do not order the
-                    // two): that one is the answer.
+                    // message (this one's lock does not order the two):
+                    // that one is the answer.
                     Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
                         drop(tx);
                         return match self.change_by_key(new).await? {
@@ -200,26 +206,13 @@ macro_rules! portable_changes {
                     }
                     other => other?,
                 };
-                // One change per transaction: each reader's next number.
-                sqlx::query(concat!(
-                    "INSERT INTO change_inbox (user_id, seq, change_id)
-                     SELECT id, msg_seq + 1, $2 FROM users WHERE id IN (",
-                    readers_of_message!(),
-                    ")"
-                ))
-                .bind(new.message_id)
-                .bind(new.id)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(concat!(
-                    "UPDATE users SET msg_seq = msg_seq + 1 WHERE id IN (",
-                    readers_of_message!(),
-                    ")"
-                ))
-                .bind(new.message_id)
-                .execute(&mut *tx)
-                .await?;
                 let message = read_message(&mut tx, new.message_id).await?;
+                let seqs = number_change(&mut tx, &readers, new.id).await?;
+                if matches!(new.kind, ChangeKind::Delete) && message.receiver_id.is_some() {
+                    // After the readers' rows, as a send takes them: the
+                    // conversation's row comes second.
+                    repoint_preview(&mut tx, &message).await?;
+                }
                 // Until here a lost connection rolls everything back; during
                 // the commit it may have landed.
                 tx.commit().await.map_err(StoreError::after_sending)?;
@@ -232,7 +225,7 @@ macro_rules! portable_changes {
                         at: new.at,
                         message,
                     },
-                    seqs: seqs.into_iter().map(|(user, seq)| (user, seq + 1)).collect(),
+                    seqs,
                     removed,
                 }))
             }
@@ -352,10 +345,9 @@ macro_rules! portable_changes {
 
         /// Deletes a message for everyone: its content, reactions and
         /// attachments leave storage (the attachments' ids are returned:
-        /// their bytes go once this commits), it stops counting as unread
-        /// for anyone (without receipts: there is nothing left to read),
-        /// and a direct conversation's preview falls back to its latest
-        /// message left.
+        /// their bytes go once this commits), and it stops counting as
+        /// unread for anyone (without receipts: there is nothing left to
+        /// read).
         async fn delete_content<'c>(
             tx: &mut sqlx::Transaction<'c, $db>,
             message: &Message,
@@ -385,21 +377,28 @@ macro_rules! portable_changes {
                     .bind(message.id)
                     .fetch_all(&mut **tx)
                     .await?;
-            if message.receiver_id.is_some() {
-                sqlx::query(
-                    "UPDATE conversations SET (last_message_id, last_message_at) = (
-                        SELECT id, created_at FROM messages
-                        WHERE conversation_id = $1 AND deleted_at IS NULL ORDER BY id DESC LIMIT 1)
-                     WHERE id = $1 AND last_message_id = $2
-                       AND EXISTS (SELECT 1 FROM messages
-                                   WHERE conversation_id = $1 AND deleted_at IS NULL)",
-                )
-                .bind(message.conversation_id)
-                .bind(message.id)
-                .execute(&mut **tx)
-                .await?;
-            }
             Ok(removed)
+        }
+
+        /// A direct conversation whose latest message was deleted shows its
+        /// latest message left (or none, when none is left).
+        async fn repoint_preview<'c>(
+            tx: &mut sqlx::Transaction<'c, $db>,
+            message: &Message,
+        ) -> StoreResult<()> {
+            sqlx::query(
+                "UPDATE conversations SET (last_message_id, last_message_at) = (
+                    SELECT id, created_at FROM messages
+                    WHERE conversation_id = $1 AND deleted_at IS NULL ORDER BY id DESC LIMIT 1)
+                 WHERE id = $1 AND last_message_id = $2
+                   AND EXISTS (SELECT 1 FROM messages
+                               WHERE conversation_id = $1 AND deleted_at IS NULL)",
+            )
+            .bind(message.conversation_id)
+            .bind(message.id)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
         }
     };
 }

@@ -64,7 +64,7 @@ impl PgStore {
         }
         let users = users_of(batch, &groups);
         let seqs: Vec<(Uuid, i64)> = sqlx::query_as(
-            "SELECT id, msg_seq FROM users WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            "SELECT id, msg_seq FROM users WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
         )
         .bind(&users)
         .fetch_all(&mut *tx)
@@ -231,7 +231,7 @@ impl PgStore {
         // the fix-up below.
         let rows: Vec<(bool, Uuid, Option<i64>)> = sqlx::query_as(
             "WITH locked AS MATERIALIZED (
-                SELECT id, msg_seq FROM users WHERE id = ANY($1) ORDER BY id FOR UPDATE
+                SELECT id, msg_seq FROM users WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE
              ), complete AS (
                 SELECT count(*) = cardinality($1::uuid[]) AS ok FROM locked
              ), bumped AS (

@@ -11,6 +11,33 @@ use super::*;
 
 portable_changes!(SqliteStore, Sqlite, "");
 
+/// Numbers change `change` for each of `readers`: each one's next number,
+/// recorded in its change inbox (under the write lock the transaction
+/// holds).
+async fn number_change(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    readers: &[Uuid],
+    change: Uuid,
+) -> StoreResult<Vec<(Uuid, i64)>> {
+    let mut seqs = Vec::with_capacity(readers.len());
+    for &reader in readers {
+        let seq: i64 = sqlx::query_scalar(
+            "UPDATE users SET msg_seq = msg_seq + 1 WHERE id = $1 RETURNING msg_seq",
+        )
+        .bind(reader)
+        .fetch_one(&mut **tx)
+        .await?;
+        sqlx::query("INSERT INTO change_inbox (user_id, seq, change_id) VALUES ($1, $2, $3)")
+            .bind(reader)
+            .bind(seq)
+            .bind(change)
+            .execute(&mut **tx)
+            .await?;
+        seqs.push((reader, seq));
+    }
+    Ok(seqs)
+}
+
 impl SqliteStore {
     /// (message, emoji, count, whether `me` reacted) for each emoji on
     /// each of `ids`, in the order each emoji was first used.

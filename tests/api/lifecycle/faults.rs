@@ -7,10 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::proxy::Proxy;
 use crate::helpers::wsclient::WsClient;
-use crate::helpers::{Cluster, NodeProcess, eventually, redis_url};
-use crate::realtime::{host_port, ready};
+use crate::helpers::{Cluster, NodeProcess, eventually};
+use crate::realtime::{ready, two_nodes_behind_a_redis_proxy};
 
 const CHANGES: [&str; 3] = ["message_updated", "reaction_added", "message_deleted"];
 
@@ -18,16 +17,7 @@ const CHANGES: [&str; 3] = ["message_updated", "reaction_added", "message_delete
 /// sessions once it is back (catch-up reads them from storage), each once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_made_during_a_redis_outage_arrive_live_after_it_once() {
-    let proxy = Proxy::start(&host_port(&redis_url())).await;
-    let via_proxy = format!("redis://127.0.0.1:{}", proxy.port);
-    let cluster = Cluster::start(
-        2,
-        &[
-            ("REDIS_URL", via_proxy.as_str()),
-            ("REDIS_PROBE_INTERVAL", "500ms"),
-        ],
-    )
-    .await;
+    let (cluster, proxy) = two_nodes_behind_a_redis_proxy().await;
     let [n0, n1] = [&cluster.nodes[0], &cluster.nodes[1]];
     let (a, b) = (n0.new_user().await, n0.new_user().await);
     let mut wa = WsClient::connect(n0, &a.token).await;

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::both_backends;
 use crate::helpers::{Backend, test_store};
+use crate::store_contract::user;
 
 both_backends!(
     an_edit_shows_in_history_search_and_the_preview_once,
@@ -18,16 +19,8 @@ both_backends!(
     group_admins_delete_any_message_and_members_only_their_own,
     changes_follow_messages_in_each_readers_sequence,
     a_reply_shows_a_preview_of_what_it_answers,
+    a_change_waiting_on_concurrent_sends_still_finds_its_message,
 );
-
-async fn user(store: &Arc<dyn Store>) -> Uuid {
-    let id = Uuid::now_v7();
-    store
-        .upsert_user(id, &format!("{}@example.com", id.simple()))
-        .await
-        .unwrap();
-    id
-}
 
 async fn send(store: &Arc<dyn Store>, from: Uuid, to: Target, content: &str) -> Message {
     send_reply(store, from, to, content, None).await
@@ -434,4 +427,57 @@ async fn a_reply_shows_a_preview_of_what_it_answers(backend: Backend) {
         (gone.id, gone.sender_id, gone.preview, gone.deleted),
         (original.id, a, None, true)
     );
+}
+
+/// A change that waits for its readers' rows while sends number them (a
+/// busy conversation) still finds the message and its reader.
+async fn a_change_waiting_on_concurrent_sends_still_finds_its_message(backend: Backend) {
+    let (store, _db) = test_store(backend).await;
+    let (a, b) = (user(&store).await, user(&store).await);
+    let m = send(&store, a, Target::User(b), "busy").await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..100 {
+        let sending = store.clone();
+        tasks.spawn(async move {
+            let batch: Vec<NewMessage> = (0..20)
+                .map(|k| NewMessage {
+                    id: Uuid::now_v7(),
+                    sender_id: if k % 2 == 0 { a } else { b },
+                    to: Target::User(if k % 2 == 0 { b } else { a }),
+                    content: format!("more {i}.{k}"),
+                    client_id: None,
+                    created_at: now(),
+                    reply_to: None,
+                    attachments: Vec::new(),
+                })
+                .collect();
+            sending.insert_messages(&batch).await.unwrap();
+            None
+        });
+        let changing = store.clone();
+        tasks.spawn(async move {
+            let emoji = if i % 2 == 0 { "👍" } else { "🎉" };
+            let kind = if i % 4 < 2 {
+                ChangeKind::React {
+                    emoji: emoji.into(),
+                }
+            } else {
+                ChangeKind::Unreact {
+                    emoji: emoji.into(),
+                }
+            };
+            Some(changing.apply_change(&change(b, m.id, kind)).await.unwrap())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        if let Some(outcome) = done.unwrap() {
+            assert!(
+                matches!(
+                    outcome,
+                    ChangeOutcome::Applied(_) | ChangeOutcome::Unchanged(_)
+                ),
+                "{outcome:?}"
+            );
+        }
+    }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{host_port, node_behind_a_proxy, ready};
+use super::{host_port, node_behind_a_proxy, ready, two_nodes_behind_a_redis_proxy};
 use crate::helpers::proxy::Proxy;
 use crate::helpers::wsclient::WsClient;
 use crate::helpers::{
@@ -388,16 +388,7 @@ enum Outage {
 }
 
 async fn live_delivery_heals_after(outage: Outage) {
-    let proxy = Proxy::start(&host_port(&redis_url())).await;
-    let via_proxy = format!("redis://127.0.0.1:{}", proxy.port);
-    let cluster = Cluster::start(
-        2,
-        &[
-            ("REDIS_URL", via_proxy.as_str()),
-            ("REDIS_PROBE_INTERVAL", "500ms"),
-        ],
-    )
-    .await;
+    let (cluster, proxy) = two_nodes_behind_a_redis_proxy().await;
     let [n0, n1] = [&cluster.nodes[0], &cluster.nodes[1]];
     let (a, b) = (n0.new_user().await, n0.new_user().await);
     let mut wa = WsClient::connect(n0, &a.token).await;

@@ -32,6 +32,22 @@ pub(super) async fn node_behind_a_proxy(env: &[(&str, &str)]) -> (TestApp, Proxy
     (app, proxy, direct)
 }
 
+/// Two nodes whose Redis is reached through a proxy the test can cut or
+/// pause; they probe it every 500 ms, so an outage shows soon.
+pub(crate) async fn two_nodes_behind_a_redis_proxy() -> (crate::helpers::Cluster, Proxy) {
+    let proxy = Proxy::start(&host_port(&crate::helpers::redis_url())).await;
+    let via_proxy = format!("redis://127.0.0.1:{}", proxy.port);
+    let cluster = crate::helpers::Cluster::start(
+        2,
+        &[
+            ("REDIS_URL", via_proxy.as_str()),
+            ("REDIS_PROBE_INTERVAL", "500ms"),
+        ],
+    )
+    .await;
+    (cluster, proxy)
+}
+
 pub(crate) async fn ready(app: &TestApp) -> bool {
     reqwest::get(format!("{}/readyz", app.base))
         .await

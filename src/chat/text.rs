@@ -141,7 +141,9 @@ pub fn name(raw: &str, max_chars: usize) -> Result<String, BadName> {
     if name.is_empty() {
         return Err(BadName::Empty);
     }
-    if raw.chars().count() > max_chars || name.contains(refused_in_name) {
+    // Judged as sent: trimming must not make `"Trip\r"` pass, as the API
+    // document's pattern (no control character anywhere) refuses it.
+    if raw.chars().count() > max_chars || raw.contains(refused_in_name) {
         return Err(BadName::Invalid);
     }
     Ok(name.to_owned())
@@ -189,6 +191,14 @@ mod tests {
         for bad in ['\0', '\u{1}', '\u{1b}', '\r', '\u{7f}', '\u{85}'] {
             assert!(refused_in_content(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_name_is_judged_as_sent_then_trimmed() {
+        assert_eq!(name("  Trip  ", 100), Ok("Trip".to_owned()));
+        assert_eq!(name("Trip\r", 100), Err(BadName::Invalid));
+        assert_eq!(name("\tTrip", 100), Err(BadName::Invalid));
+        assert_eq!(name(" \r ", 100), Err(BadName::Empty));
     }
 
     #[test]

@@ -13,6 +13,10 @@ use crate::store::{self, Attachment, NewAttachment, StoredAttachment};
 
 /// Files one message may carry.
 pub const MAX_PER_MESSAGE: usize = 10;
+/// Files a user may have announced and not sent within one
+/// `ATTACHMENT_URL_TTL` (older ones no longer count: their upload URLs
+/// have expired).
+pub const MAX_PENDING: u32 = 20;
 /// Characters of a file's name.
 const MAX_NAME_CHARS: usize = 255;
 
@@ -91,7 +95,19 @@ impl Chat {
             .files
             .upload_url(new.id, config.url_ttl)
             .map_err(FileError::into_api)?;
-        self.store.create_attachment(&new).await?;
+        let since = new.at - chrono::Duration::from_std(config.url_ttl).unwrap_or_default();
+        if !self
+            .store
+            .create_attachment(&new, MAX_PENDING, since)
+            .await?
+        {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "{MAX_PENDING} attachments are waiting to be sent; send them, or announce more once their upload links expire"
+                ),
+            ));
+        }
         Ok((new.id, url))
     }
 

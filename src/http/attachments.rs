@@ -57,6 +57,7 @@ struct Upload {
     responses(
         (status = 201, description = "Where to upload", body = Upload),
         (status = 400, description = "`invalid_json` or `invalid_field`: a bad name, size, type or dimension", body = ErrorBody),
+        (status = 403, description = "`forbidden`: 20 attachments announced within `ATTACHMENT_URL_TTL` and not sent", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: above `MAX_ATTACHMENT_BYTES`", body = ErrorBody),
         SignedInErrors,
     ))]

@@ -47,7 +47,7 @@ macro_rules! with_store_methods {
             fn seq_of(me: Uuid, id: Uuid) -> Option<i64>;
             fn entries_after(me: Uuid, after: i64, limit: u32) -> Page<Entry>;
             fn apply_change(change: &NewChange) -> ChangeOutcome;
-            fn create_attachment(attachment: &NewAttachment) -> ();
+            fn create_attachment(attachment: &NewAttachment, max_pending: u32, since: DateTime<Utc>) -> bool;
             fn attachment(id: Uuid) -> Option<StoredAttachment>;
             fn msg_seqs(users: &[Uuid]) -> Vec<(Uuid, i64)>;
             fn create_group(group: &NewGroup) -> ();
@@ -252,8 +252,15 @@ pub trait Store: Send + Sync + 'static {
     /// writes); numbered for every reader of the message. Idempotent per
     /// `(actor, client_id)`.
     async fn apply_change(&self, change: &NewChange) -> StoreResult<ChangeOutcome>;
-    /// Records an attachment announced for upload (not yet on a message).
-    async fn create_attachment(&self, attachment: &NewAttachment) -> StoreResult<()>;
+    /// Records an attachment announced for upload (not yet on a message),
+    /// unless its owner already has `max_pending` announced since `since`
+    /// and not sent; `false` then.
+    async fn create_attachment(
+        &self,
+        attachment: &NewAttachment,
+        max_pending: u32,
+        since: DateTime<Utc>,
+    ) -> StoreResult<bool>;
     async fn attachment(&self, id: Uuid) -> StoreResult<Option<StoredAttachment>>;
     /// Each user's latest sequence number (users not found are left out).
     async fn msg_seqs(&self, users: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>>;

@@ -248,11 +248,18 @@ macro_rules! portable_changes {
                 Ok(row.map(Into::into))
             }
 
-            pub(super) async fn create_attachment(&self, a: &NewAttachment) -> StoreResult<()> {
-                sqlx::query(
+            pub(super) async fn create_attachment(
+                &self,
+                a: &NewAttachment,
+                max_pending: u32,
+                since: DateTime<Utc>,
+            ) -> StoreResult<bool> {
+                let made = sqlx::query(
                     "INSERT INTO attachments (id, owner_id, name, size, content_type, width, height,
                         created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8
+                     WHERE (SELECT count(*) FROM attachments
+                            WHERE owner_id = $2 AND message_id IS NULL AND created_at > $10) < $9",
                 )
                 .bind(a.id)
                 .bind(a.owner)
@@ -262,9 +269,12 @@ macro_rules! portable_changes {
                 .bind(a.width)
                 .bind(a.height)
                 .bind(a.at)
+                .bind(i64::from(max_pending))
+                .bind(since)
                 .execute(&self.pool)
-                .await?;
-                Ok(())
+                .await?
+                .rows_affected();
+                Ok(made == 1)
             }
 
             pub(super) async fn attachment(&self, id: Uuid) -> StoreResult<Option<StoredAttachment>> {

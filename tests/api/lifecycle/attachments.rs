@@ -257,6 +257,23 @@ async fn uploads_are_checked_against_the_limits_and_the_announcement(backend: Ba
     let ack = a1.recv_type_of(&["ack", "error"]).await;
     assert_eq!(ack["type"], "ack", "{ack}");
 
+    // Announced and never sent: at most 20 within the links' lifetime.
+    let c = app.new_user().await;
+    let small = json!({"name":"a.png","size":10,"content_type":"image/png"});
+    for _ in 0..20 {
+        assert_eq!(announce(&app, &c, small.clone()).await.0, 201);
+    }
+    assert_eq!(
+        announce(&app, &c, small).await,
+        (
+            403,
+            refused(
+                "forbidden",
+                "20 attachments are waiting to be sent; send them, or announce more once their upload links expire"
+            )
+        )
+    );
+
     // Someone else's attachment cannot be sent.
     let mut b1 = WsClient::connect(&app, &b.token).await;
     b1.send(

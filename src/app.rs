@@ -28,7 +28,7 @@ use crate::budget::Budgets;
 use crate::bus::SharedBus;
 use crate::bus::memory::MemoryBus;
 use crate::bus::redis::RedisBus;
-use crate::chat::{Chat, MessageWriter};
+use crate::chat::{Chat, MessageWriter, WriterParts};
 use crate::config::{Config, DatabaseConfig, Secret};
 use crate::presence::SharedPresence;
 use crate::presence::memory::MemoryPresence;
@@ -131,15 +131,6 @@ impl Application {
             DatabaseConfig::Sqlite(_) => 1,
             DatabaseConfig::Postgres(_) => 2,
         });
-        let writer = MessageWriter::start(
-            store.clone(),
-            bus.clone(),
-            lanes,
-            config.write_batch,
-            config.commit_settle_timeout,
-            shutdown.clone(),
-            &tasks,
-        );
         let files = crate::files::Files::open(
             &config.files,
             reqwest::Client::builder()
@@ -148,9 +139,22 @@ impl Application {
                 .context("Failed to build the file store's HTTP client")?,
         )
         .context("Failed to open the attachment store")?;
+        let files = Arc::new(files);
+        let writer = MessageWriter::start(
+            WriterParts {
+                store: store.clone(),
+                bus: bus.clone(),
+                files: files.clone(),
+            },
+            lanes,
+            config.write_batch,
+            config.commit_settle_timeout,
+            shutdown.clone(),
+            &tasks,
+        );
         let chat = Arc::new(Chat::new(
             store.clone(),
-            (Arc::new(files), config.files.clone()),
+            (files, config.files.clone()),
             writer,
             bus.clone(),
             presence.clone(),
@@ -162,6 +166,11 @@ impl Application {
             hub.clone(),
             store.clone(),
             config.gap_grace,
+            shutdown.clone(),
+        ));
+        tasks.spawn(crate::chat::sweep_unsent(
+            chat.clone(),
+            UNSENT_SWEEP_EVERY,
             shutdown.clone(),
         ));
         let config = Arc::new(config);
@@ -403,6 +412,10 @@ const BUDGET_PRUNE_EVERY: Duration = Duration::from_secs(10);
 
 /// How often failed presence announcements are retried.
 const REPAIR_EVERY: Duration = Duration::from_secs(1);
+
+/// How often attachments announced and never sent are looked for (they are
+/// kept a day: see `chat::attachments::UNSENT_KEPT`).
+const UNSENT_SWEEP_EVERY: Duration = Duration::from_secs(600);
 
 /// Prometheus on its own listener, so scrapes never compete with (or get
 /// exposed like) the public API.

@@ -19,6 +19,14 @@ pub const MAX_PER_MESSAGE: usize = 10;
 pub const MAX_PENDING: u32 = 20;
 /// Characters of a file's name.
 const MAX_NAME_CHARS: usize = 255;
+/// How long an attachment announced and never sent is kept: then its row
+/// and bytes are swept.
+pub const UNSENT_KEPT: chrono::Duration = chrono::Duration::hours(24);
+/// How long after its announcement an attachment may still be sent: an
+/// hour before the sweep may take it, so no send races the sweep.
+const SENDABLE_FOR: chrono::Duration = chrono::Duration::hours(23);
+/// Attachments one sweep forgets at most; the next sweep takes the rest.
+const SWEEP_BATCH: u32 = 500;
 
 /// What a client announces before uploading.
 pub struct Announced {
@@ -183,6 +191,11 @@ impl Chat {
                     "attachment {id} is already on a message"
                 )));
             }
+            if store::now() - a.announced_at > SENDABLE_FOR {
+                return Err(ApiError::invalid_field(format!(
+                    "attachment {id} was announced more than 23 hours ago; announce and upload it again"
+                )));
+            }
             let uploaded = self.files.uploaded(id).await.map_err(FileError::into_api)?;
             match uploaded {
                 Some(size) if size == a.attachment.size as u64 => {}
@@ -211,6 +224,46 @@ impl Chat {
         }
         if let Err(e) = files.delete(ids).await {
             tracing::warn!(error = %e, files = ids.len(), "could not delete attachments' bytes");
+        }
+    }
+
+    /// Forgets the attachments announced more than [`UNSENT_KEPT`] ago and
+    /// never sent, rows and bytes: how many.
+    pub async fn sweep_unsent_attachments(&self) -> ApiResult<usize> {
+        let before = store::now() - UNSENT_KEPT;
+        let mut swept = 0;
+        loop {
+            let ids = self
+                .store
+                .drop_unsent_attachments(before, SWEEP_BATCH)
+                .await?;
+            Self::forget_files(&self.files, &ids).await;
+            swept += ids.len();
+            if ids.len() < SWEEP_BATCH as usize {
+                return Ok(swept);
+            }
+        }
+    }
+}
+
+/// Sweeps unsent attachments every `every` until shutdown (each node does;
+/// a row is forgotten once, by whichever node deletes it).
+pub async fn sweep_unsent(
+    chat: std::sync::Arc<Chat>,
+    every: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match chat.sweep_unsent_attachments().await {
+            Ok(0) => {}
+            Ok(swept) => tracing::info!(swept, "forgot attachments announced and never sent"),
+            Err(e) => tracing::warn!(error = %e.message, "could not sweep unsent attachments"),
         }
     }
 }

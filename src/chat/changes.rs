@@ -5,18 +5,17 @@
 //! then published to every reader of the message, numbered in each one's
 //! sequence like a message: a missed event is healed from storage by the
 //! same catch-up, and `sync` from a cursor returns it. The commit and the
-//! publish run as a task of their own, so a caller that goes away (a
-//! closed socket, a cancelled request) cannot leave a committed change
-//! unpublished.
+//! publish are the group-commit writer's (`writer.rs`), so a caller that
+//! goes away (a closed socket, a cancelled request) cannot leave a
+//! committed change unpublished.
 
 use uuid::Uuid;
 
 use super::Chat;
 use super::text::{ClientId, Content, Emoji};
-use crate::bus::{Envelope, Order, SessionId};
+use crate::bus::SessionId;
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::protocol::ServerFrame;
-use crate::store::{self, Change, ChangeKind, ChangeOutcome, Message, NewChange, StoredChange};
+use crate::store::{self, Change, ChangeKind, ChangeOutcome, Message, NewChange};
 
 /// What a change answers: the change (the message as it now stands), or,
 /// when there was nothing to do, the message as it is.
@@ -90,19 +89,7 @@ impl Chat {
             max_reactions: self.limits.max_reactions,
         };
         let verb = new.kind.as_str();
-        let (store, bus, files) = (self.store.clone(), self.bus.clone(), self.files.clone());
-        let applied = self.tasks.spawn(async move {
-            let outcome = store.apply_change(&new).await?;
-            if let ChangeOutcome::Applied(stored) = &outcome {
-                if let Err(e) = bus.publish(events_for(stored, origin)).await {
-                    // Readers' nodes catch up from storage.
-                    tracing::warn!(error = %e, "publish failed");
-                }
-                Chat::forget_files(&files, &stored.removed).await;
-            }
-            Ok::<_, store::StoreError>(outcome)
-        });
-        let outcome = applied.await.map_err(|_| ApiError::internal())??;
+        let outcome = self.writer.change(new, origin).await?;
         let max = self.limits.max_reactions;
         match outcome {
             ChangeOutcome::Applied(stored) => {
@@ -131,23 +118,4 @@ impl Chat {
             )),
         }
     }
-}
-
-/// The events a change makes: one for each reader of the message (the
-/// actor's other sessions too), numbered in that reader's sequence. The
-/// session that made it gets an `ack` instead.
-fn events_for(stored: &StoredChange, origin: Option<SessionId>) -> Vec<(Uuid, Envelope)> {
-    let change = &stored.change;
-    stored
-        .seqs
-        .iter()
-        .map(|&(user, seq)| {
-            let frame = ServerFrame::change(change, seq);
-            let exclude = if user == change.actor { origin } else { None };
-            (
-                user,
-                Envelope::new(&frame, exclude).ordered(Order::Seq(seq)),
-            )
-        })
-        .collect()
 }

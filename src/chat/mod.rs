@@ -17,13 +17,13 @@ use std::time::Duration;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-pub use attachments::Announced;
+pub use attachments::{Announced, sweep_unsent};
 pub use changes::Changed;
 pub use people::Profile;
 use people::no_user;
 pub use text::avatar_url;
 use text::{ClientId, Content};
-pub use writer::MessageWriter;
+pub use writer::{MessageWriter, WriterParts};
 
 use crate::bus::{Envelope, SessionId, SharedBus};
 use crate::config::Limits;

@@ -1,10 +1,14 @@
-//! Group commit: concurrent sends share one transaction.
+//! Group commit: concurrent sends share one transaction, and so do
+//! concurrent changes to sent messages.
 //!
 //! Postgres commits a few thousand single-row transactions a second per
 //! connection but tens of thousands of rows when they are batched, so sends
 //! queue here and a few writer lanes each take whatever has accumulated (up
 //! to `max_batch`) and commit it as one batch. A send is still acknowledged
-//! only after its own batch has committed.
+//! only after its own batch has committed. Changes (edits, deletes,
+//! reactions) have lanes of their own, batched the same way: a change holds
+//! its readers' rows, which the sends to them wait for, until its commit,
+//! so one commit for many changes is one wait for the sends behind them.
 //!
 //! The lane also publishes what it committed, right after the commit and
 //! before anyone is answered: the publish cannot be lost to a caller that
@@ -12,6 +16,7 @@
 //! the bus in one hand-off.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,8 +25,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::bus::{Envelope, Order, SessionId, SharedBus};
+use crate::files::Files;
 use crate::protocol::{MessageFrame, ServerFrame};
-use crate::store::{InsertOutcome, NewMessage, Store, StoreError, StoreResult, Stored, Target};
+use crate::store::{
+    ChangeOutcome, InsertOutcome, NewChange, NewMessage, Store, StoreError, StoreResult, Stored,
+    StoredChange, Target,
+};
 use uuid::Uuid;
 
 struct Pending {
@@ -31,38 +40,53 @@ struct Pending {
     reply: oneshot::Sender<StoreResult<InsertOutcome>>,
 }
 
+/// A change waiting for its batch.
+struct PendingChange {
+    change: NewChange,
+    origin: Option<SessionId>,
+    reply: oneshot::Sender<StoreResult<ChangeOutcome>>,
+}
+
 pub struct MessageWriter {
     queue: mpsc::Sender<Pending>,
+    changes: mpsc::Sender<PendingChange>,
+}
+
+/// What the writer needs besides its queues.
+pub struct WriterParts {
+    pub store: Arc<dyn Store>,
+    pub bus: SharedBus,
+    /// Where a deleted message's attachments are removed from.
+    pub files: Arc<Files>,
 }
 
 impl MessageWriter {
-    /// Starts `lanes` writer tasks. SQLite has one writer at a time, so one
-    /// lane; Postgres takes several, each waiting on its own commit while the
-    /// next batch gathers.
+    /// Starts `lanes` writer tasks for messages and as many for changes.
+    /// SQLite has one writer at a time, so one lane; Postgres takes
+    /// several, each waiting on its own commit while the next batch gathers.
     /// `settle_within`: how long a batch whose commit answer was lost waits
     /// for storage to say which of its messages are stored.
     pub fn start(
-        store: Arc<dyn Store>,
-        bus: SharedBus,
+        parts: WriterParts,
         lanes: usize,
         max_batch: usize,
         settle_within: Duration,
         shutdown: CancellationToken,
         tasks: &TaskTracker,
     ) -> Self {
-        let (queue, rx) = mpsc::channel(max_batch * lanes * 4);
-        let rx = Arc::new(Mutex::new(rx));
-        for _ in 0..lanes {
-            tasks.spawn(lane(
-                store.clone(),
-                bus.clone(),
-                rx.clone(),
-                max_batch,
-                settle_within,
-                shutdown.clone(),
-            ));
-        }
-        Self { queue }
+        let WriterParts { store, bus, files } = parts;
+        let queue = {
+            let (store, bus) = (store.clone(), bus.clone());
+            spawn_lanes(lanes, max_batch, shutdown.clone(), tasks, move |batch| {
+                let (store, bus) = (store.clone(), bus.clone());
+                async move { commit(&*store, &bus, batch, settle_within).await }
+            })
+        };
+        let changes = spawn_lanes(lanes, max_batch, shutdown, tasks, move |batch| {
+            let (store, bus, files) = (store.clone(), bus.clone(), files.clone());
+            async move { commit_changes(&*store, &bus, &files, batch).await }
+        });
+        Self { queue, changes }
     }
 
     /// Writes one message as part of the next batch; once it is committed
@@ -73,30 +97,81 @@ impl MessageWriter {
         origin: Option<SessionId>,
     ) -> StoreResult<InsertOutcome> {
         let (reply, answer) = oneshot::channel();
-        self.queue
-            .send(Pending {
-                message,
-                origin,
-                reply,
-            })
-            .await
-            .map_err(|_| StoreError::Unavailable("message writer stopped".into()))?;
-        answer
-            .await
-            .unwrap_or_else(|_| Err(StoreError::Unavailable("message writer stopped".into())))
+        let pending = Pending {
+            message,
+            origin,
+            reply,
+        };
+        if self.queue.send(pending).await.is_err() {
+            return Err(stopped());
+        }
+        answer.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// Applies one change as part of the next batch of changes; once it is
+    /// committed it is published to every reader of the message (but not
+    /// to `origin`), and the files a delete took are removed.
+    pub async fn change(
+        &self,
+        change: NewChange,
+        origin: Option<SessionId>,
+    ) -> StoreResult<ChangeOutcome> {
+        let (reply, answer) = oneshot::channel();
+        let pending = PendingChange {
+            change,
+            origin,
+            reply,
+        };
+        if self.changes.send(pending).await.is_err() {
+            return Err(stopped());
+        }
+        answer.await.unwrap_or_else(|_| Err(stopped()))
     }
 }
 
-async fn lane(
-    store: Arc<dyn Store>,
-    bus: SharedBus,
-    rx: Arc<Mutex<mpsc::Receiver<Pending>>>,
+fn stopped() -> StoreError {
+    StoreError::Unavailable("message writer stopped".into())
+}
+
+/// Starts `lanes` tasks sharing one queue: each takes whatever has queued
+/// (up to `max_batch` jobs) and hands it to `commit`, then takes the next.
+/// After shutdown they finish what is already queued, then stop.
+fn spawn_lanes<J, C, F>(
+    lanes: usize,
     max_batch: usize,
-    settle_within: Duration,
     shutdown: CancellationToken,
-) {
-    let mut batch = Vec::with_capacity(max_batch);
+    tasks: &TaskTracker,
+    commit: C,
+) -> mpsc::Sender<J>
+where
+    J: Send + 'static,
+    C: Fn(Vec<J>) -> F + Clone + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let (queue, rx) = mpsc::channel(max_batch * lanes * 4);
+    let rx = Arc::new(Mutex::new(rx));
+    for _ in 0..lanes {
+        tasks.spawn(lane(
+            rx.clone(),
+            max_batch,
+            shutdown.clone(),
+            commit.clone(),
+        ));
+    }
+    queue
+}
+
+async fn lane<J, C, F>(
+    rx: Arc<Mutex<mpsc::Receiver<J>>>,
+    max_batch: usize,
+    shutdown: CancellationToken,
+    commit: C,
+) where
+    C: Fn(Vec<J>) -> F,
+    F: Future<Output = ()>,
+{
     loop {
+        let mut batch = Vec::with_capacity(max_batch);
         {
             let mut rx = rx.lock().await;
             let received = tokio::select! {
@@ -104,7 +179,7 @@ async fn lane(
                 () = shutdown.cancelled() => {
                     while batch.len() < max_batch {
                         match rx.try_recv() {
-                            Ok(pending) => batch.push(pending),
+                            Ok(job) => batch.push(job),
                             Err(_) => break,
                         }
                     }
@@ -117,16 +192,79 @@ async fn lane(
                 return;
             }
         }
-        commit(&*store, &bus, &mut batch, settle_within).await;
+        commit(batch).await;
     }
+}
+
+/// Commits a batch of changes, publishes what it applied, answers each
+/// change, then removes the files deleted messages carried.
+async fn commit_changes(
+    store: &dyn Store,
+    bus: &SharedBus,
+    files: &Files,
+    batch: Vec<PendingChange>,
+) {
+    let changes: Vec<NewChange> = batch.iter().map(|p| p.change.clone()).collect();
+    let outcomes = match store.apply_changes(&changes).await {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            // Uncertain included: a retry with the same `client_id` settles it.
+            tracing::warn!(error = %e, changes = batch.len(), "change batch failed");
+            for pending in batch {
+                let _ = pending.reply.send(Err(e.clone()));
+            }
+            return;
+        }
+    };
+    let events = batch
+        .iter()
+        .zip(&outcomes)
+        .filter_map(|(pending, outcome)| match outcome {
+            ChangeOutcome::Applied(stored) => Some(change_events(stored, pending.origin)),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    if let Err(e) = bus.publish(events).await {
+        // Readers' nodes catch up from storage.
+        tracing::warn!(error = %e, "publish failed");
+    }
+    let mut removed = Vec::new();
+    for (pending, outcome) in batch.into_iter().zip(outcomes) {
+        if let ChangeOutcome::Applied(stored) = &outcome {
+            removed.extend_from_slice(&stored.removed);
+        }
+        let _ = pending.reply.send(Ok(outcome));
+    }
+    super::Chat::forget_files(files, &removed).await;
+}
+
+/// The events a change makes: one for each reader of the message (the
+/// actor's other sessions too), numbered in that reader's sequence. The
+/// session that made it gets an `ack` instead.
+fn change_events(stored: &StoredChange, origin: Option<SessionId>) -> Vec<(Uuid, Envelope)> {
+    let change = &stored.change;
+    stored
+        .seqs
+        .iter()
+        .map(|&(user, seq)| {
+            let frame = ServerFrame::change(change, seq);
+            let exclude = if user == change.actor { origin } else { None };
+            (
+                user,
+                Envelope::new(&frame, exclude).ordered(Order::Seq(seq)),
+            )
+        })
+        .collect()
 }
 
 async fn commit(
     store: &dyn Store,
     bus: &SharedBus,
-    batch: &mut Vec<Pending>,
+    mut batch: Vec<Pending>,
     settle_within: Duration,
 ) {
+    let batch = &mut batch;
     refuse_blocked(store, batch).await;
     if batch.is_empty() {
         return;

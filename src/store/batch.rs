@@ -272,6 +272,78 @@ pub(super) fn users_of(batch: &[NewMessage], groups: &GroupMembers) -> Vec<Uuid>
     ids
 }
 
+/// What one change of a batch came to before the batch is numbered.
+pub(super) enum Step {
+    /// Answered without a write: refused, or nothing to do.
+    Refused(ChangeOutcome),
+    /// Its `client_id` was taken meanwhile by a change to another message.
+    KeyTaken,
+    Applied(Written),
+}
+
+/// A change written, waiting for its numbers.
+pub(super) struct Written {
+    /// The message as the change left it.
+    pub(super) message: Message,
+    /// Who can read the message, in id order: each gets the change numbered.
+    pub(super) readers: Vec<Uuid>,
+    /// Attachments a delete took from the message.
+    pub(super) removed: Vec<Uuid>,
+    pub(super) deleted: bool,
+}
+
+/// A batch of changes numbered relative to each reader's current number:
+/// each reader's count (`users`, `counts`) and, per (reader, change), the
+/// change's place among that reader's (1 for its first change of the
+/// batch), in batch order. Adding a reader's base gives the real numbers.
+#[derive(Default)]
+pub(super) struct ChangeNumbers {
+    pub(super) users: Vec<Uuid>,
+    pub(super) counts: Vec<i64>,
+    pub(super) reader: Vec<Uuid>,
+    pub(super) place: Vec<i64>,
+    pub(super) change: Vec<Uuid>,
+}
+
+impl ChangeNumbers {
+    pub(super) fn new(changes: &[(Uuid, &[Uuid])]) -> Self {
+        let mut counts = HashMap::<Uuid, i64>::new();
+        let mut plan = Self::default();
+        for &(change, readers) in changes {
+            for &reader in readers {
+                let count = counts.entry(reader).or_default();
+                *count += 1;
+                plan.reader.push(reader);
+                plan.place.push(*count);
+                plan.change.push(change);
+            }
+        }
+        let mut users: Vec<(Uuid, i64)> = counts.into_iter().collect();
+        users.sort_unstable();
+        (plan.users, plan.counts) = users.into_iter().unzip();
+        plan
+    }
+
+    /// Each change's (reader, number), in batch order, given each reader's
+    /// number before the batch.
+    pub(super) fn numbered(
+        &self,
+        changes: &[(Uuid, &[Uuid])],
+        bases: &HashMap<Uuid, i64>,
+    ) -> Vec<Vec<(Uuid, i64)>> {
+        let mut next = self.reader.iter().zip(&self.place);
+        changes
+            .iter()
+            .map(|(_, readers)| {
+                next.by_ref()
+                    .take(readers.len())
+                    .map(|(&user, &place)| (user, bases[&user] + place))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,5 +427,25 @@ mod tests {
             "the sender has read their own"
         );
         assert_eq!(inbox[1].4, None);
+    }
+
+    #[test]
+    fn a_batch_of_changes_numbers_each_reader_in_batch_order() {
+        let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let (x, y, z) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let (ab, bc) = ([a, b], [b, c]);
+        let changes: [(Uuid, &[Uuid]); 3] = [(x, &ab), (y, &bc), (z, &ab)];
+        let plan = ChangeNumbers::new(&changes);
+        assert_eq!(plan.users, vec![a, b, c]);
+        assert_eq!(plan.counts, vec![2, 3, 1]);
+        let numbered = plan.numbered(&changes, &HashMap::from([(a, 10), (b, 20), (c, 30)]));
+        assert_eq!(
+            numbered,
+            vec![
+                vec![(a, 11), (b, 21)],
+                vec![(b, 22), (c, 31)],
+                vec![(a, 12), (b, 23)]
+            ]
+        );
     }
 }

@@ -46,9 +46,10 @@ macro_rules! with_store_methods {
             fn stats(me: Uuid) -> Stats;
             fn seq_of(me: Uuid, id: Uuid) -> Option<i64>;
             fn entries_after(me: Uuid, after: i64, limit: u32) -> Page<Entry>;
-            fn apply_change(change: &NewChange) -> ChangeOutcome;
+            fn apply_changes(batch: &[NewChange]) -> Vec<ChangeOutcome>;
             fn create_attachment(attachment: &NewAttachment, max_pending: u32, since: DateTime<Utc>) -> bool;
             fn attachment(id: Uuid) -> Option<StoredAttachment>;
+            fn drop_unsent_attachments(before: DateTime<Utc>, limit: u32) -> Vec<Uuid>;
             fn msg_seqs(users: &[Uuid]) -> Vec<(Uuid, i64)>;
             fn create_group(group: &NewGroup) -> ();
             fn group(id: Uuid) -> Option<Group>;
@@ -247,11 +248,17 @@ pub trait Store: Send + Sync + 'static {
     /// Every message to or from `me`, and every change to one `me` can
     /// read, numbered after `after`, in `me`'s commit order.
     async fn entries_after(&self, me: Uuid, after: i64, limit: u32) -> StoreResult<Page<Entry>>;
-    /// Edits, deletes, reacts to or unreacts to a message, if the rules
+    /// Edits, deletes, reacts to or unreacts to messages, each if the rules
     /// allow it (checked under the locks that order it against other
-    /// writes); numbered for every reader of the message. Idempotent per
-    /// `(actor, client_id)`.
-    async fn apply_change(&self, change: &NewChange) -> StoreResult<ChangeOutcome>;
+    /// writes, after the changes before it in the batch); each numbered for
+    /// every reader of its message; one transaction for the batch, one
+    /// outcome per change. Idempotent per `(actor, client_id)`.
+    async fn apply_changes(&self, batch: &[NewChange]) -> StoreResult<Vec<ChangeOutcome>>;
+    /// One change, as a batch of its own.
+    async fn apply_change(&self, change: &NewChange) -> StoreResult<ChangeOutcome> {
+        let mut outcomes = self.apply_changes(std::slice::from_ref(change)).await?;
+        Ok(outcomes.remove(0))
+    }
     /// Records an attachment announced for upload (not yet on a message),
     /// unless its owner already has `max_pending` announced since `since`
     /// and not sent; `false` then.
@@ -262,6 +269,13 @@ pub trait Store: Send + Sync + 'static {
         since: DateTime<Utc>,
     ) -> StoreResult<bool>;
     async fn attachment(&self, id: Uuid) -> StoreResult<Option<StoredAttachment>>;
+    /// Forgets up to `limit` attachments announced before `before` and
+    /// never sent: their ids (their bytes go next).
+    async fn drop_unsent_attachments(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<Uuid>>;
     /// Each user's latest sequence number (users not found are left out).
     async fn msg_seqs(&self, users: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>>;
 

@@ -137,6 +137,7 @@ pub struct StoredAttachment {
     pub attachment: Attachment,
     pub owner: Uuid,
     pub message_id: Option<Uuid>,
+    pub announced_at: DateTime<Utc>,
 }
 
 /// An attachment about to be recorded, before its bytes are uploaded.

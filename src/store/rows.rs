@@ -88,6 +88,7 @@ pub(super) struct AttachmentRow {
     pub(super) content_type: String,
     pub(super) width: Option<i32>,
     pub(super) height: Option<i32>,
+    pub(super) created_at: DateTime<Utc>,
 }
 
 impl From<AttachmentRow> for StoredAttachment {
@@ -104,6 +105,7 @@ impl From<AttachmentRow> for StoredAttachment {
             },
             owner: r.owner_id,
             message_id: r.message_id,
+            announced_at: r.created_at,
         }
     }
 }

@@ -1,14 +1,18 @@
-//! Changes to a message (edit, delete for everyone, react, unreact), each in
-//! one transaction that checks its rules under the locks that order it.
+//! Changes to messages (edit, delete for everyone, react, unreact), a batch
+//! of them in one transaction, each checked by its rules under the locks
+//! that order it.
 //!
-//! Locks are taken as every write takes them: the group's row (a group
-//! message: it orders the change against role and membership changes),
-//! then the rows of the message's readers in id order. Every change to one
-//! message locks the same readers, so changes to it are serialised, and a
-//! change's numbers in its readers' sequences become visible in the order
-//! they were handed out, as a message's do. The engine gives `$lock` (the
-//! clause that locks a row a `SELECT` reads) and `number_change`; SQLite's
-//! write transaction holds the whole database, so it locks no rows.
+//! Locks are taken as every write takes them, each kind in id order: the
+//! rows of the batch's groups (a group message: it orders the change
+//! against role and membership changes), then the messages' rows (they
+//! order the changes to one message), and last the rows of the messages'
+//! readers, to number the changes. A change's numbers in its readers'
+//! sequences so become visible in the order they were handed out, as a
+//! message's do. Like messages, changes are committed in batches by the
+//! group-commit writer: one commit, and one hold of the readers' rows, for
+//! the batch. The engine gives `$lock` (the clause that locks a row a
+//! `SELECT` reads) and `number_changes`; SQLite's write transaction holds
+//! the whole database, so it locks no rows.
 
 /// The users who can read message `$1`: a direct message's two
 /// participants, every member it was delivered to in a group.
@@ -43,191 +47,143 @@ macro_rules! no_change {
 macro_rules! portable_changes {
     ($store:ty, $db:ty, $lock:literal) => {
         impl $store {
-            pub(super) async fn apply_change(&self, new: &NewChange) -> StoreResult<ChangeOutcome> {
-                if let Some(done) = self.change_by_key(new).await? {
-                    return Ok(ChangeOutcome::Duplicate(done));
+            /// Applies a batch of changes in one transaction, each by its
+            /// rules, in order: a change sees the ones before it. Locks are
+            /// taken kind by kind, each kind in id order, so batches on any
+            /// node never deadlock: the groups of the batch's group
+            /// messages, then the messages, and last, just before the
+            /// commit, the rows of every reader, to number the changes.
+            pub(super) async fn apply_changes(
+                &self,
+                batch: &[NewChange],
+            ) -> StoreResult<Vec<ChangeOutcome>> {
+                let mut outcomes: Vec<Option<ChangeOutcome>> = vec![None; batch.len()];
+                // A key used before answers the change made with it; one used
+                // twice in the batch, whatever its first use came to.
+                let mut first_use = std::collections::HashMap::<(Uuid, &str), usize>::new();
+                let mut repeats = Vec::new();
+                for (i, new) in batch.iter().enumerate() {
+                    let Some(key) = new.client_id.as_deref() else { continue };
+                    if let Some(&first) = first_use.get(&(new.actor, key)) {
+                        repeats.push((i, first));
+                        continue;
+                    }
+                    first_use.insert((new.actor, key), i);
+                    if let Some(done) = self.change_by_key(new).await? {
+                        outcomes[i] = Some(ChangeOutcome::Duplicate(done));
+                    }
                 }
+                let repeated: std::collections::HashSet<usize> =
+                    repeats.iter().map(|&(i, _)| i).collect();
+                let todo: Vec<usize> = (0..batch.len())
+                    .filter(|i| outcomes[*i].is_none() && !repeated.contains(i))
+                    .collect();
+
                 let mut tx = self.begin_write().await?;
-                // Where it is and who reads it never change once sent.
-                let found: Option<(Uuid, Option<Uuid>)> = sqlx::query_as(
-                    "SELECT conversation_id, receiver_id FROM messages WHERE id = $1",
-                )
-                .bind(new.message_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some((conversation, receiver)) = found else {
-                    return Ok(ChangeOutcome::NotFound);
-                };
-                // A group message: the actor's current role, read under the
-                // group's lock. `None` for a direct message.
-                let role = match receiver {
-                    Some(_) => None,
-                    None => {
-                        lock_group(&mut tx, conversation).await?;
-                        let role: Option<String> = sqlx::query_scalar(
-                            "SELECT role FROM conversation_members
-                             WHERE conversation_id = $1 AND user_id = $2 AND left_at IS NULL",
-                        )
-                        .bind(conversation)
-                        .bind(new.actor)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                        match role {
-                            Some(role) => Some(Role::parse(&role)),
-                            // Left or never in: the group's messages are
-                            // not theirs to change.
-                            None => return Ok(ChangeOutcome::NotFound),
-                        }
-                    }
-                };
-                let mut readers: Vec<Uuid> = sqlx::query_scalar(readers_of_message!())
-                    .bind(new.message_id)
-                    .fetch_all(&mut *tx)
+                // Where each message is never changes once sent.
+                let mut ids: Vec<Uuid> = todo.iter().map(|&i| batch[i].message_id).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                let mut places = std::collections::HashMap::<Uuid, (Uuid, Option<Uuid>)>::new();
+                for &id in &ids {
+                    let found: Option<(Uuid, Option<Uuid>)> = sqlx::query_as(
+                        "SELECT conversation_id, receiver_id FROM messages WHERE id = $1",
+                    )
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
                     .await?;
-                if !readers.contains(&new.actor) {
-                    return Ok(ChangeOutcome::NotFound);
-                }
-                readers.sort_unstable();
-                readers.dedup();
-                // The message's row orders the changes to it: the rules
-                // below are checked and applied under it. Its readers' rows,
-                // which every send to them waits for, are locked only at the
-                // end, to number the change, and held just until commit.
-                sqlx::query(concat!("SELECT id FROM messages WHERE id = $1", $lock))
-                    .bind(new.message_id)
-                    .execute(&mut *tx)
-                    .await?;
-                let message = read_message(&mut tx, new.message_id).await?;
-                let sender = message.sender_id == new.actor;
-                let deleted = message.deleted_at.is_some();
-                let mut removed = Vec::new();
-                match &new.kind {
-                    ChangeKind::Edit { content } => {
-                        if !sender {
-                            return Ok(ChangeOutcome::NotAllowed);
-                        }
-                        if deleted {
-                            return Ok(ChangeOutcome::Deleted);
-                        }
-                        if new.edit_window.is_some_and(|w| new.at - message.created_at > w) {
-                            return Ok(ChangeOutcome::TooLate);
-                        }
-                        sqlx::query(
-                            "UPDATE messages SET content = $2, edited_at = $3, updated_at = $3
-                             WHERE id = $1",
-                        )
-                        .bind(new.message_id)
-                        .bind(content)
-                        .bind(new.at)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    ChangeKind::Delete => {
-                        if !sender && !role.is_some_and(|r| r >= Role::Admin) {
-                            return Ok(ChangeOutcome::NotAllowed);
-                        }
-                        if deleted {
-                            return Ok(ChangeOutcome::Unchanged(message));
-                        }
-                        removed = delete_content(&mut tx, &message, new.at).await?;
-                    }
-                    ChangeKind::React { emoji } => {
-                        if deleted {
-                            return Ok(ChangeOutcome::Deleted);
-                        }
-                        let (mine, present, distinct): (i64, i64, i64) = sqlx::query_as(
-                            "SELECT
-                                (SELECT count(*) FROM reactions
-                                  WHERE message_id = $1 AND emoji = $2 AND user_id = $3),
-                                (SELECT count(*) FROM reactions WHERE message_id = $1 AND emoji = $2),
-                                (SELECT count(DISTINCT emoji) FROM reactions WHERE message_id = $1)",
-                        )
-                        .bind(new.message_id)
-                        .bind(emoji)
-                        .bind(new.actor)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                        if mine > 0 {
-                            return Ok(ChangeOutcome::Unchanged(message));
-                        }
-                        if present == 0 && distinct >= i64::from(new.max_reactions) {
-                            return Ok(ChangeOutcome::TooManyReactions);
-                        }
-                        sqlx::query(
-                            "INSERT INTO reactions (message_id, user_id, emoji, created_at)
-                             VALUES ($1, $2, $3, $4)",
-                        )
-                        .bind(new.message_id)
-                        .bind(new.actor)
-                        .bind(emoji)
-                        .bind(new.at)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    ChangeKind::Unreact { emoji } => {
-                        let removed = sqlx::query(
-                            "DELETE FROM reactions WHERE message_id = $1 AND user_id = $2 AND emoji = $3",
-                        )
-                        .bind(new.message_id)
-                        .bind(new.actor)
-                        .bind(emoji)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                        if removed == 0 {
-                            return Ok(ChangeOutcome::Unchanged(message));
-                        }
+                    if let Some(place) = found {
+                        places.insert(id, place);
                     }
                 }
-                let recorded = sqlx::query(
-                    "INSERT INTO message_changes (id, message_id, actor_id, kind, emoji, client_id,
-                        created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(new.id)
-                .bind(new.message_id)
-                .bind(new.actor)
-                .bind(new.kind.as_str())
-                .bind(new.emoji())
-                .bind(&new.client_id)
-                .bind(new.at)
-                .execute(&mut *tx)
-                .await;
-                match recorded {
-                    // The same key, used meanwhile for a change to another
-                    // message (this one's lock does not order the two):
-                    // that one is the answer.
-                    Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-                        drop(tx);
-                        return match self.change_by_key(new).await? {
-                            Some(done) => Ok(ChangeOutcome::Duplicate(done)),
-                            None => Err(StoreError::Internal("change key taken and not found".into())),
-                        };
+                // A group's lock orders a change against role and membership
+                // changes; the message's row orders the changes to it.
+                let groups: std::collections::BTreeSet<Uuid> = places
+                    .values()
+                    .filter(|(_, receiver)| receiver.is_none())
+                    .map(|&(group, _)| group)
+                    .collect();
+                for group in groups {
+                    lock_group(&mut tx, group).await?;
+                }
+                for &id in &ids {
+                    if places.contains_key(&id) {
+                        sqlx::query(concat!("SELECT id FROM messages WHERE id = $1", $lock))
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
                     }
-                    other => other?,
-                };
-                let message = read_message(&mut tx, new.message_id).await?;
-                let seqs = number_change(&mut tx, &readers, new.id).await?;
-                if matches!(new.kind, ChangeKind::Delete) && message.receiver_id.is_some() {
-                    // After the readers' rows, as a send takes them: the
-                    // conversation's row comes second.
-                    repoint_preview(&mut tx, &message).await?;
+                }
+
+                let mut applied = Vec::new();
+                let mut taken = Vec::new();
+                for i in todo {
+                    let new = &batch[i];
+                    let Some(&place) = places.get(&new.message_id) else {
+                        outcomes[i] = Some(ChangeOutcome::NotFound);
+                        continue;
+                    };
+                    match apply_one(&mut tx, new, place).await? {
+                        Step::Refused(outcome) => outcomes[i] = Some(outcome),
+                        Step::KeyTaken => taken.push(i),
+                        Step::Applied(done) => applied.push((i, done)),
+                    }
+                }
+                // Numbered last: the readers' rows, which every send to them
+                // waits for, are held only from here to the commit.
+                let numbering: Vec<(Uuid, &[Uuid])> = applied
+                    .iter()
+                    .map(|(i, done)| (batch[*i].id, done.readers.as_slice()))
+                    .collect();
+                let numbers = number_changes(&mut tx, &numbering).await?;
+                for (_, done) in &applied {
+                    if done.deleted && done.message.receiver_id.is_some() {
+                        // After the readers' rows, as a send takes them: the
+                        // conversation's row comes second.
+                        repoint_preview(&mut tx, &done.message).await?;
+                    }
                 }
                 // Until here a lost connection rolls everything back; during
                 // the commit it may have landed.
                 tx.commit().await.map_err(StoreError::after_sending)?;
-                Ok(ChangeOutcome::Applied(StoredChange {
-                    change: Change {
-                        id: new.id,
-                        kind: ChangeType::parse(new.kind.as_str()),
-                        actor: new.actor,
-                        emoji: new.emoji().map(str::to_owned),
-                        at: new.at,
-                        message,
-                    },
-                    seqs,
-                    removed,
-                }))
+
+                for ((i, done), seqs) in applied.into_iter().zip(numbers) {
+                    let new = &batch[i];
+                    outcomes[i] = Some(ChangeOutcome::Applied(StoredChange {
+                        change: Change {
+                            id: new.id,
+                            kind: ChangeType::parse(new.kind.as_str()),
+                            actor: new.actor,
+                            emoji: new.emoji().map(str::to_owned),
+                            at: new.at,
+                            message: done.message,
+                        },
+                        seqs,
+                        removed: done.removed,
+                    }));
+                }
+                // The same key, used meanwhile for a change to another
+                // message (this one's lock does not order the two): that
+                // one, committed by now, is the answer.
+                for i in taken {
+                    outcomes[i] = Some(match self.change_by_key(&batch[i]).await? {
+                        Some(done) => ChangeOutcome::Duplicate(done),
+                        None => return Err(StoreError::Internal("change key taken and not found".into())),
+                    });
+                }
+                for (i, first) in repeats {
+                    outcomes[i] = Some(match &outcomes[first] {
+                        Some(ChangeOutcome::Applied(stored)) => {
+                            ChangeOutcome::Duplicate(stored.change.clone())
+                        }
+                        Some(other) => other.clone(),
+                        None => unreachable!("a key's first use is answered before its repeats"),
+                    });
+                }
+                Ok(outcomes
+                    .into_iter()
+                    .map(|o| o.expect("every change of the batch is answered"))
+                    .collect())
             }
 
             /// The change `new.actor` already made with `new.client_id`.
@@ -279,7 +235,7 @@ macro_rules! portable_changes {
 
             pub(super) async fn attachment(&self, id: Uuid) -> StoreResult<Option<StoredAttachment>> {
                 let row: Option<AttachmentRow> = sqlx::query_as(
-                    "SELECT id, owner_id, message_id, name, size, content_type, width, height
+                    "SELECT id, owner_id, message_id, name, size, content_type, width, height, created_at
                      FROM attachments WHERE id = $1",
                 )
                 .bind(id)
@@ -288,8 +244,34 @@ macro_rules! portable_changes {
                 Ok(row.map(Into::into))
             }
 
+            pub(super) async fn drop_unsent_attachments(
+                &self,
+                before: DateTime<Utc>,
+                limit: u32,
+            ) -> StoreResult<Vec<Uuid>> {
+                // Checked again on the row itself: a send that links one
+                // meanwhile keeps it.
+                let dropped = sqlx::query_scalar(
+                    "DELETE FROM attachments
+                     WHERE message_id IS NULL AND id IN (
+                        SELECT id FROM attachments WHERE message_id IS NULL AND created_at < $1
+                        ORDER BY created_at LIMIT $2)
+                     RETURNING id",
+                )
+                .bind(before)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(dropped)
+            }
+
             /// Fills in each message's attachments.
             pub(super) async fn with_attachments(&self, messages: &mut [Message]) -> StoreResult<()> {
+                self.attach_files(messages.iter_mut().collect()).await
+            }
+
+            /// The same, for messages wherever they are held.
+            pub(super) async fn attach_files(&self, messages: Vec<&mut Message>) -> StoreResult<()> {
                 if messages.is_empty() {
                     return Ok(());
                 }
@@ -335,6 +317,171 @@ macro_rules! portable_changes {
                 }
                 Ok(())
             }
+        }
+
+        /// One change of a batch, checked by its rules under the locks the
+        /// batch holds and, when allowed, written (but not yet numbered).
+        async fn apply_one<'c>(
+            tx: &mut sqlx::Transaction<'c, $db>,
+            new: &NewChange,
+            (conversation, receiver): (Uuid, Option<Uuid>),
+        ) -> StoreResult<Step> {
+            // A group message: the actor's current role, read under the
+            // group's lock. `None` for a direct message.
+            let role = match receiver {
+                Some(_) => None,
+                None => {
+                    let role: Option<String> = sqlx::query_scalar(
+                        "SELECT role FROM conversation_members
+                         WHERE conversation_id = $1 AND user_id = $2 AND left_at IS NULL",
+                    )
+                    .bind(conversation)
+                    .bind(new.actor)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                    match role {
+                        Some(role) => Some(Role::parse(&role)),
+                        // Left or never in: the group's messages are not
+                        // theirs to change.
+                        None => return Ok(Step::Refused(ChangeOutcome::NotFound)),
+                    }
+                }
+            };
+            let mut readers: Vec<Uuid> = sqlx::query_scalar(readers_of_message!())
+                .bind(new.message_id)
+                .fetch_all(&mut **tx)
+                .await?;
+            if !readers.contains(&new.actor) {
+                return Ok(Step::Refused(ChangeOutcome::NotFound));
+            }
+            readers.sort_unstable();
+            readers.dedup();
+            let message = read_message(tx, new.message_id).await?;
+            let sender = message.sender_id == new.actor;
+            let deleted = message.deleted_at.is_some();
+            let refuse = |outcome| Ok(Step::Refused(outcome));
+            match &new.kind {
+                ChangeKind::Edit { .. } => {
+                    if !sender {
+                        return refuse(ChangeOutcome::NotAllowed);
+                    }
+                    if deleted {
+                        return refuse(ChangeOutcome::Deleted);
+                    }
+                    if new.edit_window.is_some_and(|w| new.at - message.created_at > w) {
+                        return refuse(ChangeOutcome::TooLate);
+                    }
+                }
+                ChangeKind::Delete => {
+                    if !sender && !role.is_some_and(|r| r >= Role::Admin) {
+                        return refuse(ChangeOutcome::NotAllowed);
+                    }
+                    if deleted {
+                        return refuse(ChangeOutcome::Unchanged(message));
+                    }
+                }
+                ChangeKind::React { emoji } => {
+                    if deleted {
+                        return refuse(ChangeOutcome::Deleted);
+                    }
+                    let (mine, present, distinct): (i64, i64, i64) = sqlx::query_as(
+                        "SELECT
+                            (SELECT count(*) FROM reactions
+                              WHERE message_id = $1 AND emoji = $2 AND user_id = $3),
+                            (SELECT count(*) FROM reactions WHERE message_id = $1 AND emoji = $2),
+                            (SELECT count(DISTINCT emoji) FROM reactions WHERE message_id = $1)",
+                    )
+                    .bind(new.message_id)
+                    .bind(emoji)
+                    .bind(new.actor)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                    if mine > 0 {
+                        return refuse(ChangeOutcome::Unchanged(message));
+                    }
+                    if present == 0 && distinct >= i64::from(new.max_reactions) {
+                        return refuse(ChangeOutcome::TooManyReactions);
+                    }
+                }
+                ChangeKind::Unreact { emoji } => {
+                    let mine: i64 = sqlx::query_scalar(
+                        "SELECT count(*) FROM reactions
+                         WHERE message_id = $1 AND user_id = $2 AND emoji = $3",
+                    )
+                    .bind(new.message_id)
+                    .bind(new.actor)
+                    .bind(emoji)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                    if mine == 0 {
+                        return refuse(ChangeOutcome::Unchanged(message));
+                    }
+                }
+            }
+            // Recorded first: a key taken meanwhile (by a change to another
+            // message, on another node) leaves nothing written.
+            let recorded = sqlx::query(
+                "INSERT INTO message_changes (id, message_id, actor_id, kind, emoji, client_id,
+                    created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(new.id)
+            .bind(new.message_id)
+            .bind(new.actor)
+            .bind(new.kind.as_str())
+            .bind(new.emoji())
+            .bind(&new.client_id)
+            .bind(new.at)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+            if recorded == 0 {
+                return Ok(Step::KeyTaken);
+            }
+            let mut removed = Vec::new();
+            match &new.kind {
+                ChangeKind::Edit { content } => {
+                    sqlx::query(
+                        "UPDATE messages SET content = $2, edited_at = $3, updated_at = $3
+                         WHERE id = $1",
+                    )
+                    .bind(new.message_id)
+                    .bind(content)
+                    .bind(new.at)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                ChangeKind::Delete => removed = delete_content(tx, &message, new.at).await?,
+                ChangeKind::React { emoji } => {
+                    sqlx::query(
+                        "INSERT INTO reactions (message_id, user_id, emoji, created_at)
+                         VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(new.message_id)
+                    .bind(new.actor)
+                    .bind(emoji)
+                    .bind(new.at)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                ChangeKind::Unreact { emoji } => {
+                    sqlx::query(
+                        "DELETE FROM reactions WHERE message_id = $1 AND user_id = $2 AND emoji = $3",
+                    )
+                    .bind(new.message_id)
+                    .bind(new.actor)
+                    .bind(emoji)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+            }
+            Ok(Step::Applied(Written {
+                message: read_message(tx, new.message_id).await?,
+                readers,
+                removed,
+                deleted: matches!(new.kind, ChangeKind::Delete),
+            }))
         }
 
         /// The message as it stands, read inside the change's transaction.

@@ -41,7 +41,10 @@ impl PgStore {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(stored_messages(rows, seqs))
+        let mut stored = stored_messages(rows, seqs);
+        self.attach_files(stored.iter_mut().map(|s| &mut s.message).collect())
+            .await?;
+        Ok(stored)
     }
 
     pub(super) async fn mark_read(

@@ -11,31 +11,34 @@ use super::*;
 
 portable_changes!(SqliteStore, Sqlite, "");
 
-/// Numbers change `change` for each of `readers`: each one's next number,
-/// recorded in its change inbox (under the write lock the transaction
-/// holds).
-async fn number_change(
+/// Numbers a batch of changes for their readers, in batch order: each
+/// reader's next number, recorded in their change inbox (under the write
+/// lock the transaction holds).
+async fn number_changes(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
-    readers: &[Uuid],
-    change: Uuid,
-) -> StoreResult<Vec<(Uuid, i64)>> {
-    let mut seqs = Vec::with_capacity(readers.len());
-    for &reader in readers {
-        let seq: i64 = sqlx::query_scalar(
-            "UPDATE users SET msg_seq = msg_seq + 1 WHERE id = $1 RETURNING msg_seq",
-        )
-        .bind(reader)
-        .fetch_one(&mut **tx)
-        .await?;
-        sqlx::query("INSERT INTO change_inbox (user_id, seq, change_id) VALUES ($1, $2, $3)")
+    changes: &[(Uuid, &[Uuid])],
+) -> StoreResult<Vec<Vec<(Uuid, i64)>>> {
+    let mut numbered = Vec::with_capacity(changes.len());
+    for &(change, readers) in changes {
+        let mut seqs = Vec::with_capacity(readers.len());
+        for &reader in readers {
+            let seq: i64 = sqlx::query_scalar(
+                "UPDATE users SET msg_seq = msg_seq + 1 WHERE id = $1 RETURNING msg_seq",
+            )
             .bind(reader)
-            .bind(seq)
-            .bind(change)
-            .execute(&mut **tx)
+            .fetch_one(&mut **tx)
             .await?;
-        seqs.push((reader, seq));
+            sqlx::query("INSERT INTO change_inbox (user_id, seq, change_id) VALUES ($1, $2, $3)")
+                .bind(reader)
+                .bind(seq)
+                .bind(change)
+                .execute(&mut **tx)
+                .await?;
+            seqs.push((reader, seq));
+        }
+        numbered.push(seqs);
     }
-    Ok(seqs)
+    Ok(numbered)
 }
 
 impl SqliteStore {
@@ -58,7 +61,7 @@ impl SqliteStore {
     /// The attachments of `messages`.
     async fn attachments_of(&self, messages: &[Uuid]) -> StoreResult<Vec<AttachmentRow>> {
         let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT id, owner_id, message_id, name, size, content_type, width, height
+            "SELECT id, owner_id, message_id, name, size, content_type, width, height, created_at
              FROM attachments WHERE message_id IN ",
         );
         push_ids(&mut query, messages);

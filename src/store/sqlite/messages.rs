@@ -37,7 +37,10 @@ impl SqliteStore {
         query.push(" UNION ALL SELECT message_id, user_id, seq FROM inbox WHERE message_id IN ");
         push_ids(&mut query, ids);
         let seqs: Vec<(Uuid, Uuid, i64)> = query.build_query_as().fetch_all(&self.pool).await?;
-        Ok(stored_messages(rows, seqs))
+        let mut stored = stored_messages(rows, seqs);
+        self.attach_files(stored.iter_mut().map(|s| &mut s.message).collect())
+            .await?;
+        Ok(stored)
     }
 
     pub(super) async fn mark_read(

@@ -164,9 +164,12 @@ impl TestApp {
 
     /// A `PUT` without a body (a reaction): the status.
     pub async fn put_empty(&self, path: &str, token: &str) -> u16 {
-        self.request(reqwest::Method::PUT, path, token, None)
-            .await
-            .0
+        self.put_answer(path, token).await.0
+    }
+
+    /// The same, with the answer's body (`Null` when there is none).
+    pub async fn put_answer(&self, path: &str, token: &str) -> (u16, Value) {
+        self.request(reqwest::Method::PUT, path, token, None).await
     }
 
     pub async fn delete(&self, path: &str, token: &str) -> (u16, Value) {

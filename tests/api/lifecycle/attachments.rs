@@ -12,6 +12,7 @@ use crate::helpers::{Backend, TestApp, TestUser};
 both_backends!(
     a_picture_goes_up_and_reaches_only_those_who_can_read_it,
     uploads_are_checked_against_the_limits_and_the_announcement,
+    attachments_never_sent_are_swept_after_a_day,
 );
 
 /// Announces a file; the upload's id and URL.
@@ -288,4 +289,79 @@ async fn uploads_are_checked_against_the_limits_and_the_announcement(backend: Ba
             &json!(format!("no attachment with id {id}"))
         )
     );
+}
+
+/// Announced `hours` ago by `owner`, 10 bytes, uploaded: its id.
+async fn announced_long_ago(app: &TestApp, owner: &TestUser, hours: i64) -> uuid::Uuid {
+    let id = uuid::Uuid::now_v7();
+    let new = ochat::store::NewAttachment {
+        id,
+        owner: owner.id,
+        name: "old.txt".into(),
+        size: 10,
+        content_type: "text/plain".into(),
+        width: None,
+        height: None,
+        at: ochat::store::now() - chrono::Duration::hours(hours),
+    };
+    let since = new.at - chrono::Duration::hours(1);
+    assert!(
+        app.state
+            .store
+            .create_attachment(&new, 20, since)
+            .await
+            .unwrap()
+    );
+    let url = app
+        .state
+        .chat
+        .files()
+        .upload_url(id, Duration::from_secs(60))
+        .unwrap()
+        .url;
+    assert_eq!(upload(app, &url, vec![1; 10]).await, 200);
+    id
+}
+
+async fn attachments_never_sent_are_swept_after_a_day(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (a, b) = (app.new_user().await, app.new_user().await);
+    let stale = announced_long_ago(&app, &a, 25).await;
+    let late = announced_long_ago(&app, &a, 23).await;
+    let fresh = announced_long_ago(&app, &a, 0).await;
+
+    // Past 23 hours it can no longer be sent: the sweep may take it soon.
+    let mut a1 = WsClient::connect(&app, &a.token).await;
+    a1.send(
+        json!({"type":"message","to":b.id,"content":"late","attachments":[late],"client_id":"l1"}),
+    )
+    .await;
+    let refused = a1.recv_type_of(&["ack", "error"]).await;
+    assert_eq!(
+        refused,
+        json!({"type":"error","code":"invalid_field","client_id":"l1",
+               "message":format!("attachment {late} was announced more than 23 hours ago; announce and upload it again")})
+    );
+
+    assert_eq!(app.state.chat.sweep_unsent_attachments().await.unwrap(), 1);
+    let store = &app.state.store;
+    assert!(store.attachment(stale).await.unwrap().is_none());
+    assert!(matches!(
+        app.state.chat.files().uploaded(stale).await,
+        Ok(None)
+    ));
+    for kept in [late, fresh] {
+        assert!(store.attachment(kept).await.unwrap().is_some());
+        assert_eq!(
+            app.state.chat.files().uploaded(kept).await.unwrap(),
+            Some(10)
+        );
+    }
+    // A fresh one is sent as usual, and nothing is left to sweep.
+    a1.send(
+        json!({"type":"message","to":b.id,"content":"now","attachments":[fresh],"client_id":"f1"}),
+    )
+    .await;
+    assert_eq!(a1.recv_type_of(&["ack", "error"]).await["type"], "ack");
+    assert_eq!(app.state.chat.sweep_unsent_attachments().await.unwrap(), 0);
 }

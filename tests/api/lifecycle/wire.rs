@@ -14,6 +14,7 @@ both_backends!(
     refusals_name_what_is_wrong,
     reactions_and_deletes_over_rest_reach_the_sockets_and_history,
     a_reply_carries_a_preview_of_what_it_answers,
+    the_limits_refuse_exactly,
 );
 
 /// Nothing arrives in this window that the test waits for: it only gives a
@@ -318,4 +319,152 @@ async fn a_reply_carries_a_preview_of_what_it_answers(backend: Backend) {
         )
         .await;
     assert_eq!(page["messages"][1]["reply_to"], reply["reply_to"]);
+}
+
+/// The settings' limits and the group rules, each refusal with its answer:
+/// the edit window, the distinct emojis a message carries, replies to a
+/// group message from outside it, the attachments a message carries.
+async fn the_limits_refuse_exactly(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        &[
+            ("MESSAGE_EDIT_WINDOW", "1s"),
+            ("MAX_REACTIONS_PER_MESSAGE", "2"),
+        ],
+    )
+    .await;
+    let (a, b, c) = (
+        app.new_user().await,
+        app.new_user().await,
+        app.new_user().await,
+    );
+    let mut a1 = WsClient::connect(&app, &a.token).await;
+    let mut b1 = WsClient::connect(&app, &b.token).await;
+    let id = say(&mut a1, &b, "hello", "m1").await;
+
+    // Two distinct emojis; a third is refused, a second 👍 is not.
+    for (who, emoji, key) in [('a', "👍", "r1"), ('b', "❤️", "r2"), ('b', "👍", "r3")] {
+        let ws = if who == 'a' { &mut a1 } else { &mut b1 };
+        let frame = json!({"type":"react","message_id":id,"emoji":emoji,"client_id":key});
+        assert_eq!(answer(ws, frame).await["type"], "ack", "{emoji}");
+    }
+    let third = json!({"type":"react","message_id":id,"emoji":"😂","client_id":"r4"});
+    assert_eq!(
+        answer(&mut b1, third).await,
+        error(
+            "too_many_reactions",
+            "a message carries at most 2 different emojis",
+            "r4"
+        )
+    );
+    let (status, body) = app
+        .put_answer(
+            &format!("/messages/{}/reactions/%F0%9F%98%82", id.as_str().unwrap()),
+            &a.token,
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            409,
+            json!({"error":{"code":"too_many_reactions","message":"a message carries at most 2 different emojis"}})
+        )
+    );
+
+    // Editable within the window, not after.
+    let edit = json!({"type":"edit","message_id":id,"content":"hello!","client_id":"e1"});
+    assert_eq!(answer(&mut a1, edit).await["type"], "ack");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let late = json!({"type":"edit","message_id":id,"content":"hello?","client_id":"e2"});
+    assert_eq!(
+        answer(&mut a1, late).await,
+        error(
+            "forbidden",
+            "the message can no longer be edited: the edit window has passed",
+            "e2"
+        )
+    );
+    // Deleting has no window.
+    let delete = json!({"type":"delete","message_id":id,"client_id":"d1"});
+    assert_eq!(answer(&mut a1, delete).await["type"], "ack");
+
+    // A group's message is not a stranger's to answer, nor to quote in
+    // another group.
+    let group = app.create_group(&a, "one", &[&b]).await;
+    let other = app.create_group(&a, "two", &[&c]).await;
+    let in_group = app.send_to_group(&a, group, "in the group").await.id;
+    let mut c1 = WsClient::connect(&app, &c.token).await;
+    let outside =
+        json!({"type":"message","to":a.id,"content":"re","reply_to":in_group,"client_id":"q1"});
+    assert_eq!(
+        answer(&mut c1, outside).await,
+        error(
+            "not_found",
+            &format!("no message with id {in_group} to reply to"),
+            "q1"
+        )
+    );
+    let elsewhere = json!({"type":"message","conversation_id":other,"content":"re",
+                           "reply_to":in_group,"client_id":"q2"});
+    assert_eq!(
+        answer(&mut a1, elsewhere).await,
+        error(
+            "invalid_field",
+            "reply_to must be a message of the same conversation",
+            "q2"
+        )
+    );
+
+    // At most ten attachments a message; an upload shorter than announced
+    // is not sent.
+    let eleven: Vec<String> = (0..11).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    let many = json!({"type":"message","to":b.id,"content":"files","attachments":eleven,
+                      "client_id":"f1"});
+    assert_eq!(
+        answer(&mut a1, many).await,
+        error(
+            "invalid_field",
+            "a message carries at most 10 attachments",
+            "f1"
+        )
+    );
+    let (status, up) = super::attachments::announce(
+        &app,
+        &a,
+        json!({"name":"short.txt","size":100,"content_type":"text/plain"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{up}");
+    let file = up["id"].as_str().unwrap();
+    let url = up["upload_url"].as_str().unwrap();
+    assert_eq!(
+        super::attachments::upload(&app, url, vec![1; 60]).await,
+        200
+    );
+    let short = json!({"type":"message","to":b.id,"content":"file","attachments":[file],
+                       "client_id":"f2"});
+    assert_eq!(
+        answer(&mut a1, short).await,
+        error(
+            "invalid_field",
+            &format!("attachment {file} was announced as 100 bytes and 60 were uploaded"),
+            "f2"
+        )
+    );
+    for (size, want) in [(0, "0"), (65_536, "65536")] {
+        let (status, body) = super::attachments::announce(
+            &app,
+            &a,
+            json!({"name":"x.png","size":10,"content_type":"image/png","width":size,"height":10}),
+        )
+        .await;
+        assert_eq!(
+            (status, body),
+            (
+                400,
+                json!({"error":{"code":"invalid_field","message":"width and height must be 1 to 65535 pixels"}})
+            ),
+            "width {want}"
+        );
+    }
 }

@@ -23,6 +23,21 @@ pub(super) fn stored_messages(rows: Vec<MessageRow>, seqs: Vec<(Uuid, Uuid, i64)
         .collect()
 }
 
+/// A message a change is about to change, with what its rules need: the
+/// actor's role in its group and the reactions it carries.
+#[derive(sqlx::FromRow)]
+pub(super) struct ChangeTargetRow {
+    #[sqlx(flatten)]
+    pub(super) message: MessageRow,
+    /// The actor's role, when the message is a group's and they are in it.
+    pub(super) role: Option<String>,
+    /// Reactions of the change's emoji: the actor's, and everyone's.
+    pub(super) mine: i64,
+    pub(super) present: i64,
+    /// Distinct emojis on the message.
+    pub(super) emojis: i64,
+}
+
 /// A message as both backends read it (each selects the same column names).
 #[derive(sqlx::FromRow)]
 pub(super) struct MessageRow {

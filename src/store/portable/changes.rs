@@ -2,11 +2,13 @@
 //! of them in one transaction, each checked by its rules under the locks
 //! that order it.
 //!
-//! Locks are taken as every write takes them, each kind in id order: the
-//! rows of the batch's groups (a group message: it orders the change
-//! against role and membership changes), then the messages' rows (they
-//! order the changes to one message), and last the rows of the messages'
-//! readers, to number the changes. A change's numbers in its readers'
+//! Locks are taken kind by kind, each kind in id order: the messages' rows
+//! (they order the changes to one message; nothing else locks them but
+//! `mark_read`'s single statement, and a send's key-share lock on the
+//! message it answers, which these do not exclude), then the rows of the
+//! batch's groups (a group message: they order the change against role
+//! and membership changes), and last the rows of the messages' readers, to
+//! number the changes, as every write takes them. A change's numbers in its readers'
 //! sequences so become visible in the order they were handed out, as a
 //! message's do. Like messages, changes are committed in batches by the
 //! group-commit writer: one commit, and one hold of the readers' rows, for
@@ -50,9 +52,9 @@ macro_rules! portable_changes {
             /// Applies a batch of changes in one transaction, each by its
             /// rules, in order: a change sees the ones before it. Locks are
             /// taken kind by kind, each kind in id order, so batches on any
-            /// node never deadlock: the groups of the batch's group
-            /// messages, then the messages, and last, just before the
-            /// commit, the rows of every reader, to number the changes.
+            /// node never deadlock: the messages, then the groups of the
+            /// batch's group messages, and last, just before the commit,
+            /// the rows of every reader, to number the changes.
             pub(super) async fn apply_changes(
                 &self,
                 batch: &[NewChange],
@@ -80,15 +82,17 @@ macro_rules! portable_changes {
                     .collect();
 
                 let mut tx = self.begin_write().await?;
-                // Where each message is never changes once sent.
+                // Each message's row, locked: it orders the changes to it.
+                // Where it is never changes once sent.
                 let mut ids: Vec<Uuid> = todo.iter().map(|&i| batch[i].message_id).collect();
                 ids.sort_unstable();
                 ids.dedup();
                 let mut places = std::collections::HashMap::<Uuid, (Uuid, Option<Uuid>)>::new();
                 for &id in &ids {
-                    let found: Option<(Uuid, Option<Uuid>)> = sqlx::query_as(
+                    let found: Option<(Uuid, Option<Uuid>)> = sqlx::query_as(concat!(
                         "SELECT conversation_id, receiver_id FROM messages WHERE id = $1",
-                    )
+                        $lock
+                    ))
                     .bind(id)
                     .fetch_optional(&mut *tx)
                     .await?;
@@ -96,8 +100,8 @@ macro_rules! portable_changes {
                         places.insert(id, place);
                     }
                 }
-                // A group's lock orders a change against role and membership
-                // changes; the message's row orders the changes to it.
+                // A group's row orders a change against role and membership
+                // changes.
                 let groups: std::collections::BTreeSet<Uuid> = places
                     .values()
                     .filter(|(_, receiver)| receiver.is_none())
@@ -106,24 +110,16 @@ macro_rules! portable_changes {
                 for group in groups {
                     lock_group(&mut tx, group).await?;
                 }
-                for &id in &ids {
-                    if places.contains_key(&id) {
-                        sqlx::query(concat!("SELECT id FROM messages WHERE id = $1", $lock))
-                            .bind(id)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                }
 
                 let mut applied = Vec::new();
                 let mut taken = Vec::new();
                 for i in todo {
                     let new = &batch[i];
-                    let Some(&place) = places.get(&new.message_id) else {
+                    let Some(place) = places.get(&new.message_id) else {
                         outcomes[i] = Some(ChangeOutcome::NotFound);
                         continue;
                     };
-                    match apply_one(&mut tx, new, place).await? {
+                    match apply_one(&mut tx, new, place.1.is_some()).await? {
                         Step::Refused(outcome) => outcomes[i] = Some(outcome),
                         Step::KeyTaken => taken.push(i),
                         Step::Applied(done) => applied.push((i, done)),
@@ -324,28 +320,35 @@ macro_rules! portable_changes {
         async fn apply_one<'c>(
             tx: &mut sqlx::Transaction<'c, $db>,
             new: &NewChange,
-            (conversation, receiver): (Uuid, Option<Uuid>),
+            direct: bool,
         ) -> StoreResult<Step> {
-            // A group message: the actor's current role, read under the
-            // group's lock. `None` for a direct message.
-            let role = match receiver {
-                Some(_) => None,
-                None => {
-                    let role: Option<String> = sqlx::query_scalar(
-                        "SELECT role FROM conversation_members
-                         WHERE conversation_id = $1 AND user_id = $2 AND left_at IS NULL",
-                    )
-                    .bind(conversation)
-                    .bind(new.actor)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-                    match role {
-                        Some(role) => Some(Role::parse(&role)),
-                        // Left or never in: the group's messages are not
-                        // theirs to change.
-                        None => return Ok(Step::Refused(ChangeOutcome::NotFound)),
-                    }
-                }
+            // The message as it stands, the actor's role in its group (read
+            // under the group's lock) and the reactions the rules count.
+            let target: ChangeTargetRow = sqlx::query_as(concat!(
+                "SELECT ",
+                message_columns!(),
+                ", (SELECT role FROM conversation_members
+                    WHERE conversation_id = m.conversation_id AND user_id = $2
+                      AND left_at IS NULL) AS role,
+                   (SELECT count(*) FROM reactions
+                    WHERE message_id = m.id AND emoji = $3 AND user_id = $2) AS mine,
+                   (SELECT count(*) FROM reactions WHERE message_id = m.id AND emoji = $3)
+                     AS present,
+                   (SELECT count(DISTINCT emoji) FROM reactions WHERE message_id = m.id)
+                     AS emojis
+                 FROM messages m WHERE m.id = $1"
+            ))
+            .bind(new.message_id)
+            .bind(new.actor)
+            .bind(new.emoji())
+            .fetch_one(&mut **tx)
+            .await?;
+            let role = match (direct, &target.role) {
+                (true, _) => None,
+                (false, Some(role)) => Some(Role::parse(role)),
+                // Left or never in: the group's messages are not theirs to
+                // change.
+                (false, None) => return Ok(Step::Refused(ChangeOutcome::NotFound)),
             };
             let mut readers: Vec<Uuid> = sqlx::query_scalar(readers_of_message!())
                 .bind(new.message_id)
@@ -356,7 +359,7 @@ macro_rules! portable_changes {
             }
             readers.sort_unstable();
             readers.dedup();
-            let message = read_message(tx, new.message_id).await?;
+            let mut message = Message::from(target.message);
             let sender = message.sender_id == new.actor;
             let deleted = message.deleted_at.is_some();
             let refuse = |outcome| Ok(Step::Refused(outcome));
@@ -380,40 +383,19 @@ macro_rules! portable_changes {
                         return refuse(ChangeOutcome::Unchanged(message));
                     }
                 }
-                ChangeKind::React { emoji } => {
+                ChangeKind::React { .. } => {
                     if deleted {
                         return refuse(ChangeOutcome::Deleted);
                     }
-                    let (mine, present, distinct): (i64, i64, i64) = sqlx::query_as(
-                        "SELECT
-                            (SELECT count(*) FROM reactions
-                              WHERE message_id = $1 AND emoji = $2 AND user_id = $3),
-                            (SELECT count(*) FROM reactions WHERE message_id = $1 AND emoji = $2),
-                            (SELECT count(DISTINCT emoji) FROM reactions WHERE message_id = $1)",
-                    )
-                    .bind(new.message_id)
-                    .bind(emoji)
-                    .bind(new.actor)
-                    .fetch_one(&mut **tx)
-                    .await?;
-                    if mine > 0 {
+                    if target.mine > 0 {
                         return refuse(ChangeOutcome::Unchanged(message));
                     }
-                    if present == 0 && distinct >= i64::from(new.max_reactions) {
+                    if target.present == 0 && target.emojis >= i64::from(new.max_reactions) {
                         return refuse(ChangeOutcome::TooManyReactions);
                     }
                 }
-                ChangeKind::Unreact { emoji } => {
-                    let mine: i64 = sqlx::query_scalar(
-                        "SELECT count(*) FROM reactions
-                         WHERE message_id = $1 AND user_id = $2 AND emoji = $3",
-                    )
-                    .bind(new.message_id)
-                    .bind(new.actor)
-                    .bind(emoji)
-                    .fetch_one(&mut **tx)
-                    .await?;
-                    if mine == 0 {
+                ChangeKind::Unreact { .. } => {
+                    if target.mine == 0 {
                         return refuse(ChangeOutcome::Unchanged(message));
                     }
                 }
@@ -451,8 +433,14 @@ macro_rules! portable_changes {
                     .bind(new.at)
                     .execute(&mut **tx)
                     .await?;
+                    message.content.clone_from(content);
+                    message.edited_at = Some(new.at);
+                    message.updated_at = new.at;
                 }
-                ChangeKind::Delete => removed = delete_content(tx, &message, new.at).await?,
+                ChangeKind::Delete => {
+                    removed = delete_content(tx, &message, new.at).await?;
+                    message = read_message(tx, new.message_id).await?;
+                }
                 ChangeKind::React { emoji } => {
                     sqlx::query(
                         "INSERT INTO reactions (message_id, user_id, emoji, created_at)
@@ -476,8 +464,9 @@ macro_rules! portable_changes {
                     .await?;
                 }
             }
+            // A reaction leaves the message's row as it was.
             Ok(Step::Applied(Written {
-                message: read_message(tx, new.message_id).await?,
+                message,
                 readers,
                 removed,
                 deleted: matches!(new.kind, ChangeKind::Delete),

@@ -29,6 +29,8 @@ pub(super) fn stored_messages(rows: Vec<MessageRow>, seqs: Vec<(Uuid, Uuid, i64)
 pub(super) struct ChangeTargetRow {
     #[sqlx(flatten)]
     pub(super) message: MessageRow,
+    /// Whether the actor used the change's `client_id` before.
+    pub(super) done: bool,
     /// The actor's role, when the message is a group's and they are in it.
     pub(super) role: Option<String>,
     /// Reactions of the change's emoji: the actor's, and everyone's.

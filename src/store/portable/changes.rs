@@ -16,16 +16,6 @@
 //! `SELECT` reads) and `number_changes`; SQLite's write transaction holds
 //! the whole database, so it locks no rows.
 
-/// The users who can read message `$1`: a direct message's two
-/// participants, every member it was delivered to in a group.
-macro_rules! readers_of_message {
-    () => {
-        "SELECT user_id FROM inbox WHERE message_id = $1
-         UNION ALL SELECT sender_id FROM messages WHERE id = $1 AND receiver_id IS NOT NULL
-         UNION ALL SELECT receiver_id FROM messages WHERE id = $1 AND receiver_id IS NOT NULL"
-    };
-}
-
 /// A change read back with the message it changed.
 macro_rules! change_columns {
     () => {
@@ -60,8 +50,8 @@ macro_rules! portable_changes {
                 batch: &[NewChange],
             ) -> StoreResult<Vec<ChangeOutcome>> {
                 let mut outcomes: Vec<Option<ChangeOutcome>> = vec![None; batch.len()];
-                // A key used before answers the change made with it; one used
-                // twice in the batch, whatever its first use came to.
+                // A key used twice in the batch answers whatever its first
+                // use came to (one used before is found under the locks).
                 let mut first_use = std::collections::HashMap::<(Uuid, &str), usize>::new();
                 let mut repeats = Vec::new();
                 for (i, new) in batch.iter().enumerate() {
@@ -71,9 +61,6 @@ macro_rules! portable_changes {
                         continue;
                     }
                     first_use.insert((new.actor, key), i);
-                    if let Some(done) = self.change_by_key(new).await? {
-                        outcomes[i] = Some(ChangeOutcome::Duplicate(done));
-                    }
                 }
                 let repeated: std::collections::HashSet<usize> =
                     repeats.iter().map(|&(i, _)| i).collect();
@@ -116,7 +103,12 @@ macro_rules! portable_changes {
                 for i in todo {
                     let new = &batch[i];
                     let Some(place) = places.get(&new.message_id) else {
-                        outcomes[i] = Some(ChangeOutcome::NotFound);
+                        if new.client_id.is_some() {
+                            // Its key may answer a change already made.
+                            taken.push(i);
+                        } else {
+                            outcomes[i] = Some(ChangeOutcome::NotFound);
+                        }
                         continue;
                     };
                     match apply_one(&mut tx, new, place.1.is_some()).await? {
@@ -158,13 +150,13 @@ macro_rules! portable_changes {
                         removed: done.removed,
                     }));
                 }
-                // The same key, used meanwhile for a change to another
-                // message (this one's lock does not order the two): that
-                // one, committed by now, is the answer.
+                // A key already used (before, or meanwhile for a change to
+                // another message, which this one's lock does not order):
+                // that change, committed by now, is the answer.
                 for i in taken {
                     outcomes[i] = Some(match self.change_by_key(&batch[i]).await? {
                         Some(done) => ChangeOutcome::Duplicate(done),
-                        None => return Err(StoreError::Internal("change key taken and not found".into())),
+                        None => ChangeOutcome::NotFound,
                     });
                 }
                 for (i, first) in repeats {
@@ -323,11 +315,14 @@ macro_rules! portable_changes {
             direct: bool,
         ) -> StoreResult<Step> {
             // The message as it stands, the actor's role in its group (read
-            // under the group's lock) and the reactions the rules count.
+            // under the group's lock), the reactions the rules count, and
+            // whether the change's key was used before.
             let target: ChangeTargetRow = sqlx::query_as(concat!(
                 "SELECT ",
                 message_columns!(),
-                ", (SELECT role FROM conversation_members
+                ", EXISTS (SELECT 1 FROM message_changes WHERE actor_id = $2 AND client_id = $4)
+                     AS done,
+                   (SELECT role FROM conversation_members
                     WHERE conversation_id = m.conversation_id AND user_id = $2
                       AND left_at IS NULL) AS role,
                    (SELECT count(*) FROM reactions
@@ -341,8 +336,12 @@ macro_rules! portable_changes {
             .bind(new.message_id)
             .bind(new.actor)
             .bind(new.emoji())
+            .bind(&new.client_id)
             .fetch_one(&mut **tx)
             .await?;
+            if target.done {
+                return Ok(Step::KeyTaken);
+            }
             let role = match (direct, &target.role) {
                 (true, _) => None,
                 (false, Some(role)) => Some(Role::parse(role)),
@@ -350,16 +349,23 @@ macro_rules! portable_changes {
                 // change.
                 (false, None) => return Ok(Step::Refused(ChangeOutcome::NotFound)),
             };
-            let mut readers: Vec<Uuid> = sqlx::query_scalar(readers_of_message!())
-                .bind(new.message_id)
-                .fetch_all(&mut **tx)
-                .await?;
+            let mut message = Message::from(target.message);
+            // A direct message's two participants, or every member it was
+            // delivered to in a group.
+            let mut readers: Vec<Uuid> = match message.receiver_id {
+                Some(receiver) => vec![message.sender_id, receiver],
+                None => {
+                    sqlx::query_scalar("SELECT user_id FROM inbox WHERE message_id = $1")
+                        .bind(new.message_id)
+                        .fetch_all(&mut **tx)
+                        .await?
+                }
+            };
             if !readers.contains(&new.actor) {
                 return Ok(Step::Refused(ChangeOutcome::NotFound));
             }
             readers.sort_unstable();
             readers.dedup();
-            let mut message = Message::from(target.message);
             let sender = message.sender_id == new.actor;
             let deleted = message.deleted_at.is_some();
             let refuse = |outcome| Ok(Step::Refused(outcome));

@@ -33,22 +33,19 @@ use crate::store::{
 };
 use uuid::Uuid;
 
-struct Pending {
-    message: NewMessage,
-    /// The connection that sent it: it gets an `ack`, not the message.
+/// A message or a change waiting for its batch.
+struct Pending<J, O> {
+    job: J,
+    /// The connection that sent it: it gets an `ack`, not the event.
     origin: Option<SessionId>,
-    reply: oneshot::Sender<StoreResult<InsertOutcome>>,
+    reply: oneshot::Sender<StoreResult<O>>,
 }
 
-/// A change waiting for its batch.
-struct PendingChange {
-    change: NewChange,
-    origin: Option<SessionId>,
-    reply: oneshot::Sender<StoreResult<ChangeOutcome>>,
-}
+type PendingMessage = Pending<NewMessage, InsertOutcome>;
+type PendingChange = Pending<NewChange, ChangeOutcome>;
 
 pub struct MessageWriter {
-    queue: mpsc::Sender<Pending>,
+    queue: mpsc::Sender<PendingMessage>,
     changes: mpsc::Sender<PendingChange>,
 }
 
@@ -82,9 +79,11 @@ impl MessageWriter {
                 async move { commit(&*store, &bus, batch, settle_within).await }
             })
         };
+        let owner = tasks.clone();
         let changes = spawn_lanes(lanes, max_batch, shutdown, tasks, move |batch| {
             let (store, bus, files) = (store.clone(), bus.clone(), files.clone());
-            async move { commit_changes(&*store, &bus, &files, batch).await }
+            let owner = owner.clone();
+            async move { commit_changes(&*store, &bus, (files, &owner), batch).await }
         });
         Self { queue, changes }
     }
@@ -96,16 +95,7 @@ impl MessageWriter {
         message: NewMessage,
         origin: Option<SessionId>,
     ) -> StoreResult<InsertOutcome> {
-        let (reply, answer) = oneshot::channel();
-        let pending = Pending {
-            message,
-            origin,
-            reply,
-        };
-        if self.queue.send(pending).await.is_err() {
-            return Err(stopped());
-        }
-        answer.await.unwrap_or_else(|_| Err(stopped()))
+        submit(&self.queue, message, origin).await
     }
 
     /// Applies one change as part of the next batch of changes; once it is
@@ -116,21 +106,23 @@ impl MessageWriter {
         change: NewChange,
         origin: Option<SessionId>,
     ) -> StoreResult<ChangeOutcome> {
-        let (reply, answer) = oneshot::channel();
-        let pending = PendingChange {
-            change,
-            origin,
-            reply,
-        };
-        if self.changes.send(pending).await.is_err() {
-            return Err(stopped());
-        }
-        answer.await.unwrap_or_else(|_| Err(stopped()))
+        submit(&self.changes, change, origin).await
     }
 }
 
-fn stopped() -> StoreError {
-    StoreError::Unavailable("message writer stopped".into())
+/// Queues `job` for the next batch and waits for its answer.
+async fn submit<J, O>(
+    queue: &mpsc::Sender<Pending<J, O>>,
+    job: J,
+    origin: Option<SessionId>,
+) -> StoreResult<O> {
+    let stopped = || StoreError::Unavailable("message writer stopped".into());
+    let (reply, answer) = oneshot::channel();
+    let pending = Pending { job, origin, reply };
+    if queue.send(pending).await.is_err() {
+        return Err(stopped());
+    }
+    answer.await.unwrap_or_else(|_| Err(stopped()))
 }
 
 /// Starts `lanes` tasks sharing one queue: each takes whatever has queued
@@ -197,14 +189,14 @@ async fn lane<J, C, F>(
 }
 
 /// Commits a batch of changes, publishes what it applied, answers each
-/// change, then removes the files deleted messages carried.
+/// change, then has the files deleted messages carried removed.
 async fn commit_changes(
     store: &dyn Store,
     bus: &SharedBus,
-    files: &Files,
+    (files, tasks): (Arc<Files>, &TaskTracker),
     batch: Vec<PendingChange>,
 ) {
-    let changes: Vec<NewChange> = batch.iter().map(|p| p.change.clone()).collect();
+    let changes: Vec<NewChange> = batch.iter().map(|p| p.job.clone()).collect();
     let outcomes = match store.apply_changes(&changes).await {
         Ok(outcomes) => outcomes,
         Err(e) => {
@@ -236,7 +228,11 @@ async fn commit_changes(
         }
         let _ = pending.reply.send(Ok(outcome));
     }
-    super::Chat::forget_files(files, &removed).await;
+    if !removed.is_empty() {
+        // On a task of its own: a slow file store does not hold up the
+        // lane's next commit.
+        tasks.spawn(async move { super::Chat::forget_files(&files, &removed).await });
+    }
 }
 
 /// The events a change makes: one for each reader of the message (the
@@ -261,7 +257,7 @@ fn change_events(stored: &StoredChange, origin: Option<SessionId>) -> Vec<(Uuid,
 async fn commit(
     store: &dyn Store,
     bus: &SharedBus,
-    mut batch: Vec<Pending>,
+    mut batch: Vec<PendingMessage>,
     settle_within: Duration,
 ) {
     let batch = &mut batch;
@@ -269,7 +265,7 @@ async fn commit(
     if batch.is_empty() {
         return;
     }
-    let messages: Vec<NewMessage> = batch.iter().map(|p| p.message.clone()).collect();
+    let messages: Vec<NewMessage> = batch.iter().map(|p| p.job.clone()).collect();
     match store.insert_messages(&messages).await {
         Ok(outcomes) => {
             let events = batch
@@ -302,11 +298,11 @@ async fn commit(
 /// Answers the direct messages whose recipient has blocked their sender
 /// exactly as messages to a user that does not exist, and takes them out of
 /// the batch: one lookup per batch, not per message.
-async fn refuse_blocked(store: &dyn Store, batch: &mut Vec<Pending>) {
+async fn refuse_blocked(store: &dyn Store, batch: &mut Vec<PendingMessage>) {
     let pairs: Vec<(Uuid, Uuid)> = batch
         .iter()
-        .filter_map(|p| match p.message.to {
-            Target::User(to) => Some((to, p.message.sender_id)),
+        .filter_map(|p| match p.job.to {
+            Target::User(to) => Some((to, p.job.sender_id)),
             Target::Group(_) => None,
         })
         .collect();
@@ -324,9 +320,9 @@ async fn refuse_blocked(store: &dyn Store, batch: &mut Vec<Pending>) {
             return;
         }
     };
-    let (refused, kept): (Vec<Pending>, Vec<Pending>) =
-        batch.drain(..).partition(|p| match p.message.to {
-            Target::User(to) => blocked.contains(&(to, p.message.sender_id)),
+    let (refused, kept): (Vec<PendingMessage>, Vec<PendingMessage>) =
+        batch.drain(..).partition(|p| match p.job.to {
+            Target::User(to) => blocked.contains(&(to, p.job.sender_id)),
             Target::Group(_) => false,
         });
     *batch = kept;
@@ -345,13 +341,13 @@ async fn refuse_blocked(store: &dyn Store, batch: &mut Vec<Pending>) {
 async fn settle(
     store: &dyn Store,
     bus: &SharedBus,
-    batch: &mut Vec<Pending>,
+    batch: &mut Vec<PendingMessage>,
     why: String,
     within: Duration,
 ) {
     tracing::warn!(error = %why, messages = batch.len(), "batch commit outcome unknown; settling by id");
-    let ids: Vec<Uuid> = batch.iter().map(|p| p.message.id).collect();
-    let writers: Vec<Uuid> = batch.iter().map(|p| p.message.sender_id).collect();
+    let ids: Vec<Uuid> = batch.iter().map(|p| p.job.id).collect();
+    let writers: Vec<Uuid> = batch.iter().map(|p| p.job.sender_id).collect();
     let deadline = tokio::time::Instant::now() + within;
     let found = loop {
         // Bounded as a whole: the read waits for the lost write to end,
@@ -379,7 +375,7 @@ async fn settle(
     let mut found: HashMap<Uuid, Stored> = found.into_iter().map(|s| (s.message.id, s)).collect();
     let events = batch
         .iter()
-        .filter_map(|p| found.get(&p.message.id).map(|s| events_for(s, p.origin)))
+        .filter_map(|p| found.get(&p.job.id).map(|s| events_for(s, p.origin)))
         .flatten()
         .collect();
     if let Err(e) = bus.publish(events).await {
@@ -391,7 +387,7 @@ async fn settle(
         "settled a batch whose commit answer was lost"
     );
     for pending in batch.drain(..) {
-        let outcome = match found.remove(&pending.message.id) {
+        let outcome = match found.remove(&pending.job.id) {
             Some(stored) => Ok(InsertOutcome::Created(stored)),
             None => Err(StoreError::Unavailable(why.clone())),
         };

@@ -151,6 +151,7 @@ impl StoreError {
 /// Codes that mean "try again later", not "your input is wrong": Postgres
 /// classes 08 (connection), 53 (resources), 55 (e.g. a database refusing
 /// connections), 57P (shutdown), 3D000 (database missing while connecting),
+/// 40P01 (a deadlock: PostgreSQL rolled this transaction back to break it),
 /// and SQLite's BUSY (5) and LOCKED (6), whose extended codes keep the
 /// primary code in the low byte.
 fn is_unavailable_code(code: Option<&str>) -> bool {
@@ -159,6 +160,7 @@ fn is_unavailable_code(code: Option<&str>) -> bool {
         .iter()
         .any(|class| c.starts_with(class))
         || c == "3D000"
+        || c == "40P01"
         || c.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
 }
 
@@ -250,7 +252,7 @@ pub trait Store: Send + Sync + 'static {
     async fn entries_after(&self, me: Uuid, after: i64, limit: u32) -> StoreResult<Page<Entry>>;
     /// Edits, deletes, reacts to or unreacts to messages, each if the rules
     /// allow it (checked under the locks that order it against other
-    /// writes, after the changes before it in the batch); each numbered for
+    /// writes, after the batch's earlier changes to its message); each numbered for
     /// every reader of its message; one transaction for the batch, one
     /// outcome per change. Idempotent per `(actor, client_id)`.
     async fn apply_changes(&self, batch: &[NewChange]) -> StoreResult<Vec<ChangeOutcome>>;
@@ -398,5 +400,18 @@ mod tests {
         let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
         assert_eq!(conversation_id(a, b), conversation_id(b, a));
         assert_ne!(conversation_id(a, b), conversation_id(a, Uuid::now_v7()));
+    }
+
+    #[test]
+    fn failures_worth_retrying_are_told_from_refusals() {
+        for code in [
+            "08006", "53300", "55P03", "57P01", "3D000", "40P01", "5", "517", "6",
+        ] {
+            assert!(is_unavailable_code(Some(code)), "{code}");
+        }
+        for code in ["23505", "23503", "42P01", "22001", "1", "19"] {
+            assert!(!is_unavailable_code(Some(code)), "{code}");
+        }
+        assert!(!is_unavailable_code(None));
     }
 }

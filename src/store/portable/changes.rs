@@ -40,7 +40,8 @@ macro_rules! portable_changes {
     ($store:ty, $db:ty, $lock:literal) => {
         impl $store {
             /// Applies a batch of changes in one transaction, each by its
-            /// rules, in order: a change sees the ones before it. Locks are
+            /// rules, message by message: a change sees the batch's earlier
+            /// changes to its message. Locks are
             /// taken kind by kind, each kind in id order, so batches on any
             /// node never deadlock: the messages, then the groups of the
             /// batch's group messages, and last, just before the commit,
@@ -64,9 +65,12 @@ macro_rules! portable_changes {
                 }
                 let repeated: std::collections::HashSet<usize> =
                     repeats.iter().map(|&(i, _)| i).collect();
-                let todo: Vec<usize> = (0..batch.len())
-                    .filter(|i| outcomes[*i].is_none() && !repeated.contains(i))
-                    .collect();
+                // Judged message by message (in id order, each message's
+                // changes in the order they came), so the rows a delete
+                // touches are taken in the order every batch takes them.
+                let mut todo: Vec<usize> =
+                    (0..batch.len()).filter(|i| !repeated.contains(i)).collect();
+                todo.sort_by_key(|&i| (batch[i].message_id, i));
 
                 let mut tx = self.begin_write().await?;
                 // Each message's row, locked: it orders the changes to it.
@@ -117,6 +121,17 @@ macro_rules! portable_changes {
                         Step::Applied(done) => applied.push((i, done)),
                     }
                 }
+                // A key already used (before, or meanwhile for a change to
+                // another message, which this one's lock does not order):
+                // that change, committed by now (an insert skipped for its
+                // key waits for the other's commit), is the answer. Read
+                // here, so a failure leaves the batch uncommitted.
+                for i in taken {
+                    outcomes[i] = Some(match change_by_key(&mut tx, &batch[i]).await? {
+                        Some(done) => ChangeOutcome::Duplicate(done),
+                        None => ChangeOutcome::NotFound,
+                    });
+                }
                 // Numbered last: the readers' rows, which every send to them
                 // waits for, are held only from here to the commit.
                 let numbering: Vec<(Uuid, &[Uuid])> = applied
@@ -150,15 +165,6 @@ macro_rules! portable_changes {
                         removed: done.removed,
                     }));
                 }
-                // A key already used (before, or meanwhile for a change to
-                // another message, which this one's lock does not order):
-                // that change, committed by now, is the answer.
-                for i in taken {
-                    outcomes[i] = Some(match self.change_by_key(&batch[i]).await? {
-                        Some(done) => ChangeOutcome::Duplicate(done),
-                        None => ChangeOutcome::NotFound,
-                    });
-                }
                 for (i, first) in repeats {
                     outcomes[i] = Some(match &outcomes[first] {
                         Some(ChangeOutcome::Applied(stored)) => {
@@ -172,24 +178,6 @@ macro_rules! portable_changes {
                     .into_iter()
                     .map(|o| o.expect("every change of the batch is answered"))
                     .collect())
-            }
-
-            /// The change `new.actor` already made with `new.client_id`.
-            async fn change_by_key(&self, new: &NewChange) -> StoreResult<Option<Change>> {
-                let Some(client_id) = &new.client_id else {
-                    return Ok(None);
-                };
-                let row: Option<ChangeRow> = sqlx::query_as(concat!(
-                    "SELECT ",
-                    change_columns!(),
-                    " FROM message_changes c JOIN messages m ON m.id = c.message_id
-                      WHERE c.actor_id = $1 AND c.client_id = $2"
-                ))
-                .bind(new.actor)
-                .bind(client_id)
-                .fetch_optional(&self.pool)
-                .await?;
-                Ok(row.map(Into::into))
             }
 
             pub(super) async fn create_attachment(
@@ -307,6 +295,27 @@ macro_rules! portable_changes {
             }
         }
 
+        /// The change `new.actor` already made with `new.client_id`.
+        async fn change_by_key<'c>(
+            tx: &mut sqlx::Transaction<'c, $db>,
+            new: &NewChange,
+        ) -> StoreResult<Option<Change>> {
+            let Some(client_id) = &new.client_id else {
+                return Ok(None);
+            };
+            let row: Option<ChangeRow> = sqlx::query_as(concat!(
+                "SELECT ",
+                change_columns!(),
+                " FROM message_changes c JOIN messages m ON m.id = c.message_id
+                  WHERE c.actor_id = $1 AND c.client_id = $2"
+            ))
+            .bind(new.actor)
+            .bind(client_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+            Ok(row.map(Into::into))
+        }
+
         /// One change of a batch, checked by its rules under the locks the
         /// batch holds and, when allowed, written (but not yet numbered).
         async fn apply_one<'c>(
@@ -412,7 +421,7 @@ macro_rules! portable_changes {
                 "INSERT INTO message_changes (id, message_id, actor_id, kind, emoji, client_id,
                     created_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT DO NOTHING",
+                 ON CONFLICT (actor_id, client_id) WHERE client_id IS NOT NULL DO NOTHING",
             )
             .bind(new.id)
             .bind(new.message_id)

@@ -484,8 +484,9 @@ async fn a_change_waiting_on_concurrent_sends_still_finds_its_message(backend: B
     }
 }
 
-/// Changes committed together: each judged after the ones before it, each
-/// answered on its own, numbered for its readers in batch order.
+/// Changes committed together: each judged after the batch's earlier
+/// changes to its message, each answered on its own, numbered for its
+/// readers message by message.
 async fn a_batch_of_changes_applies_each_in_order_and_answers_each(backend: Backend) {
     let (store, _db) = test_store(backend).await;
     let (a, b, c) = (user(&store).await, user(&store).await, user(&store).await);
@@ -529,13 +530,14 @@ async fn a_batch_of_changes_applies_each_in_order_and_answers_each(backend: Back
     assert_eq!(outcomes[8], ChangeOutcome::Deleted);
     assert_eq!(outcomes[9], ChangeOutcome::NotFound);
 
-    // Each reader's numbers follow the batch's order, with no gap: the
-    // message was 1 for a and b, c's message 2 for a.
+    // Each reader's numbers follow the batch's order message by message
+    // (in id order), with no gap: the message was 1 for a and b, c's
+    // message 2 for a.
     let numbers = |s: &ochat::store::StoredChange, who: Uuid| {
         s.seqs.iter().find(|(u, _)| *u == who).map(|(_, n)| *n)
     };
     assert_eq!(
-        [&first, &edited, &elsewhere, &deleted].map(|s| numbers(s, a)),
+        [&first, &edited, &deleted, &elsewhere].map(|s| numbers(s, a)),
         [Some(3), Some(4), Some(5), Some(6)]
     );
     assert_eq!(

@@ -91,6 +91,12 @@ after(async () => {
   if (workdir) rmSync(workdir, { recursive: true, force: true });
 });
 
+// Opening a conversation ends by focusing the composer: its history is
+// loaded and shown by then, so what the test sends next lands on it.
+async function opened(page) {
+  await page.waitForFunction(() => document.activeElement && document.activeElement.id === "composer-input");
+}
+
 async function signIn(name) {
   const context = await browser.newContext({ viewport: { width: 1100, height: 700 } });
   const page = await context.newPage();
@@ -120,6 +126,7 @@ test("two windows chat: messages both ways, typing, read receipts, presence", as
   // Alice opens a chat with Bob by id and writes.
   await alice.page.fill("#new-chat-id", bob.id);
   await alice.page.click("#new-chat button");
+  await opened(alice.page);
   await alice.page.fill("#composer-input", "Hi Bob, lunch at noon?");
   await alice.page.click("#send");
   await alice.page.waitForSelector("#messages li.mine >> text=Hi Bob, lunch at noon?");
@@ -166,6 +173,7 @@ test("a dropped connection shows reconnecting and catches up with sync", async (
   const dave = await signIn("dave");
   await carol.page.fill("#new-chat-id", dave.id);
   await carol.page.click("#new-chat button");
+  await opened(carol.page);
   await carol.page.fill("#composer-input", "first");
   await carol.page.click("#send");
   await dave.page.waitForSelector(`#conversations li[data-user="${carol.id}"]`);
@@ -251,6 +259,7 @@ test("a message's menu: reply with a quote, react, edit, delete for everyone", a
   const ivan = await signIn("ivan");
   await hana.page.fill("#new-chat-id", ivan.id);
   await hana.page.click("#new-chat button");
+  await opened(hana.page);
   await hana.page.fill("#composer-input", "Movie tonight?");
   await hana.page.click("#send");
   await hana.page.waitForSelector("#messages li.mine >> text=Movie tonight?");
@@ -303,6 +312,7 @@ test("attachments: a picture shows inline, a file is a link, both across two win
   const kim = await signIn("kim");
   await jade.page.fill("#new-chat-id", kim.id);
   await jade.page.click("#new-chat button");
+  await opened(jade.page);
 
   // A real 1×1 PNG, and a small PDF.
   const png = Buffer.from(

@@ -124,7 +124,11 @@ impl Application {
 
         let dev_secret = secret.clone().filter(|_| config.auth.is_development());
         let verifier = Verifier::new(&config.auth, secret.as_ref());
-        let auth = Arc::new(Authenticator::new(verifier, store.clone()));
+        let auth = Arc::new(Authenticator::new(
+            verifier,
+            store.clone(),
+            (flush.clone(), &late_tasks),
+        ));
         // SQLite has one writer at a time; Postgres overlaps two commits, so
         // one batch gathers while the other commits.
         let lanes = config.write_lanes.unwrap_or(match config.database {
@@ -161,6 +165,7 @@ impl Application {
             config.limits.clone(),
             presence_every(&config),
             tasks.clone(),
+            (flush.clone(), &late_tasks),
         ));
         tasks.spawn(crate::ws::catchup::run(
             hub.clone(),

@@ -19,8 +19,11 @@ use chrono::{DateTime, Utc};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use crate::coalesce::Coalescer;
 use crate::config::{AuthConfig, Secret};
 use crate::error::ApiError;
 use crate::store::Store;
@@ -359,20 +362,46 @@ impl Verifier {
 /// Verifies tokens and makes sure their user exists in storage.
 pub struct Authenticator {
     verifier: Verifier,
-    store: Arc<dyn Store>,
     /// Users already upserted by this node, so each request does not write.
     /// Bounded: cleared when it grows past `KNOWN_USERS_CAP`.
     known: Mutex<HashSet<(Uuid, String)>>,
+    /// New users' upserts, one statement for those that arrive together
+    /// (a connect storm of new users).
+    upserts: Coalescer<(Uuid, String), ()>,
 }
+
+/// Lanes writing new users: two, so one batch gathers while the other
+/// commits.
+const UPSERT_LANES: usize = 2;
+/// New users written in one statement, at most.
+const UPSERT_BATCH: usize = 512;
 
 const KNOWN_USERS_CAP: usize = 100_000;
 
 impl Authenticator {
-    pub fn new(verifier: Verifier, store: Arc<dyn Store>) -> Self {
+    /// `stop`, `tasks`: what stops and owns the upsert lanes.
+    pub fn new(
+        verifier: Verifier,
+        store: Arc<dyn Store>,
+        (stop, tasks): (CancellationToken, &TaskTracker),
+    ) -> Self {
+        let upserts = Coalescer::start(
+            "user upserts",
+            UPSERT_LANES,
+            UPSERT_BATCH,
+            (stop, tasks),
+            move |users: Vec<(Uuid, String)>| {
+                let store = store.clone();
+                async move {
+                    store.upsert_users(&users).await?;
+                    Ok(vec![(); users.len()])
+                }
+            },
+        );
         Self {
             verifier,
-            store,
             known: Mutex::new(HashSet::new()),
+            upserts,
         }
     }
 
@@ -381,7 +410,7 @@ impl Authenticator {
         let user = self.verifier.verify(token).await?;
         let key = (user.id, user.email.clone());
         if !self.known.lock().expect("not poisoned").contains(&key) {
-            self.store.upsert_user(user.id, &user.email).await?;
+            self.upserts.ask(key.clone()).await?;
             let mut known = self.known.lock().expect("not poisoned");
             if known.len() >= KNOWN_USERS_CAP {
                 known.clear();

@@ -10,6 +10,7 @@
 //! - [`server`]: the listener: connection cap, header timeout, drain.
 //! - [`http`]: the REST API.
 //! - [`chat`]: the domain operations both HTTP and WebSocket call.
+//! - [`coalesce`]: many callers' small requests answered by one statement.
 //! - [`backplane`]: the Redis nodes share, one server or a Redis Cluster.
 //! - [`bus`]: per-user event channels (in-process, Redis or sharded Redis Cluster pub/sub).
 //! - [`presence`]: who is online (in-process or Redis).
@@ -24,6 +25,7 @@ pub mod backplane;
 pub mod budget;
 pub mod bus;
 pub mod chat;
+pub mod coalesce;
 pub mod config;
 pub mod error;
 pub mod files;

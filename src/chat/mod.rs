@@ -10,10 +10,11 @@ mod presence;
 pub mod text;
 mod writer;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
@@ -26,6 +27,7 @@ use text::{ClientId, Content};
 pub use writer::{MessageWriter, WriterParts};
 
 use crate::bus::{Envelope, SessionId, SharedBus};
+use crate::coalesce::Coalescer;
 use crate::config::Limits;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::presence::SharedPresence;
@@ -83,7 +85,18 @@ pub struct Chat {
     introduced: Mutex<HashSet<(Uuid, Uuid)>>,
     /// Owns the introductions, so shutdown waits for them.
     tasks: TaskTracker,
+    /// Presence transitions recorded and announced in batches.
+    announcer: Coalescer<crate::presence::Transition, bool>,
+    /// Users' latest message numbers, read in batches.
+    latest: Coalescer<Uuid, Option<i64>>,
 }
+
+/// Lanes reading users' latest message numbers for connects: two, so one
+/// batch gathers while the other is read.
+const LATEST_LANES: usize = 2;
+/// One lane records and announces presence, so a user's transitions made
+/// on this node are recorded in the order they were made.
+const ANNOUNCE_LANES: usize = 1;
 
 impl Chat {
     #[allow(clippy::too_many_arguments)] // each is a part the domain owns
@@ -96,8 +109,44 @@ impl Chat {
         limits: Limits,
         presence_every: Duration,
         tasks: TaskTracker,
+        (stop, late): (CancellationToken, &TaskTracker),
     ) -> Self {
+        // Owned by the node's late tasks: they stop after the sessions,
+        // whose departures are announced on the way out.
+        let announcer = {
+            let (store, bus) = (store.clone(), bus.clone());
+            let group_limit = limits.presence_group_limit;
+            Coalescer::start(
+                "presence announcer",
+                ANNOUNCE_LANES,
+                presence::ANNOUNCE_BATCH,
+                (stop.clone(), late),
+                move |batch| {
+                    let (store, bus) = (store.clone(), bus.clone());
+                    async move { presence::announce_batch(&*store, &bus, group_limit, batch).await }
+                },
+            )
+        };
+        let latest = {
+            let store = store.clone();
+            Coalescer::start(
+                "latest message numbers",
+                LATEST_LANES,
+                presence::ANNOUNCE_BATCH,
+                (stop, late),
+                move |users: Vec<Uuid>| {
+                    let store = store.clone();
+                    async move {
+                        let found: HashMap<Uuid, i64> =
+                            store.msg_seqs(&users).await?.into_iter().collect();
+                        Ok(users.iter().map(|u| found.get(u).copied()).collect())
+                    }
+                },
+            )
+        };
         Self {
+            announcer,
+            latest,
             store,
             files: files.0,
             files_config: files.1,

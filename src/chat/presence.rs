@@ -54,8 +54,8 @@ pub(super) struct PendingRepair {
 
 /// How soon a failed announcement is tried again.
 const ANNOUNCE_RETRY: Duration = Duration::from_secs(1);
-/// Announcements made at once after a heartbeat or sweep.
-const ANNOUNCE_CONCURRENCY: usize = 16;
+/// Transitions recorded and announced together, at most.
+pub(super) const ANNOUNCE_BATCH: usize = 512;
 
 /// Pairs remembered as introduced: past this the set starts again (a pair
 /// introduced twice costs presence frames the receiving nodes drop).
@@ -65,6 +65,12 @@ const INTRODUCED_CAP: usize = 100_000;
 const INTRODUCE_WITHIN: Duration = Duration::from_secs(2);
 
 impl Chat {
+    /// `user`'s latest message number (`None`: no such user yet), read
+    /// together with those of the users connecting at the same moment.
+    pub async fn latest_seq(&self, user: Uuid) -> store::StoreResult<Option<i64>> {
+        self.latest.ask(user).await
+    }
+
     pub async fn is_online(&self, user: Uuid) -> bool {
         self.presence.is_online(user).await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "presence lookup failed");
@@ -171,51 +177,29 @@ impl Chat {
         }
     }
 
-    /// Records a transition and tells the user's contacts. If any step
-    /// fails the state is announced again later, so contacts converge;
-    /// `false` then.
+    /// Records a transition and tells the user's contacts, as part of the
+    /// next batch (see [`announce_batch`]). If any step fails the state is
+    /// announced again later, so contacts converge; `false` then.
     async fn announce(&self, t: Transition) -> bool {
-        let recorded = self
-            .store
-            .set_presence(t.user, t.online, store::now())
-            .await;
-        if let Err(e) = &recorded {
-            tracing::warn!(error = %e, "could not record presence");
-        }
-        let told = match self
-            .store
-            .contacts(t.user, self.limits.presence_group_limit)
-            .await
-        {
-            Ok(contacts) => {
-                let (frame, order) = presence_frame(&t);
-                let (kind, json) = (frame.kind(), frame.to_json());
-                let events = contacts
-                    .into_iter()
-                    .map(|c| (c, Envelope::shared(kind, json.clone(), None).ordered(order)))
-                    .collect();
-                self.bus
-                    .publish_confirmed(events)
-                    .await
-                    .map_err(|e| e.to_string())
+        let user = t.user;
+        let done = match self.announcer.ask(t).await {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not announce presence; retrying");
+                false
             }
-            Err(e) => Err(e.to_string()),
         };
-        if let Err(e) = &told {
-            tracing::warn!(error = %e, "could not announce presence; retrying");
+        if !done {
+            self.defer(user, Repair::Announce, ANNOUNCE_RETRY);
         }
-        if recorded.is_err() || told.is_err() {
-            self.defer(t.user, Repair::Announce, ANNOUNCE_RETRY);
-            return false;
-        }
-        true
+        done
     }
 
     /// Announces many transitions (a heartbeat's or a sweep's), a few at a
     /// time so a node with many users converges quickly.
     async fn announce_all(&self, transitions: Vec<Transition>) {
         futures_util::stream::iter(transitions)
-            .for_each_concurrent(ANNOUNCE_CONCURRENCY, |t| async move {
+            .for_each_concurrent(ANNOUNCE_BATCH, |t| async move {
                 self.announce(t).await;
             })
             .await;
@@ -280,4 +264,56 @@ impl Chat {
             }
         });
     }
+}
+
+/// Records a batch of transitions and tells each user's contacts: one
+/// statement records them all, one finds every user's contacts, and the
+/// frames go to the bus in one hand-off. A departure storm (a node's
+/// clients failing over to this one) is then a few statements per batch
+/// instead of two per user, each waiting for one of the pool's
+/// connections that the arriving users' connects need too. Answers, for
+/// each transition, whether it was both recorded and told.
+pub(super) async fn announce_batch(
+    store: &dyn store::Store,
+    bus: &crate::bus::SharedBus,
+    group_limit: u32,
+    transitions: Vec<Transition>,
+) -> store::StoreResult<Vec<bool>> {
+    let at = store::now();
+    let records: Vec<_> = transitions.iter().map(|t| (t.user, t.online, at)).collect();
+    let recorded = store.set_presences(&records).await;
+    if let Err(e) = &recorded {
+        tracing::warn!(error = %e, users = records.len(), "could not record presence");
+    }
+    let users: Vec<Uuid> = transitions.iter().map(|t| t.user).collect();
+    let told = match store.contacts_of(&users, group_limit).await {
+        Ok(pairs) => {
+            let mut contacts: std::collections::HashMap<Uuid, Vec<Uuid>> = Default::default();
+            for (user, contact) in pairs {
+                contacts.entry(user).or_default().push(contact);
+            }
+            let mut events = Vec::new();
+            for t in &transitions {
+                let Some(to) = contacts.get(&t.user) else {
+                    continue;
+                };
+                let (frame, order) = presence_frame(t);
+                let (kind, json) = (frame.kind(), frame.to_json());
+                events.extend(to.iter().map(|c| {
+                    (
+                        *c,
+                        Envelope::shared(kind, json.clone(), None).ordered(order),
+                    )
+                }));
+            }
+            bus.publish_confirmed(events)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = &told {
+        tracing::warn!(error = %e, users = users.len(), "could not announce presence; retrying");
+    }
+    Ok(vec![recorded.is_ok() && told.is_ok(); transitions.len()])
 }

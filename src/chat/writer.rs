@@ -16,15 +16,15 @@
 //! the bus in one hand-off.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::bus::{Envelope, Order, SessionId, SharedBus};
+use crate::coalesce::spawn_lanes;
 use crate::files::Files;
 use crate::protocol::{MessageFrame, ServerFrame};
 use crate::store::{
@@ -123,69 +123,6 @@ async fn submit<J, O>(
         return Err(stopped());
     }
     answer.await.unwrap_or_else(|_| Err(stopped()))
-}
-
-/// Starts `lanes` tasks sharing one queue: each takes whatever has queued
-/// (up to `max_batch` jobs) and hands it to `commit`, then takes the next.
-/// After shutdown they finish what is already queued, then stop.
-fn spawn_lanes<J, C, F>(
-    lanes: usize,
-    max_batch: usize,
-    shutdown: CancellationToken,
-    tasks: &TaskTracker,
-    commit: C,
-) -> mpsc::Sender<J>
-where
-    J: Send + 'static,
-    C: Fn(Vec<J>) -> F + Clone + Send + 'static,
-    F: Future<Output = ()> + Send + 'static,
-{
-    let (queue, rx) = mpsc::channel(max_batch * lanes * 4);
-    let rx = Arc::new(Mutex::new(rx));
-    for _ in 0..lanes {
-        tasks.spawn(lane(
-            rx.clone(),
-            max_batch,
-            shutdown.clone(),
-            commit.clone(),
-        ));
-    }
-    queue
-}
-
-async fn lane<J, C, F>(
-    rx: Arc<Mutex<mpsc::Receiver<J>>>,
-    max_batch: usize,
-    shutdown: CancellationToken,
-    commit: C,
-) where
-    C: Fn(Vec<J>) -> F,
-    F: Future<Output = ()>,
-{
-    loop {
-        let mut batch = Vec::with_capacity(max_batch);
-        {
-            let mut rx = rx.lock().await;
-            let received = tokio::select! {
-                // After shutdown, finish whatever is already queued.
-                () = shutdown.cancelled() => {
-                    while batch.len() < max_batch {
-                        match rx.try_recv() {
-                            Ok(job) => batch.push(job),
-                            Err(_) => break,
-                        }
-                    }
-                    if batch.is_empty() { return; }
-                    batch.len()
-                }
-                n = rx.recv_many(&mut batch, max_batch) => n,
-            };
-            if received == 0 {
-                return;
-            }
-        }
-        commit(batch).await;
-    }
 }
 
 /// Commits a batch of changes, publishes what it applied, answers each

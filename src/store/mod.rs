@@ -24,11 +24,11 @@ macro_rules! with_store_methods {
     ($then:ident!($($given:tt)*)) => {
         $then!($($given)*;
             fn ping() -> ();
-            fn upsert_user(id: Uuid, email: &str) -> ();
+            fn upsert_users(users: &[(Uuid, String)]) -> ();
             fn user(id: Uuid) -> Option<User>;
             fn update_profile(id: Uuid, patch: &ProfilePatch) -> Option<User>;
-            fn set_presence(id: Uuid, online: bool, at: DateTime<Utc>) -> ();
-            fn contacts(id: Uuid, group_limit: u32) -> Vec<Uuid>;
+            fn set_presences(transitions: &[(Uuid, bool, DateTime<Utc>)]) -> ();
+            fn contacts_of(ids: &[Uuid], group_limit: u32) -> Vec<(Uuid, Uuid)>;
             fn talked_to(speaker: Uuid, listener: Uuid, group_limit: u32) -> bool;
             fn block(blocker: Uuid, blocked: Uuid, at: DateTime<Utc>) -> ();
             fn unblock(blocker: Uuid, blocked: Uuid) -> ();
@@ -188,17 +188,35 @@ pub trait Store: Send + Sync + 'static {
     /// Cheap round trip for readiness.
     async fn ping(&self) -> StoreResult<()>;
 
-    /// Creates the user on first sight; refreshes the email when it changed.
-    async fn upsert_user(&self, id: Uuid, email: &str) -> StoreResult<()>;
+    /// Creates each user on first sight; refreshes the email when it
+    /// changed. One statement for the batch; of an id given twice, the last
+    /// email counts.
+    async fn upsert_users(&self, users: &[(Uuid, String)]) -> StoreResult<()>;
+    /// One user, as a batch of their own.
+    async fn upsert_user(&self, id: Uuid, email: &str) -> StoreResult<()> {
+        self.upsert_users(&[(id, email.to_owned())]).await
+    }
     async fn user(&self, id: Uuid) -> StoreResult<Option<User>>;
     async fn update_profile(&self, id: Uuid, patch: &ProfilePatch) -> StoreResult<Option<User>>;
-    /// Records a presence transition (`last_seen` is set to `at`).
-    async fn set_presence(&self, id: Uuid, online: bool, at: DateTime<Utc>) -> StoreResult<()>;
-    /// Whom `id`'s presence goes to: the people `id` has talked to, that is
-    /// sent a direct message, or posted in a group of at most `group_limit`
-    /// members they share; never anyone `id` has blocked. (Being messaged,
-    /// or added to a group, by a stranger makes no one a contact.)
-    async fn contacts(&self, id: Uuid, group_limit: u32) -> StoreResult<Vec<Uuid>>;
+    /// Records presence transitions `(user, online, at)` (`last_seen` is
+    /// set to `at`); of a user given twice, the last counts. Users' rows are
+    /// taken in id order, as message writers take them.
+    async fn set_presences(&self, transitions: &[(Uuid, bool, DateTime<Utc>)]) -> StoreResult<()>;
+    /// One transition.
+    async fn set_presence(&self, id: Uuid, online: bool, at: DateTime<Utc>) -> StoreResult<()> {
+        self.set_presences(&[(id, online, at)]).await
+    }
+    /// Whom each of `ids`' presence goes to, as `(user, contact)` pairs: the
+    /// people the user has talked to, that is sent a direct message, or
+    /// posted in a group of at most `group_limit` members they share; never
+    /// anyone the user has blocked. (Being messaged, or added to a group,
+    /// by a stranger makes no one a contact.)
+    async fn contacts_of(&self, ids: &[Uuid], group_limit: u32) -> StoreResult<Vec<(Uuid, Uuid)>>;
+    /// One user's contacts.
+    async fn contacts(&self, id: Uuid, group_limit: u32) -> StoreResult<Vec<Uuid>> {
+        let pairs = self.contacts_of(&[id], group_limit).await?;
+        Ok(pairs.into_iter().map(|(_, contact)| contact).collect())
+    }
     /// Whether `speaker` has talked to `listener`, as `contacts` counts it.
     async fn talked_to(&self, speaker: Uuid, listener: Uuid, group_limit: u32)
     -> StoreResult<bool>;

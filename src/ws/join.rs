@@ -120,12 +120,9 @@ async fn first_floor(state: &AppState, user: Uuid) -> Option<i64> {
     if state.hub.has(user) {
         return None;
     }
-    let read = tokio::time::timeout(FLOOR_READ_TIMEOUT, state.store.msg_seqs(&[user])).await;
+    let read = tokio::time::timeout(FLOOR_READ_TIMEOUT, state.chat.latest_seq(user)).await;
     match read {
-        Ok(Ok(seqs)) => seqs
-            .into_iter()
-            .find(|(u, _)| *u == user)
-            .map(|(_, seq)| seq),
+        Ok(Ok(seq)) => seq,
         _ => None,
     }
 }

@@ -12,6 +12,7 @@ mod ops;
 mod realtime;
 mod redis_cluster;
 mod rest;
+mod store_batches;
 mod store_contract;
 mod web;
 mod ws;

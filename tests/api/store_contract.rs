@@ -21,7 +21,12 @@ pub(crate) async fn user(store: &Arc<dyn Store>) -> Uuid {
     id
 }
 
-fn new_message(from: Uuid, to: Uuid, content: &str, client_id: Option<&str>) -> NewMessage {
+pub(crate) fn new_message(
+    from: Uuid,
+    to: Uuid,
+    content: &str,
+    client_id: Option<&str>,
+) -> NewMessage {
     NewMessage {
         id: Uuid::now_v7(),
         sender_id: from,

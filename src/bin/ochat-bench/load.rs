@@ -519,11 +519,23 @@ pub async fn connect_storm(
     common: &Common,
     total: usize,
     concurrency: usize,
+    after_disconnect: usize,
 ) -> anyhow::Result<Value> {
+    let url = common.urls[0].clone();
+    let mut closed = 0;
+    if after_disconnect > 0 {
+        let tag = format!("{}-leaving-{}", common.tag, Uuid::now_v7().simple());
+        let (leaving, _, failed) =
+            open_many(common, &url, &tag, after_disconnect, concurrency, |_| {}).await?;
+        closed = leaving.len();
+        eprintln!("{closed} sessions open ({failed} failed); closing them all");
+        // Dropped sockets close their TCP connections at once (no close
+        // handshake), as a failed client machine or load balancer would.
+        drop(leaving);
+    }
     // Deterministic users: a second storm with the same --tag against
     // restarted nodes is the "everyone reconnects after a restart" case.
     let tag = format!("{}-storm", common.tag);
-    let url = common.urls[0].clone();
     let before: Vec<_> = common.pids.iter().map(|p| procstat::sample(*p)).collect();
     let started = Instant::now();
     let (open, h, failed) = open_many(common, &url, &tag, total, concurrency, |_| {}).await?;
@@ -538,6 +550,7 @@ pub async fn connect_storm(
     Ok(json!({
         "scenario": "connect",
         "connections": total,
+        "after_disconnect": closed,
         "opened": h.len(),
         "failed": failed,
         "seconds": seconds,

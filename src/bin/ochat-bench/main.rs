@@ -123,6 +123,11 @@ enum Command {
         connections: usize,
         #[arg(long, default_value_t = 256)]
         concurrency: usize,
+        /// First hold this many idle sessions of other users on the node,
+        /// then close them all at once and start the storm right away: what
+        /// the nodes that remain see when another fails over to them.
+        #[arg(long, default_value_t = 0)]
+        after_disconnect: usize,
     },
     /// Fill storage with messages among users, through the store itself.
     Seed {
@@ -208,10 +213,11 @@ async fn main() -> anyhow::Result<()> {
             common,
             connections,
             concurrency,
+            after_disconnect,
         } => {
             let out = common.out.clone();
             (
-                load::connect_storm(&common, connections, concurrency).await?,
+                load::connect_storm(&common, connections, concurrency, after_disconnect).await?,
                 out,
             )
         }

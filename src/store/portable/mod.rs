@@ -63,3 +63,5 @@ mod groups;
 mod messages;
 #[macro_use]
 mod users;
+
+pub(super) use users::{contacts_sql, last_per_key};

@@ -37,55 +37,6 @@ macro_rules! portable_users {
                 Ok(row.map(Into::into))
             }
 
-            pub(super) async fn set_presence(
-                &self,
-                id: Uuid,
-                online: bool,
-                at: DateTime<Utc>,
-            ) -> StoreResult<()> {
-                sqlx::query("UPDATE users SET is_online = $2, last_seen = $3 WHERE id = $1")
-                    .bind(id)
-                    .bind(online)
-                    .bind(at)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
-            }
-
-            /// Whom `id`'s presence goes to: direct peers they wrote to, and
-            /// members of the small groups they wrote in, less those they
-            /// block.
-            pub(super) async fn contacts(
-                &self,
-                id: Uuid,
-                group_limit: u32,
-            ) -> StoreResult<Vec<Uuid>> {
-                let ids = sqlx::query_scalar(
-                    "SELECT peer FROM (
-                        SELECT c.user_b AS peer FROM conversations c WHERE c.user_a = $1
-                          AND EXISTS (SELECT 1 FROM messages m
-                                      WHERE m.conversation_id = c.id AND m.sender_id = $1)
-                        UNION
-                        SELECT c.user_a FROM conversations c WHERE c.user_b = $1
-                          AND EXISTS (SELECT 1 FROM messages m
-                                      WHERE m.conversation_id = c.id AND m.sender_id = $1)
-                        UNION
-                        SELECT o.user_id FROM conversation_members me
-                          JOIN conversations c ON c.id = me.conversation_id AND c.member_count <= $2
-                          JOIN conversation_members o ON o.conversation_id = me.conversation_id
-                            AND o.left_at IS NULL AND o.user_id <> $1
-                        WHERE me.user_id = $1 AND me.left_at IS NULL
-                          AND EXISTS (SELECT 1 FROM messages m
-                                      WHERE m.conversation_id = me.conversation_id AND m.sender_id = $1)
-                     ) t WHERE peer NOT IN (SELECT blocked FROM blocks WHERE blocker = $1)",
-                )
-                .bind(id)
-                .bind(i64::from(group_limit))
-                .fetch_all(&self.pool)
-                .await?;
-                Ok(ids)
-            }
-
             pub(super) async fn talked_to(
                 &self,
                 speaker: Uuid,
@@ -162,4 +113,44 @@ macro_rules! portable_users {
             }
         }
     };
+}
+
+/// Whom a user's presence goes to: direct peers they wrote to, and members
+/// of the small groups (at most `$2` members) they wrote in, less those
+/// they block; for the user `me` names (a parameter, or a column of a
+/// batch's users).
+pub(in crate::store) fn contacts_sql(me: &str) -> String {
+    format!(
+        "SELECT peer FROM (
+            SELECT c.user_b AS peer FROM conversations c WHERE c.user_a = {me}
+              AND EXISTS (SELECT 1 FROM messages m
+                          WHERE m.conversation_id = c.id AND m.sender_id = {me})
+            UNION
+            SELECT c.user_a FROM conversations c WHERE c.user_b = {me}
+              AND EXISTS (SELECT 1 FROM messages m
+                          WHERE m.conversation_id = c.id AND m.sender_id = {me})
+            UNION
+            SELECT o.user_id FROM conversation_members me
+              JOIN conversations c ON c.id = me.conversation_id AND c.member_count <= $2
+              JOIN conversation_members o ON o.conversation_id = me.conversation_id
+                AND o.left_at IS NULL AND o.user_id <> {me}
+            WHERE me.user_id = {me} AND me.left_at IS NULL
+              AND EXISTS (SELECT 1 FROM messages m
+                          WHERE m.conversation_id = me.conversation_id AND m.sender_id = {me})
+         ) t WHERE peer NOT IN (SELECT blocked FROM blocks WHERE blocker = {me})"
+    )
+}
+
+/// `items` with only the last of each key kept, in the order of those
+/// last ones: a batch names each row once (PostgreSQL refuses an upsert
+/// that touches a row twice, and an update joined to two values for one
+/// row takes either).
+pub(in crate::store) fn last_per_key<T, K: Eq + std::hash::Hash>(
+    items: &[T],
+    key: impl Fn(&T) -> K,
+) -> Vec<&T> {
+    let mut seen = std::collections::HashSet::new();
+    let mut kept: Vec<&T> = items.iter().rev().filter(|i| seen.insert(key(i))).collect();
+    kept.reverse();
+    kept
 }

@@ -10,12 +10,14 @@
 //! - [`connection`]: the connection's life: the upgrade's token and origin,
 //!   an expiring token, slow consumers and dead peers.
 //! - [`protocol`]: the protocol document against the README's examples.
+//! - [`storms`]: many users arriving and leaving at once.
 
 mod connection;
 mod events;
 mod limits;
 mod protocol;
 mod sending;
+mod storms;
 
 use crate::helpers::{TestApp, TestUser};
 

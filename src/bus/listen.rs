@@ -22,6 +22,31 @@ pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A user whose interest changed, and who waits to hear it is applied.
 pub(super) type InterestRequest = (Uuid, oneshot::Sender<()>);
 
+/// Interest changes applied together, at most: a connect storm asks for
+/// thousands of subscriptions a second, and one command for many channels
+/// costs Redis and this node about what one for a single channel does.
+const INTEREST_BATCH: usize = 1000;
+
+/// `first` and whatever other interest changes have queued behind it (up
+/// to `INTEREST_BATCH`): the users, each once, and who waits to hear.
+pub(super) fn gather(
+    first: InterestRequest,
+    interest: &mut mpsc::Receiver<InterestRequest>,
+) -> (Vec<Uuid>, Vec<oneshot::Sender<()>>) {
+    let mut users = vec![first.0];
+    let mut waiting = vec![first.1];
+    while waiting.len() < INTEREST_BATCH {
+        let Ok((user, done)) = interest.try_recv() else {
+            break;
+        };
+        users.push(user);
+        waiting.push(done);
+    }
+    users.sort_unstable();
+    users.dedup();
+    (users, waiting)
+}
+
 /// `<prefix>:user:<uuid>`, the one channel naming rule.
 pub(super) fn channel(prefix: &str, user: Uuid) -> String {
     format!("{prefix}:user:{user}")
@@ -81,5 +106,39 @@ pub(super) async fn keep_listening(
             () = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Interest changes queued together are applied together, each user
+    /// once, and everyone who waits hears back; past the bound the rest
+    /// wait for the next batch.
+    #[test]
+    fn queued_interest_changes_are_gathered_up_to_the_bound() {
+        let (tx, mut rx) = mpsc::channel(INTEREST_BATCH * 2);
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut answers = Vec::new();
+        let mut ask = |user| {
+            let (done, heard) = oneshot::channel();
+            tx.try_send((user, done)).unwrap();
+            answers.push(heard);
+        };
+        ask(b);
+        ask(a);
+        for _ in 0..INTEREST_BATCH + 5 {
+            ask(b);
+        }
+        let first = rx.try_recv().unwrap();
+        let (users, waiting) = gather(first, &mut rx);
+        let mut both = vec![a, b];
+        both.sort_unstable();
+        assert_eq!(users, both);
+        assert_eq!(waiting.len(), INTEREST_BATCH);
+        let first = rx.try_recv().unwrap();
+        let (users, waiting) = gather(first, &mut rx);
+        assert_eq!((users, waiting.len()), (vec![b], 7));
     }
 }

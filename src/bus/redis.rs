@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::listen::{
-    BACKOFF_MAX, BACKOFF_MIN, InterestRequest, Listener, PROBE_TIMEOUT, channel, dispatch,
+    BACKOFF_MAX, BACKOFF_MIN, InterestRequest, Listener, PROBE_TIMEOUT, channel, dispatch, gather,
     keep_listening,
 };
 use super::{Bus, BusError, Delivery, Envelope};
@@ -426,9 +426,12 @@ impl Listener for Subscriber {
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
                 request = interest.recv() => {
-                    let Some((user, done)) = request else { return Ok(()) };
-                    self.reconcile(&mut sink, &mut subscribed, user).await?;
-                    let _ = done.send(());
+                    let Some(first) = request else { return Ok(()) };
+                    let (users, waiting) = gather(first, interest);
+                    self.reconcile(&mut sink, &mut subscribed, &users).await?;
+                    for done in waiting {
+                        let _ = done.send(());
+                    }
                 }
                 message = stream.next() => {
                     let Some(message) = message else {
@@ -450,26 +453,38 @@ impl Listener for Subscriber {
 }
 
 impl Subscriber {
-    /// Makes the subscription for `user` match the hub at this moment, so
-    /// racing first/last sessions always end consistent.
+    /// Makes the subscriptions of `users` match the hub at this moment, so
+    /// racing first/last sessions always end consistent: one SUBSCRIBE for
+    /// all that are wanted and not subscribed, one UNSUBSCRIBE for the
+    /// reverse.
     async fn reconcile(
         &self,
         sink: &mut PubSubSink,
         subscribed: &mut HashSet<Uuid>,
-        user: Uuid,
+        users: &[Uuid],
     ) -> redis::RedisResult<()> {
-        let wants = self.delivery.wants(user);
-        let started = Instant::now();
-        if wants && !subscribed.contains(&user) {
-            let result = sink.subscribe(channel(&self.prefix, user)).await;
+        let (add, drop): (Vec<Uuid>, Vec<Uuid>) = users
+            .iter()
+            .filter(|u| self.delivery.wants(**u) != subscribed.contains(*u))
+            .partition(|u| !subscribed.contains(*u));
+        let names = |users: &[Uuid]| -> Vec<String> {
+            users.iter().map(|u| channel(&self.prefix, *u)).collect()
+        };
+        if !add.is_empty() {
+            let started = Instant::now();
+            let result = sink.subscribe(names(&add)).await;
             crate::metrics::redis_operation("subscribe", started.elapsed(), result.is_ok());
             result?;
-            subscribed.insert(user);
-        } else if !wants && subscribed.contains(&user) {
-            let result = sink.unsubscribe(channel(&self.prefix, user)).await;
+            subscribed.extend(add);
+        }
+        if !drop.is_empty() {
+            let started = Instant::now();
+            let result = sink.unsubscribe(names(&drop)).await;
             crate::metrics::redis_operation("unsubscribe", started.elapsed(), result.is_ok());
             result?;
-            subscribed.remove(&user);
+            for user in drop {
+                subscribed.remove(&user);
+            }
         }
         Ok(())
     }

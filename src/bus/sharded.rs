@@ -31,7 +31,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::Delivery;
-use super::listen::{BACKOFF_MIN, InterestRequest, Listener, PROBE_TIMEOUT, channel, dispatch};
+use super::listen::{
+    BACKOFF_MIN, InterestRequest, Listener, PROBE_TIMEOUT, channel, dispatch, gather,
+};
 use crate::backplane::{self, ShardMap};
 use crate::config::Secret;
 
@@ -118,9 +120,12 @@ impl Listener for ShardedSubscriber {
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
                 request = interest.recv() => {
-                    let Some((user, done)) = request else { return Ok(()) };
-                    self.reconcile(&mut conn, &mut subscribed, user, &mut own).await?;
-                    let _ = done.send(());
+                    let Some(first) = request else { return Ok(()) };
+                    let (users, waiting) = gather(first, interest);
+                    self.reconcile(&conn, &mut subscribed, &users, &mut own).await?;
+                    for done in waiting {
+                        let _ = done.send(());
+                    }
                 }
                 push = pushes.recv() => {
                     let Some(push) = push else { return Err(lost("push stream ended")) };
@@ -173,27 +178,45 @@ impl ShardedSubscriber {
             .map(|_| ())
     }
 
-    /// Makes the subscription for `user` match the hub at this moment.
+    /// Makes the subscriptions of `users` match the hub at this moment:
+    /// each channel lives on its slot's shard, so the commands go out
+    /// together, pipelined per shard by the cluster connection.
     async fn reconcile(
         &self,
-        conn: &mut ClusterConnection,
+        conn: &ClusterConnection,
         subscribed: &mut HashSet<Uuid>,
-        user: Uuid,
+        users: &[Uuid],
         own: &mut Confirmations,
     ) -> redis::RedisResult<()> {
-        let wants = self.delivery.wants(user);
-        let started = Instant::now();
-        if wants && !subscribed.contains(&user) {
-            let result = conn.ssubscribe(channel(&self.prefix, user)).await;
+        let (add, drop): (Vec<Uuid>, Vec<Uuid>) = users
+            .iter()
+            .filter(|u| self.delivery.wants(**u) != subscribed.contains(*u))
+            .partition(|u| !subscribed.contains(*u));
+        if !add.is_empty() {
+            let started = Instant::now();
+            let result = self.subscribe_all(conn, &add).await;
             crate::metrics::redis_operation("subscribe", started.elapsed(), result.is_ok());
             result?;
-            own.0 += 1;
-            subscribed.insert(user);
-        } else if !wants && subscribed.contains(&user) {
-            // Forgotten first, so the confirmation that comes back is not
-            // taken for a subscription the cluster dropped.
-            subscribed.remove(&user);
-            let result = conn.sunsubscribe(channel(&self.prefix, user)).await;
+            own.0 += add.len();
+            subscribed.extend(add);
+        }
+        if !drop.is_empty() {
+            // Forgotten first, so the confirmations that come back are not
+            // taken for subscriptions the cluster dropped.
+            for user in &drop {
+                subscribed.remove(user);
+            }
+            let started = Instant::now();
+            let mut unsubscribes = Vec::with_capacity(drop.len());
+            for user in drop {
+                let mut conn = conn.clone();
+                let name = channel(&self.prefix, user);
+                unsubscribes.push(async move { conn.sunsubscribe(name).await });
+            }
+            let result = stream::iter(unsubscribes)
+                .buffer_unordered(SUBSCRIBES_AT_ONCE)
+                .try_collect::<Vec<()>>()
+                .await;
             crate::metrics::redis_operation("unsubscribe", started.elapsed(), result.is_ok());
             result?;
         }

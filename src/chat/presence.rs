@@ -306,9 +306,14 @@ pub(super) async fn announce_batch(
                     )
                 }));
             }
-            bus.publish_confirmed(events)
-                .await
-                .map_err(|e| e.to_string())
+            if events.is_empty() {
+                // Nobody to tell (new users): no wait behind the bus.
+                Ok(())
+            } else {
+                bus.publish_confirmed(events)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
         }
         Err(e) => Err(e.to_string()),
     };

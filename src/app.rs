@@ -117,6 +117,7 @@ impl Application {
         tracing::info!(
             node_id = %config.node_id,
             storage = %config.database.describe(),
+            replica = config.database_replica.is_some(),
             bus = %bus.describe(),
             presence = %presence.describe(),
             "backends"

@@ -69,6 +69,9 @@ pub struct Config {
     /// Prometheus listener; `None` when `METRICS_PORT=off`.
     pub metrics_port: Option<u16>,
     pub database: DatabaseConfig,
+    /// A PostgreSQL streaming replica for reads that tolerate lag
+    /// (`DATABASE_REPLICA_URL`).
+    pub database_replica: Option<Secret>,
     pub db_max_connections: u32,
     /// Concurrent group-commit writers (`None`: 2 for Postgres, 1 for SQLite).
     pub write_lanes: Option<usize>,
@@ -208,6 +211,23 @@ impl Config {
         };
 
         let database = DatabaseConfig::from_vars(&vars)?;
+        let database_replica = match (vars.get("DATABASE_REPLICA_URL"), &database) {
+            (None, _) => None,
+            (Some(url), DatabaseConfig::Postgres(_))
+                if url.starts_with("postgres://") || url.starts_with("postgresql://") =>
+            {
+                Some(Secret::new(url))
+            }
+            (Some(_), DatabaseConfig::Postgres(_)) => {
+                return Err(bad("DATABASE_REPLICA_URL", "expected a postgres:// URL"));
+            }
+            (Some(_), DatabaseConfig::Sqlite(_)) => {
+                return Err(bad(
+                    "DATABASE_REPLICA_URL",
+                    "a replica needs DATABASE_URL to name PostgreSQL (SQLite has no replicas)",
+                ));
+            }
+        };
         let db_max_connections = vars.positive(
             "DB_MAX_CONNECTIONS",
             20u32,
@@ -235,6 +255,7 @@ impl Config {
             server_port,
             metrics_port,
             database,
+            database_replica,
             db_max_connections,
             write_lanes: match vars.get("WRITE_LANES") {
                 None => None,
@@ -415,6 +436,11 @@ mod tests {
                 "invalid DATABASE_URL: expected a postgres:// or sqlite:// URL",
             ),
             (
+                "DATABASE_REPLICA_URL",
+                "postgres://replica/ochat",
+                "invalid DATABASE_REPLICA_URL: a replica needs DATABASE_URL to name PostgreSQL (SQLite has no replicas)",
+            ),
+            (
                 "REDIS_URL",
                 "localhost:6379",
                 "invalid REDIS_URL: expected a redis:// or rediss:// URL",
@@ -546,15 +572,37 @@ mod tests {
     }
 
     #[test]
+    fn a_replica_is_a_postgres_url_beside_a_postgres_database() {
+        let primary = ("DATABASE_URL", "postgres://db/ochat");
+        let err = parse(&[primary, ("DATABASE_REPLICA_URL", "redis://replica")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid DATABASE_REPLICA_URL: expected a postgres:// URL"
+        );
+        let config = parse(&[
+            primary,
+            ("DATABASE_REPLICA_URL", "postgresql://replica/ochat"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.database_replica.as_ref().map(|r| r.expose()),
+            Some("postgresql://replica/ochat")
+        );
+        assert!(parse(&[primary]).unwrap().database_replica.is_none());
+    }
+
+    #[test]
     fn secrets_are_not_debug_printed() {
         let config = parse(&[
             ("JWT_SECRET", "0123456789abcdef0123456789abcdef-very-secret"),
             ("DATABASE_URL", "postgres://u:hunter2@db/ochat"),
+            ("DATABASE_REPLICA_URL", "postgres://u:hunter3@replica/ochat"),
         ])
         .unwrap();
         let printed = format!("{config:?}");
         assert!(!printed.contains("very-secret"), "{printed}");
         assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(!printed.contains("hunter3"), "{printed}");
     }
 
     #[test]

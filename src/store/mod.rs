@@ -378,8 +378,10 @@ pub async fn open(config: &crate::config::Config) -> anyhow::Result<std::sync::A
     use anyhow::Context;
     match &config.database {
         crate::config::DatabaseConfig::Postgres(url) => {
-            let store = postgres::PgStore::connect_lazy(url.expose(), config.db_max_connections)
-                .context("Failed to configure the Postgres pool")?;
+            let replica = config.database_replica.as_ref().map(|r| r.expose());
+            let store =
+                postgres::PgStore::connect_lazy(url.expose(), replica, config.db_max_connections)
+                    .context("Failed to configure the Postgres pool")?;
             store
                 .migrate()
                 .await

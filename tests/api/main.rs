@@ -11,6 +11,7 @@ mod openapi;
 mod ops;
 mod realtime;
 mod redis_cluster;
+mod replica;
 mod rest;
 mod store_batches;
 mod store_contract;

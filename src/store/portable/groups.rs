@@ -249,7 +249,7 @@ macro_rules! portable_groups {
                 .bind(before.is_none())
                 .bind(before)
                 .bind(i64::from(limit) + 1)
-                .fetch_all(&self.pool)
+                .fetch_all(self.lagging())
                 .await?;
                 let mut page = Page::oldest_first(
                     rows.into_iter().map(Message::from).collect(),

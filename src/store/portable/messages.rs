@@ -34,7 +34,7 @@ macro_rules! portable_messages {
                 .bind(before.is_none())
                 .bind(before)
                 .bind(i64::from(limit) + 1)
-                .fetch_all(&self.pool)
+                .fetch_all(self.lagging())
                 .await?;
                 let mut page = Page::oldest_first(
                     rows.into_iter().map(Message::from).collect(),
@@ -62,7 +62,7 @@ macro_rules! portable_messages {
                               WHERE user_id = $1 AND left_at IS NULL)",
                     )
                     .bind(me)
-                    .fetch_one(&self.pool)
+                    .fetch_one(self.lagging())
                     .await?;
                 Ok(Stats {
                     total_sent,

@@ -115,7 +115,7 @@ impl PgStore {
         )
         .bind(me)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(self.lagging())
         .await?;
         let ids: Vec<Uuid> = rows.iter().filter_map(|r| r.last_id).collect();
         let last: Vec<MessageRow> = sqlx::query_as(concat!(
@@ -126,7 +126,7 @@ impl PgStore {
         ))
         .bind(me)
         .bind(&ids)
-        .fetch_all(&self.pool)
+        .fetch_all(self.lagging())
         .await?;
         let last: HashMap<Uuid, Message> =
             last.into_iter().map(|r| (r.id, Message::from(r))).collect();
@@ -169,7 +169,7 @@ impl PgStore {
         .bind(me)
         .bind(words.words().join(" "))
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(self.lagging())
         .await?;
         let mut found: Vec<Message> = rows.into_iter().map(Into::into).collect();
         self.decorate(me, &mut found).await?;

@@ -44,6 +44,11 @@ impl SqliteStore {
 
     /// A write's transaction, holding the database write lock from its
     /// first statement: writes run one at a time.
+    /// Reads that would go to a replica: SQLite has none, so the file.
+    fn lagging(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'_, Sqlite>> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }

@@ -26,6 +26,16 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
+    /// A database on a server the test started itself (which goes with
+    /// it): nothing to drop.
+    pub fn on_own_server(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            name: None,
+            _dir: None,
+        }
+    }
+
     pub async fn new(backend: Backend) -> Self {
         match backend {
             Backend::Postgres => {

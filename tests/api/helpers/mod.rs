@@ -7,6 +7,7 @@ mod database;
 mod nodes;
 pub mod proxy;
 mod redis;
+pub mod replica;
 pub mod wsclient;
 
 pub use database::{StorageOutage, TestDatabase, test_store};

@@ -7,6 +7,7 @@ mod groups;
 mod helpers;
 mod hostile;
 mod lifecycle;
+mod migration;
 mod openapi;
 mod ops;
 mod realtime;

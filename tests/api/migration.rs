@@ -381,7 +381,7 @@ async fn numbering_goes_on_where_it_stopped_after_the_migration(backend: Backend
     };
     for target in [Target::User(b), Target::Group(old.group)] {
         let before: HashMap<Uuid, i64> = old.users.iter().map(|u| (*u, last(*u))).collect();
-        let outcome = store.insert_messages(&[new(target.clone())]).await.unwrap();
+        let outcome = store.insert_messages(&[new(target)]).await.unwrap();
         let ochat::store::InsertOutcome::Created(stored) = &outcome[0] else {
             panic!("{outcome:?}");
         };

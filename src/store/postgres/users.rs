@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::*;
-use crate::store::portable::{contacts_sql, last_per_key};
+use crate::store::portable::{contacts_sql, distinct, last_per_key};
 
 portable_users!(PgStore);
 
@@ -64,9 +64,7 @@ impl PgStore {
         ids: &[Uuid],
         group_limit: u32,
     ) -> StoreResult<Vec<(Uuid, Uuid)>> {
-        let mut ids = ids.to_vec();
-        ids.sort_unstable();
-        ids.dedup();
+        let ids = distinct(ids);
         let pairs = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT who.id, contact.peer FROM UNNEST($1::uuid[]) AS who(id)
                CROSS JOIN LATERAL ({}) AS contact(peer)",

@@ -8,7 +8,7 @@ use sqlx::{QueryBuilder, Sqlite};
 use uuid::Uuid;
 
 use super::*;
-use crate::store::portable::{contacts_sql, last_per_key};
+use crate::store::portable::{contacts_sql, distinct, last_per_key};
 
 portable_users!(SqliteStore);
 
@@ -60,9 +60,7 @@ impl SqliteStore {
         ids: &[Uuid],
         group_limit: u32,
     ) -> StoreResult<Vec<(Uuid, Uuid)>> {
-        let mut ids = ids.to_vec();
-        ids.sort_unstable();
-        ids.dedup();
+        let ids = distinct(ids);
         // A user at a time: in-process, there is no round trip to save.
         let query = contacts_sql("$1");
         let mut pairs = Vec::new();

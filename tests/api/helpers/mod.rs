@@ -297,6 +297,15 @@ pub fn token_for(id: Uuid, email: &str) -> String {
     )
 }
 
+/// A port nothing listens on now (for a server the test starts itself).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Polls until `check` holds or `timeout` passes; returns whether it held.
 pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
 where

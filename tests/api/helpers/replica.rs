@@ -33,14 +33,6 @@ fn bin_dir() -> PathBuf {
     versions.pop().expect("an initdb")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Whether this process runs as root (from `/proc/self/status`).
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -95,7 +87,7 @@ impl PgPair {
             assert!(owner.success());
         }
         let sockets = root.path().display().to_string();
-        let (primary_port, replica_port) = (free_port(), free_port());
+        let (primary_port, replica_port) = (super::free_port(), super::free_port());
         let p = primary.to_str().unwrap();
         run(
             &bin,

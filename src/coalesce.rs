@@ -92,13 +92,24 @@ impl<J: Send + 'static, O: Send + 'static> Coalescer<J, O> {
 
     /// Queues `job` for the next batch and waits for its answer.
     pub async fn ask(&self, job: J) -> StoreResult<O> {
-        let (reply, answer) = oneshot::channel();
-        let stopped = || StoreError::Unavailable(format!("{} stopped", self.name));
-        if self.queue.send(Ask { job, reply }).await.is_err() {
-            return Err(stopped());
-        }
-        answer.await.unwrap_or_else(|_| Err(stopped()))
+        request(&self.queue, self.name, |reply| Ask { job, reply }).await
     }
+}
+
+/// Queues the request `make` builds around its reply channel and waits
+/// for the answer; `Unavailable("<name> stopped")` once the lanes have
+/// stopped.
+pub async fn request<T, O>(
+    queue: &mpsc::Sender<T>,
+    name: &str,
+    make: impl FnOnce(oneshot::Sender<StoreResult<O>>) -> T,
+) -> StoreResult<O> {
+    let (reply, answer) = oneshot::channel();
+    let stopped = || StoreError::Unavailable(format!("{name} stopped"));
+    if queue.send(make(reply)).await.is_err() {
+        return Err(stopped());
+    }
+    answer.await.unwrap_or_else(|_| Err(stopped()))
 }
 
 /// How long a lane holding a partial batch waits for another lane's

@@ -47,6 +47,20 @@ pub(super) fn gather(
     (users, waiting)
 }
 
+/// Of `users`, those the hub wants and are not subscribed (to subscribe),
+/// and those subscribed it no longer wants (to unsubscribe), as the hub
+/// stands at this moment: racing first and last sessions end consistent.
+pub(super) fn differences(
+    users: &[Uuid],
+    subscribed: &std::collections::HashSet<Uuid>,
+    delivery: &dyn Delivery,
+) -> (Vec<Uuid>, Vec<Uuid>) {
+    users
+        .iter()
+        .filter(|u| delivery.wants(**u) != subscribed.contains(*u))
+        .partition(|u| !subscribed.contains(*u))
+}
+
 /// `<prefix>:user:<uuid>`, the one channel naming rule.
 pub(super) fn channel(prefix: &str, user: Uuid) -> String {
     format!("{prefix}:user:{user}")

@@ -28,8 +28,8 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::listen::{
-    BACKOFF_MAX, BACKOFF_MIN, InterestRequest, Listener, PROBE_TIMEOUT, channel, dispatch, gather,
-    keep_listening,
+    BACKOFF_MAX, BACKOFF_MIN, InterestRequest, Listener, PROBE_TIMEOUT, channel, differences,
+    dispatch, gather, keep_listening,
 };
 use super::{Bus, BusError, Delivery, Envelope};
 use crate::backplane::{self, Backplane, RedisConn, ShardMap};
@@ -463,10 +463,7 @@ impl Subscriber {
         subscribed: &mut HashSet<Uuid>,
         users: &[Uuid],
     ) -> redis::RedisResult<()> {
-        let (add, drop): (Vec<Uuid>, Vec<Uuid>) = users
-            .iter()
-            .filter(|u| self.delivery.wants(**u) != subscribed.contains(*u))
-            .partition(|u| !subscribed.contains(*u));
+        let (add, drop) = differences(users, subscribed, &*self.delivery);
         let names = |users: &[Uuid]| -> Vec<String> {
             users.iter().map(|u| channel(&self.prefix, *u)).collect()
         };

@@ -32,7 +32,7 @@ use uuid::Uuid;
 
 use super::Delivery;
 use super::listen::{
-    BACKOFF_MIN, InterestRequest, Listener, PROBE_TIMEOUT, channel, dispatch, gather,
+    BACKOFF_MIN, InterestRequest, Listener, PROBE_TIMEOUT, channel, differences, dispatch, gather,
 };
 use crate::backplane::{self, ShardMap};
 use crate::config::Secret;
@@ -188,10 +188,7 @@ impl ShardedSubscriber {
         users: &[Uuid],
         own: &mut Confirmations,
     ) -> redis::RedisResult<()> {
-        let (add, drop): (Vec<Uuid>, Vec<Uuid>) = users
-            .iter()
-            .filter(|u| self.delivery.wants(**u) != subscribed.contains(*u))
-            .partition(|u| !subscribed.contains(*u));
+        let (add, drop) = differences(users, subscribed, &*self.delivery);
         if !add.is_empty() {
             let started = Instant::now();
             let result = self.subscribe_all(conn, &add).await;

@@ -94,6 +94,8 @@ pub struct Chat {
 /// Lanes reading users' latest message numbers for connects: two, so one
 /// batch gathers while the other is read.
 const LATEST_LANES: usize = 2;
+/// Users whose latest numbers are read in one statement, at most.
+const LATEST_BATCH: usize = 512;
 /// One lane records and announces presence, so a user's transitions made
 /// on this node are recorded in the order they were made.
 const ANNOUNCE_LANES: usize = 1;
@@ -132,7 +134,7 @@ impl Chat {
             Coalescer::start(
                 "latest message numbers",
                 LATEST_LANES,
-                presence::ANNOUNCE_BATCH,
+                LATEST_BATCH,
                 (stop, late),
                 move |users: Vec<Uuid>| {
                     let store = store.clone();
@@ -159,6 +161,12 @@ impl Chat {
             introduced: Mutex::new(HashSet::new()),
             tasks,
         }
+    }
+
+    /// `user`'s latest message number (`None`: no such user yet), read
+    /// together with those of the users connecting at the same moment.
+    pub async fn latest_seq(&self, user: Uuid) -> crate::store::StoreResult<Option<i64>> {
+        self.latest.ask(user).await
     }
 
     /// Validates and commits a message; the writer publishes it to the

@@ -65,12 +65,6 @@ const INTRODUCED_CAP: usize = 100_000;
 const INTRODUCE_WITHIN: Duration = Duration::from_secs(2);
 
 impl Chat {
-    /// `user`'s latest message number (`None`: no such user yet), read
-    /// together with those of the users connecting at the same moment.
-    pub async fn latest_seq(&self, user: Uuid) -> store::StoreResult<Option<i64>> {
-        self.latest.ask(user).await
-    }
-
     pub async fn is_online(&self, user: Uuid) -> bool {
         self.presence.is_online(user).await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "presence lookup failed");
@@ -195,8 +189,8 @@ impl Chat {
         done
     }
 
-    /// Announces many transitions (a heartbeat's or a sweep's), a few at a
-    /// time so a node with many users converges quickly.
+    /// Announces many transitions (a heartbeat's or a sweep's): up to a
+    /// batch's worth queue at once, so they are recorded and told together.
     async fn announce_all(&self, transitions: Vec<Transition>) {
         futures_util::stream::iter(transitions)
             .for_each_concurrent(ANNOUNCE_BATCH, |t| async move {

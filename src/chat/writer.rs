@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::bus::{Envelope, Order, SessionId, SharedBus};
-use crate::coalesce::spawn_lanes;
+use crate::coalesce::{request, spawn_lanes};
 use crate::files::Files;
 use crate::protocol::{MessageFrame, ServerFrame};
 use crate::store::{
@@ -116,13 +116,12 @@ async fn submit<J, O>(
     job: J,
     origin: Option<SessionId>,
 ) -> StoreResult<O> {
-    let stopped = || StoreError::Unavailable("message writer stopped".into());
-    let (reply, answer) = oneshot::channel();
-    let pending = Pending { job, origin, reply };
-    if queue.send(pending).await.is_err() {
-        return Err(stopped());
-    }
-    answer.await.unwrap_or_else(|_| Err(stopped()))
+    request(queue, "message writer", |reply| Pending {
+        job,
+        origin,
+        reply,
+    })
+    .await
 }
 
 /// Commits a batch of changes, publishes what it applied, answers each

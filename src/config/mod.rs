@@ -7,14 +7,15 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 mod auth;
+mod database;
 mod files;
 mod limits;
 
 pub use auth::AuthConfig;
+pub use database::DatabaseConfig;
 pub use files::{FileStoreConfig, FilesConfig};
 pub use limits::Limits;
 
@@ -35,15 +36,6 @@ impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret([redacted])")
     }
-}
-
-/// Where history lives.
-#[derive(Debug, Clone)]
-pub enum DatabaseConfig {
-    /// Production: a Postgres URL (it may carry a password, hence `Secret`).
-    Postgres(Secret),
-    /// Embedded default: a SQLite file, created on first start.
-    Sqlite(PathBuf),
 }
 
 /// Where the bus and presence of a multi-node deployment live.
@@ -211,23 +203,7 @@ impl Config {
         };
 
         let database = DatabaseConfig::from_vars(&vars)?;
-        let database_replica = match (vars.get("DATABASE_REPLICA_URL"), &database) {
-            (None, _) => None,
-            (Some(url), DatabaseConfig::Postgres(_))
-                if url.starts_with("postgres://") || url.starts_with("postgresql://") =>
-            {
-                Some(Secret::new(url))
-            }
-            (Some(_), DatabaseConfig::Postgres(_)) => {
-                return Err(bad("DATABASE_REPLICA_URL", "expected a postgres:// URL"));
-            }
-            (Some(_), DatabaseConfig::Sqlite(_)) => {
-                return Err(bad(
-                    "DATABASE_REPLICA_URL",
-                    "a replica needs DATABASE_URL to name PostgreSQL (SQLite has no replicas)",
-                ));
-            }
-        };
+        let database_replica = database.replica(&vars)?;
         let db_max_connections = vars.positive(
             "DB_MAX_CONNECTIONS",
             20u32,
@@ -277,38 +253,6 @@ impl Config {
             presence_ttl: vars.duration("PRESENCE_TTL", Duration::from_secs(30))?,
             gap_grace: vars.duration("GAP_GRACE", Duration::from_millis(500))?,
             shutdown_grace: vars.duration("SHUTDOWN_GRACE", Duration::from_secs(25))?,
-        })
-    }
-}
-
-impl DatabaseConfig {
-    fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
-        Ok(match vars.get("DATABASE_URL") {
-            None => DatabaseConfig::Sqlite(PathBuf::from("ochat.db")),
-            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                DatabaseConfig::Postgres(Secret::new(url))
-            }
-            Some(url) if url.starts_with("sqlite:") => {
-                let path = url
-                    .trim_start_matches("sqlite:")
-                    .trim_start_matches("//")
-                    .split('?')
-                    .next()
-                    .unwrap_or_default();
-                if path.is_empty() {
-                    return Err(bad(
-                        "DATABASE_URL",
-                        "a sqlite URL needs a file path, like sqlite://ochat.db",
-                    ));
-                }
-                DatabaseConfig::Sqlite(PathBuf::from(path))
-            }
-            Some(_) => {
-                return Err(bad(
-                    "DATABASE_URL",
-                    "expected a postgres:// or sqlite:// URL",
-                ));
-            }
         })
     }
 }
@@ -398,6 +342,8 @@ fn hostname() -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     fn parse(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -569,26 +515,6 @@ mod tests {
             let config = parse(&[("JWKS_URL", url)]).expect(url);
             assert_eq!(config.auth.jwks_url.as_deref(), Some(url));
         }
-    }
-
-    #[test]
-    fn a_replica_is_a_postgres_url_beside_a_postgres_database() {
-        let primary = ("DATABASE_URL", "postgres://db/ochat");
-        let err = parse(&[primary, ("DATABASE_REPLICA_URL", "redis://replica")]).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "invalid DATABASE_REPLICA_URL: expected a postgres:// URL"
-        );
-        let config = parse(&[
-            primary,
-            ("DATABASE_REPLICA_URL", "postgresql://replica/ochat"),
-        ])
-        .unwrap();
-        assert_eq!(
-            config.database_replica.as_ref().map(|r| r.expose()),
-            Some("postgresql://replica/ochat")
-        );
-        assert!(parse(&[primary]).unwrap().database_replica.is_none());
     }
 
     #[test]

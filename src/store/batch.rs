@@ -1,6 +1,7 @@
 //! How a batch of messages is numbered and stored, decided once for both
 //! engines: which users and groups it touches, each participant's number,
-//! the conversation heads and inbox rows it writes.
+//! the conversation heads and inbox rows it writes; and how any batch
+//! statement names each row once.
 
 use std::collections::HashMap;
 
@@ -342,6 +343,28 @@ impl ChangeNumbers {
             })
             .collect()
     }
+}
+
+/// `ids` sorted, each once.
+pub(super) fn distinct(ids: &[Uuid]) -> Vec<Uuid> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// `items` with only the last of each key kept, in the order of those
+/// last ones: a batch names each row once (PostgreSQL refuses an upsert
+/// that touches a row twice, and an update joined to two values for one
+/// row takes either).
+pub(super) fn last_per_key<T, K: Eq + std::hash::Hash>(
+    items: &[T],
+    key: impl Fn(&T) -> K,
+) -> Vec<&T> {
+    let mut seen = std::collections::HashSet::new();
+    let mut kept: Vec<&T> = items.iter().rev().filter(|i| seen.insert(key(i))).collect();
+    kept.reverse();
+    kept
 }
 
 #[cfg(test)]

@@ -91,3 +91,42 @@ async fn lagging_reads_come_from_the_replica_and_sync_from_the_primary() {
     assert_eq!(contents(&found["messages"]), ["paused"]);
     app.shutdown().await;
 }
+
+/// A replica that cannot be reached: the reads it serves answer
+/// `unavailable` (503), while sending, `sync` and readiness, which use the
+/// primary only, go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_is_down_fails_only_the_reads_it_serves() {
+    let nowhere = format!(
+        "postgres://postgres@127.0.0.1:{}/ochat",
+        crate::helpers::free_port()
+    );
+    let db = Arc::new(TestDatabase::new(crate::helpers::Backend::Postgres).await);
+    let app = TestApp::spawn_on(db, &[("DATABASE_REPLICA_URL", nowhere.as_str())]).await;
+    let (a, b) = (app.new_user().await, app.new_user().await);
+    let mut wa = WsClient::connect(&app, &a.token).await;
+    wa.send(json!({"type": "message", "to": b.id, "content": "hello", "client_id": "1"}))
+        .await;
+    let sent = wa.recv_type("ack").await;
+
+    let (status, page) = app
+        .get(
+            &format!("/messages/conversation?with_user={}", a.id),
+            &b.token,
+        )
+        .await;
+    assert_eq!(
+        (status, page),
+        (
+            503,
+            json!({"error": {"code": "unavailable", "message": "storage is unavailable; nothing was stored, retry"}})
+        )
+    );
+    let mut wb = WsClient::connect(&app, &b.token).await;
+    wb.send(json!({"type": "sync", "limit": 10})).await;
+    let synced = wb.recv_type("sync").await;
+    assert_eq!(synced["messages"][0]["id"], sent["id"]);
+    let ready = reqwest::get(format!("{}/readyz", app.base)).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    app.shutdown().await;
+}

@@ -64,4 +64,4 @@ mod messages;
 #[macro_use]
 mod users;
 
-pub(super) use users::{contacts_sql, distinct, last_per_key};
+pub(super) use users::contacts_sql;

@@ -140,25 +140,3 @@ pub(in crate::store) fn contacts_sql(me: &str) -> String {
          ) t WHERE peer NOT IN (SELECT blocked FROM blocks WHERE blocker = {me})"
     )
 }
-
-/// `ids` sorted, each once.
-pub(in crate::store) fn distinct(ids: &[uuid::Uuid]) -> Vec<uuid::Uuid> {
-    let mut ids = ids.to_vec();
-    ids.sort_unstable();
-    ids.dedup();
-    ids
-}
-
-/// `items` with only the last of each key kept, in the order of those
-/// last ones: a batch names each row once (PostgreSQL refuses an upsert
-/// that touches a row twice, and an update joined to two values for one
-/// row takes either).
-pub(in crate::store) fn last_per_key<T, K: Eq + std::hash::Hash>(
-    items: &[T],
-    key: impl Fn(&T) -> K,
-) -> Vec<&T> {
-    let mut seen = std::collections::HashSet::new();
-    let mut kept: Vec<&T> = items.iter().rev().filter(|i| seen.insert(key(i))).collect();
-    kept.reverse();
-    kept
-}

@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::*;
-use crate::store::portable::{contacts_sql, distinct, last_per_key};
+use crate::store::batch::{distinct, last_per_key};
+use crate::store::portable::contacts_sql;
 
 portable_users!(PgStore);
 

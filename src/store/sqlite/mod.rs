@@ -42,13 +42,13 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// A write's transaction, holding the database write lock from its
-    /// first statement: writes run one at a time.
     /// Reads that would go to a replica: SQLite has none, so the file.
     fn lagging(&self) -> &SqlitePool {
         &self.pool
     }
 
+    /// A write's transaction, holding the database write lock from its
+    /// first statement: writes run one at a time.
     async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'_, Sqlite>> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }

@@ -8,7 +8,8 @@ use sqlx::{QueryBuilder, Sqlite};
 use uuid::Uuid;
 
 use super::*;
-use crate::store::portable::{contacts_sql, distinct, last_per_key};
+use crate::store::batch::{distinct, last_per_key};
+use crate::store::portable::contacts_sql;
 
 portable_users!(SqliteStore);
 

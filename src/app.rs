@@ -179,6 +179,12 @@ impl Application {
             UNSENT_SWEEP_EVERY,
             shutdown.clone(),
         ));
+        tasks.spawn(crate::chat::keep_history(
+            chat.clone(),
+            config.message_retention,
+            KEEP_HISTORY_EVERY,
+            shutdown.clone(),
+        ));
         let config = Arc::new(config);
         let state = AppState(Arc::new(Shared {
             config: config.clone(),
@@ -422,6 +428,8 @@ const REPAIR_EVERY: Duration = Duration::from_secs(1);
 /// How often attachments announced and never sent are looked for (they are
 /// kept a day: see `chat::attachments::UNSENT_KEPT`).
 const UNSENT_SWEEP_EVERY: Duration = Duration::from_secs(600);
+/// Weeks are prepared two ahead, and expire by the week: hourly is plenty.
+const KEEP_HISTORY_EVERY: Duration = Duration::from_secs(3600);
 
 /// Prometheus on its own listener, so scrapes never compete with (or get
 /// exposed like) the public API.

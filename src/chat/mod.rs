@@ -7,6 +7,7 @@ mod changes;
 mod groups;
 mod people;
 mod presence;
+mod retention;
 pub mod text;
 mod writer;
 
@@ -22,6 +23,7 @@ pub use attachments::{Announced, sweep_unsent};
 pub use changes::Changed;
 pub use people::Profile;
 use people::no_user;
+pub use retention::keep_history;
 pub use text::avatar_url;
 use text::{ClientId, Content};
 pub use writer::{MessageWriter, WriterParts};

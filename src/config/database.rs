@@ -1,6 +1,7 @@
 //! Where history lives: PostgreSQL (and its replica) or an SQLite file.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::{ConfigError, Secret, Vars, bad};
 
@@ -68,6 +69,23 @@ impl DatabaseConfig {
     }
 }
 
+/// `MESSAGE_RETENTION`: unset keeps messages forever. At least a day, so
+/// a bare number (seconds, elsewhere) cannot expire history by accident.
+pub(super) fn retention(vars: &Vars) -> Result<Option<Duration>, ConfigError> {
+    let Some(raw) = vars.get("MESSAGE_RETENTION") else {
+        return Ok(None);
+    };
+    match humantime::parse_duration(raw) {
+        Ok(d) if d >= DAY => Ok(Some(d)),
+        _ => Err(bad(
+            "MESSAGE_RETENTION",
+            format!("expected a duration of at least a day, like 90days or 52weeks, got {raw:?}"),
+        )),
+    }
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
+
 #[cfg(test)]
 mod tests {
     use super::super::{Config, ConfigError};
@@ -94,5 +112,25 @@ mod tests {
             Some("postgresql://replica/ochat")
         );
         assert!(parse(&[primary]).unwrap().database_replica.is_none());
+    }
+
+    #[test]
+    fn retention_is_a_duration_of_at_least_a_day() {
+        assert!(parse(&[]).unwrap().message_retention.is_none());
+        let config = parse(&[("MESSAGE_RETENTION", "90days")]).unwrap();
+        assert_eq!(
+            config.message_retention,
+            Some(std::time::Duration::from_secs(90 * 86_400))
+        );
+        for raw in ["30", "12h", "soon"] {
+            let err = parse(&[("MESSAGE_RETENTION", raw)]).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "invalid MESSAGE_RETENTION: expected a duration of at least a day, \
+                     like 90days or 52weeks, got {raw:?}"
+                )
+            );
+        }
     }
 }

@@ -64,6 +64,9 @@ pub struct Config {
     /// A PostgreSQL streaming replica for reads that tolerate lag
     /// (`DATABASE_REPLICA_URL`).
     pub database_replica: Option<Secret>,
+    /// `MESSAGE_RETENTION`: how long messages are kept (whole weeks expire
+    /// once they end this long ago); `None`, the default: forever.
+    pub message_retention: Option<Duration>,
     pub db_max_connections: u32,
     /// Concurrent group-commit writers (`None`: 2 for Postgres, 1 for SQLite).
     pub write_lanes: Option<usize>,
@@ -232,6 +235,7 @@ impl Config {
             metrics_port,
             database,
             database_replica,
+            message_retention: database::retention(&vars)?,
             db_max_connections,
             write_lanes: match vars.get("WRITE_LANES") {
                 None => None,

@@ -50,6 +50,8 @@ macro_rules! with_store_methods {
             fn create_attachment(attachment: &NewAttachment, max_pending: u32, since: DateTime<Utc>) -> bool;
             fn attachment(id: Uuid) -> Option<StoredAttachment>;
             fn drop_unsent_attachments(before: DateTime<Utc>, limit: u32) -> Vec<Uuid>;
+            fn prepare_weeks(at: DateTime<Utc>) -> ();
+            fn expire_messages(before: DateTime<Utc>) -> Expired;
             fn msg_seqs(users: &[Uuid]) -> Vec<(Uuid, i64)>;
             fn create_group(group: &NewGroup) -> ();
             fn group(id: Uuid) -> Option<Group>;
@@ -88,6 +90,7 @@ mod portable;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
+pub(crate) mod weeks;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
@@ -296,6 +299,13 @@ pub trait Store: Send + Sync + 'static {
         before: DateTime<Utc>,
         limit: u32,
     ) -> StoreResult<Vec<Uuid>>;
+    /// Makes sure messages sent in the week of `at`, the week before and
+    /// the next two have somewhere to go (PostgreSQL's weekly partitions; nothing for SQLite).
+    async fn prepare_weeks(&self, at: DateTime<Utc>) -> StoreResult<()>;
+    /// Removes, whole, every week of messages that ended before `before`'s
+    /// week began, with what belongs to them (inbox rows, changes,
+    /// reactions, attachments); replies quoting them lose the quote.
+    async fn expire_messages(&self, before: DateTime<Utc>) -> StoreResult<Expired>;
     /// Each user's latest sequence number (users not found are left out).
     async fn msg_seqs(&self, users: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>>;
 
@@ -386,6 +396,10 @@ pub async fn open(config: &crate::config::Config) -> anyhow::Result<std::sync::A
                 .migrate()
                 .await
                 .context("Failed to migrate Postgres")?;
+            store
+                .prepare_weeks(now())
+                .await
+                .context("Failed to create this week's messages partition")?;
             Ok(std::sync::Arc::new(instrumented::Instrumented(
                 std::sync::Arc::new(store),
             )))

@@ -131,6 +131,14 @@ impl Attachment {
     }
 }
 
+/// What expiring old messages removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expired {
+    pub messages: u64,
+    /// The attachments that went with them: their bytes go next.
+    pub files: Vec<Uuid>,
+}
+
 /// An attachment as stored: whose it is and, once sent, its message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredAttachment {

@@ -14,6 +14,7 @@ mod realtime;
 mod redis_cluster;
 mod replica;
 mod rest;
+mod retention;
 mod store_batches;
 mod store_contract;
 mod web;

@@ -70,8 +70,9 @@ impl PgStore {
         .fetch_all(&mut *tx)
         .await?;
 
-        // No lookup of earlier `client_id`s before inserting: the insert skips
-        // rows whose key is taken (ON CONFLICT), and only then, in the rare
+        // No lookup of earlier `client_id`s before inserting: the statement
+        // records each key in `message_keys` and inserts only the rows whose
+        // key it recorded (one taken already is skipped), and only then, in the rare
         // case that happened, are the stored messages read back.
         let mut plan = BatchPlan::new(batch, seqs.into_iter().collect(), &groups, &HashMap::new());
         if plan.rows.is_empty() {
@@ -83,18 +84,25 @@ impl PgStore {
             cols.push(row);
         }
         let inserted: Vec<Uuid> = sqlx::query_scalar(
-            "INSERT INTO messages (id, sender_id, receiver_id, content, client_id,
+            "WITH t AS (
+                SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
+                                     $6::uuid[], $7::int8[], $8::int8[], $9::timestamptz[],
+                                     $10::uuid[], $11::text[])
+                  AS t(id, sender_id, receiver_id, content, client_id,
+                       conversation_id, sender_seq, receiver_seq, created_at, reply_to, kind)
+             ), keyed AS (
+                INSERT INTO message_keys (sender_id, client_id, message_id)
+                SELECT sender_id, client_id, id FROM t WHERE client_id IS NOT NULL
+                ON CONFLICT DO NOTHING
+                RETURNING message_id
+             )
+             INSERT INTO messages (id, sender_id, receiver_id, content, client_id,
                 conversation_id, sender_seq, receiver_seq, created_at, updated_at, reply_to,
                 message_type)
              SELECT id, sender_id, receiver_id, content, client_id,
                 conversation_id, sender_seq, receiver_seq, created_at, created_at, reply_to,
                 CAST(kind AS message_type)
-             FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
-                         $6::uuid[], $7::int8[], $8::int8[], $9::timestamptz[], $10::uuid[],
-                         $11::text[])
-               AS t(id, sender_id, receiver_id, content, client_id,
-                    conversation_id, sender_seq, receiver_seq, created_at, reply_to, kind)
-             ON CONFLICT (sender_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
+             FROM t WHERE client_id IS NULL OR id IN (SELECT message_id FROM keyed)
              RETURNING id",
         )
         .bind(cols.id)
@@ -241,6 +249,13 @@ impl PgStore {
                   complete
                 WHERE u.id = l.id AND complete.ok
                 RETURNING u.id, l.msg_seq AS base
+             ), keyed AS (
+                INSERT INTO message_keys (sender_id, client_id, message_id)
+                SELECT k.sender_id, k.client_id, k.id
+                FROM UNNEST($3::uuid[], $4::uuid[], $7::text[]) AS k(id, sender_id, client_id)
+                WHERE k.client_id IS NOT NULL AND (SELECT ok FROM complete)
+                ON CONFLICT DO NOTHING
+                RETURNING message_id
              ), ins AS (
                 INSERT INTO messages (id, sender_id, receiver_id, content, client_id,
                     conversation_id, sender_seq, receiver_seq, created_at, updated_at, reply_to)
@@ -253,7 +268,7 @@ impl PgStore {
                        conversation_id, sender_seq, receiver_seq, created_at, reply_to)
                   JOIN bumped s ON s.id = t.sender_id
                   JOIN bumped r ON r.id = t.receiver_id
-                ON CONFLICT (sender_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
+                WHERE t.client_id IS NULL OR t.id IN (SELECT message_id FROM keyed)
                 RETURNING id
              ), heads AS (
                 INSERT INTO conversations (id, user_a, user_b, last_message_id, last_message_at)
@@ -350,9 +365,9 @@ async fn taken_keys(
     let rows: Vec<MessageRow> = sqlx::query_as(concat!(
         "SELECT ",
         message_columns!(),
-        " FROM messages m
-          JOIN UNNEST($1::uuid[], $2::text[]) AS k(sender_id, client_id)
-            ON m.sender_id = k.sender_id AND m.client_id = k.client_id"
+        " FROM UNNEST($1::uuid[], $2::text[]) AS q(sender_id, client_id)
+          JOIN message_keys k ON k.sender_id = q.sender_id AND k.client_id = q.client_id
+          JOIN messages m ON m.id = k.message_id"
     ))
     .bind(senders)
     .bind(keys)

@@ -12,6 +12,7 @@ mod changes;
 mod groups;
 mod insert;
 mod messages;
+mod partitions;
 mod users;
 
 pub struct PgStore {

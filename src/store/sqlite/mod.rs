@@ -20,6 +20,7 @@ mod changes;
 mod groups;
 mod insert;
 mod messages;
+mod retention;
 mod users;
 
 /// `(?, ?, ...)` binding each id, for `IN` lists.

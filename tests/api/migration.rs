@@ -27,6 +27,7 @@ const PREVIOUS: i64 = 20261203000001;
 both_backends!(
     every_message_read_state_and_cursor_survives_the_migration,
     numbering_goes_on_where_it_stopped_after_the_migration,
+    a_sent_client_id_stays_taken_after_the_migration,
 );
 
 /// One message as seeded: who reads it, and whether each has read it.
@@ -35,6 +36,8 @@ struct Seeded {
     sender: Uuid,
     conversation: Uuid,
     content: String,
+    /// The sender's idempotency key, on every fifth message.
+    client_id: Option<String>,
     /// Every reader (a direct message's two users, a group's members)
     /// with their number for it and whether they have read it.
     readers: Vec<(Uuid, i64, bool)>,
@@ -93,6 +96,7 @@ async fn seed(backend: Backend) -> OldDatabase {
                 sender,
                 conversation,
                 content: format!("old message {i}"),
+                client_id: (i % 5 == 0).then(|| format!("old-key-{i}")),
                 readers: readers
                     .into_iter()
                     .map(|r| (r, next(r), read || r == sender))
@@ -162,8 +166,9 @@ async fn seed(backend: Backend) -> OldDatabase {
                 let read_at = |read: bool| read.then_some(*at + Duration::seconds(1));
                 sqlx::query(
                     "INSERT INTO messages (id, sender_id, receiver_id, content, conversation_id,
-                         sender_seq, receiver_seq, is_read, read_at, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+                         sender_seq, receiver_seq, is_read, read_at, created_at, updated_at,
+                         client_id)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11)",
                 )
                 .bind(m.id)
                 .bind(m.sender)
@@ -175,6 +180,7 @@ async fn seed(backend: Backend) -> OldDatabase {
                 .bind(direct && number(receiver.unwrap()).2)
                 .bind(if direct { read_at(number(receiver.unwrap()).2) } else { None })
                 .bind(*at)
+                .bind(&m.client_id)
                 .execute(&pool)
                 .await
                 .unwrap();
@@ -404,6 +410,50 @@ async fn numbering_goes_on_where_it_stopped_after_the_migration(backend: Backend
                 })
                 .collect();
             assert_eq!(ids, vec![stored.message.id]);
+        }
+    }
+}
+
+/// Resending a message stored before the migration, with its `client_id`,
+/// answers the stored message (PostgreSQL moved the keys to a table of
+/// their own when it partitioned the messages).
+async fn a_sent_client_id_stays_taken_after_the_migration(backend: Backend) {
+    let old = seed(backend).await;
+    let store = old.migrate().await;
+    let keyed: Vec<&Seeded> = old
+        .messages
+        .iter()
+        .filter(|m| m.client_id.is_some())
+        .collect();
+    assert_eq!(keyed.len(), 16);
+    for m in keyed {
+        let to = if m.conversation == old.group {
+            Target::Group(old.group)
+        } else {
+            Target::User(
+                m.readers
+                    .iter()
+                    .map(|r| r.0)
+                    .find(|r| *r != m.sender)
+                    .unwrap(),
+            )
+        };
+        let resent = NewMessage {
+            id: Uuid::now_v7(),
+            sender_id: m.sender,
+            to,
+            content: "resent".into(),
+            client_id: m.client_id.clone(),
+            created_at: now(),
+            reply_to: None,
+            attachments: Vec::new(),
+        };
+        let outcome = store.insert_messages(&[resent]).await.unwrap();
+        match &outcome[0] {
+            ochat::store::InsertOutcome::Duplicate(stored) => {
+                assert_eq!((stored.id, &stored.content), (m.id, &m.content));
+            }
+            other => panic!("{:?} resent: {other:?}", m.client_id),
         }
     }
 }

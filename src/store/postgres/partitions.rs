@@ -135,6 +135,15 @@ impl PgStore {
                 .bind(PARTITIONS_LOCK)
                 .execute(&mut *tx)
                 .await?;
+            // Another node may have dropped it while this one waited.
+            let name = quoted(&week.name);
+            let there: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+                .bind(&name)
+                .fetch_one(&mut *tx)
+                .await?;
+            if !there {
+                continue;
+            }
             let files: Vec<Uuid> = sqlx::query_scalar(
                 "DELETE FROM attachments WHERE message_id >= $1 AND message_id < $2 RETURNING id",
             )
@@ -156,7 +165,6 @@ impl PgStore {
                     .execute(&mut *tx)
                     .await?;
             }
-            let name = quoted(&week.name);
             let messages: i64 =
                 sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {name}")))
                     .fetch_one(&mut *tx)

@@ -16,6 +16,9 @@ use crate::config::Limits;
 
 pub struct Budgets {
     users: DefaultKeyedRateLimiter<Uuid>,
+    /// Searches for people, on top of `users`: a budget low enough that
+    /// nobody lists the whole directory quickly.
+    searches: DefaultKeyedRateLimiter<Uuid>,
     addresses: DefaultKeyedRateLimiter<IpAddr>,
     clock: DefaultClock,
 }
@@ -42,6 +45,10 @@ impl Budgets {
     pub fn new(limits: &Limits) -> Self {
         Self {
             users: DefaultKeyedRateLimiter::keyed(quota(limits.rate_per_sec, limits.rate_burst)),
+            searches: DefaultKeyedRateLimiter::keyed(quota(
+                limits.search_rate_per_sec,
+                limits.search_burst,
+            )),
             addresses: DefaultKeyedRateLimiter::keyed(quota(
                 limits.anonymous_rate_per_sec,
                 limits.anonymous_rate_burst,
@@ -53,6 +60,13 @@ impl Budgets {
     /// Charges one frame or request to `user`.
     pub fn charge_user(&self, user: Uuid) -> Result<(), OverBudget> {
         self.users
+            .check_key(&user)
+            .map_err(|not_until| OverBudget(not_until.wait_time_from(self.clock.now())))
+    }
+
+    /// Charges one search for people to `user`.
+    pub fn charge_search(&self, user: Uuid) -> Result<(), OverBudget> {
+        self.searches
             .check_key(&user)
             .map_err(|not_until| OverBudget(not_until.wait_time_from(self.clock.now())))
     }
@@ -70,13 +84,15 @@ impl Budgets {
     pub fn prune(&self) {
         self.users.retain_recent();
         self.users.shrink_to_fit();
+        self.searches.retain_recent();
+        self.searches.shrink_to_fit();
         self.addresses.retain_recent();
         self.addresses.shrink_to_fit();
     }
 
     /// Users and addresses with a budget in use.
     pub fn tracked(&self) -> usize {
-        self.users.len() + self.addresses.len()
+        self.users.len() + self.searches.len() + self.addresses.len()
     }
 }
 

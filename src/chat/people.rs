@@ -5,7 +5,10 @@ use uuid::Uuid;
 
 use super::{Chat, page_limit};
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::store::{self, Block, ProfilePatch, User};
+use crate::store::{self, Block, Page, Person, ProfilePatch, User};
+
+/// The longest start of a name one may search for, in characters.
+pub const MAX_NAME_QUERY: usize = 64;
 
 /// The answer for a user that does not exist, and for one who blocked the
 /// asker: the two must not be told apart.
@@ -111,6 +114,28 @@ impl Chat {
             return Err(ApiError::not_found(format!("no user with id {user}")));
         }
         Ok(self.store.unblock(me, user).await?)
+    }
+
+    /// People whose username starts with `query` (any case; SQLite folds
+    /// ASCII letters only), by name, a page at a time after the user
+    /// `after`. Never `me`, nor anyone who blocked `me`.
+    pub async fn search_people(
+        &self,
+        me: Uuid,
+        query: &str,
+        after: Option<Uuid>,
+        limit: Option<u32>,
+    ) -> ApiResult<Page<Person>> {
+        let query = query.trim();
+        if query.is_empty() || query.chars().count() > MAX_NAME_QUERY {
+            return Err(ApiError::invalid_field(format!(
+                "q must be 1 to {MAX_NAME_QUERY} characters"
+            )));
+        }
+        Ok(self
+            .store
+            .search_users(me, &query.to_lowercase(), after, page_limit(limit))
+            .await?)
     }
 
     pub async fn blocked_users(&self, me: Uuid, limit: Option<u32>) -> ApiResult<Vec<Block>> {

@@ -18,6 +18,9 @@ pub struct Limits {
     pub rate_per_sec: f64,
     /// A signed-in user's budget: burst.
     pub rate_burst: u32,
+    /// Searches for people per second per user, and their burst.
+    pub search_rate_per_sec: f64,
+    pub search_burst: u32,
     /// An address's budget for requests without a valid token: refill per
     /// second.
     pub anonymous_rate_per_sec: f64,
@@ -71,6 +74,11 @@ impl Default for Limits {
             rate_per_sec: 20.0,
             // A device back from a long absence pages `sync` in a burst.
             rate_burst: 100,
+            // A person picker searches as its user types: ten keystrokes
+            // at once, then one a second; a directory of a million names
+            // takes weeks to list at that pace.
+            search_rate_per_sec: 1.0,
+            search_burst: 10,
             anonymous_rate_per_sec: 20.0,
             anonymous_rate_burst: 50,
             trust_forwarded_for: false,
@@ -119,6 +127,16 @@ impl Limits {
                 "a positive number",
             )?,
             rate_burst: vars.positive("RATE_LIMIT_BURST", d.rate_burst, "a positive number")?,
+            search_rate_per_sec: vars.positive(
+                "USER_SEARCH_PER_SEC",
+                d.search_rate_per_sec,
+                "a positive number",
+            )?,
+            search_burst: vars.positive(
+                "USER_SEARCH_BURST",
+                d.search_burst,
+                "a positive number",
+            )?,
             anonymous_rate_per_sec: vars.positive(
                 "ANONYMOUS_RATE_LIMIT_PER_SEC",
                 d.anonymous_rate_per_sec,

@@ -15,7 +15,7 @@ use crate::auth::AuthUser;
 use crate::chat::{Chat, Profile};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::AppState;
-use crate::store::{Block, ProfilePatch, User};
+use crate::store::{Block, Person, ProfilePatch, User};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -23,6 +23,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(profile))
         .routes(routes!(block, unblock))
         .routes(routes!(blocks))
+        .routes(routes!(search))
 }
 
 /// The caller's profile (created on first sight of a valid token).
@@ -194,5 +195,56 @@ async fn blocks(
 ) -> ApiResult<Json<BlockList>> {
     Ok(Json(BlockList {
         blocks: chat.blocked_users(auth.id, q.limit).await?,
+    }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct SearchQuery {
+    /// The start of a username, 1 to 64 characters, any case.
+    q: Option<String>,
+    /// The `id` of the last user of the previous page.
+    after: Option<Uuid>,
+    /// How many, default 50; clamped to 1 to 100.
+    #[param(value_type = Option<u64>, minimum = 0, maximum = 4294967295.0)]
+    limit: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct People {
+    users: Vec<Person>,
+    /// More match: ask again with `after` set to the last user's `id`.
+    has_more: bool,
+}
+
+/// Finds people by the start of their username, any case, ordered by name:
+/// whom to start a chat with. The caller and anyone who blocked the caller
+/// are never listed. Searches have a budget of their own per user
+/// (`USER_SEARCH_PER_SEC`, `USER_SEARCH_BURST`), on top of the request
+/// budget, so the directory cannot be listed quickly.
+#[utoipa::path(get, path = "/users/search", tag = "users", params(SearchQuery),
+    responses(
+        (status = 200, description = "A page of people", body = People),
+        (status = 400, description = "`invalid_field`: no `q`, or one longer than 64 characters", body = ErrorBody),
+        SignedInErrors,
+    ))]
+async fn search(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    ApiQuery(q): ApiQuery<SearchQuery>,
+) -> ApiResult<Json<People>> {
+    if let Err(over) = state.budgets.charge_search(auth.id) {
+        crate::metrics::rate_limited("search");
+        // Held like every refusal (see `super::admit`).
+        tokio::time::sleep(over.0.min(super::MAX_REFUSAL_HOLD)).await;
+        return Err(ApiError::rate_limited(over));
+    }
+    let page = state
+        .chat
+        .search_people(auth.id, q.q.as_deref().unwrap_or(""), q.after, q.limit)
+        .await?;
+    Ok(Json(People {
+        users: page.items,
+        has_more: page.has_more,
     }))
 }

@@ -35,6 +35,7 @@ macro_rules! with_store_methods {
             fn blocks(blocker: Uuid, limit: u32) -> Vec<Block>;
             fn blocked(pairs: &[(Uuid, Uuid)]) -> Vec<(Uuid, Uuid)>;
             fn is_contact(a: Uuid, b: Uuid) -> bool;
+            fn search_users(me: Uuid, prefix: &str, after: Option<Uuid>, limit: u32) -> Page<Person>;
             fn missing_users(ids: &[Uuid]) -> Vec<Uuid>;
             fn insert_messages(batch: &[NewMessage]) -> Vec<InsertOutcome>;
             fn message(id: Uuid) -> Option<Message>;
@@ -232,6 +233,16 @@ pub trait Store: Send + Sync + 'static {
     async fn blocked(&self, pairs: &[(Uuid, Uuid)]) -> StoreResult<Vec<(Uuid, Uuid)>>;
     /// Whether `a` and `b` share a conversation.
     async fn is_contact(&self, a: Uuid, b: Uuid) -> StoreResult<bool>;
+    /// Users whose username starts with `prefix` (already lowercased;
+    /// compared with the lowercased username), by name then id, after the
+    /// user `after`; never `me`, nor anyone who blocked `me`.
+    async fn search_users(
+        &self,
+        me: Uuid,
+        prefix: &str,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Page<Person>>;
 
     /// Writes a batch in one transaction; outcomes are in input order.
     /// Idempotent per `(sender_id, client_id)`.

@@ -471,6 +471,14 @@ pub enum Membership {
     Outsider,
 }
 
+/// Someone found by name: what anyone signed in may see of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Person {
+    pub id: Uuid,
+    pub username: Option<String>,
+    pub avatar_url: Option<String>,
+}
+
 /// Someone a user has blocked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Block {

@@ -10,6 +10,7 @@ mod lifecycle;
 mod migration;
 mod openapi;
 mod ops;
+mod people_search;
 mod realtime;
 mod redis_cluster;
 mod replica;

@@ -103,6 +103,40 @@ macro_rules! portable_users {
                 Ok(blocks)
             }
 
+            pub(super) async fn search_users(
+                &self,
+                me: Uuid,
+                prefix: &str,
+                after: Option<Uuid>,
+                limit: u32,
+            ) -> StoreResult<Page<Person>> {
+                // Every name starting with the prefix sorts (bytewise) from
+                // the prefix up to the prefix followed by the last code point.
+                let name = format!("lower(u.username){}", Self::BYTE_ORDER);
+                let mut people: Vec<Person> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT u.id, u.username, u.avatar_url FROM users u
+                     WHERE {name} >= $2 AND {name} < $3 AND u.id <> $1
+                       AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.blocker = u.id AND b.blocked = $1)
+                       AND ($4 IS NULL OR ({name}, u.id) >
+                            (SELECT lower(a.username){order}, a.id FROM users a WHERE a.id = $4))
+                     ORDER BY {name}, u.id LIMIT $5",
+                    order = Self::BYTE_ORDER,
+                )))
+                .bind(me)
+                .bind(prefix)
+                .bind(format!("{prefix}{}", char::MAX))
+                .bind(after)
+                .bind(i64::from(limit) + 1)
+                .fetch_all(&self.pool)
+                .await?;
+                let has_more = people.len() > limit as usize;
+                people.truncate(limit as usize);
+                Ok(Page {
+                    items: people,
+                    has_more,
+                })
+            }
+
             pub(super) async fn is_contact(&self, a: Uuid, b: Uuid) -> StoreResult<bool> {
                 let found: Option<i32> =
                     sqlx::query_scalar("SELECT 1 FROM conversations WHERE id = $1")

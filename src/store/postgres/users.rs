@@ -11,6 +11,11 @@ use crate::store::portable::contacts_sql;
 portable_users!(PgStore);
 
 impl PgStore {
+    /// Text compared byte by byte, as the username index is built.
+    const BYTE_ORDER: &str = " COLLATE \"C\"";
+}
+
+impl PgStore {
     pub(super) async fn upsert_users(&self, users: &[(Uuid, String)]) -> StoreResult<()> {
         let mut users = last_per_key(users, |(id, _)| *id);
         // In id order, as every writer takes users' rows.

@@ -14,6 +14,11 @@ use crate::store::portable::contacts_sql;
 portable_users!(SqliteStore);
 
 impl SqliteStore {
+    /// SQLite compares text byte by byte already.
+    const BYTE_ORDER: &str = "";
+}
+
+impl SqliteStore {
     pub(super) async fn upsert_users(&self, users: &[(Uuid, String)]) -> StoreResult<()> {
         let users = last_per_key(users, |(id, _)| *id);
         if users.is_empty() {

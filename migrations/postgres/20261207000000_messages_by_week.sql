@@ -42,6 +42,10 @@ ALTER TABLE attachments DROP CONSTRAINT attachments_message_id_fkey;
 
 CREATE TABLE messages (LIKE messages_before_weeks INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
     PARTITION BY RANGE (id);
+-- Ids come from the nodes (UUIDv7); the seed schema's random default would
+-- scatter a message over the weeks.
+ALTER TABLE messages ALTER COLUMN id DROP DEFAULT;
+ALTER TABLE messages_before_weeks ALTER COLUMN id DROP DEFAULT;
 ALTER TABLE messages
     ADD PRIMARY KEY (id),
     ADD FOREIGN KEY (sender_id) REFERENCES users(id) ON DELETE CASCADE,
@@ -66,12 +70,23 @@ CREATE INDEX message_changes_message ON message_changes (message_id);
 
 -- The old table covers everything up to the end of the week of its latest
 -- message; an empty one is dropped, and the weeks are created by the nodes.
+-- A table holding ids that are not UUIDv7 (written with the seed schema's
+-- random default) cannot be cut into weeks: its random ids fall in any
+-- week, past or future. It then stays the one partition for every id, as
+-- unpartitioned as before, and retention cannot drop weeks of it (the
+-- nodes log this whenever retention runs).
 DO $$
 DECLARE
     latest uuid;
     ms bigint;
     hex text;
 BEGIN
+    IF EXISTS (SELECT 1 FROM messages_before_weeks WHERE substr(id::text, 15, 1) <> '7') THEN
+        RAISE NOTICE 'messages holds ids that are not UUIDv7: one partition for every id';
+        ALTER TABLE messages ATTACH PARTITION messages_before_weeks
+            FOR VALUES FROM (MINVALUE) TO (MAXVALUE);
+        RETURN;
+    END IF;
     SELECT id INTO latest FROM messages_before_weeks ORDER BY id DESC LIMIT 1;
     IF latest IS NULL THEN
         DROP TABLE messages_before_weeks;

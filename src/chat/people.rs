@@ -134,7 +134,7 @@ impl Chat {
         }
         Ok(self
             .store
-            .search_users(me, &query.to_lowercase(), after, page_limit(limit))
+            .search_users(me, query, after, page_limit(limit))
             .await?)
     }
 

@@ -69,22 +69,24 @@ impl DatabaseConfig {
     }
 }
 
-/// `MESSAGE_RETENTION`: unset keeps messages forever. At least a day, so
-/// a bare number (seconds, elsewhere) cannot expire history by accident.
+/// `MESSAGE_RETENTION`: unset keeps messages forever. At least a week:
+/// messages expire by the week, and a shorter setting would drop the
+/// previous week that nodes keep ready; and a bare number (seconds,
+/// elsewhere) cannot expire history by accident.
 pub(super) fn retention(vars: &Vars) -> Result<Option<Duration>, ConfigError> {
     let Some(raw) = vars.get("MESSAGE_RETENTION") else {
         return Ok(None);
     };
     match humantime::parse_duration(raw) {
-        Ok(d) if d >= DAY => Ok(Some(d)),
+        Ok(d) if d >= WEEK => Ok(Some(d)),
         _ => Err(bad(
             "MESSAGE_RETENTION",
-            format!("expected a duration of at least a day, like 90days or 52weeks, got {raw:?}"),
+            format!("expected a duration of at least a week, like 90days or 52weeks, got {raw:?}"),
         )),
     }
 }
 
-const DAY: Duration = Duration::from_secs(86_400);
+const WEEK: Duration = Duration::from_secs(7 * 86_400);
 
 #[cfg(test)]
 mod tests {
@@ -115,19 +117,19 @@ mod tests {
     }
 
     #[test]
-    fn retention_is_a_duration_of_at_least_a_day() {
+    fn retention_is_a_duration_of_at_least_a_week() {
         assert!(parse(&[]).unwrap().message_retention.is_none());
         let config = parse(&[("MESSAGE_RETENTION", "90days")]).unwrap();
         assert_eq!(
             config.message_retention,
             Some(std::time::Duration::from_secs(90 * 86_400))
         );
-        for raw in ["30", "12h", "soon"] {
+        for raw in ["30", "12h", "6days", "soon"] {
             let err = parse(&[("MESSAGE_RETENTION", raw)]).unwrap_err();
             assert_eq!(
                 err.to_string(),
                 format!(
-                    "invalid MESSAGE_RETENTION: expected a duration of at least a day, \
+                    "invalid MESSAGE_RETENTION: expected a duration of at least a week, \
                      like 90days or 52weeks, got {raw:?}"
                 )
             );

@@ -233,9 +233,10 @@ pub trait Store: Send + Sync + 'static {
     async fn blocked(&self, pairs: &[(Uuid, Uuid)]) -> StoreResult<Vec<(Uuid, Uuid)>>;
     /// Whether `a` and `b` share a conversation.
     async fn is_contact(&self, a: Uuid, b: Uuid) -> StoreResult<bool>;
-    /// Users whose username starts with `prefix` (already lowercased;
-    /// compared with the lowercased username), by name then id, after the
-    /// user `after`; never `me`, nor anyone who blocked `me`.
+    /// Users whose lowercased username starts with `prefix` lowercased
+    /// (by the database, so both sides fold alike: SQLite folds ASCII
+    /// letters only), by name then id, after the user `after`; never `me`,
+    /// nor anyone who blocked `me`, nor after anyone who blocked `me`.
     async fn search_users(
         &self,
         me: Uuid,

@@ -28,6 +28,7 @@ both_backends!(
     every_message_read_state_and_cursor_survives_the_migration,
     numbering_goes_on_where_it_stopped_after_the_migration,
     a_sent_client_id_stays_taken_after_the_migration,
+    random_ids_are_kept_whole_and_never_expired,
 );
 
 /// One message as seeded: who reads it, and whether each has read it.
@@ -456,4 +457,90 @@ async fn a_sent_client_id_stays_taken_after_the_migration(backend: Backend) {
             other => panic!("{:?} resent: {other:?}", m.client_id),
         }
     }
+}
+
+/// A message written with the seed schema's random id (UUIDv4), whose
+/// first bits say nothing of its time: PostgreSQL keeps the old table as
+/// one partition for every id, SQLite's expiry skips it, and sending goes
+/// on in both.
+async fn random_ids_are_kept_whole_and_never_expired(backend: Backend) {
+    let old = seed(backend).await;
+    let (a, b) = (old.users[0], old.users[1]);
+    let random: Uuid = "00000000-0000-4000-8000-000000000001".parse().unwrap();
+    let insert = "INSERT INTO messages (id, sender_id, receiver_id, content, conversation_id,
+                      sender_seq, receiver_seq, created_at, updated_at)
+                  VALUES ($1, $2, $3, 'from the seed app', $4, 1000, 1000, $5, $5)";
+    match backend {
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&old.db.url).await.unwrap();
+            sqlx::query(insert)
+                .bind(random)
+                .bind(a)
+                .bind(b)
+                .bind(conversation_id(a, b))
+                .bind(now())
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&old.db.url).await.unwrap();
+            sqlx::query(insert)
+                .bind(random)
+                .bind(a)
+                .bind(b)
+                .bind(conversation_id(a, b))
+                .bind(now())
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+    }
+    let store = old.migrate().await;
+    if backend == Backend::Postgres {
+        let pool = sqlx::PgPool::connect(&old.db.url).await.unwrap();
+        let bounds: Vec<String> = sqlx::query_scalar(
+            "SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i
+             JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'messages'::regclass",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(bounds, vec!["FOR VALUES FROM (MINVALUE) TO (MAXVALUE)"]);
+        pool.close().await;
+    }
+    // Everything is older than a cutoff a month ahead.
+    let expired = store
+        .expire_messages(now() + Duration::days(30))
+        .await
+        .unwrap();
+    let kept = store.message(random).await.unwrap();
+    assert_eq!(
+        kept.map(|m| m.content).as_deref(),
+        Some("from the seed app")
+    );
+    let expected = match backend {
+        // Nothing: the one partition holds every id.
+        Backend::Postgres => 0,
+        // Every seeded message but the random one.
+        Backend::Sqlite => old.messages.len() as u64,
+    };
+    assert_eq!(expired.messages, expected);
+    let sent = NewMessage {
+        id: Uuid::now_v7(),
+        sender_id: a,
+        to: Target::User(b),
+        content: "after".into(),
+        client_id: None,
+        created_at: now(),
+        reply_to: None,
+        attachments: Vec::new(),
+    };
+    let outcome = store.insert_messages(&[sent]).await.unwrap();
+    assert!(
+        matches!(outcome[0], ochat::store::InsertOutcome::Created(_)),
+        "{outcome:?}"
+    );
 }

@@ -32,13 +32,15 @@ fn names(body: &Value) -> Vec<&str> {
 }
 
 async fn people_are_found_by_the_start_of_their_name_in_pages(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    // More searches than a person picker's burst; the budget has its own test.
+    let app = TestApp::spawn_with(backend, &[("USER_SEARCH_BURST", "100")]).await;
     let me = named(&app, "alvin").await;
     let alice = named(&app, "alice").await;
     let alicia = named(&app, "ALICIA").await;
     named(&app, "Alfred").await;
     named(&app, "bob").await;
     named(&app, "xal").await;
+    named(&app, "amber").await;
     let alma = named(&app, "alma").await;
     assert_eq!(
         app.post(&format!("/users/{}/block", me.id), &alma.token, &json!({}))
@@ -80,9 +82,23 @@ async fn people_are_found_by_the_start_of_their_name_in_pages(backend: Backend) 
     assert_eq!(rest["has_more"], false);
     assert_eq!(rest["users"][0]["id"], json!(alicia.id));
 
+    // After someone who blocked the caller: nothing, as after an unknown
+    // id, so a page cannot place them.
+    for after in [alma.id, uuid::Uuid::now_v7()] {
+        let (status, body) = app
+            .get(&format!("/users/search?q=a&after={after}"), &me.token)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(names(&body), Vec::<&str>::new());
+    }
     // The one who blocked sees the caller (blocking is one way).
     let (_, body) = app.get("/users/search?q=alv", &alma.token).await;
     assert_eq!(names(&body), vec!["alvin"]);
+    // Names beyond ASCII are found as written (PostgreSQL also folds
+    // their case; SQLite folds ASCII letters only).
+    named(&app, "Émile").await;
+    let (_, body) = app.get("/users/search?q=%C3%89mi", &me.token).await;
+    assert_eq!(names(&body), vec!["Émile"]);
     app.shutdown().await;
 }
 

@@ -112,19 +112,25 @@ macro_rules! portable_users {
             ) -> StoreResult<Page<Person>> {
                 // Every name starting with the prefix sorts (bytewise) from
                 // the prefix up to the prefix followed by the last code point.
+                // Both sides are lowercased by the database, the same way.
+                // A page goes on after a user the caller may see: an `after`
+                // naming someone who blocked the caller answers as an unknown
+                // id does (nothing), so neither tells them apart.
                 let name = format!("lower(u.username){}", Self::BYTE_ORDER);
                 let mut people: Vec<Person> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "SELECT u.id, u.username, u.avatar_url FROM users u
-                     WHERE {name} >= $2 AND {name} < $3 AND u.id <> $1
+                     WHERE {name} >= lower($2) AND {name} < lower($2) || $3 AND u.id <> $1
                        AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.blocker = u.id AND b.blocked = $1)
                        AND ($4 IS NULL OR ({name}, u.id) >
-                            (SELECT lower(a.username){order}, a.id FROM users a WHERE a.id = $4))
+                            (SELECT lower(a.username){order}, a.id FROM users a
+                             WHERE a.id = $4 AND NOT EXISTS (
+                                 SELECT 1 FROM blocks c WHERE c.blocker = a.id AND c.blocked = $1)))
                      ORDER BY {name}, u.id LIMIT $5",
                     order = Self::BYTE_ORDER,
                 )))
                 .bind(me)
                 .bind(prefix)
-                .bind(format!("{prefix}{}", char::MAX))
+                .bind(char::MAX.to_string())
                 .bind(after)
                 .bind(i64::from(limit) + 1)
                 .fetch_all(&self.pool)

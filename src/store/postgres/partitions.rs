@@ -125,65 +125,104 @@ impl PgStore {
             let mut conn = self.pool.acquire().await?;
             Self::weeks(&mut conn).await?
         };
-        for week in candidates
+        if let Some(unbounded) = candidates.iter().find(|w| w.to.is_none()) {
+            tracing::warn!(
+                partition = %unbounded.name,
+                "messages written with random (not UUIDv7) ids keep one partition for every id: \
+                 MESSAGE_RETENTION cannot drop weeks of it"
+            );
+        }
+        let expiring = candidates
             .into_iter()
-            .filter(|w| w.to.is_some_and(|to| to <= bound))
-        {
-            let (from, to) = (week.from.unwrap_or(Uuid::nil()), week.to.unwrap_or(bound));
-            let mut tx = self.pool.begin().await?;
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(PARTITIONS_LOCK)
-                .execute(&mut *tx)
-                .await?;
-            // Another node may have dropped it while this one waited.
-            let name = quoted(&week.name);
-            let there: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-                .bind(&name)
-                .fetch_one(&mut *tx)
-                .await?;
-            if !there {
-                continue;
+            .filter(|w| w.to.is_some_and(|to| to <= bound));
+        for week in expiring {
+            // A week dropped stays dropped: its files are answered even if
+            // a later week fails.
+            match self.drop_week(&week).await {
+                Ok(Some(dropped)) => {
+                    expired.messages += dropped.messages;
+                    expired.files.extend(dropped.files);
+                }
+                Ok(None) => {}
+                Err(e) if expired.messages > 0 || !expired.files.is_empty() => {
+                    tracing::warn!(error = %e, partition = %week.name, "could not drop an expired week");
+                    return Ok(expired);
+                }
+                Err(e) => return Err(e),
             }
-            let files: Vec<Uuid> = sqlx::query_scalar(
-                "DELETE FROM attachments WHERE message_id >= $1 AND message_id < $2 RETURNING id",
-            )
-            .bind(from)
-            .bind(to)
-            .fetch_all(&mut *tx)
-            .await?;
-            for statement in [
-                "DELETE FROM reactions WHERE message_id >= $1 AND message_id < $2",
-                // Their change_inbox rows go with them (ON DELETE CASCADE).
-                "DELETE FROM message_changes WHERE message_id >= $1 AND message_id < $2",
-                "DELETE FROM inbox WHERE message_id >= $1 AND message_id < $2",
-                "DELETE FROM message_keys WHERE message_id >= $1 AND message_id < $2",
-                "UPDATE messages SET reply_to = NULL WHERE reply_to >= $1 AND reply_to < $2",
-            ] {
-                sqlx::query(statement)
-                    .bind(from)
-                    .bind(to)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            let messages: i64 =
-                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {name}")))
-                    .fetch_one(&mut *tx)
-                    .await?;
-            sqlx::query(LOCK_WAIT).execute(&mut *tx).await?;
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "ALTER TABLE messages DETACH PARTITION {name}"
-            )))
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {name}")))
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            tracing::info!(partition = %week.name, messages, "dropped an expired week of messages");
-            expired.messages += messages as u64;
-            expired.files.extend(files);
         }
         Ok(expired)
+    }
+
+    /// Drops one expired week (see [`PgStore::expire_messages`]); `None`
+    /// when another node dropped it first.
+    async fn drop_week(&self, week: &Week) -> StoreResult<Option<Expired>> {
+        let Some(to) = week.to else {
+            return Ok(None);
+        };
+        let from = week.from.unwrap_or(Uuid::nil());
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(PARTITIONS_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        // Another node may have dropped it while this one waited.
+        let name = quoted(&week.name);
+        let there: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(&name)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !there {
+            return Ok(None);
+        }
+        // Nothing new may point into the week from here on: a late
+        // reaction or reply waits for this commit, then finds the message
+        // gone. The wait for the lock itself is bounded.
+        sqlx::query(LOCK_WAIT).execute(&mut *tx).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "LOCK TABLE {name} IN EXCLUSIVE MODE"
+        )))
+        .execute(&mut *tx)
+        .await?;
+        let files: Vec<Uuid> = sqlx::query_scalar(
+            "DELETE FROM attachments WHERE message_id >= $1 AND message_id < $2 RETURNING id",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_all(&mut *tx)
+        .await?;
+        for statement in [
+            "DELETE FROM reactions WHERE message_id >= $1 AND message_id < $2",
+            // Their change_inbox rows go with them (ON DELETE CASCADE).
+            "DELETE FROM message_changes WHERE message_id >= $1 AND message_id < $2",
+            "DELETE FROM inbox WHERE message_id >= $1 AND message_id < $2",
+            "DELETE FROM message_keys WHERE message_id >= $1 AND message_id < $2",
+            "UPDATE messages SET reply_to = NULL WHERE reply_to >= $1 AND reply_to < $2",
+        ] {
+            sqlx::query(statement)
+                .bind(from)
+                .bind(to)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let messages: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {name}")))
+                .fetch_one(&mut *tx)
+                .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER TABLE messages DETACH PARTITION {name}"
+        )))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {name}")))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(partition = %week.name, messages, "dropped an expired week of messages");
+        Ok(Some(Expired {
+            messages: messages as u64,
+            files,
+        }))
     }
 
     /// The partitions' names, oldest first (tests and operators' checks).

@@ -205,17 +205,44 @@ function renderConversations() {
   if (state.peer) renderPeerHeader();
 }
 
-$("new-chat").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const id = $("new-chat-id").value.trim();
-  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id)) {
-    showError("A user id is a UUID, like the one under your name.");
-    return;
-  }
+// A chat starts from someone's id, or from the start of their name: the
+// people whose names start with it are listed to pick from.
+async function startChat(id) {
   $("new-chat-id").value = "";
+  $("people-results").hidden = true;
   await refreshPeer(id);
   renderConversations();
   openConversation(id.toLowerCase());
+}
+
+$("new-chat").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const text = $("new-chat-id").value.trim();
+  if (!text) return;
+  if (/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(text)) {
+    await startChat(text);
+    return;
+  }
+  const results = $("people-results");
+  try {
+    const { users } = await request(`/users/search?q=${encodeURIComponent(text)}&limit=10`);
+    results.replaceChildren();
+    for (const u of users) {
+      const li = document.createElement("li");
+      li.dataset.user = u.id;
+      li.textContent = u.username || u.id.slice(0, 8);
+      li.addEventListener("click", () => startChat(u.id));
+      results.append(li);
+    }
+    if (users.length === 0) {
+      const li = document.createElement("li");
+      li.textContent = `No one whose name starts with "${text}".`;
+      results.append(li);
+    }
+    results.hidden = false;
+  } catch (e) {
+    showError(e.message);
+  }
 });
 
 // Groups are created with a title and the other members' ids.

@@ -253,17 +253,12 @@ pub async fn sweep_unsent(
     every: std::time::Duration,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    super::every(every, shutdown, || async {
         match chat.sweep_unsent_attachments().await {
             Ok(0) => {}
             Ok(swept) => tracing::info!(swept, "forgot attachments announced and never sent"),
             Err(e) => tracing::warn!(error = %e.message, "could not sweep unsent attachments"),
         }
-    }
+    })
+    .await;
 }

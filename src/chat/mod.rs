@@ -40,6 +40,25 @@ use crate::store::{
 };
 
 /// Page sizes are clamped to 1..=100; 50 when not given.
+/// Runs `round` every `every` (the first at once) until shutdown: the
+/// loop of the node's periodic upkeep. A round that overruns delays the
+/// next instead of bunching them.
+async fn every<F, Fut>(every: Duration, shutdown: CancellationToken, mut round: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        round().await;
+    }
+}
+
 pub fn page_limit(requested: Option<u32>) -> u32 {
     requested.unwrap_or(50).clamp(1, 100)
 }

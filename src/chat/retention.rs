@@ -42,13 +42,7 @@ pub async fn keep_history(
     every: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    super::every(every, shutdown, || async {
         match chat.keep_history(crate::store::now(), retention).await {
             Ok(Expired { messages: 0, .. }) => {}
             Ok(expired) => tracing::info!(
@@ -58,5 +52,6 @@ pub async fn keep_history(
             ),
             Err(e) => tracing::warn!(error = %e.message, "could not keep history by the week"),
         }
-    }
+    })
+    .await;
 }

@@ -470,33 +470,25 @@ async fn random_ids_are_kept_whole_and_never_expired(backend: Backend) {
     let insert = "INSERT INTO messages (id, sender_id, receiver_id, content, conversation_id,
                       sender_seq, receiver_seq, created_at, updated_at)
                   VALUES ($1, $2, $3, 'from the seed app', $4, 1000, 1000, $5, $5)";
+    // The two engines' pools differ in type; the statement is the same.
+    macro_rules! insert_random {
+        ($pool:expr) => {{
+            let pool = $pool;
+            sqlx::query(insert)
+                .bind(random)
+                .bind(a)
+                .bind(b)
+                .bind(conversation_id(a, b))
+                .bind(now())
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }};
+    }
     match backend {
-        Backend::Postgres => {
-            let pool = sqlx::PgPool::connect(&old.db.url).await.unwrap();
-            sqlx::query(insert)
-                .bind(random)
-                .bind(a)
-                .bind(b)
-                .bind(conversation_id(a, b))
-                .bind(now())
-                .execute(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-        }
-        Backend::Sqlite => {
-            let pool = sqlx::SqlitePool::connect(&old.db.url).await.unwrap();
-            sqlx::query(insert)
-                .bind(random)
-                .bind(a)
-                .bind(b)
-                .bind(conversation_id(a, b))
-                .bind(now())
-                .execute(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-        }
+        Backend::Postgres => insert_random!(sqlx::PgPool::connect(&old.db.url).await.unwrap()),
+        Backend::Sqlite => insert_random!(sqlx::SqlitePool::connect(&old.db.url).await.unwrap()),
     }
     let store = old.migrate().await;
     if backend == Backend::Postgres {

@@ -57,26 +57,31 @@ impl Budgets {
         }
     }
 
+    /// Charges one to `key`'s budget in `limiter`.
+    fn charge<K: Clone + Eq + std::hash::Hash>(
+        &self,
+        limiter: &DefaultKeyedRateLimiter<K>,
+        key: &K,
+    ) -> Result<(), OverBudget> {
+        limiter
+            .check_key(key)
+            .map_err(|not_until| OverBudget(not_until.wait_time_from(self.clock.now())))
+    }
+
     /// Charges one frame or request to `user`.
     pub fn charge_user(&self, user: Uuid) -> Result<(), OverBudget> {
-        self.users
-            .check_key(&user)
-            .map_err(|not_until| OverBudget(not_until.wait_time_from(self.clock.now())))
+        self.charge(&self.users, &user)
     }
 
     /// Charges one search for people to `user`.
     pub fn charge_search(&self, user: Uuid) -> Result<(), OverBudget> {
-        self.searches
-            .check_key(&user)
-            .map_err(|not_until| OverBudget(not_until.wait_time_from(self.clock.now())))
+        self.charge(&self.searches, &user)
     }
 
     /// Charges one request without a valid token to `address` (an IPv6
     /// address by its /64: one host is usually given a whole /64).
     pub fn charge_address(&self, address: IpAddr) -> Result<(), OverBudget> {
-        self.addresses
-            .check_key(&address_key(address))
-            .map_err(|not_until| OverBudget(not_until.wait_time_from(self.clock.now())))
+        self.charge(&self.addresses, &address_key(address))
     }
 
     /// Forgets users and addresses whose budget is full again, so the

@@ -39,7 +39,6 @@ use crate::store::{
     ReplyTo, SearchWords, Stats, Store, Target,
 };
 
-/// Page sizes are clamped to 1..=100; 50 when not given.
 /// Runs `round` every `every` (the first at once) until shutdown: the
 /// loop of the node's periodic upkeep. A round that overruns delays the
 /// next instead of bunching them.
@@ -59,6 +58,7 @@ where
     }
 }
 
+/// Page sizes are clamped to 1..=100; 50 when not given.
 pub fn page_limit(requested: Option<u32>) -> u32 {
     requested.unwrap_or(50).clamp(1, 100)
 }

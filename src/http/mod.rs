@@ -203,6 +203,16 @@ const PROBES: [&str; 3] = ["/api/v1/health", "/api/v1/livez", "/api/v1/readyz"];
 /// The longest a refused request is held before its 429.
 const MAX_REFUSAL_HOLD: Duration = Duration::from_secs(1);
 
+/// A request over a budget of `kind`: counted, and answered when the
+/// budget would have admitted it, not at once, so a client looping on its
+/// refusals learns of them no faster than its budget refills, instead of
+/// spending the node (and the machine) on refusals as fast as it can ask.
+pub(crate) async fn refused(over: crate::budget::OverBudget, kind: &'static str) -> ApiError {
+    crate::metrics::rate_limited(kind);
+    tokio::time::sleep(over.0.min(MAX_REFUSAL_HOLD)).await;
+    ApiError::rate_limited(over)
+}
+
 /// Admission: finds who is asking (the token is verified once, here, and
 /// handed to the handler) and charges the request to their budget, or to
 /// the address it came from when it carries no valid token. Over budget
@@ -239,13 +249,7 @@ pub async fn admit(State(state): State<AppState>, mut request: Request, next: Ne
         }
     };
     if let Err((over, kind)) = charged {
-        crate::metrics::rate_limited(kind);
-        // Answered when the budget would have admitted it, not at once: a
-        // client looping on its refusals learns of them no faster than its
-        // budget refills, instead of spending the node (and the machine)
-        // on refusals as fast as it can ask.
-        tokio::time::sleep(over.0.min(MAX_REFUSAL_HOLD)).await;
-        return ApiError::rate_limited(over).into_response();
+        return refused(over, kind).await.into_response();
     }
     if let Some(identity) = identity {
         request

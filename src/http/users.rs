@@ -234,10 +234,7 @@ async fn search(
     ApiQuery(q): ApiQuery<SearchQuery>,
 ) -> ApiResult<Json<People>> {
     if let Err(over) = state.budgets.charge_search(auth.id) {
-        crate::metrics::rate_limited("search");
-        // Held like every refusal (see `super::admit`).
-        tokio::time::sleep(over.0.min(super::MAX_REFUSAL_HOLD)).await;
-        return Err(ApiError::rate_limited(over));
+        return Err(super::refused(over, "search").await);
     }
     let page = state
         .chat

@@ -1,0 +1,14 @@
+/** How long to wait before reconnecting. */
+export interface Backoff {
+    /** The first attempt's ceiling, in ms (default 250). */
+    initial?: number;
+    /** The highest ceiling, in ms (default 30,000). */
+    max?: number;
+}
+/**
+ * Exponential backoff with full jitter: a uniformly random wait below a
+ * ceiling that doubles with each failed attempt, up to `max`. Random waits
+ * spread the reconnects of every client a node drops, instead of bringing
+ * them all back at once.
+ */
+export declare function backoffDelay(attempt: number, backoff?: Backoff, random?: () => number): number;

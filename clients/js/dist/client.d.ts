@@ -1,0 +1,240 @@
+import { type Backoff } from "./backoff.js";
+import { Emitter } from "./emitter.js";
+import { OchatError } from "./errors.js";
+import { type Change, type ChatMessage, type OwnChange } from "./feed.js";
+import type { Attachment, ConversationCreated, ConversationUpdated, MemberAdded, MemberRemoved, MessageOut, ReadReceipt, ServerFrame, SyncMessage, TypingOut, UserOffline, UserOnline } from "./generated/protocol.js";
+import type { Message as RestMessage, Operations } from "./generated/rest.js";
+import { Rest, type CallArgs, type Operation } from "./rest.js";
+import { type ClientStorage } from "./storage.js";
+import { type TokenSource } from "./token.js";
+/** The parts of the WebSocket API the client uses (the platform's, or `ws`'s in Node 20). */
+export interface WebSocketLike {
+    readonly readyState: number;
+    send(data: string): void;
+    close(code?: number, reason?: string): void;
+    addEventListener(type: "open" | "error", listener: () => void): void;
+    addEventListener(type: "message", listener: (event: {
+        data: unknown;
+    }) => void): void;
+    addEventListener(type: "close", listener: (event: {
+        code: number;
+        reason: string;
+    }) => void): void;
+}
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
+export interface ClientOptions {
+    /** The ochat server's (or its load balancer's) http(s) origin; in a browser, the page's by default. */
+    url?: string;
+    /** A token, or a function answering a fresh one (called again before expiry and after a refusal). */
+    token: TokenSource;
+    /** The WebSocket class; the platform's by default (Node 20 has none: pass `ws`'s). */
+    WebSocket?: WebSocketConstructor;
+    fetch?: typeof fetch;
+    /** Where the cursor, the ids past it and the outbox are kept; memory by default. */
+    storage?: ClientStorage;
+    /** Reconnect waits: exponential with full jitter (250 ms doubling to 30 s by default). */
+    backoff?: Backoff;
+    /**
+     * How long before a token's expiry to fetch the next one and reconnect
+     * with it, in ms (default 60,000; at most a quarter of its life). 0: only
+     * once the server closes the connection for the expired token.
+     */
+    refreshBefore?: number;
+    /** Messages and changes per sync page (default 100). */
+    syncLimit?: number;
+    /** Sync this often while online, in ms, so that a gap in live delivery never lasts (default 30,000; 0: never). */
+    syncEvery?: number;
+    /** A sync page not answered within this many ms is asked again (default 15,000). */
+    syncTimeout?: number;
+    /** At most one "typing" per conversation this often, in ms (default 2,000). */
+    typingEvery?: number;
+    /** Sends and changes waiting for their ack, at most (default 1,000). */
+    outboxLimit?: number;
+    /** Messages kept in the local view (default 5,000). */
+    viewSize?: number;
+}
+export type ConnectionState = "connecting" | "online" | "offline" | "closed";
+/** Who a message or a typing signal is for: one user, or a group. */
+export type Destination = {
+    to: string;
+} | {
+    conversationId: string;
+};
+export interface SendInput {
+    to?: string;
+    conversationId?: string;
+    content: string;
+    /** The message this one answers. */
+    replyTo?: string;
+    /** Files announced with `announceAttachment` and uploaded: their ids, or the whole attachments to show at once. */
+    attachments?: Array<string | Attachment>;
+}
+export type GroupEvent = ConversationCreated | MemberAdded | MemberRemoved | ConversationUpdated;
+export interface ClientEvents {
+    /** The connection's state changed. */
+    state: {
+        state: ConnectionState;
+        attempt: number;
+        code?: number;
+        reason?: string;
+    };
+    /** Each message of this user's feed, exactly once: received, sent from here or from another device. */
+    message: ChatMessage;
+    /** A change to a message: `message` is the view's copy after it, or null when the view does not hold it. */
+    change: {
+        change: Change | OwnChange;
+        message: ChatMessage | null;
+    };
+    typing: TypingOut;
+    read: ReadReceipt;
+    presence: UserOnline | UserOffline;
+    group: GroupEvent;
+    /** A sync reached the end of the feed. */
+    synced: {
+        cursor: number;
+    };
+    /** A refusal no promise carries (a typing frame, a sync), or a storage failure. */
+    error: OchatError;
+    /** Every frame the server sends, as it came. */
+    frame: ServerFrame;
+}
+/** Connects (and keeps connecting) to ochat. */
+export declare function connect(options: ClientOptions): OchatClient;
+export declare class OchatClient extends Emitter<ClientEvents> {
+    /** Resolves once the saved state is loaded and the user known; rejects if that fails. */
+    readonly ready: Promise<void>;
+    /** The REST API, typed from the OpenAPI document. */
+    readonly rest: Rest;
+    private readonly options;
+    private readonly tokens;
+    private readonly storage;
+    private readonly socketClass;
+    private readonly socketUrl;
+    private readonly outbox;
+    private feed;
+    private me;
+    private ws;
+    /** Which connection each outbox entry last went out on. */
+    private readonly sentOn;
+    private stateNow;
+    private attempt;
+    private closed;
+    private wake;
+    private syncing;
+    private syncAgain;
+    private syncTimer;
+    private everyTimer;
+    private refreshTimer;
+    private plannedClose;
+    private readonly unreadSent;
+    private readonly typingSent;
+    private saving;
+    private saveQueued;
+    private readonly running;
+    constructor(options: ClientOptions);
+    /** The connection's state now. */
+    get state(): ConnectionState;
+    /** The signed-in user's id (once `ready`). */
+    get userId(): string;
+    /** Sends and changes still waiting for their ack. */
+    get pending(): number;
+    /** A message of the local view. */
+    message(id: string): ChatMessage | undefined;
+    /**
+     * Sends a message; resolves with it once stored. Until then it waits in
+     * the outbox and goes again, with the same `client_id`, on every
+     * connection: the server stores it once. Rejects only when refused for
+     * good (`OchatError` with the server's code) or when the client closes.
+     */
+    send(input: SendInput): Promise<ChatMessage>;
+    /** Edits one's own message; resolves once stored. */
+    edit(messageId: string, content: string): Promise<void>;
+    /** Deletes a message for everyone (one's own, or any as a group's owner or admin). */
+    delete(messageId: string): Promise<void>;
+    react(messageId: string, emoji: string): Promise<void>;
+    unreact(messageId: string, emoji: string): Promise<void>;
+    /** Tells the sender a message was read; sent once connected when offline. */
+    markRead(messageId: string): void;
+    /**
+     * Tells the other side one is typing (or stopped). Throttled: at most
+     * one "typing" per conversation per `typingEvery`; a stop goes only after
+     * a start. Dropped while offline (it would be stale).
+     */
+    typing(destination: Destination, isTyping?: boolean): void;
+    /** Catches up now (the client also does on every connection and every `syncEvery`). */
+    sync(): void;
+    /** Any REST operation, typed from the OpenAPI document. */
+    request<K extends Operation>(operation: K, args?: CallArgs<K>): Promise<Operations[K]["response"]>;
+    profile(): Promise<Operations["GET /users/me"]["response"]>;
+    user(id: string): Promise<Operations["GET /users/{id}"]["response"]>;
+    /** People whose username starts with `prefix` (any case), by name; page on with `after`. */
+    searchUsers(prefix: string, page?: {
+        after?: string;
+        limit?: number;
+    }): Promise<Operations["GET /users/search"]["response"]>;
+    /** One's conversations, most recent first. */
+    conversations(query?: Operations["GET /messages/conversations"]["query"]): Promise<Operations["GET /messages/conversations"]["response"]>;
+    /** A page of a conversation's history, oldest first; page back with `before`. Changes apply to these messages too. */
+    history(query: {
+        withUser: string;
+        before?: string;
+        limit?: number;
+    } | {
+        conversationId: string;
+        before?: string;
+        limit?: number;
+    }): Promise<{
+        messages: ChatMessage[];
+        has_more: boolean;
+    }>;
+    /** Full-text search of one's messages. */
+    searchMessages(query: Operations["GET /messages/search"]["query"]): Promise<ChatMessage[]>;
+    createGroup(title: string, memberIds: string[]): Promise<Operations["POST /conversations"]["response"]>;
+    group(id: string): Promise<Operations["GET /conversations/{id}"]["response"]>;
+    addMembers(id: string, userIds: string[]): Promise<Operations["POST /conversations/{id}/members"]["response"]>;
+    /** Removes someone from a group (oneself: leaving it). */
+    removeMember(id: string, userId: string): Promise<Operations["DELETE /conversations/{id}/members/{user_id}"]["response"]>;
+    renameGroup(id: string, title: string): Promise<Operations["PATCH /conversations/{id}"]["response"]>;
+    /** Announces a file; PUT its bytes to the answer's `upload_url`, then send its id with a message. */
+    announceAttachment(file: Operations["POST /attachments"]["body"]): Promise<Operations["POST /attachments"]["response"]>;
+    /** A short-lived download URL for an attachment. */
+    attachmentUrl(id: string): Promise<Operations["GET /attachments/{id}"]["response"]>;
+    /**
+     * Closes the connection for good. Unacked sends stay in the storage
+     * (a client started on it later resends them); their promises reject
+     * with `closed`.
+     */
+    close(): Promise<void>;
+    private load;
+    private run;
+    /** One connection, from its opening to its close. */
+    private session;
+    private opened;
+    private receive;
+    /** A sync page: messages and changes interleave by seq, and go to the app in that order. */
+    private page;
+    private requestSync;
+    private acked;
+    private change;
+    private ensureOpen;
+    /** Sends an outbox entry on the current connection, unless it went out on it already. */
+    private transmit;
+    private sendFrame;
+    /** The message an ack confirms, as the server stored it. */
+    private sentMessage;
+    /**
+     * Saves the state; calls made while a save waits to start share it, and
+     * answer once a save holding their change is done.
+     */
+    private save;
+    private snapshot;
+    private setState;
+    private pause;
+    private stopTimers;
+}
+/** A message frame (live or in a sync page) as the app sees it. */
+export declare function fromWire(frame: MessageOut | SyncMessage): ChatMessage;
+/** A message from the REST API as the app sees it. */
+export declare function fromRest(m: RestMessage): ChatMessage;
+/** The conversation a message belongs to, from `me`'s side: its group, or the other person. */
+export declare function conversationOf(message: ChatMessage, me: string): string;

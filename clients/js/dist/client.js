@@ -1,0 +1,677 @@
+// The client: one WebSocket at a time to an ochat node (through whatever
+// load balancer is in front), reconnecting until closed. On every
+// connection it resends what waits in the outbox, then syncs from the
+// cursor to the end; between connections nothing is lost, because the
+// server keeps the feed and the client keeps its place in it.
+import { backoffDelay } from "./backoff.js";
+import { Emitter } from "./emitter.js";
+import { OchatError, RETRYABLE } from "./errors.js";
+import { Feed } from "./feed.js";
+import { Outbox } from "./outbox.js";
+import { Rest } from "./rest.js";
+import { memoryStorage } from "./storage.js";
+import { claims, refreshAt, Tokens } from "./token.js";
+/** Connects (and keeps connecting) to ochat. */
+export function connect(options) {
+    return new OchatClient(options);
+}
+export class OchatClient extends Emitter {
+    /** Resolves once the saved state is loaded and the user known; rejects if that fails. */
+    ready;
+    /** The REST API, typed from the OpenAPI document. */
+    rest;
+    options;
+    tokens;
+    storage;
+    socketClass;
+    socketUrl;
+    outbox;
+    feed = null;
+    me = null;
+    ws = null;
+    /** Which connection each outbox entry last went out on. */
+    sentOn = new Map();
+    stateNow = "connecting";
+    attempt = 0;
+    closed = false;
+    wake = null;
+    syncing = false;
+    syncAgain = false;
+    syncTimer = null;
+    everyTimer = null;
+    refreshTimer = null;
+    plannedClose = null;
+    unreadSent = new Set();
+    typingSent = new Map();
+    saving = Promise.resolve();
+    saveQueued = null;
+    running;
+    constructor(options) {
+        super();
+        this.options = options;
+        const origin = options.url ?? globalThis.location?.origin;
+        if (!origin)
+            throw new TypeError("connect: `url` is required outside a browser");
+        const base = origin.replace(/\/+$/, "");
+        const socketClass = options.WebSocket ?? globalThis.WebSocket;
+        if (!socketClass)
+            throw new TypeError("connect: this platform has no WebSocket; pass one as `WebSocket`");
+        const fetcher = options.fetch ?? globalThis.fetch.bind(globalThis);
+        this.socketClass = socketClass;
+        this.socketUrl = `${base.replace(/^http/, "ws")}/api/v1/ws`;
+        this.tokens = new Tokens(options.token);
+        this.storage = options.storage ?? memoryStorage();
+        this.rest = new Rest(base, this.tokens, fetcher);
+        this.outbox = new Outbox(options.outboxLimit ?? 1_000);
+        this.ready = this.load();
+        // Unobserved, a failed load must not crash the process: `ready` tells.
+        this.ready.catch(() => undefined);
+        this.running = this.ready.then(() => this.run()).catch(() => undefined);
+    }
+    /** The connection's state now. */
+    get state() {
+        return this.stateNow;
+    }
+    /** The signed-in user's id (once `ready`). */
+    get userId() {
+        if (!this.me)
+            throw new OchatError("not_ready", "the client is not ready yet: await client.ready");
+        return this.me;
+    }
+    /** Sends and changes still waiting for their ack. */
+    get pending() {
+        return this.outbox.size;
+    }
+    /** A message of the local view. */
+    message(id) {
+        return this.feed?.message(id);
+    }
+    // ---- messages -------------------------------------------------------------
+    /**
+     * Sends a message; resolves with it once stored. Until then it waits in
+     * the outbox and goes again, with the same `client_id`, on every
+     * connection: the server stores it once. Rejects only when refused for
+     * good (`OchatError` with the server's code) or when the client closes.
+     */
+    async send(input) {
+        await this.ready;
+        this.ensureOpen();
+        const destination = destinationOf(input);
+        const clientId = randomId();
+        const ids = (input.attachments ?? []).map((a) => (typeof a === "string" ? a : a.id));
+        const frame = {
+            type: "message",
+            ...destination,
+            content: input.content,
+            client_id: clientId,
+            ...(input.replyTo ? { reply_to: input.replyTo } : {}),
+            ...(ids.length ? { attachments: ids } : {}),
+        };
+        const files = (input.attachments ?? []).filter((a) => typeof a !== "string");
+        const acked = this.outbox.add({ client_id: clientId, frame });
+        await this.save();
+        this.transmit(clientId);
+        const ack = await acked;
+        return this.feed.message(ack.id) ?? this.sentMessage(frame, ack, files);
+    }
+    /** Edits one's own message; resolves once stored. */
+    edit(messageId, content) {
+        return this.change({ type: "edit", message_id: messageId, content });
+    }
+    /** Deletes a message for everyone (one's own, or any as a group's owner or admin). */
+    delete(messageId) {
+        return this.change({ type: "delete", message_id: messageId });
+    }
+    react(messageId, emoji) {
+        return this.change({ type: "react", message_id: messageId, emoji });
+    }
+    unreact(messageId, emoji) {
+        return this.change({ type: "unreact", message_id: messageId, emoji });
+    }
+    /** Tells the sender a message was read; sent once connected when offline. */
+    markRead(messageId) {
+        const message = this.feed?.message(messageId);
+        if (message)
+            message.is_read = true;
+        if (!this.sendFrame({ type: "mark_read", message_id: messageId })) {
+            if (this.unreadSent.size < 1_000)
+                this.unreadSent.add(messageId);
+        }
+    }
+    /**
+     * Tells the other side one is typing (or stopped). Throttled: at most
+     * one "typing" per conversation per `typingEvery`; a stop goes only after
+     * a start. Dropped while offline (it would be stale).
+     */
+    typing(destination, isTyping = true) {
+        const target = destinationOf(destination);
+        const key = "to" in target ? target.to : target.conversation_id;
+        const now = Date.now();
+        const last = this.typingSent.get(key);
+        if (isTyping && last?.typing && now - last.at < (this.options.typingEvery ?? 2_000))
+            return;
+        if (!isTyping && !last?.typing)
+            return;
+        if (!this.sendFrame({ type: "typing", ...target, is_typing: isTyping }))
+            return;
+        this.typingSent.delete(key);
+        this.typingSent.set(key, { at: now, typing: isTyping });
+        if (this.typingSent.size > 1_000)
+            this.typingSent.delete(this.typingSent.keys().next().value);
+    }
+    /** Catches up now (the client also does on every connection and every `syncEvery`). */
+    sync() {
+        this.requestSync();
+    }
+    // ---- REST -----------------------------------------------------------------
+    /** Any REST operation, typed from the OpenAPI document. */
+    request(operation, args) {
+        return this.rest.call(operation, args);
+    }
+    profile() {
+        return this.rest.call("GET /users/me");
+    }
+    user(id) {
+        return this.rest.call("GET /users/{id}", { path: { id } });
+    }
+    /** People whose username starts with `prefix` (any case), by name; page on with `after`. */
+    searchUsers(prefix, page = {}) {
+        return this.rest.call("GET /users/search", { query: { q: prefix, ...page } });
+    }
+    /** One's conversations, most recent first. */
+    conversations(query = {}) {
+        return this.rest.call("GET /messages/conversations", { query });
+    }
+    /** A page of a conversation's history, oldest first; page back with `before`. Changes apply to these messages too. */
+    async history(query) {
+        await this.ready;
+        const which = "withUser" in query ? { with_user: query.withUser } : { conversation_id: query.conversationId };
+        const page = await this.rest.call("GET /messages/conversation", {
+            query: { ...which, before: query.before, limit: query.limit },
+        });
+        return { messages: page.messages.map((m) => this.feed.keep(fromRest(m), true)), has_more: page.has_more };
+    }
+    /** Full-text search of one's messages. */
+    async searchMessages(query) {
+        await this.ready;
+        const page = await this.rest.call("GET /messages/search", { query });
+        return page.messages.map((m) => this.feed.keep(fromRest(m), true));
+    }
+    createGroup(title, memberIds) {
+        return this.rest.call("POST /conversations", { body: { title, member_ids: memberIds } });
+    }
+    group(id) {
+        return this.rest.call("GET /conversations/{id}", { path: { id } });
+    }
+    addMembers(id, userIds) {
+        return this.rest.call("POST /conversations/{id}/members", { path: { id }, body: { user_ids: userIds } });
+    }
+    /** Removes someone from a group (oneself: leaving it). */
+    removeMember(id, userId) {
+        return this.rest.call("DELETE /conversations/{id}/members/{user_id}", { path: { id, user_id: userId } });
+    }
+    renameGroup(id, title) {
+        return this.rest.call("PATCH /conversations/{id}", { path: { id }, body: { title } });
+    }
+    /** Announces a file; PUT its bytes to the answer's `upload_url`, then send its id with a message. */
+    announceAttachment(file) {
+        return this.rest.call("POST /attachments", { body: file });
+    }
+    /** A short-lived download URL for an attachment. */
+    attachmentUrl(id) {
+        return this.rest.call("GET /attachments/{id}", { path: { id } });
+    }
+    // ---- lifecycle --------------------------------------------------------------
+    /**
+     * Closes the connection for good. Unacked sends stay in the storage
+     * (a client started on it later resends them); their promises reject
+     * with `closed`.
+     */
+    async close() {
+        if (this.closed)
+            return;
+        this.closed = true;
+        this.wake?.();
+        this.ws?.close(1000, "client closed");
+        this.stopTimers();
+        this.outbox.abandon(new OchatError("closed", "the client was closed before the ack"));
+        this.setState("closed");
+        await this.running;
+        await this.saving;
+    }
+    async load() {
+        const token = await this.tokens.get();
+        this.me = claims(token).sub ?? (await this.rest.call("GET /users/me")).id;
+        this.feed = new Feed(this.me, { viewSize: this.options.viewSize });
+        const saved = await this.storage.load();
+        if (saved && saved.user === this.me) {
+            this.feed.restore(saved.cursor, saved.seen);
+            this.outbox.restore(saved.outbox);
+        }
+    }
+    async run() {
+        while (!this.closed) {
+            this.setState("connecting");
+            let ended;
+            try {
+                ended = await this.session(await this.tokens.get());
+            }
+            catch (error) {
+                this.emit("error", asError(error));
+                ended = { opened: false, code: 0, reason: String(error), planned: false };
+            }
+            if (this.closed)
+                break;
+            if (ended.planned)
+                continue;
+            if (ended.code === 1008 && /token expired/.test(ended.reason)) {
+                this.tokens.forget();
+                if (!this.tokens.refreshable) {
+                    this.closed = true;
+                    this.outbox.abandon(new OchatError("token_expired", ended.reason));
+                    this.setState("closed", ended);
+                    break;
+                }
+                // Straight back, with a fresh token.
+                this.setState("offline", ended);
+                continue;
+            }
+            // A connection refused before it opened may be a refused token.
+            if (!ended.opened)
+                this.tokens.forget();
+            this.setState("offline", ended);
+            await this.pause(backoffDelay(this.attempt++, this.options.backoff));
+        }
+    }
+    /** One connection, from its opening to its close. */
+    session(token) {
+        return new Promise((resolve) => {
+            const ws = new this.socketClass(`${this.socketUrl}?token=${encodeURIComponent(token)}`);
+            this.ws = ws;
+            let opened = false;
+            ws.addEventListener("open", () => {
+                opened = true;
+                this.opened(ws, token);
+            });
+            ws.addEventListener("message", (event) => {
+                if (this.ws === ws)
+                    this.receive(String(event.data));
+            });
+            ws.addEventListener("error", () => undefined); // a close follows
+            ws.addEventListener("close", (event) => {
+                if (this.ws === ws) {
+                    this.ws = null;
+                    this.stopTimers();
+                }
+                resolve({ opened, code: event.code, reason: event.reason, planned: this.plannedClose === ws });
+            });
+        });
+    }
+    opened(ws, token) {
+        if (this.closed) {
+            ws.close(1000, "client closed");
+            return;
+        }
+        this.setState("online");
+        for (const entry of this.outbox.list())
+            this.transmit(entry.client_id);
+        for (const id of this.unreadSent)
+            this.sendFrame({ type: "mark_read", message_id: id });
+        this.unreadSent.clear();
+        this.syncing = false;
+        this.requestSync();
+        const every = this.options.syncEvery ?? 30_000;
+        if (every > 0)
+            this.everyTimer = setInterval(() => this.requestSync(), every);
+        const before = this.options.refreshBefore ?? 60_000;
+        const at = before > 0 && this.tokens.refreshable ? refreshAt(token, before) : null;
+        if (at !== null) {
+            this.refreshTimer = setTimeout(() => {
+                // A fresh token means a fresh connection: the outbox and the
+                // cursor carry everything across.
+                this.tokens.forget();
+                this.plannedClose = ws;
+                ws.close(1000, "refreshing the token");
+            }, Math.min(2 ** 31 - 1, at - Date.now()));
+        }
+    }
+    receive(text) {
+        let frame;
+        try {
+            frame = JSON.parse(text);
+        }
+        catch {
+            return;
+        }
+        this.emit("frame", frame);
+        const feed = this.feed;
+        switch (frame.type) {
+            case "message": {
+                const message = fromWire(frame);
+                if (feed.takeMessage(message)) {
+                    this.emit("message", message);
+                    this.save();
+                }
+                break;
+            }
+            case "ack":
+                if (frame.client_id)
+                    this.acked(frame.client_id, frame);
+                break;
+            case "error": {
+                const error = new OchatError(frame.code, frame.message);
+                const entry = frame.client_id ? this.outbox.get(frame.client_id) : undefined;
+                if (!entry) {
+                    this.emit("error", error);
+                }
+                else if (RETRYABLE.has(frame.code)) {
+                    // Again later, on this connection or the next.
+                    this.sentOn.delete(entry.client_id);
+                    const ws = this.ws;
+                    setTimeout(() => {
+                        if (this.ws === ws)
+                            this.transmit(entry.client_id);
+                    }, backoffDelay(2, this.options.backoff) + 100);
+                }
+                else {
+                    this.sentOn.delete(entry.client_id);
+                    this.outbox.refused(entry.client_id, error);
+                    this.save();
+                }
+                break;
+            }
+            case "sync":
+                this.page(frame);
+                break;
+            case "message_updated":
+            case "message_deleted":
+            case "reaction_added":
+            case "reaction_removed": {
+                const taken = feed.takeChange(frame);
+                if (taken && (taken.changed || !taken.message))
+                    this.emit("change", { change: frame, message: taken.message });
+                if (taken)
+                    this.save();
+                break;
+            }
+            case "typing":
+                this.emit("typing", frame);
+                break;
+            case "read_receipt": {
+                const message = feed.message(frame.message_id);
+                if (message && message.to)
+                    message.is_read = true;
+                this.emit("read", frame);
+                break;
+            }
+            case "user_online":
+            case "user_offline":
+                this.emit("presence", frame);
+                break;
+            case "conversation_created":
+            case "member_added":
+            case "member_removed":
+            case "conversation_updated":
+                this.emit("group", frame);
+                break;
+            default:
+                break;
+        }
+    }
+    /** A sync page: messages and changes interleave by seq, and go to the app in that order. */
+    page(page) {
+        const feed = this.feed;
+        if (this.syncTimer)
+            clearTimeout(this.syncTimer);
+        const entries = [
+            ...page.messages.map((message) => ({ seq: message.seq, message })),
+            ...page.changes.map((change) => ({ seq: change.seq, change })),
+        ].sort((a, b) => a.seq - b.seq);
+        for (const entry of entries) {
+            if (entry.message) {
+                const message = fromWire(entry.message);
+                if (feed.takeMessage(message, true))
+                    this.emit("message", message);
+            }
+            else if (entry.change) {
+                const taken = feed.takeChange(entry.change, true);
+                if (taken && (taken.changed || !taken.message))
+                    this.emit("change", { change: entry.change, message: taken.message });
+            }
+        }
+        feed.advance(page.cursor);
+        this.save();
+        this.syncing = false;
+        if (page.has_more) {
+            this.requestSync();
+            return;
+        }
+        // A connection that got this far is a good one: the next failure
+        // starts the backoff from the bottom again.
+        this.attempt = 0;
+        this.emit("synced", { cursor: feed.cursor });
+        if (this.syncAgain) {
+            this.syncAgain = false;
+            this.requestSync();
+        }
+    }
+    requestSync() {
+        if (!this.feed || !this.ws || this.stateNow !== "online")
+            return;
+        if (this.syncing) {
+            this.syncAgain = true;
+            return;
+        }
+        if (!this.sendFrame({ type: "sync", cursor: this.feed.cursor, limit: this.options.syncLimit ?? 100 }))
+            return;
+        this.syncing = true;
+        // A refused sync (rate limited, the database away) answers an error
+        // no request id ties to it: ask again after a while.
+        this.syncTimer = setTimeout(() => {
+            this.syncing = false;
+            this.requestSync();
+        }, this.options.syncTimeout ?? 15_000);
+    }
+    acked(clientId, ack) {
+        this.sentOn.delete(clientId);
+        const entry = this.outbox.acked(clientId, ack);
+        if (!entry)
+            return;
+        const feed = this.feed;
+        const frame = entry.frame;
+        if (frame.type === "message") {
+            const message = this.sentMessage(frame, ack, []);
+            if (feed.takeMessage(message))
+                this.emit("message", message);
+        }
+        else {
+            const change = ownChange(frame, ack, this.me);
+            if (change)
+                this.emit("change", { change, message: feed.apply(change).message });
+        }
+        this.save();
+    }
+    change(frame) {
+        return this.ready.then(async () => {
+            this.ensureOpen();
+            const clientId = randomId();
+            const acked = this.outbox.add({ client_id: clientId, frame: { ...frame, client_id: clientId } });
+            await this.save();
+            this.transmit(clientId);
+            await acked;
+        });
+    }
+    ensureOpen() {
+        if (this.closed)
+            throw new OchatError("closed", "the client is closed");
+    }
+    /** Sends an outbox entry on the current connection, unless it went out on it already. */
+    transmit(clientId) {
+        const entry = this.outbox.get(clientId);
+        if (!entry || !this.ws || this.stateNow !== "online" || this.sentOn.get(clientId) === this.ws)
+            return;
+        if (this.sendFrame(entry.frame))
+            this.sentOn.set(clientId, this.ws);
+    }
+    sendFrame(frame) {
+        const ws = this.ws;
+        if (!ws || ws.readyState !== 1 || this.stateNow !== "online")
+            return false;
+        try {
+            ws.send(JSON.stringify(frame));
+            return true;
+        }
+        catch {
+            return false;
+        }
+    }
+    /** The message an ack confirms, as the server stored it. */
+    sentMessage(frame, ack, files) {
+        const replied = frame.reply_to ? this.feed.message(frame.reply_to) : undefined;
+        return {
+            id: ack.id,
+            from: this.me,
+            to: frame.to ?? null,
+            conversation_id: frame.conversation_id ?? null,
+            content: frame.content.trim(),
+            timestamp: ack.timestamp,
+            reply_to: replied
+                ? { id: replied.id, sender_id: replied.from, preview: [...replied.content].slice(0, 100).join(""), deleted: false }
+                : null,
+            edited_at: null,
+            deleted_at: null,
+            attachments: files,
+            reactions: [],
+            is_read: false,
+        };
+    }
+    /**
+     * Saves the state; calls made while a save waits to start share it, and
+     * answer once a save holding their change is done.
+     */
+    save() {
+        if (this.saveQueued)
+            return this.saveQueued;
+        const queued = this.saving.then(async () => {
+            this.saveQueued = null;
+            try {
+                await this.storage.save(this.snapshot());
+            }
+            catch (error) {
+                this.emit("error", asError(error));
+            }
+        });
+        this.saveQueued = queued;
+        this.saving = queued;
+        return queued;
+    }
+    snapshot() {
+        return {
+            version: 1,
+            user: this.me,
+            cursor: this.feed.cursor,
+            seen: this.feed.seenEntries(),
+            outbox: this.outbox.list(),
+        };
+    }
+    setState(state, ended) {
+        if (this.stateNow === state)
+            return;
+        this.stateNow = state;
+        this.emit("state", { state, attempt: this.attempt, ...(ended ? { code: ended.code, reason: ended.reason } : {}) });
+    }
+    pause(ms) {
+        return new Promise((resolve) => {
+            const timer = setTimeout(done, ms);
+            function done() {
+                clearTimeout(timer);
+                resolve();
+            }
+            this.wake = done;
+        });
+    }
+    stopTimers() {
+        if (this.syncTimer)
+            clearTimeout(this.syncTimer);
+        if (this.everyTimer)
+            clearInterval(this.everyTimer);
+        if (this.refreshTimer)
+            clearTimeout(this.refreshTimer);
+        this.syncTimer = this.everyTimer = this.refreshTimer = null;
+        this.syncing = false;
+        this.syncAgain = false;
+    }
+}
+function destinationOf(input) {
+    if (input.to && !input.conversationId)
+        return { to: input.to };
+    if (input.conversationId && !input.to)
+        return { conversation_id: input.conversationId };
+    throw new OchatError("invalid_field", "give exactly one of `to` (a user) and `conversationId` (a group)");
+}
+/** The change an acked edit, delete or reaction of one's own stands for. */
+function ownChange(frame, ack, me) {
+    switch (frame.type) {
+        case "edit":
+            return { type: "message_updated", id: frame.message_id, content: frame.content.trim(), edited_at: ack.timestamp };
+        case "delete":
+            return { type: "message_deleted", id: frame.message_id, deleted_at: ack.timestamp };
+        case "react":
+            return { type: "reaction_added", message_id: frame.message_id, user_id: me, emoji: frame.emoji };
+        case "unreact":
+            return { type: "reaction_removed", message_id: frame.message_id, user_id: me, emoji: frame.emoji };
+        default:
+            return null;
+    }
+}
+/** A message frame (live or in a sync page) as the app sees it. */
+export function fromWire(frame) {
+    return {
+        id: frame.id,
+        from: frame.from,
+        to: frame.to ?? null,
+        conversation_id: frame.to ? null : (frame.conversation_id ?? null),
+        content: frame.content,
+        timestamp: frame.timestamp,
+        seq: frame.seq,
+        reply_to: frame.reply_to ?? null,
+        edited_at: frame.edited_at ?? null,
+        deleted_at: frame.deleted_at ?? null,
+        attachments: frame.attachments ?? [],
+        reactions: [],
+        is_read: false,
+    };
+}
+/** A message from the REST API as the app sees it. */
+export function fromRest(m) {
+    return {
+        id: m.id,
+        from: m.sender_id,
+        to: m.receiver_id ?? null,
+        conversation_id: m.receiver_id ? null : m.conversation_id,
+        content: m.content,
+        timestamp: m.created_at,
+        reply_to: m.reply_to ? { ...m.reply_to, preview: m.reply_to.preview ?? null } : null,
+        edited_at: m.edited_at ?? null,
+        deleted_at: m.deleted_at ?? null,
+        attachments: (m.attachments ?? []).map(({ width, height, ...a }) => ({
+            ...a,
+            ...(width ? { width } : {}),
+            ...(height ? { height } : {}),
+        })),
+        reactions: (m.reactions ?? []).map((r) => ({ ...r })),
+        is_read: m.is_read,
+    };
+}
+/** The conversation a message belongs to, from `me`'s side: its group, or the other person. */
+export function conversationOf(message, me) {
+    if (!message.to)
+        return message.conversation_id ?? "";
+    return message.from === me ? message.to : message.from;
+}
+function randomId() {
+    return globalThis.crypto.randomUUID();
+}
+function asError(error) {
+    return error instanceof OchatError ? error : new OchatError("internal", error instanceof Error ? error.message : String(error));
+}

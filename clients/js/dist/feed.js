@@ -1,0 +1,194 @@
+// The user's feed as the app sees it: every message handed over once, and
+// every change to a message applied to the local view.
+//
+// Messages reach the client three ways: live frames (at least once, in any
+// order: they travel through different nodes), `sync` pages (in the user's
+// sequence, from a cursor), and acks of its own sends. The cursor only
+// moves with sync pages, so everything at or below it was handed over when
+// its page came; above it, the ids already handed over are remembered
+// until a page passes them.
+/** Own messages remembered past the cursor: twice the default outbox. */
+const OWN_KEPT = 2_000;
+export class Feed {
+    me;
+    /** Where the last sync page ended. */
+    cursor = 0;
+    /** Handed over past the cursor: message ids and `change:<seq>`, with their seq (0: unknown). */
+    seen = new Map();
+    /** The most recently touched messages, oldest first. */
+    view = new Map();
+    /**
+     * The user's own messages handed over most recently: an ack can come
+     * after a sync page already handed its message over and moved the
+     * cursor past it (the ack was lost with a node, the resend answered
+     * after the new connection's sync). An ack carries no seq, so the cursor
+     * cannot tell; this can.
+     */
+    own = new Map();
+    /** Per message, who reacted with what: a repeated frame changes nothing. */
+    reactors = new Map();
+    viewSize;
+    seenSize;
+    constructor(me, limits = {}) {
+        this.me = me;
+        this.viewSize = limits.viewSize ?? 5_000;
+        this.seenSize = limits.seenSize ?? 10_000;
+    }
+    /**
+     * A message from any source; answers whether the app has not had it yet.
+     * `fromPage`: it came in a sync page, whose cursor has not moved yet.
+     */
+    takeMessage(message, fromPage = false) {
+        const seq = message.seq ?? 0;
+        if (!fromPage && seq > 0 && seq <= this.cursor)
+            return false;
+        const known = this.seen.get(message.id);
+        if (known !== undefined) {
+            if (seq > 0 && known === 0)
+                this.seen.set(message.id, seq);
+            return false;
+        }
+        if (this.own.has(message.id))
+            return false;
+        this.remember(message.id, seq);
+        if (message.from === this.me) {
+            this.own.set(message.id, true);
+            if (this.own.size > OWN_KEPT)
+                this.own.delete(this.own.keys().next().value);
+        }
+        this.keep(message);
+        return true;
+    }
+    /**
+     * A change from a live frame or a sync page; answers what applying it
+     * did, or null when the app already had this change.
+     */
+    takeChange(change, fromPage = false) {
+        if (!fromPage && change.seq <= this.cursor)
+            return null;
+        const key = `change:${change.seq}`;
+        if (this.seen.has(key))
+            return null;
+        this.remember(key, change.seq);
+        return this.apply(change);
+    }
+    /**
+     * Applies a change to the view: a change applied twice ends the same
+     * way, and the second time `changed` is false.
+     */
+    apply(change) {
+        const id = change.type === "message_updated" || change.type === "message_deleted" ? change.id : change.message_id;
+        const message = this.view.get(id) ?? null;
+        if (!message)
+            return { message, changed: false };
+        return { message, changed: this.applyTo(message, change) };
+    }
+    applyTo(message, change) {
+        const id = message.id;
+        switch (change.type) {
+            case "message_updated":
+                if (message.deleted_at || (message.content === change.content && message.edited_at === change.edited_at))
+                    return false;
+                message.content = change.content;
+                message.edited_at = change.edited_at;
+                break;
+            case "message_deleted":
+                if (message.deleted_at)
+                    return false;
+                message.content = "";
+                message.deleted_at = change.deleted_at;
+                message.reactions = [];
+                message.attachments = [];
+                // Replies quoting it now say it was deleted.
+                for (const other of this.view.values()) {
+                    if (other.reply_to?.id === id)
+                        other.reply_to = { ...other.reply_to, preview: null, deleted: true };
+                }
+                break;
+            default: {
+                const added = change.type === "reaction_added";
+                let who = this.reactors.get(id);
+                if (!who) {
+                    who = new Map();
+                    this.reactors.set(id, who);
+                }
+                const key = `${change.user_id} ${change.emoji}`;
+                if (who.get(key) === added)
+                    return false;
+                who.set(key, added);
+                const mine = change.user_id === this.me;
+                let reaction = message.reactions.find((r) => r.emoji === change.emoji);
+                if (!reaction) {
+                    // A removal of a reaction the view never counted changes nothing.
+                    if (!added)
+                        return false;
+                    reaction = { emoji: change.emoji, count: 0, me: false };
+                    message.reactions.push(reaction);
+                }
+                else if (mine && added === reaction.me) {
+                    // Already counted (a history page said so).
+                    return false;
+                }
+                reaction.count += added ? 1 : -1;
+                if (mine)
+                    reaction.me = added;
+                message.reactions = message.reactions.filter((r) => r.count > 0);
+            }
+        }
+        return true;
+    }
+    /** A sync page was handed over: forget what it passed. */
+    advance(cursor) {
+        if (cursor <= this.cursor)
+            return;
+        this.cursor = cursor;
+        for (const [key, seq] of this.seen) {
+            if (seq > 0 && seq <= cursor)
+                this.seen.delete(key);
+        }
+    }
+    /**
+     * Puts a message in the view (or moves it to the newest end); answers
+     * the view's copy. `fresh`: it was just read from the server (history,
+     * search), so its state replaces what the view held.
+     */
+    keep(message, fresh = false) {
+        const known = this.view.get(message.id);
+        if (known) {
+            this.view.delete(message.id);
+            this.view.set(message.id, known);
+            if (fresh) {
+                Object.assign(known, { ...message, seq: known.seq ?? message.seq });
+                this.reactors.delete(message.id);
+            }
+            return known;
+        }
+        this.view.set(message.id, message);
+        while (this.view.size > this.viewSize) {
+            const oldest = this.view.keys().next().value;
+            this.view.delete(oldest);
+            this.reactors.delete(oldest);
+        }
+        return message;
+    }
+    message(id) {
+        return this.view.get(id);
+    }
+    /** Everything handed over past the cursor, for saving. */
+    seenEntries() {
+        return [...this.seen];
+    }
+    restore(cursor, seen) {
+        this.cursor = cursor;
+        this.seen.clear();
+        for (const [key, seq] of seen)
+            this.remember(key, seq);
+    }
+    remember(key, seq) {
+        this.seen.set(key, seq);
+        // Bounded: past the cap the oldest goes (the periodic sync keeps the
+        // set small; only a feed far behind its cursor reaches the cap).
+        while (this.seen.size > this.seenSize)
+            this.seen.delete(this.seen.keys().next().value);
+    }
+}

@@ -1,0 +1,790 @@
+// The client: one WebSocket at a time to an ochat node (through whatever
+// load balancer is in front), reconnecting until closed. On every
+// connection it resends what waits in the outbox, then syncs from the
+// cursor to the end; between connections nothing is lost, because the
+// server keeps the feed and the client keeps its place in it.
+
+import { backoffDelay, type Backoff } from "./backoff.js";
+import { Emitter } from "./emitter.js";
+import { OchatError, RETRYABLE } from "./errors.js";
+import { Feed, type Change, type ChatMessage, type OwnChange } from "./feed.js";
+import type {
+  Attachment,
+  ClientFrame,
+  ConversationCreated,
+  ConversationUpdated,
+  MemberAdded,
+  MemberRemoved,
+  MessageOut,
+  ReadReceipt,
+  ServerFrame,
+  SyncMessage,
+  SyncPage,
+  TypingOut,
+  UserOffline,
+  UserOnline,
+} from "./generated/protocol.js";
+import type { Message as RestMessage, Operations } from "./generated/rest.js";
+import { Outbox, type Acked } from "./outbox.js";
+import { Rest, type CallArgs, type Operation } from "./rest.js";
+import { memoryStorage, type ClientStorage, type OutboxEntry, type SavedState } from "./storage.js";
+import { claims, refreshAt, Tokens, type TokenSource } from "./token.js";
+
+/** The parts of the WebSocket API the client uses (the platform's, or `ws`'s in Node 20). */
+export interface WebSocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  addEventListener(type: "open" | "error", listener: () => void): void;
+  addEventListener(type: "message", listener: (event: { data: unknown }) => void): void;
+  addEventListener(type: "close", listener: (event: { code: number; reason: string }) => void): void;
+}
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
+
+export interface ClientOptions {
+  /** The ochat server's (or its load balancer's) http(s) origin; in a browser, the page's by default. */
+  url?: string;
+  /** A token, or a function answering a fresh one (called again before expiry and after a refusal). */
+  token: TokenSource;
+  /** The WebSocket class; the platform's by default (Node 20 has none: pass `ws`'s). */
+  WebSocket?: WebSocketConstructor;
+  fetch?: typeof fetch;
+  /** Where the cursor, the ids past it and the outbox are kept; memory by default. */
+  storage?: ClientStorage;
+  /** Reconnect waits: exponential with full jitter (250 ms doubling to 30 s by default). */
+  backoff?: Backoff;
+  /**
+   * How long before a token's expiry to fetch the next one and reconnect
+   * with it, in ms (default 60,000; at most a quarter of its life). 0: only
+   * once the server closes the connection for the expired token.
+   */
+  refreshBefore?: number;
+  /** Messages and changes per sync page (default 100). */
+  syncLimit?: number;
+  /** Sync this often while online, in ms, so that a gap in live delivery never lasts (default 30,000; 0: never). */
+  syncEvery?: number;
+  /** A sync page not answered within this many ms is asked again (default 15,000). */
+  syncTimeout?: number;
+  /** At most one "typing" per conversation this often, in ms (default 2,000). */
+  typingEvery?: number;
+  /** Sends and changes waiting for their ack, at most (default 1,000). */
+  outboxLimit?: number;
+  /** Messages kept in the local view (default 5,000). */
+  viewSize?: number;
+}
+
+export type ConnectionState = "connecting" | "online" | "offline" | "closed";
+
+/** Who a message or a typing signal is for: one user, or a group. */
+export type Destination = { to: string } | { conversationId: string };
+
+export interface SendInput {
+  to?: string;
+  conversationId?: string;
+  content: string;
+  /** The message this one answers. */
+  replyTo?: string;
+  /** Files announced with `announceAttachment` and uploaded: their ids, or the whole attachments to show at once. */
+  attachments?: Array<string | Attachment>;
+}
+
+export type GroupEvent = ConversationCreated | MemberAdded | MemberRemoved | ConversationUpdated;
+
+export interface ClientEvents {
+  /** The connection's state changed. */
+  state: { state: ConnectionState; attempt: number; code?: number; reason?: string };
+  /** Each message of this user's feed, exactly once: received, sent from here or from another device. */
+  message: ChatMessage;
+  /** A change to a message: `message` is the view's copy after it, or null when the view does not hold it. */
+  change: { change: Change | OwnChange; message: ChatMessage | null };
+  typing: TypingOut;
+  read: ReadReceipt;
+  presence: UserOnline | UserOffline;
+  group: GroupEvent;
+  /** A sync reached the end of the feed. */
+  synced: { cursor: number };
+  /** A refusal no promise carries (a typing frame, a sync), or a storage failure. */
+  error: OchatError;
+  /** Every frame the server sends, as it came. */
+  frame: ServerFrame;
+}
+
+type Ended = { opened: boolean; code: number; reason: string; planned: boolean };
+
+/** Connects (and keeps connecting) to ochat. */
+export function connect(options: ClientOptions): OchatClient {
+  return new OchatClient(options);
+}
+
+export class OchatClient extends Emitter<ClientEvents> {
+  /** Resolves once the saved state is loaded and the user known; rejects if that fails. */
+  readonly ready: Promise<void>;
+  /** The REST API, typed from the OpenAPI document. */
+  readonly rest: Rest;
+
+  private readonly options: ClientOptions;
+  private readonly tokens: Tokens;
+  private readonly storage: ClientStorage;
+  private readonly socketClass: WebSocketConstructor;
+  private readonly socketUrl: string;
+  private readonly outbox: Outbox;
+  private feed: Feed | null = null;
+  private me: string | null = null;
+  private ws: WebSocketLike | null = null;
+  /** Which connection each outbox entry last went out on. */
+  private readonly sentOn = new Map<string, WebSocketLike>();
+  private stateNow: ConnectionState = "connecting";
+  private attempt = 0;
+  private closed = false;
+  private wake: (() => void) | null = null;
+  private syncing = false;
+  private syncAgain = false;
+  private syncTimer: ReturnType<typeof setTimeout> | null = null;
+  private everyTimer: ReturnType<typeof setInterval> | null = null;
+  private refreshTimer: ReturnType<typeof setTimeout> | null = null;
+  private plannedClose: WebSocketLike | null = null;
+  private readonly unreadSent = new Set<string>();
+  private readonly typingSent = new Map<string, { at: number; typing: boolean }>();
+  private saving: Promise<void> = Promise.resolve();
+  private saveQueued: Promise<void> | null = null;
+  private readonly running: Promise<void>;
+
+  constructor(options: ClientOptions) {
+    super();
+    this.options = options;
+    const origin = options.url ?? (globalThis as { location?: { origin: string } }).location?.origin;
+    if (!origin) throw new TypeError("connect: `url` is required outside a browser");
+    const base = origin.replace(/\/+$/, "");
+    const socketClass = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    if (!socketClass) throw new TypeError("connect: this platform has no WebSocket; pass one as `WebSocket`");
+    const fetcher = options.fetch ?? globalThis.fetch.bind(globalThis);
+    this.socketClass = socketClass;
+    this.socketUrl = `${base.replace(/^http/, "ws")}/api/v1/ws`;
+    this.tokens = new Tokens(options.token);
+    this.storage = options.storage ?? memoryStorage();
+    this.rest = new Rest(base, this.tokens, fetcher);
+    this.outbox = new Outbox(options.outboxLimit ?? 1_000);
+    this.ready = this.load();
+    // Unobserved, a failed load must not crash the process: `ready` tells.
+    this.ready.catch(() => undefined);
+    this.running = this.ready.then(() => this.run()).catch(() => undefined);
+  }
+
+  /** The connection's state now. */
+  get state(): ConnectionState {
+    return this.stateNow;
+  }
+
+  /** The signed-in user's id (once `ready`). */
+  get userId(): string {
+    if (!this.me) throw new OchatError("not_ready", "the client is not ready yet: await client.ready");
+    return this.me;
+  }
+
+  /** Sends and changes still waiting for their ack. */
+  get pending(): number {
+    return this.outbox.size;
+  }
+
+  /** A message of the local view. */
+  message(id: string): ChatMessage | undefined {
+    return this.feed?.message(id);
+  }
+
+  // ---- messages -------------------------------------------------------------
+
+  /**
+   * Sends a message; resolves with it once stored. Until then it waits in
+   * the outbox and goes again, with the same `client_id`, on every
+   * connection: the server stores it once. Rejects only when refused for
+   * good (`OchatError` with the server's code) or when the client closes.
+   */
+  async send(input: SendInput): Promise<ChatMessage> {
+    await this.ready;
+    this.ensureOpen();
+    const destination = destinationOf(input);
+    const clientId = randomId();
+    const ids = (input.attachments ?? []).map((a) => (typeof a === "string" ? a : a.id));
+    const frame = {
+      type: "message" as const,
+      ...destination,
+      content: input.content,
+      client_id: clientId,
+      ...(input.replyTo ? { reply_to: input.replyTo } : {}),
+      ...(ids.length ? { attachments: ids } : {}),
+    };
+    const files = (input.attachments ?? []).filter((a): a is Attachment => typeof a !== "string");
+    const acked = this.outbox.add({ client_id: clientId, frame });
+    await this.save();
+    this.transmit(clientId);
+    const ack = await acked;
+    return this.feed!.message(ack.id) ?? this.sentMessage(frame, ack, files);
+  }
+
+  /** Edits one's own message; resolves once stored. */
+  edit(messageId: string, content: string): Promise<void> {
+    return this.change({ type: "edit", message_id: messageId, content });
+  }
+
+  /** Deletes a message for everyone (one's own, or any as a group's owner or admin). */
+  delete(messageId: string): Promise<void> {
+    return this.change({ type: "delete", message_id: messageId });
+  }
+
+  react(messageId: string, emoji: string): Promise<void> {
+    return this.change({ type: "react", message_id: messageId, emoji });
+  }
+
+  unreact(messageId: string, emoji: string): Promise<void> {
+    return this.change({ type: "unreact", message_id: messageId, emoji });
+  }
+
+  /** Tells the sender a message was read; sent once connected when offline. */
+  markRead(messageId: string): void {
+    const message = this.feed?.message(messageId);
+    if (message) message.is_read = true;
+    if (!this.sendFrame({ type: "mark_read", message_id: messageId })) {
+      if (this.unreadSent.size < 1_000) this.unreadSent.add(messageId);
+    }
+  }
+
+  /**
+   * Tells the other side one is typing (or stopped). Throttled: at most
+   * one "typing" per conversation per `typingEvery`; a stop goes only after
+   * a start. Dropped while offline (it would be stale).
+   */
+  typing(destination: Destination, isTyping = true): void {
+    const target = destinationOf(destination);
+    const key = "to" in target ? target.to : target.conversation_id;
+    const now = Date.now();
+    const last = this.typingSent.get(key);
+    if (isTyping && last?.typing && now - last.at < (this.options.typingEvery ?? 2_000)) return;
+    if (!isTyping && !last?.typing) return;
+    if (!this.sendFrame({ type: "typing", ...target, is_typing: isTyping })) return;
+    this.typingSent.delete(key);
+    this.typingSent.set(key, { at: now, typing: isTyping });
+    if (this.typingSent.size > 1_000) this.typingSent.delete(this.typingSent.keys().next().value as string);
+  }
+
+  /** Catches up now (the client also does on every connection and every `syncEvery`). */
+  sync(): void {
+    this.requestSync();
+  }
+
+  // ---- REST -----------------------------------------------------------------
+
+  /** Any REST operation, typed from the OpenAPI document. */
+  request<K extends Operation>(operation: K, args?: CallArgs<K>): Promise<Operations[K]["response"]> {
+    return this.rest.call(operation, args);
+  }
+
+  profile(): Promise<Operations["GET /users/me"]["response"]> {
+    return this.rest.call("GET /users/me");
+  }
+
+  user(id: string): Promise<Operations["GET /users/{id}"]["response"]> {
+    return this.rest.call("GET /users/{id}", { path: { id } });
+  }
+
+  /** People whose username starts with `prefix` (any case), by name; page on with `after`. */
+  searchUsers(prefix: string, page: { after?: string; limit?: number } = {}): Promise<Operations["GET /users/search"]["response"]> {
+    return this.rest.call("GET /users/search", { query: { q: prefix, ...page } });
+  }
+
+  /** One's conversations, most recent first. */
+  conversations(query: Operations["GET /messages/conversations"]["query"] = {}): Promise<Operations["GET /messages/conversations"]["response"]> {
+    return this.rest.call("GET /messages/conversations", { query });
+  }
+
+  /** A page of a conversation's history, oldest first; page back with `before`. Changes apply to these messages too. */
+  async history(
+    query: { withUser: string; before?: string; limit?: number } | { conversationId: string; before?: string; limit?: number },
+  ): Promise<{ messages: ChatMessage[]; has_more: boolean }> {
+    await this.ready;
+    const which = "withUser" in query ? { with_user: query.withUser } : { conversation_id: query.conversationId };
+    const page = await this.rest.call("GET /messages/conversation", {
+      query: { ...which, before: query.before, limit: query.limit },
+    });
+    return { messages: page.messages.map((m) => this.feed!.keep(fromRest(m), true)), has_more: page.has_more };
+  }
+
+  /** Full-text search of one's messages. */
+  async searchMessages(query: Operations["GET /messages/search"]["query"]): Promise<ChatMessage[]> {
+    await this.ready;
+    const page = await this.rest.call("GET /messages/search", { query });
+    return page.messages.map((m) => this.feed!.keep(fromRest(m), true));
+  }
+
+  createGroup(title: string, memberIds: string[]): Promise<Operations["POST /conversations"]["response"]> {
+    return this.rest.call("POST /conversations", { body: { title, member_ids: memberIds } });
+  }
+
+  group(id: string): Promise<Operations["GET /conversations/{id}"]["response"]> {
+    return this.rest.call("GET /conversations/{id}", { path: { id } });
+  }
+
+  addMembers(id: string, userIds: string[]): Promise<Operations["POST /conversations/{id}/members"]["response"]> {
+    return this.rest.call("POST /conversations/{id}/members", { path: { id }, body: { user_ids: userIds } });
+  }
+
+  /** Removes someone from a group (oneself: leaving it). */
+  removeMember(id: string, userId: string): Promise<Operations["DELETE /conversations/{id}/members/{user_id}"]["response"]> {
+    return this.rest.call("DELETE /conversations/{id}/members/{user_id}", { path: { id, user_id: userId } });
+  }
+
+  renameGroup(id: string, title: string): Promise<Operations["PATCH /conversations/{id}"]["response"]> {
+    return this.rest.call("PATCH /conversations/{id}", { path: { id }, body: { title } });
+  }
+
+  /** Announces a file; PUT its bytes to the answer's `upload_url`, then send its id with a message. */
+  announceAttachment(file: Operations["POST /attachments"]["body"]): Promise<Operations["POST /attachments"]["response"]> {
+    return this.rest.call("POST /attachments", { body: file });
+  }
+
+  /** A short-lived download URL for an attachment. */
+  attachmentUrl(id: string): Promise<Operations["GET /attachments/{id}"]["response"]> {
+    return this.rest.call("GET /attachments/{id}", { path: { id } });
+  }
+
+  // ---- lifecycle --------------------------------------------------------------
+
+  /**
+   * Closes the connection for good. Unacked sends stay in the storage
+   * (a client started on it later resends them); their promises reject
+   * with `closed`.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.wake?.();
+    this.ws?.close(1000, "client closed");
+    this.stopTimers();
+    this.outbox.abandon(new OchatError("closed", "the client was closed before the ack"));
+    this.setState("closed");
+    await this.running;
+    await this.saving;
+  }
+
+  private async load(): Promise<void> {
+    const token = await this.tokens.get();
+    this.me = claims(token).sub ?? (await this.rest.call("GET /users/me")).id;
+    this.feed = new Feed(this.me, { viewSize: this.options.viewSize });
+    const saved = await this.storage.load();
+    if (saved && saved.user === this.me) {
+      this.feed.restore(saved.cursor, saved.seen);
+      this.outbox.restore(saved.outbox);
+    }
+  }
+
+  private async run(): Promise<void> {
+    while (!this.closed) {
+      this.setState("connecting");
+      let ended: Ended;
+      try {
+        ended = await this.session(await this.tokens.get());
+      } catch (error) {
+        this.emit("error", asError(error));
+        ended = { opened: false, code: 0, reason: String(error), planned: false };
+      }
+      if (this.closed) break;
+      if (ended.planned) continue;
+      if (ended.code === 1008 && /token expired/.test(ended.reason)) {
+        this.tokens.forget();
+        if (!this.tokens.refreshable) {
+          this.closed = true;
+          this.outbox.abandon(new OchatError("token_expired", ended.reason));
+          this.setState("closed", ended);
+          break;
+        }
+        // Straight back, with a fresh token.
+        this.setState("offline", ended);
+        continue;
+      }
+      // A connection refused before it opened may be a refused token.
+      if (!ended.opened) this.tokens.forget();
+      this.setState("offline", ended);
+      await this.pause(backoffDelay(this.attempt++, this.options.backoff));
+    }
+  }
+
+  /** One connection, from its opening to its close. */
+  private session(token: string): Promise<Ended> {
+    return new Promise((resolve) => {
+      const ws = new this.socketClass(`${this.socketUrl}?token=${encodeURIComponent(token)}`);
+      this.ws = ws;
+      let opened = false;
+      ws.addEventListener("open", () => {
+        opened = true;
+        this.opened(ws, token);
+      });
+      ws.addEventListener("message", (event) => {
+        if (this.ws === ws) this.receive(String(event.data));
+      });
+      ws.addEventListener("error", () => undefined); // a close follows
+      ws.addEventListener("close", (event) => {
+        if (this.ws === ws) {
+          this.ws = null;
+          this.stopTimers();
+        }
+        resolve({ opened, code: event.code, reason: event.reason, planned: this.plannedClose === ws });
+      });
+    });
+  }
+
+  private opened(ws: WebSocketLike, token: string): void {
+    if (this.closed) {
+      ws.close(1000, "client closed");
+      return;
+    }
+    this.setState("online");
+    for (const entry of this.outbox.list()) this.transmit(entry.client_id);
+    for (const id of this.unreadSent) this.sendFrame({ type: "mark_read", message_id: id });
+    this.unreadSent.clear();
+    this.syncing = false;
+    this.requestSync();
+    const every = this.options.syncEvery ?? 30_000;
+    if (every > 0) this.everyTimer = setInterval(() => this.requestSync(), every);
+    const before = this.options.refreshBefore ?? 60_000;
+    const at = before > 0 && this.tokens.refreshable ? refreshAt(token, before) : null;
+    if (at !== null) {
+      this.refreshTimer = setTimeout(
+        () => {
+          // A fresh token means a fresh connection: the outbox and the
+          // cursor carry everything across.
+          this.tokens.forget();
+          this.plannedClose = ws;
+          ws.close(1000, "refreshing the token");
+        },
+        Math.min(2 ** 31 - 1, at - Date.now()),
+      );
+    }
+  }
+
+  private receive(text: string): void {
+    let frame: ServerFrame;
+    try {
+      frame = JSON.parse(text) as ServerFrame;
+    } catch {
+      return;
+    }
+    this.emit("frame", frame);
+    const feed = this.feed!;
+    switch (frame.type) {
+      case "message": {
+        const message = fromWire(frame);
+        if (feed.takeMessage(message)) {
+          this.emit("message", message);
+          this.save();
+        }
+        break;
+      }
+      case "ack":
+        if (frame.client_id) this.acked(frame.client_id, frame);
+        break;
+      case "error": {
+        const error = new OchatError(frame.code, frame.message);
+        const entry = frame.client_id ? this.outbox.get(frame.client_id) : undefined;
+        if (!entry) {
+          this.emit("error", error);
+        } else if (RETRYABLE.has(frame.code)) {
+          // Again later, on this connection or the next.
+          this.sentOn.delete(entry.client_id);
+          const ws = this.ws;
+          setTimeout(() => {
+            if (this.ws === ws) this.transmit(entry.client_id);
+          }, backoffDelay(2, this.options.backoff) + 100);
+        } else {
+          this.sentOn.delete(entry.client_id);
+          this.outbox.refused(entry.client_id, error);
+          this.save();
+        }
+        break;
+      }
+      case "sync":
+        this.page(frame);
+        break;
+      case "message_updated":
+      case "message_deleted":
+      case "reaction_added":
+      case "reaction_removed": {
+        const taken = feed.takeChange(frame);
+        if (taken && (taken.changed || !taken.message)) this.emit("change", { change: frame, message: taken.message });
+        if (taken) this.save();
+        break;
+      }
+      case "typing":
+        this.emit("typing", frame);
+        break;
+      case "read_receipt": {
+        const message = feed.message(frame.message_id);
+        if (message && message.to) message.is_read = true;
+        this.emit("read", frame);
+        break;
+      }
+      case "user_online":
+      case "user_offline":
+        this.emit("presence", frame);
+        break;
+      case "conversation_created":
+      case "member_added":
+      case "member_removed":
+      case "conversation_updated":
+        this.emit("group", frame);
+        break;
+      default:
+        break;
+    }
+  }
+
+  /** A sync page: messages and changes interleave by seq, and go to the app in that order. */
+  private page(page: SyncPage): void {
+    const feed = this.feed!;
+    if (this.syncTimer) clearTimeout(this.syncTimer);
+    const entries: Array<{ seq: number; message?: SyncMessage; change?: Change }> = [
+      ...page.messages.map((message) => ({ seq: message.seq, message })),
+      ...page.changes.map((change) => ({ seq: change.seq, change })),
+    ].sort((a, b) => a.seq - b.seq);
+    for (const entry of entries) {
+      if (entry.message) {
+        const message = fromWire(entry.message);
+        if (feed.takeMessage(message, true)) this.emit("message", message);
+      } else if (entry.change) {
+        const taken = feed.takeChange(entry.change, true);
+        if (taken && (taken.changed || !taken.message)) this.emit("change", { change: entry.change, message: taken.message });
+      }
+    }
+    feed.advance(page.cursor);
+    this.save();
+    this.syncing = false;
+    if (page.has_more) {
+      this.requestSync();
+      return;
+    }
+    // A connection that got this far is a good one: the next failure
+    // starts the backoff from the bottom again.
+    this.attempt = 0;
+    this.emit("synced", { cursor: feed.cursor });
+    if (this.syncAgain) {
+      this.syncAgain = false;
+      this.requestSync();
+    }
+  }
+
+  private requestSync(): void {
+    if (!this.feed || !this.ws || this.stateNow !== "online") return;
+    if (this.syncing) {
+      this.syncAgain = true;
+      return;
+    }
+    if (!this.sendFrame({ type: "sync", cursor: this.feed.cursor, limit: this.options.syncLimit ?? 100 })) return;
+    this.syncing = true;
+    // A refused sync (rate limited, the database away) answers an error
+    // no request id ties to it: ask again after a while.
+    this.syncTimer = setTimeout(() => {
+      this.syncing = false;
+      this.requestSync();
+    }, this.options.syncTimeout ?? 15_000);
+  }
+
+  private acked(clientId: string, ack: Acked): void {
+    this.sentOn.delete(clientId);
+    const entry = this.outbox.acked(clientId, ack);
+    if (!entry) return;
+    const feed = this.feed!;
+    const frame = entry.frame;
+    if (frame.type === "message") {
+      const message = this.sentMessage(frame, ack, []);
+      if (feed.takeMessage(message)) this.emit("message", message);
+    } else {
+      const change = ownChange(frame, ack, this.me!);
+      if (change) this.emit("change", { change, message: feed.apply(change).message });
+    }
+    this.save();
+  }
+
+  private change(frame: Extract<ClientFrame, { type: "edit" | "delete" | "react" | "unreact" }>): Promise<void> {
+    return this.ready.then(async () => {
+      this.ensureOpen();
+      const clientId = randomId();
+      const acked = this.outbox.add({ client_id: clientId, frame: { ...frame, client_id: clientId } });
+      await this.save();
+      this.transmit(clientId);
+      await acked;
+    });
+  }
+
+  private ensureOpen(): void {
+    if (this.closed) throw new OchatError("closed", "the client is closed");
+  }
+
+  /** Sends an outbox entry on the current connection, unless it went out on it already. */
+  private transmit(clientId: string): void {
+    const entry = this.outbox.get(clientId);
+    if (!entry || !this.ws || this.stateNow !== "online" || this.sentOn.get(clientId) === this.ws) return;
+    if (this.sendFrame(entry.frame)) this.sentOn.set(clientId, this.ws);
+  }
+
+  private sendFrame(frame: ClientFrame): boolean {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== 1 || this.stateNow !== "online") return false;
+    try {
+      ws.send(JSON.stringify(frame));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** The message an ack confirms, as the server stored it. */
+  private sentMessage(frame: OutboxEntry["frame"] & { type: "message" }, ack: Acked, files: Attachment[]): ChatMessage {
+    const replied = frame.reply_to ? this.feed!.message(frame.reply_to) : undefined;
+    return {
+      id: ack.id,
+      from: this.me!,
+      to: frame.to ?? null,
+      conversation_id: frame.conversation_id ?? null,
+      content: frame.content.trim(),
+      timestamp: ack.timestamp,
+      reply_to: replied
+        ? { id: replied.id, sender_id: replied.from, preview: [...replied.content].slice(0, 100).join(""), deleted: false }
+        : null,
+      edited_at: null,
+      deleted_at: null,
+      attachments: files,
+      reactions: [],
+      is_read: false,
+    };
+  }
+
+  /**
+   * Saves the state; calls made while a save waits to start share it, and
+   * answer once a save holding their change is done.
+   */
+  private save(): Promise<void> {
+    if (this.saveQueued) return this.saveQueued;
+    const queued = this.saving.then(async () => {
+      this.saveQueued = null;
+      try {
+        await this.storage.save(this.snapshot());
+      } catch (error) {
+        this.emit("error", asError(error));
+      }
+    });
+    this.saveQueued = queued;
+    this.saving = queued;
+    return queued;
+  }
+
+  private snapshot(): SavedState {
+    return {
+      version: 1,
+      user: this.me!,
+      cursor: this.feed!.cursor,
+      seen: this.feed!.seenEntries(),
+      outbox: this.outbox.list(),
+    };
+  }
+
+  private setState(state: ConnectionState, ended?: { code: number; reason: string }): void {
+    if (this.stateNow === state) return;
+    this.stateNow = state;
+    this.emit("state", { state, attempt: this.attempt, ...(ended ? { code: ended.code, reason: ended.reason } : {}) });
+  }
+
+  private pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wake = done;
+    });
+  }
+
+  private stopTimers(): void {
+    if (this.syncTimer) clearTimeout(this.syncTimer);
+    if (this.everyTimer) clearInterval(this.everyTimer);
+    if (this.refreshTimer) clearTimeout(this.refreshTimer);
+    this.syncTimer = this.everyTimer = this.refreshTimer = null;
+    this.syncing = false;
+    this.syncAgain = false;
+  }
+}
+
+function destinationOf(input: { to?: string; conversationId?: string }): { to: string } | { conversation_id: string } {
+  if (input.to && !input.conversationId) return { to: input.to };
+  if (input.conversationId && !input.to) return { conversation_id: input.conversationId };
+  throw new OchatError("invalid_field", "give exactly one of `to` (a user) and `conversationId` (a group)");
+}
+
+/** The change an acked edit, delete or reaction of one's own stands for. */
+function ownChange(frame: ClientFrame, ack: Acked, me: string): OwnChange | null {
+  switch (frame.type) {
+    case "edit":
+      return { type: "message_updated", id: frame.message_id, content: frame.content.trim(), edited_at: ack.timestamp };
+    case "delete":
+      return { type: "message_deleted", id: frame.message_id, deleted_at: ack.timestamp };
+    case "react":
+      return { type: "reaction_added", message_id: frame.message_id, user_id: me, emoji: frame.emoji };
+    case "unreact":
+      return { type: "reaction_removed", message_id: frame.message_id, user_id: me, emoji: frame.emoji };
+    default:
+      return null;
+  }
+}
+
+/** A message frame (live or in a sync page) as the app sees it. */
+export function fromWire(frame: MessageOut | SyncMessage): ChatMessage {
+  return {
+    id: frame.id,
+    from: frame.from,
+    to: frame.to ?? null,
+    conversation_id: frame.to ? null : (frame.conversation_id ?? null),
+    content: frame.content,
+    timestamp: frame.timestamp,
+    seq: frame.seq,
+    reply_to: frame.reply_to ?? null,
+    edited_at: frame.edited_at ?? null,
+    deleted_at: frame.deleted_at ?? null,
+    attachments: frame.attachments ?? [],
+    reactions: [],
+    is_read: false,
+  };
+}
+
+/** A message from the REST API as the app sees it. */
+export function fromRest(m: RestMessage): ChatMessage {
+  return {
+    id: m.id,
+    from: m.sender_id,
+    to: m.receiver_id ?? null,
+    conversation_id: m.receiver_id ? null : m.conversation_id,
+    content: m.content,
+    timestamp: m.created_at,
+    reply_to: m.reply_to ? { ...m.reply_to, preview: m.reply_to.preview ?? null } : null,
+    edited_at: m.edited_at ?? null,
+    deleted_at: m.deleted_at ?? null,
+    attachments: (m.attachments ?? []).map(({ width, height, ...a }) => ({
+      ...a,
+      ...(width ? { width } : {}),
+      ...(height ? { height } : {}),
+    })),
+    reactions: (m.reactions ?? []).map((r) => ({ ...r })),
+    is_read: m.is_read,
+  };
+}
+
+/** The conversation a message belongs to, from `me`'s side: its group, or the other person. */
+export function conversationOf(message: ChatMessage, me: string): string {
+  if (!message.to) return message.conversation_id ?? "";
+  return message.from === me ? message.to : message.from;
+}
+
+function randomId(): string {
+  return globalThis.crypto.randomUUID();
+}
+
+function asError(error: unknown): OchatError {
+  return error instanceof OchatError ? error : new OchatError("internal", error instanceof Error ? error.message : String(error));
+}

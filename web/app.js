@@ -1,35 +1,27 @@
-// ochat's browser client: the real protocol, nothing else. All text from the
-// server is set with textContent, never parsed as HTML.
-"use strict";
+// ochat's browser client: screens over @ochat/client (served at /client/),
+// which holds every rule of the protocol: reconnecting, resending until
+// stored once, catching up after every reconnect, handing each message
+// over once and applying edits, deletes and reactions. This file only
+// shows what the client hands it. All text from the server is set with textContent, never
+// parsed as HTML.
+import { connect, conversationOf, fromRest, webStorage } from "/client/index.js";
 
 const $ = (id) => document.getElementById(id);
-const api = "/api/v1";
 
 const state = {
-  token: null,
+  client: null,
   me: null,
-  ws: null,
-  retry: 0,
-  // The sync cursor: where the last `sync` page ended, in my own sequence.
-  // Live frames can arrive out of commit order (they travel through
-  // different nodes), so they never move it; after a reconnect, sync from
-  // here: messages dedupe by id, and changes (edits, deletes, reactions)
-  // apply again to the same result.
-  cursor: 0,
   replyTo: null,         // the message the composer answers, if any
   editing: null,         // the message the composer edits, if any
   // Conversations are keyed by the other person's user id (direct) or by
   // the group's conversation id (kind "group").
   peer: null,            // the open conversation's key
   conversations: new Map(), // key -> {user_id, username, last_message, unread_count, online} or {kind: "group", title, members, …}
-  messages: new Map(),   // key -> Map(message id -> message)
-  oldest: new Map(),     // key -> oldest loaded message id, or null when nothing older
+  messages: new Map(),   // key -> Map(message id -> message of the client's view)
+  oldest: new Map(),     // key -> oldest loaded message id
   names: new Map(),      // user id -> display name
   readers: new Map(),    // id of a group message I sent -> Set of user ids who read it
-  pending: new Map(),    // client_id -> {to, group, content}, until the ack
-  changes: new Map(),    // client_id -> an edit, delete or reaction of mine, until the ack
   typingTimer: null,
-  lastTypingSent: 0,
 };
 
 function showError(text) {
@@ -41,27 +33,17 @@ function showError(text) {
   showError.timer = setTimeout(() => { banner.hidden = true; }, 6000);
 }
 
+const failed = (prefix = "") => (e) => showError(`${prefix}${e.code ? `${e.message} (${e.code})` : e.message}`);
+
 function setStatus(text, online) {
   $("status").textContent = text;
   $("status").className = online ? "status online" : "status";
 }
 
-async function request(path, options = {}) {
-  const response = await fetch(api + path, {
-    ...options,
-    headers: { "Authorization": `Bearer ${state.token}`, "Content-Type": "application/json", ...(options.headers || {}) },
-  });
-  const body = await response.json().catch(() => ({}));
-  if (!response.ok) {
-    throw new Error(body.error ? `${body.error.message} (${body.error.code})` : `HTTP ${response.status}`);
-  }
-  return body;
-}
-
 // ---- sign in -------------------------------------------------------------
 
 async function start() {
-  const config = await fetch(api + "/dev/config").then((r) => (r.ok ? r.json() : { dev_signin: false })).catch(() => ({ dev_signin: false }));
+  const config = await fetch("/api/v1/dev/config").then((r) => (r.ok ? r.json() : { dev_signin: false })).catch(() => ({ dev_signin: false }));
   $("dev-form").hidden = !config.dev_signin;
   const saved = sessionStorage.getItem("ochat-token");
   if (saved) {
@@ -72,7 +54,7 @@ async function start() {
 $("dev-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   try {
-    const response = await fetch(api + "/dev/token", {
+    const response = await fetch("/api/v1/dev/token", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ name: $("dev-name").value }),
@@ -95,15 +77,26 @@ $("token-form").addEventListener("submit", async (event) => {
 });
 
 async function signIn(token) {
-  state.token = token;
-  state.me = await request("/users/me");
+  // The tab keeps the client's place (how far it caught up, what is not
+  // sent yet) across reloads; another tab is another session with its own.
+  const client = connect({ token, storage: webStorage("ochat-client", sessionStorage) });
+  // Listening before anything else: what the client hands over from now
+  // on (its state, the first sync) must not be missed.
+  state.client = client;
+  listen(client);
+  try {
+    state.me = await client.profile();
+  } catch (e) {
+    state.client = null;
+    await client.close();
+    throw e;
+  }
   sessionStorage.setItem("ochat-token", token);
   $("signin").hidden = true;
   $("chat").hidden = false;
   $("my-name").textContent = state.me.username || state.me.email;
-  $("my-id").textContent = state.me.id;
+  $("my-id").textContent = myId();
   await loadConversations();
-  connect();
 }
 
 // ---- conversations ---------------------------------------------------------
@@ -122,11 +115,8 @@ function titleOf(key) {
   return c && c.kind === "group" ? c.title : nameOf(key);
 }
 
-// The conversation a message belongs to: its group, or the other person.
-function keyOf(m) {
-  if (!m.receiver_id) return m.conversation_id;
-  return m.sender_id === state.me.id ? m.receiver_id : m.sender_id;
-}
+const myId = () => state.client.userId;
+const keyOf = (m) => conversationOf(m, myId());
 
 // A group object from the server (REST or an event) into the list.
 function rememberGroup(g) {
@@ -140,23 +130,24 @@ function rememberGroup(g) {
 
 async function refreshGroup(id) {
   try {
-    rememberGroup(await request(`/conversations/${id}`));
+    rememberGroup(await state.client.group(id));
   } catch (e) {
-    showError(e.message);
+    failed()(e);
   }
 }
 
 async function loadConversations() {
-  const { conversations } = await request("/messages/conversations?limit=100");
+  const { conversations } = await state.client.conversations({ limit: 100 });
   for (const c of conversations) {
+    const last = c.last_message ? fromRest(c.last_message) : null;
     if (c.kind === "group") {
       const known = state.conversations.get(c.conversation_id) || {};
-      state.conversations.set(c.conversation_id, { ...known, ...c });
+      state.conversations.set(c.conversation_id, { ...known, ...c, last_message: last });
       continue;
     }
     state.names.set(c.user_id, c.username || c.user_id.slice(0, 8));
     const known = state.conversations.get(c.user_id);
-    state.conversations.set(c.user_id, { ...c, online: known ? known.online : false });
+    state.conversations.set(c.user_id, { ...c, last_message: last, online: known ? known.online : false });
   }
   await Promise.all(conversations.map((c) => (c.kind === "group" ? refreshGroup(c.conversation_id) : refreshPeer(c.user_id))));
   renderConversations();
@@ -164,21 +155,21 @@ async function loadConversations() {
 
 async function refreshPeer(id) {
   try {
-    const profile = await request(`/users/${id}`);
+    const profile = await state.client.user(id);
     state.names.set(id, profile.username || id.slice(0, 8));
     const c = state.conversations.get(id) || { user_id: id, unread_count: 0, last_message: null };
     c.online = profile.is_online;
     c.username = profile.username;
     state.conversations.set(id, c);
   } catch (e) {
-    showError(e.message);
+    failed()(e);
   }
 }
 
 function renderConversations() {
   const list = $("conversations");
   list.replaceChildren();
-  const when = (c) => (c.last_message ? c.last_message.created_at : c.created_at || "");
+  const when = (c) => (c.last_message ? c.last_message.timestamp : c.created_at || "");
   const sorted = [...state.conversations.entries()].sort(([, a], [, b]) => when(b).localeCompare(when(a)));
   for (const [key, c] of sorted) {
     const li = document.createElement("li");
@@ -225,7 +216,7 @@ $("new-chat").addEventListener("submit", async (event) => {
   }
   const results = $("people-results");
   try {
-    const { users } = await request(`/users/search?q=${encodeURIComponent(text)}&limit=10`);
+    const { users } = await state.client.searchUsers(text, { limit: 10 });
     results.replaceChildren();
     for (const u of users) {
       const li = document.createElement("li");
@@ -241,41 +232,35 @@ $("new-chat").addEventListener("submit", async (event) => {
     }
     results.hidden = false;
   } catch (e) {
-    showError(e.message);
+    failed()(e);
   }
 });
+
+const idsIn = (text) => text.split(/[\s,]+/).filter(Boolean).map((id) => id.toLowerCase());
 
 // Groups are created with a title and the other members' ids.
 $("new-group").addEventListener("submit", async (event) => {
   event.preventDefault();
-  const ids = $("new-group-members").value.split(/[\s,]+/).filter(Boolean).map((id) => id.toLowerCase());
   try {
-    const group = await request("/conversations", {
-      method: "POST",
-      body: JSON.stringify({ title: $("new-group-title").value, member_ids: ids }),
-    });
+    const group = await state.client.createGroup($("new-group-title").value, idsIn($("new-group-members").value));
     $("new-group-title").value = "";
     $("new-group-members").value = "";
     rememberGroup(group);
     renderConversations();
     openConversation(group.id);
   } catch (e) {
-    showError(`Could not create the group: ${e.message}`);
+    failed("Could not create the group: ")(e);
   }
 });
 
 $("add-people").addEventListener("submit", async (event) => {
   event.preventDefault();
-  const ids = $("add-people-ids").value.split(/[\s,]+/).filter(Boolean).map((id) => id.toLowerCase());
   try {
-    rememberGroup(await request(`/conversations/${state.peer}/members`, {
-      method: "POST",
-      body: JSON.stringify({ user_ids: ids }),
-    }));
+    rememberGroup(await state.client.addMembers(state.peer, idsIn($("add-people-ids").value)));
     $("add-people-ids").value = "";
     renderConversations();
   } catch (e) {
-    showError(`Could not add: ${e.message}`);
+    failed("Could not add: ")(e);
   }
 });
 
@@ -307,16 +292,15 @@ function renderPeerHeader() {
 
 async function loadOlder(peer) {
   const before = state.oldest.get(peer);
-  const which = isGroup(peer) ? `conversation_id=${peer}` : `with_user=${peer}`;
-  const query = `/messages/conversation?${which}&limit=50` + (before ? `&before=${before}` : "");
+  const which = isGroup(peer) ? { conversationId: peer } : { withUser: peer };
   try {
-    const page = await request(query);
+    const page = await state.client.history({ ...which, limit: 50, ...(before ? { before } : {}) });
     const map = state.messages.get(peer);
     for (const m of page.messages) map.set(m.id, m);
     if (page.messages.length > 0) state.oldest.set(peer, page.messages[0].id);
     $("older").hidden = !page.has_more;
   } catch (e) {
-    showError(e.message);
+    failed()(e);
   }
 }
 
@@ -333,12 +317,12 @@ function renderMessages() {
   for (const m of items) {
     const li = document.createElement("li");
     li.dataset.id = m.id;
-    const mine = m.sender_id === state.me.id;
+    const mine = m.from === myId();
     if (mine) li.classList.add("mine");
-    if (!mine && !m.receiver_id) {
+    if (!mine && !m.to) {
       const from = document.createElement("span");
       from.className = "from";
-      from.textContent = nameOf(m.sender_id);
+      from.textContent = nameOf(m.from);
       li.append(from);
     }
     if (m.reply_to) {
@@ -357,11 +341,11 @@ function renderMessages() {
     }
     const meta = document.createElement("span");
     meta.className = "meta";
-    const time = new Date(m.created_at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    const time = new Date(m.timestamp).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
     const edited = m.edited_at && !m.deleted_at ? " (edited)" : "";
     meta.textContent = (mine ? `${time} ${receipt(m)}` : time) + edited;
     li.append(text);
-    for (const a of m.deleted_at ? [] : m.attachments || []) li.append(attachmentOf(a));
+    for (const a of m.deleted_at ? [] : m.attachments) li.append(attachmentOf(a));
     li.append(meta);
     if (!m.deleted_at) {
       li.append(reactionsOf(m), menuOf(m, mine));
@@ -379,7 +363,7 @@ function attachmentOf(a) {
     img.className = "attachment";
     img.alt = a.name;
     if (a.width && a.height) { img.width = Math.min(a.width, 240); img.height = Math.round(img.width * a.height / a.width); }
-    downloadUrl(a.id).then((url) => { img.src = url; }).catch((e) => showError(e.message));
+    downloadUrl(a.id).then((url) => { img.src = url; }).catch(failed());
     return img;
   }
   const link = document.createElement("a");
@@ -394,7 +378,7 @@ function attachmentOf(a) {
       save.download = a.name;
       save.click();
     } catch (e) {
-      showError(e.message);
+      failed()(e);
     }
   });
   return link;
@@ -405,7 +389,7 @@ const downloads = new Map(); // attachment id -> {url, expires}
 async function downloadUrl(id) {
   const known = downloads.get(id);
   if (known && known.expires > Date.now() + 5000) return known.url;
-  const link = await request(`/attachments/${id}`, { headers: { Accept: "application/json" } });
+  const link = await state.client.attachmentUrl(id);
   downloads.set(id, { url: link.url, expires: Date.parse(link.expires_at) });
   return link.url;
 }
@@ -422,16 +406,13 @@ async function attach(file) {
       // not a picture the browser can read: sent without its size
     }
   }
-  const up = await request("/attachments", { method: "POST", body: JSON.stringify(announced) });
+  const up = await state.client.announceAttachment(announced);
   const put = await fetch(up.upload_url, { method: "PUT", body: file });
   if (!put.ok) throw new Error(`the upload failed (HTTP ${put.status})`);
-  const clientId = crypto.randomUUID();
-  const group = isGroup(state.peer) ? state.peer : null;
   const content = $("composer-input").value;
-  const files = [{ ...announced, id: up.id, url: `${api}/attachments/${up.id}` }];
-  state.pending.set(clientId, { to: group ? null : state.peer, group, content: content.trim(), reply: null, attachments: files });
-  state.ws.send(JSON.stringify({ type: "message", ...destination(), content, attachments: [up.id], client_id: clientId }));
   $("composer-input").value = "";
+  const files = [{ ...announced, id: up.id, url: `/api/v1/attachments/${up.id}` }];
+  await state.client.send({ ...destination(), content, attachments: files });
 }
 
 $("attach").addEventListener("click", () => $("attach-input").click());
@@ -439,14 +420,10 @@ $("attach-input").addEventListener("change", async () => {
   const file = $("attach-input").files[0];
   $("attach-input").value = "";
   if (!file || !state.peer) return;
-  if (!state.ws || state.ws.readyState !== WebSocket.OPEN) {
-    showError("Not connected; try again once reconnected.");
-    return;
-  }
   try {
     await attach(file);
   } catch (e) {
-    showError(e.message);
+    failed()(e);
   }
 });
 
@@ -454,11 +431,11 @@ $("attach-input").addEventListener("change", async () => {
 function reactionsOf(m) {
   const box = document.createElement("span");
   box.className = "reactions";
-  for (const r of m.reactions || []) {
+  for (const r of m.reactions) {
     const chip = document.createElement("button");
     chip.className = r.me ? "reaction me" : "reaction";
     chip.textContent = `${r.emoji} ${r.count}`;
-    chip.addEventListener("click", () => change(r.me ? "unreact" : "react", m.id, { emoji: r.emoji }));
+    chip.addEventListener("click", () => (r.me ? state.client.unreact(m.id, r.emoji) : state.client.react(m.id, r.emoji)).catch(failed()));
     box.append(chip);
   }
   return box;
@@ -477,41 +454,19 @@ function menuOf(m, mine) {
     b.addEventListener("click", action);
     menu.append(b);
   };
-  for (const emoji of ["👍", "❤️", "😂"]) item(emoji, `react-${emoji}`, () => change("react", m.id, { emoji }));
+  for (const emoji of ["👍", "❤️", "😂"]) item(emoji, `react-${emoji}`, () => state.client.react(m.id, emoji).catch(failed()));
   item("↩", "reply", () => startReply(m));
   if (mine) item("✎", "edit", () => startEdit(m));
   const c = state.conversations.get(state.peer);
-  const role = c && c.members && (c.members.find((x) => x.user_id === state.me.id) || {}).role;
-  if (mine || role === "owner" || role === "admin") item("🗑", "delete", () => change("delete", m.id, {}));
+  const role = c && c.members && (c.members.find((x) => x.user_id === myId()) || {}).role;
+  if (mine || role === "owner" || role === "admin") item("🗑", "delete", () => state.client.delete(m.id).catch(failed()));
   return menu;
-}
-
-// A change to a message. The session that makes it hears only its ack
-// (other sessions hear the event), so the ack applies it here.
-function change(type, id, fields) {
-  if (!state.ws || state.ws.readyState !== WebSocket.OPEN) {
-    showError("Not connected; try again once reconnected.");
-    return;
-  }
-  const clientId = crypto.randomUUID();
-  state.changes.set(clientId, { type, id, ...fields });
-  state.ws.send(JSON.stringify({ type, message_id: id, ...fields, client_id: clientId }));
-}
-
-// The event an acked change of mine stands for.
-function changeEvent(c, at) {
-  switch (c.type) {
-    case "edit": return { type: "message_updated", id: c.id, content: c.content, edited_at: at };
-    case "delete": return { type: "message_deleted", id: c.id, deleted_at: at };
-    case "react": return { type: "reaction_added", message_id: c.id, user_id: state.me.id, emoji: c.emoji };
-    default: return { type: "reaction_removed", message_id: c.id, user_id: state.me.id, emoji: c.emoji };
-  }
 }
 
 function startReply(m) {
   state.editing = null;
   state.replyTo = m;
-  $("composing").textContent = `Replying to ${nameOf(m.sender_id)}: ${m.content.slice(0, 60)}`;
+  $("composing").textContent = `Replying to ${nameOf(m.from)}: ${m.content.slice(0, 60)}`;
   $("composing-bar").hidden = false;
   $("composer-input").focus();
 }
@@ -536,79 +491,20 @@ $("composing-cancel").addEventListener("click", () => {
   stopComposing();
 });
 
-// The message with `id`, wherever it is loaded.
-function findMessage(id) {
-  for (const map of state.messages.values()) {
-    const m = map.get(id);
-    if (m) return m;
-  }
-  for (const c of state.conversations.values()) {
-    if (c.last_message && c.last_message.id === id) return c.last_message;
-  }
-  return null;
-}
-
-// A change to a message, from a live frame or a sync page: applying the same
-// change twice ends the same way.
-function applyChange(frame) {
-  switch (frame.type) {
-    case "message_updated": {
-      const m = findMessage(frame.id);
-      if (m) { m.content = frame.content; m.edited_at = frame.edited_at; }
-      break;
-    }
-    case "message_deleted": {
-      const m = findMessage(frame.id);
-      if (m) { m.content = ""; m.deleted_at = frame.deleted_at; m.reactions = []; m.attachments = []; }
-      // Replies quoting it now say it was deleted.
-      for (const map of state.messages.values()) {
-        for (const r of map.values()) {
-          if (r.reply_to && r.reply_to.id === frame.id) r.reply_to = { ...r.reply_to, preview: null, deleted: true };
-        }
-      }
-      break;
-    }
-    case "reaction_added":
-    case "reaction_removed": {
-      const m = findMessage(frame.message_id);
-      if (!m) break;
-      // Who reacted with what, so a repeated frame changes nothing.
-      m.reactors = m.reactors || new Map();
-      const key = `${frame.user_id} ${frame.emoji}`;
-      if (frame.type === "reaction_added") {
-        if (m.reactors.get(key) === true) break;
-        m.reactors.set(key, true);
-      } else {
-        if (m.reactors.get(key) === false) break;
-        m.reactors.set(key, false);
-      }
-      const delta = frame.type === "reaction_added" ? 1 : -1;
-      const mine = frame.user_id === state.me.id;
-      const reactions = m.reactions || [];
-      let r = reactions.find((x) => x.emoji === frame.emoji);
-      if (!r) { r = { emoji: frame.emoji, count: 0, me: false }; reactions.push(r); }
-      r.count += delta;
-      if (mine) r.me = delta > 0;
-      m.reactions = reactions.filter((x) => x.count > 0);
-      break;
-    }
-  }
-}
-
 // Under my own message: sent or read, and in a group who read it.
 function receipt(m) {
-  if (m.receiver_id) return m.is_read ? "✓✓ read" : "✓ sent";
+  if (m.to) return m.is_read ? "✓✓ read" : "✓ sent";
   const readers = [...(state.readers.get(m.id) || [])];
   return readers.length ? `✓✓ read by ${readers.map(nameOf).join(", ")}` : "✓ sent";
 }
 
 function markVisibleRead() {
-  if (!state.peer || !state.ws || state.ws.readyState !== WebSocket.OPEN || document.hidden) return;
+  if (!state.peer || document.hidden) return;
   const map = state.messages.get(state.peer);
   for (const m of map.values()) {
-    if (m.sender_id !== state.me.id && !m.is_read) {
+    if (m.from !== myId() && !m.is_read) {
       m.is_read = true;
-      state.ws.send(JSON.stringify({ type: "mark_read", message_id: m.id }));
+      state.client.markRead(m.id);
     }
   }
   const c = state.conversations.get(state.peer);
@@ -619,46 +515,35 @@ document.addEventListener("visibilitychange", () => { markVisibleRead(); renderC
 
 // ---- sending ---------------------------------------------------------------
 
+// Where the open conversation's messages go: a user, or a group.
+function destination() {
+  return isGroup(state.peer) ? { conversationId: state.peer } : { to: state.peer };
+}
+
+// A message waits in the client's outbox until stored, across reconnects;
+// it shows once stored (the client hands it over as a message event).
 $("composer").addEventListener("submit", (event) => {
   event.preventDefault();
   const content = $("composer-input").value;
   if (!content.trim() || !state.peer) return;
-  if (!state.ws || state.ws.readyState !== WebSocket.OPEN) {
-    showError("Not connected; your message was not sent. It will work once reconnected.");
-    return;
-  }
-  const clientId = crypto.randomUUID();
+  $("composer-input").value = "";
   if (state.editing) {
-    change("edit", state.editing.id, { content: content.trim() });
-    $("composer-input").value = "";
+    state.client.edit(state.editing.id, content.trim()).catch(failed());
     stopComposing();
     return;
   }
-  const group = isGroup(state.peer) ? state.peer : null;
-  const reply = state.replyTo
-    ? { id: state.replyTo.id, sender_id: state.replyTo.sender_id, preview: state.replyTo.content.slice(0, 100), deleted: false }
-    : null;
-  state.pending.set(clientId, { to: group ? null : state.peer, group, content: content.trim(), reply });
-  const extra = reply ? { reply_to: reply.id } : {};
-  state.ws.send(JSON.stringify({ type: "message", ...destination(), content, client_id: clientId, ...extra }));
-  $("composer-input").value = "";
+  const reply = state.replyTo ? { replyTo: state.replyTo.id } : {};
+  state.client.send({ ...destination(), content, ...reply }).catch(failed("Not sent: "));
   stopComposing();
-  state.ws.send(JSON.stringify({ type: "typing", ...destination(), is_typing: false }));
+  state.client.typing(destination(), false);
 });
 
-// Where the open conversation's frames go: a user, or a group.
-function destination() {
-  return isGroup(state.peer) ? { conversation_id: state.peer } : { to: state.peer };
-}
-
 $("composer-input").addEventListener("input", () => {
-  const now = Date.now();
-  if (!state.peer || !state.ws || state.ws.readyState !== WebSocket.OPEN || now - state.lastTypingSent < 2000) return;
+  if (!state.peer) return;
   const c = state.conversations.get(state.peer);
   // Typing goes only to people one already talks with (or a group).
   if (!c || (!isGroup(state.peer) && !c.last_message)) return;
-  state.lastTypingSent = now;
-  state.ws.send(JSON.stringify({ type: "typing", ...destination(), is_typing: true }));
+  state.client.typing(destination());
 });
 
 // ---- search ----------------------------------------------------------------
@@ -669,7 +554,7 @@ $("search-form").addEventListener("submit", async (event) => {
   const results = $("search-results");
   if (!query) { results.hidden = true; return; }
   try {
-    const { messages } = await request(`/messages/search?query=${encodeURIComponent(query)}&limit=20`);
+    const messages = await state.client.searchMessages({ query, limit: 20 });
     results.replaceChildren();
     for (const m of messages) {
       const peer = keyOf(m);
@@ -685,191 +570,114 @@ $("search-form").addEventListener("submit", async (event) => {
     }
     results.hidden = false;
   } catch (e) {
-    showError(e.message);
+    failed()(e);
   }
 });
 
-// ---- the socket ------------------------------------------------------------
-
-function connect() {
-  const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const ws = new WebSocket(`${scheme}://${location.host}${api}/ws?token=${encodeURIComponent(state.token)}`);
-  state.ws = ws;
-  setStatus(state.retry ? "reconnecting…" : "connecting…", false);
-  ws.onopen = () => {
-    state.retry = 0;
-    clearInterval(state.syncTimer);
-    // Catch up now and then even without a reconnect, so a gap in live
-    // delivery (a Redis outage) never lasts.
-    state.syncTimer = setInterval(() => {
-      if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "sync", cursor: state.cursor, limit: 100 }));
-    }, 30000);
-    setStatus("online", true);
-    $("banner").hidden = true;
-    ws.send(JSON.stringify({ type: "sync", cursor: state.cursor, limit: 100 }));
-  };
-  ws.onmessage = (event) => handle(JSON.parse(event.data));
-  ws.onclose = (event) => {
-    if (state.ws !== ws) return;
-    if (event.code === 1008 && /token/.test(event.reason)) {
-      showError("Your session expired; sign in again.");
-      sessionStorage.removeItem("ochat-token");
-      setStatus("signed out", false);
-      return;
-    }
-    state.retry += 1;
-    const delay = Math.min(10000, 250 * 2 ** state.retry);
-    setStatus("reconnecting…", false);
-    const banner = $("banner");
-    banner.className = "banner info";
-    banner.textContent = "Connection lost — reconnecting…";
-    banner.hidden = false;
-    setTimeout(connect, delay);
-  };
-}
-
-function remember(frame) {
-  // A WebSocket message frame as a REST-shaped message.
-  return {
-    id: frame.id, sender_id: frame.from, receiver_id: frame.to || null,
-    conversation_id: frame.conversation_id || null, content: frame.content,
-    created_at: frame.timestamp, is_read: false, reply_to: frame.reply_to || null,
-    edited_at: frame.edited_at || null, deleted_at: frame.deleted_at || null,
-    attachments: frame.attachments || [],
-  };
-}
+// ---- what the client hands over ----------------------------------------------
 
 function addMessage(m) {
   const peer = keyOf(m);
-  if (!state.messages.has(peer) && peer !== state.peer) {
-    // Not loaded yet: it will load with its history when opened.
-  } else {
-    if (!state.messages.has(peer)) state.messages.set(peer, new Map());
-    const map = state.messages.get(peer);
-    if (map.has(m.id)) return false; // at-least-once: dedupe by id
-    map.set(m.id, m);
-  }
-  const group = !m.receiver_id;
+  // Not loaded yet: it shows with its history when opened.
+  if (state.messages.has(peer)) state.messages.get(peer).set(m.id, m);
+  const group = !m.to;
   const c = state.conversations.get(peer) ||
     (group ? { kind: "group", conversation_id: peer, title: "…", members: [], unread_count: 0 }
       : { user_id: peer, unread_count: 0, online: false });
-  if (c.last_message && c.last_message.id === m.id) return false;
   c.last_message = m;
-  if (m.sender_id !== state.me.id && (peer !== state.peer || document.hidden)) c.unread_count += 1;
+  if (m.from !== myId() && (peer !== state.peer || document.hidden)) c.unread_count += 1;
   const known = state.conversations.has(peer);
   state.conversations.set(peer, c);
   if (group && !known) refreshGroup(peer).then(renderConversations);
   if (!group && !state.names.has(peer)) refreshPeer(peer).then(renderConversations);
-  return true;
 }
 
-function handle(frame) {
-  switch (frame.type) {
-    case "message": {
-      addMessage(remember(frame));
-      if (frame.from === state.peer || (frame.conversation_id && frame.conversation_id === state.peer)) $("typing").hidden = true;
-      break;
-    }
-    case "ack": {
-      const changed = state.changes.get(frame.client_id);
-      if (changed) {
-        state.changes.delete(frame.client_id);
-        applyChange(changeEvent(changed, frame.timestamp));
-        break;
-      }
-      const sent = state.pending.get(frame.client_id);
-      state.pending.delete(frame.client_id);
-      if (sent) {
-        addMessage({
-          id: frame.id, sender_id: state.me.id, receiver_id: sent.to, conversation_id: sent.group,
-          content: sent.content, created_at: frame.timestamp, is_read: false, reply_to: sent.reply,
-          attachments: sent.attachments || [],
-        });
-      }
-      break;
-    }
-    case "sync": {
-      // Messages and changes interleave by seq: applied in that order, the
-      // page ends where a device that stayed online is.
-      const entries = [...frame.messages.map((m) => ({ ...m, type: "message" })), ...(frame.changes || [])];
-      entries.sort((a, b) => a.seq - b.seq);
-      for (const e of entries) {
-        if (e.type === "message") addMessage(remember(e));
-        else applyChange(e);
-      }
-      state.cursor = frame.cursor;
-      if (frame.has_more) state.ws.send(JSON.stringify({ type: "sync", cursor: state.cursor, limit: 100 }));
-      break;
-    }
-    case "message_updated":
-    case "message_deleted":
-    case "reaction_added":
-    case "reaction_removed": {
-      applyChange(frame);
-      break;
-    }
-    case "typing": {
-      const here = frame.conversation_id ? frame.conversation_id === state.peer : frame.from === state.peer && !isGroup(state.peer);
-      if (here) {
-        $("typing").textContent = frame.conversation_id ? `${nameOf(frame.from)} is typing…` : "typing…";
-        $("typing").hidden = !frame.is_typing;
-        clearTimeout(state.typingTimer);
-        if (frame.is_typing) state.typingTimer = setTimeout(() => { $("typing").hidden = true; }, 6000);
-      }
-      return;
-    }
-    case "read_receipt": {
-      for (const map of state.messages.values()) {
-        const m = map.get(frame.message_id);
-        if (m) m.is_read = true;
-      }
-      if (frame.conversation_id) {
-        if (!state.readers.has(frame.message_id)) state.readers.set(frame.message_id, new Set());
-        state.readers.get(frame.message_id).add(frame.read_by);
-      }
-      break;
-    }
-    case "conversation_created":
-    case "member_added":
-    case "conversation_updated": {
-      rememberGroup(frame.conversation);
-      break;
-    }
-    case "member_removed": {
-      if (frame.user_id === state.me.id) {
-        state.conversations.delete(frame.conversation_id);
-        if (state.peer === frame.conversation_id) {
-          state.peer = null;
-          $("conversation").hidden = true;
-        }
-      } else {
-        const c = state.conversations.get(frame.conversation_id);
-        if (c && c.members) {
-          c.members = c.members.filter((m) => m.user_id !== frame.user_id);
-          c.member_count = c.members.length;
-        }
-      }
-      break;
-    }
-    case "user_online":
-    case "user_offline": {
-      const c = state.conversations.get(frame.user_id);
-      if (c) c.online = frame.type === "user_online";
-      break;
-    }
-    case "error": {
-      if (frame.client_id) { state.pending.delete(frame.client_id); state.changes.delete(frame.client_id); }
-      showError(`${frame.message} (${frame.code})`);
-      return;
-    }
-    default:
-      return;
-  }
+function render() {
   if (state.peer) {
     renderMessages();
     markVisibleRead();
   }
   renderConversations();
+}
+
+function listen(client) {
+  client.on("state", ({ state: now, code, reason }) => {
+    if (state.client !== client) return;
+    if (now === "online") {
+      setStatus("online", true);
+      $("banner").hidden = true;
+    } else if (now === "closed") {
+      if (code === 1008) {
+        showError("Your session expired; sign in again.");
+        sessionStorage.removeItem("ochat-token");
+      }
+      setStatus("signed out", false);
+    } else if (now === "offline") {
+      setStatus("reconnecting…", false);
+      const banner = $("banner");
+      banner.className = "banner info";
+      banner.textContent = reason && code !== 1006 ? `Connection lost (${reason}) — reconnecting…` : "Connection lost — reconnecting…";
+      banner.hidden = false;
+    } else {
+      setStatus($("status").textContent === "reconnecting…" ? "reconnecting…" : "connecting…", false);
+    }
+  });
+  client.on("message", (m) => {
+    addMessage(m);
+    if (m.from === state.peer || (!m.to && m.conversation_id === state.peer)) $("typing").hidden = true;
+    render();
+  });
+  // The client applied it to the messages it holds (these are the same
+  // objects): what is left is to show them again.
+  client.on("change", ({ message }) => {
+    if (message) {
+      for (const c of state.conversations.values()) if (c.last_message && c.last_message.id === message.id) c.last_message = message;
+    }
+    render();
+  });
+  client.on("typing", (frame) => {
+    const here = frame.conversation_id ? frame.conversation_id === state.peer : frame.from === state.peer && !isGroup(state.peer);
+    if (!here) return;
+    $("typing").textContent = frame.conversation_id ? `${nameOf(frame.from)} is typing…` : "typing…";
+    $("typing").hidden = !frame.is_typing;
+    clearTimeout(state.typingTimer);
+    if (frame.is_typing) state.typingTimer = setTimeout(() => { $("typing").hidden = true; }, 6000);
+  });
+  client.on("read", (frame) => {
+    for (const map of state.messages.values()) {
+      const m = map.get(frame.message_id);
+      if (m) m.is_read = true;
+    }
+    if (frame.conversation_id) {
+      if (!state.readers.has(frame.message_id)) state.readers.set(frame.message_id, new Set());
+      state.readers.get(frame.message_id).add(frame.read_by);
+    }
+    render();
+  });
+  client.on("group", (frame) => {
+    if (frame.type !== "member_removed") {
+      rememberGroup(frame.conversation);
+    } else if (frame.user_id === myId()) {
+      state.conversations.delete(frame.conversation_id);
+      if (state.peer === frame.conversation_id) {
+        state.peer = null;
+        $("conversation").hidden = true;
+      }
+    } else {
+      const c = state.conversations.get(frame.conversation_id);
+      if (c && c.members) {
+        c.members = c.members.filter((m) => m.user_id !== frame.user_id);
+        c.member_count = c.members.length;
+      }
+    }
+    render();
+  });
+  client.on("presence", (frame) => {
+    const c = state.conversations.get(frame.user_id);
+    if (c) c.online = frame.type === "user_online";
+    render();
+  });
+  client.on("error", failed());
 }
 
 start();

@@ -1,5 +1,6 @@
-//! The browser client at `/`: three files compiled into the binary, so the
-//! one run command serves a working chat. A strict Content-Security-Policy
+//! The browser client at `/`: its three files and the client library it is
+//! built on (`clients/js/dist`, served under `/client/`) are compiled into
+//! the binary, so the one run command serves a working chat. A strict Content-Security-Policy
 //! allows only this origin (and, with attachments in an object store, that
 //! store, for uploads and pictures): no other request, no inline script.
 
@@ -17,6 +18,32 @@ const INDEX: &str = include_str!("../../web/index.html");
 const SCRIPT: &str = include_str!("../../web/app.js");
 const STYLE: &str = include_str!("../../web/style.css");
 
+/// A built module of the client library, by its file name.
+macro_rules! module {
+    ($name:literal) => {
+        (
+            $name,
+            include_str!(concat!("../../clients/js/dist/", $name)),
+        )
+    };
+}
+
+/// The client library's modules as the browser loads them: `@ochat/client`
+/// built (`npm run build` in clients/js; CI checks the files are current).
+/// Only the modules that run: the generated ones hold types alone.
+const LIBRARY: &[(&str, &str)] = &[
+    module!("index.js"),
+    module!("client.js"),
+    module!("backoff.js"),
+    module!("emitter.js"),
+    module!("errors.js"),
+    module!("feed.js"),
+    module!("outbox.js"),
+    module!("rest.js"),
+    module!("storage.js"),
+    module!("token.js"),
+];
+
 /// The policy; `files`: the origin of the object store attachments live in.
 pub fn policy(files: Option<&str>) -> String {
     let files = files.map(|o| format!(" {o}")).unwrap_or_default();
@@ -32,10 +59,17 @@ pub fn router(files: Option<&str>) -> Router<AppState> {
         let policy = policy.clone();
         get(move || async move { asset(content_type, body, policy) })
     };
-    Router::new()
+    let mut router = Router::new()
         .route("/", serve("text/html; charset=utf-8", INDEX))
         .route("/app.js", serve("text/javascript; charset=utf-8", SCRIPT))
-        .route("/style.css", serve("text/css; charset=utf-8", STYLE))
+        .route("/style.css", serve("text/css; charset=utf-8", STYLE));
+    for (name, body) in LIBRARY {
+        router = router.route(
+            &format!("/client/{name}"),
+            serve("text/javascript; charset=utf-8", body),
+        );
+    }
+    router
 }
 
 fn asset(content_type: &'static str, body: &'static str, policy: HeaderValue) -> impl IntoResponse {
@@ -52,4 +86,46 @@ fn asset(content_type: &'static str, body: &'static str, policy: HeaderValue) ->
         ],
         body,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{LIBRARY, SCRIPT};
+
+    /// The browser client leaves the protocol to the library: no socket,
+    /// no frames, no idempotency keys of its own.
+    #[test]
+    fn the_browser_client_speaks_no_protocol_itself() {
+        for word in [
+            "WebSocket",
+            "/ws",
+            "client_id",
+            "\"ack\"",
+            "\"sync\"",
+            "mark_read",
+            "cursor",
+        ] {
+            assert!(!SCRIPT.contains(word), "web/app.js mentions {word}");
+        }
+    }
+
+    /// Every module a served module imports (`from "./x.js"`) is served
+    /// too: a module the library gains cannot be missing in browsers.
+    #[test]
+    fn the_served_library_imports_only_served_modules() {
+        let served: Vec<&str> = LIBRARY.iter().map(|(name, _)| *name).collect();
+        for (name, body) in LIBRARY.iter().chain([&("app.js", super::SCRIPT)]) {
+            for import in body.split("from \"").skip(1) {
+                let target = import.split('"').next().unwrap();
+                let target = target
+                    .strip_prefix("./")
+                    .or_else(|| target.strip_prefix("/client/"))
+                    .unwrap_or_else(|| panic!("{name} imports {target}: not the library"));
+                assert!(
+                    served.contains(&target),
+                    "{name} imports {target}, which is not served"
+                );
+            }
+        }
+    }
 }

@@ -127,6 +127,8 @@ export declare class OchatClient extends Emitter<ClientEvents> {
     private refreshTimer;
     private plannedClose;
     private readonly unreadSent;
+    /** The attachments a send in the outbox carries, to show once it is stored. */
+    private readonly files;
     private readonly typingSent;
     private saving;
     private saveQueued;

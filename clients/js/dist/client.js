@@ -42,6 +42,8 @@ export class OchatClient extends Emitter {
     refreshTimer = null;
     plannedClose = null;
     unreadSent = new Set();
+    /** The attachments a send in the outbox carries, to show once it is stored. */
+    files = new Map();
     typingSent = new Map();
     saving = Promise.resolve();
     saveQueued = null;
@@ -109,9 +111,11 @@ export class OchatClient extends Emitter {
         };
         const files = (input.attachments ?? []).filter((a) => typeof a !== "string");
         const acked = this.outbox.add({ client_id: clientId, frame });
+        if (files.length)
+            this.files.set(clientId, files);
         await this.save();
         this.transmit(clientId);
-        const ack = await acked;
+        const ack = await acked.finally(() => this.files.delete(clientId));
         return this.feed.message(ack.id) ?? this.sentMessage(frame, ack, files);
     }
     /** Edits one's own message; resolves once stored. */
@@ -480,7 +484,7 @@ export class OchatClient extends Emitter {
         const feed = this.feed;
         const frame = entry.frame;
         if (frame.type === "message") {
-            const message = this.sentMessage(frame, ack, []);
+            const message = this.sentMessage(frame, ack, this.files.get(clientId) ?? []);
             if (feed.takeMessage(message))
                 this.emit("message", message);
         }

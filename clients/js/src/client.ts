@@ -144,6 +144,8 @@ export class OchatClient extends Emitter<ClientEvents> {
   private refreshTimer: ReturnType<typeof setTimeout> | null = null;
   private plannedClose: WebSocketLike | null = null;
   private readonly unreadSent = new Set<string>();
+  /** The attachments a send in the outbox carries, to show once it is stored. */
+  private readonly files = new Map<string, Attachment[]>();
   private readonly typingSent = new Map<string, { at: number; typing: boolean }>();
   private saving: Promise<void> = Promise.resolve();
   private saveQueued: Promise<void> | null = null;
@@ -215,9 +217,10 @@ export class OchatClient extends Emitter<ClientEvents> {
     };
     const files = (input.attachments ?? []).filter((a): a is Attachment => typeof a !== "string");
     const acked = this.outbox.add({ client_id: clientId, frame });
+    if (files.length) this.files.set(clientId, files);
     await this.save();
     this.transmit(clientId);
-    const ack = await acked;
+    const ack = await acked.finally(() => this.files.delete(clientId));
     return this.feed!.message(ack.id) ?? this.sentMessage(frame, ack, files);
   }
 
@@ -593,7 +596,7 @@ export class OchatClient extends Emitter<ClientEvents> {
     const feed = this.feed!;
     const frame = entry.frame;
     if (frame.type === "message") {
-      const message = this.sentMessage(frame, ack, []);
+      const message = this.sentMessage(frame, ack, this.files.get(clientId) ?? []);
       if (feed.takeMessage(message)) this.emit("message", message);
     } else {
       const change = ownChange(frame, ack, this.me!);

@@ -169,7 +169,7 @@ test("two windows chat: messages both ways, typing, read receipts, presence", as
   await alice.context.close();
 });
 
-test("a dropped connection shows reconnecting and catches up with sync", async () => {
+test("a dropped connection shows reconnecting, catches up with sync and sends what was written meanwhile", async () => {
   const carol = await signIn("carol");
   const dave = await signIn("dave");
   await carol.page.fill("#new-chat-id", dave.id);
@@ -197,10 +197,20 @@ test("a dropped connection shows reconnecting and catches up with sync", async (
   await carol.page.click("#send");
   await carol.page.waitForSelector("#messages li.mine >> text=sent while you were away");
 
+  // Dave writes while offline: the client library keeps it in its outbox
+  // and sends it once the connection is back; it shows once stored.
+  await dave.page.click(`#conversations li[data-user="${carol.id}"]`);
+  await opened(dave.page);
+  await dave.page.fill("#composer-input", "written while offline");
+  await dave.page.click("#send");
+
   blocked = false;
   await dave.page.waitForSelector("#status.online", { timeout: 30000 });
   await dave.page.click(`#conversations li[data-user="${carol.id}"]`);
   await dave.page.waitForSelector("#messages li >> text=sent while you were away");
+  await dave.page.waitForSelector("#messages li.mine >> text=written while offline");
+  await carol.page.waitForSelector("#messages li:not(.mine) >> text=written while offline");
+  assert.equal(await carol.page.locator("#messages li >> text=written while offline").count(), 1);
   await carol.context.close();
   await dave.context.close();
 });

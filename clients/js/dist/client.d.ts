@@ -108,7 +108,6 @@ export declare class OchatClient extends Emitter<ClientEvents> {
     private readonly options;
     private readonly tokens;
     private readonly storage;
-    private readonly socketClass;
     private readonly socketUrl;
     private readonly outbox;
     private feed;
@@ -127,6 +126,8 @@ export declare class OchatClient extends Emitter<ClientEvents> {
     private refreshTimer;
     private plannedClose;
     private readonly unreadSent;
+    /** How often the server answered a busy refusal to each outbox entry. */
+    private readonly refusals;
     /** The attachments a send in the outbox carries, to show once it is stored. */
     private readonly files;
     private readonly typingSent;

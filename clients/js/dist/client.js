@@ -11,6 +11,8 @@ import { Outbox } from "./outbox.js";
 import { Rest } from "./rest.js";
 import { memoryStorage } from "./storage.js";
 import { claims, refreshAt, Tokens } from "./token.js";
+/** Busy refusals of one send before it is given up (with the last one's code). */
+const MAX_RETRIES = 10;
 /** Connects (and keeps connecting) to ochat. */
 export function connect(options) {
     return new OchatClient(options);
@@ -23,7 +25,6 @@ export class OchatClient extends Emitter {
     options;
     tokens;
     storage;
-    socketClass;
     socketUrl;
     outbox;
     feed = null;
@@ -42,6 +43,8 @@ export class OchatClient extends Emitter {
     refreshTimer = null;
     plannedClose = null;
     unreadSent = new Set();
+    /** How often the server answered a busy refusal to each outbox entry. */
+    refusals = new Map();
     /** The attachments a send in the outbox carries, to show once it is stored. */
     files = new Map();
     typingSent = new Map();
@@ -55,11 +58,10 @@ export class OchatClient extends Emitter {
         if (!origin)
             throw new TypeError("connect: `url` is required outside a browser");
         const base = origin.replace(/\/+$/, "");
-        const socketClass = options.WebSocket ?? globalThis.WebSocket;
-        if (!socketClass)
+        if (!options.WebSocket && !platformSocket()) {
             throw new TypeError("connect: this platform has no WebSocket; pass one as `WebSocket`");
+        }
         const fetcher = options.fetch ?? globalThis.fetch.bind(globalThis);
-        this.socketClass = socketClass;
         this.socketUrl = `${base.replace(/^http/, "ws")}/api/v1/ws`;
         this.tokens = new Tokens(options.token);
         this.storage = options.storage ?? memoryStorage();
@@ -290,7 +292,10 @@ export class OchatClient extends Emitter {
     /** One connection, from its opening to its close. */
     session(token) {
         return new Promise((resolve) => {
-            const ws = new this.socketClass(`${this.socketUrl}?token=${encodeURIComponent(token)}`);
+            // The platform's class is looked up on each connection: one
+            // installed later (a polyfill, a test's network mock) is used.
+            const socketClass = this.options.WebSocket ?? platformSocket();
+            const ws = new socketClass(`${this.socketUrl}?token=${encodeURIComponent(token)}`);
             this.ws = ws;
             let opened = false;
             ws.addEventListener("open", () => {
@@ -368,19 +373,23 @@ export class OchatClient extends Emitter {
                 if (!entry) {
                     this.emit("error", error);
                 }
-                else if (RETRYABLE.has(frame.code)) {
-                    // Again later, on this connection or the next.
-                    this.sentOn.delete(entry.client_id);
-                    const ws = this.ws;
-                    setTimeout(() => {
-                        if (this.ws === ws)
-                            this.transmit(entry.client_id);
-                    }, backoffDelay(2, this.options.backoff) + 100);
-                }
                 else {
                     this.sentOn.delete(entry.client_id);
-                    this.outbox.refused(entry.client_id, error);
-                    this.save();
+                    const refusals = (this.refusals.get(entry.client_id) ?? 0) + 1;
+                    if (RETRYABLE.has(frame.code) && refusals < MAX_RETRIES) {
+                        // Again later (longer each time), on this connection or the next.
+                        this.refusals.set(entry.client_id, refusals);
+                        const ws = this.ws;
+                        setTimeout(() => {
+                            if (this.ws === ws)
+                                this.transmit(entry.client_id);
+                        }, 100 + backoffDelay(refusals, this.options.backoff));
+                    }
+                    else {
+                        this.refusals.delete(entry.client_id);
+                        this.outbox.refused(entry.client_id, error);
+                        this.save();
+                    }
                 }
                 break;
             }
@@ -478,6 +487,7 @@ export class OchatClient extends Emitter {
     }
     acked(clientId, ack) {
         this.sentOn.delete(clientId);
+        this.refusals.delete(clientId);
         const entry = this.outbox.acked(clientId, ack);
         if (!entry)
             return;
@@ -605,6 +615,9 @@ export class OchatClient extends Emitter {
         this.syncing = false;
         this.syncAgain = false;
     }
+}
+function platformSocket() {
+    return globalThis.WebSocket;
 }
 function destinationOf(input) {
     if (input.to && !input.conversationId)

@@ -111,6 +111,9 @@ export interface ClientEvents {
 
 type Ended = { opened: boolean; code: number; reason: string; planned: boolean };
 
+/** Busy refusals of one send before it is given up (with the last one's code). */
+const MAX_RETRIES = 10;
+
 /** Connects (and keeps connecting) to ochat. */
 export function connect(options: ClientOptions): OchatClient {
   return new OchatClient(options);
@@ -125,7 +128,6 @@ export class OchatClient extends Emitter<ClientEvents> {
   private readonly options: ClientOptions;
   private readonly tokens: Tokens;
   private readonly storage: ClientStorage;
-  private readonly socketClass: WebSocketConstructor;
   private readonly socketUrl: string;
   private readonly outbox: Outbox;
   private feed: Feed | null = null;
@@ -144,6 +146,8 @@ export class OchatClient extends Emitter<ClientEvents> {
   private refreshTimer: ReturnType<typeof setTimeout> | null = null;
   private plannedClose: WebSocketLike | null = null;
   private readonly unreadSent = new Set<string>();
+  /** How often the server answered a busy refusal to each outbox entry. */
+  private readonly refusals = new Map<string, number>();
   /** The attachments a send in the outbox carries, to show once it is stored. */
   private readonly files = new Map<string, Attachment[]>();
   private readonly typingSent = new Map<string, { at: number; typing: boolean }>();
@@ -157,10 +161,10 @@ export class OchatClient extends Emitter<ClientEvents> {
     const origin = options.url ?? (globalThis as { location?: { origin: string } }).location?.origin;
     if (!origin) throw new TypeError("connect: `url` is required outside a browser");
     const base = origin.replace(/\/+$/, "");
-    const socketClass = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
-    if (!socketClass) throw new TypeError("connect: this platform has no WebSocket; pass one as `WebSocket`");
+    if (!options.WebSocket && !platformSocket()) {
+      throw new TypeError("connect: this platform has no WebSocket; pass one as `WebSocket`");
+    }
     const fetcher = options.fetch ?? globalThis.fetch.bind(globalThis);
-    this.socketClass = socketClass;
     this.socketUrl = `${base.replace(/^http/, "ws")}/api/v1/ws`;
     this.tokens = new Tokens(options.token);
     this.storage = options.storage ?? memoryStorage();
@@ -413,7 +417,10 @@ export class OchatClient extends Emitter<ClientEvents> {
   /** One connection, from its opening to its close. */
   private session(token: string): Promise<Ended> {
     return new Promise((resolve) => {
-      const ws = new this.socketClass(`${this.socketUrl}?token=${encodeURIComponent(token)}`);
+      // The platform's class is looked up on each connection: one
+      // installed later (a polyfill, a test's network mock) is used.
+      const socketClass = this.options.WebSocket ?? platformSocket()!;
+      const ws = new socketClass(`${this.socketUrl}?token=${encodeURIComponent(token)}`);
       this.ws = ws;
       let opened = false;
       ws.addEventListener("open", () => {
@@ -489,17 +496,21 @@ export class OchatClient extends Emitter<ClientEvents> {
         const entry = frame.client_id ? this.outbox.get(frame.client_id) : undefined;
         if (!entry) {
           this.emit("error", error);
-        } else if (RETRYABLE.has(frame.code)) {
-          // Again later, on this connection or the next.
-          this.sentOn.delete(entry.client_id);
-          const ws = this.ws;
-          setTimeout(() => {
-            if (this.ws === ws) this.transmit(entry.client_id);
-          }, backoffDelay(2, this.options.backoff) + 100);
         } else {
           this.sentOn.delete(entry.client_id);
-          this.outbox.refused(entry.client_id, error);
-          this.save();
+          const refusals = (this.refusals.get(entry.client_id) ?? 0) + 1;
+          if (RETRYABLE.has(frame.code) && refusals < MAX_RETRIES) {
+            // Again later (longer each time), on this connection or the next.
+            this.refusals.set(entry.client_id, refusals);
+            const ws = this.ws;
+            setTimeout(() => {
+              if (this.ws === ws) this.transmit(entry.client_id);
+            }, 100 + backoffDelay(refusals, this.options.backoff));
+          } else {
+            this.refusals.delete(entry.client_id);
+            this.outbox.refused(entry.client_id, error);
+            this.save();
+          }
         }
         break;
       }
@@ -591,6 +602,7 @@ export class OchatClient extends Emitter<ClientEvents> {
 
   private acked(clientId: string, ack: Acked): void {
     this.sentOn.delete(clientId);
+    this.refusals.delete(clientId);
     const entry = this.outbox.acked(clientId, ack);
     if (!entry) return;
     const feed = this.feed!;
@@ -713,6 +725,10 @@ export class OchatClient extends Emitter<ClientEvents> {
     this.syncing = false;
     this.syncAgain = false;
   }
+}
+
+function platformSocket(): WebSocketConstructor | undefined {
+  return (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
 }
 
 function destinationOf(input: { to?: string; conversationId?: string }): { to: string } | { conversation_id: string } {

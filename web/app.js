@@ -22,6 +22,9 @@ const state = {
   names: new Map(),      // user id -> display name
   readers: new Map(),    // id of a group message I sent -> Set of user ids who read it
   typingTimer: null,
+  // A tab without saved state first catches up on the whole feed: those
+  // messages are counted by the conversation list, not as new ones.
+  caughtUp: false,
 };
 
 function showError(text) {
@@ -585,7 +588,7 @@ function addMessage(m) {
     (group ? { kind: "group", conversation_id: peer, title: "…", members: [], unread_count: 0 }
       : { user_id: peer, unread_count: 0, online: false });
   c.last_message = m;
-  if (m.from !== myId() && (peer !== state.peer || document.hidden)) c.unread_count += 1;
+  if (state.caughtUp && m.from !== myId() && (peer !== state.peer || document.hidden)) c.unread_count += 1;
   const known = state.conversations.has(peer);
   state.conversations.set(peer, c);
   if (group && !known) refreshGroup(peer).then(renderConversations);
@@ -621,6 +624,13 @@ function listen(client) {
     } else {
       setStatus($("status").textContent === "reconnecting…" ? "reconnecting…" : "connecting…", false);
     }
+  });
+  client.on("synced", () => {
+    if (state.caughtUp) return;
+    // Counts from the server now that the feed is caught up; from here on
+    // every message handed over is a new one.
+    state.caughtUp = true;
+    if (state.me) loadConversations().catch(failed());
   });
   client.on("message", (m) => {
     addMessage(m);

@@ -46,6 +46,11 @@ export interface ClientOptions {
     syncEvery?: number;
     /** A sync page not answered within this many ms is asked again (default 15,000). */
     syncTimeout?: number;
+    /**
+     * Sends a ping this often while online, in ms (default 20,000; 0:
+     * never); a connection silent for twice as long is given up on.
+     */
+    heartbeat?: number;
     /** At most one "typing" per conversation this often, in ms (default 2,000). */
     typingEvery?: number;
     /** Sends and changes waiting for their ack, at most (default 1,000). */
@@ -119,11 +124,18 @@ export declare class OchatClient extends Emitter<ClientEvents> {
     private attempt;
     private closed;
     private wake;
-    private syncing;
+    /** Sync requests sent on this connection and not answered yet. */
+    private syncsOut;
     private syncAgain;
     private syncTimer;
-    private everyTimer;
-    private refreshTimer;
+    /** The connection's timers (periodic sync, heartbeat, token refresh, resends): cleared with it. */
+    private readonly timers;
+    /** When the connection last heard from the server. */
+    private lastHeard;
+    /** Ends the connection now, without waiting for its close (the network may be gone). */
+    private abandon;
+    /** Sends and changes added whose save has not finished: they go out after it. */
+    private readonly unsaved;
     private plannedClose;
     private readonly unreadSent;
     /** How often the server answered a busy refusal to each outbox entry. */
@@ -203,22 +215,49 @@ export declare class OchatClient extends Emitter<ClientEvents> {
     /** A short-lived download URL for an attachment. */
     attachmentUrl(id: string): Promise<Operations["GET /attachments/{id}"]["response"]>;
     /**
+     * Waits (up to `syncTimeout`) for a sync under way: messages read over
+     * REST then already count the changes the sync brings, which are then
+     * not applied to them twice.
+     */
+    private caughtUp;
+    /**
      * Closes the connection for good. Unacked sends stay in the storage
      * (a client started on it later resends them); their promises reject
      * with `closed`.
      */
     close(): Promise<void>;
+    /**
+     * Loads the saved state and learns the user; tried again (with backoff)
+     * until it works or the client closes: a token service or storage that
+     * is down at start-up is not the end.
+     */
     private load;
     private run;
-    /** One connection, from its opening to its close. */
+    /** The client stops for good: waiting sends reject with `error`. */
+    private end;
+    /** One connection, from its opening to its close (or its silence). */
     private session;
     private opened;
     private receive;
-    /** A sync page: messages and changes interleave by seq, and go to the app in that order. */
+    /**
+     * A sync page: messages and changes interleave by seq, and go to the app
+     * in that order. A page asked for twice (the first answer was late)
+     * hands over nothing twice: the feed drops what its cursor passed.
+     */
     private page;
     private requestSync;
+    private askSync;
+    private clearSyncTimer;
+    /** Whether a sync is under way on an open connection. */
+    private get catchingUp();
     private acked;
     private change;
+    /**
+     * Saves a new outbox entry, then sends it; answers its ack. The entry
+     * waits for its save even on a connection opening meanwhile, so nothing
+     * goes out that a crash could forget.
+     */
+    private saveThenTransmit;
     private ensureOpen;
     /** Sends an outbox entry on the current connection, unless it went out on it already. */
     private transmit;

@@ -11,8 +11,13 @@ import { Outbox } from "./outbox.js";
 import { Rest } from "./rest.js";
 import { memoryStorage } from "./storage.js";
 import { claims, refreshAt, Tokens } from "./token.js";
-/** Busy refusals of one send before it is given up (with the last one's code). */
+/**
+ * Refusals of one send for a server error (`internal`, `request_timeout`)
+ * before it is given up with that code. Refusals for a busy or unsure
+ * server (`PATIENT`) are retried for as long as it takes.
+ */
 const MAX_RETRIES = 10;
+const PATIENT = new Set(["rate_limited", "unavailable", "outcome_unknown"]);
 /** Connects (and keeps connecting) to ochat. */
 export function connect(options) {
     return new OchatClient(options);
@@ -36,11 +41,18 @@ export class OchatClient extends Emitter {
     attempt = 0;
     closed = false;
     wake = null;
-    syncing = false;
+    /** Sync requests sent on this connection and not answered yet. */
+    syncsOut = 0;
     syncAgain = false;
     syncTimer = null;
-    everyTimer = null;
-    refreshTimer = null;
+    /** The connection's timers (periodic sync, heartbeat, token refresh, resends): cleared with it. */
+    timers = new Set();
+    /** When the connection last heard from the server. */
+    lastHeard = 0;
+    /** Ends the connection now, without waiting for its close (the network may be gone). */
+    abandon = null;
+    /** Sends and changes added whose save has not finished: they go out after it. */
+    unsaved = new Set();
     plannedClose = null;
     unreadSent = new Set();
     /** How often the server answered a busy refusal to each outbox entry. */
@@ -115,9 +127,7 @@ export class OchatClient extends Emitter {
         const acked = this.outbox.add({ client_id: clientId, frame });
         if (files.length)
             this.files.set(clientId, files);
-        await this.save();
-        this.transmit(clientId);
-        const ack = await acked.finally(() => this.files.delete(clientId));
+        const ack = await this.saveThenTransmit(clientId, acked).finally(() => this.files.delete(clientId));
         return this.feed.message(ack.id) ?? this.sentMessage(frame, ack, files);
     }
     /** Edits one's own message; resolves once stored. */
@@ -190,7 +200,7 @@ export class OchatClient extends Emitter {
     }
     /** A page of a conversation's history, oldest first; page back with `before`. Changes apply to these messages too. */
     async history(query) {
-        await this.ready;
+        await this.caughtUp();
         const which = "withUser" in query ? { with_user: query.withUser } : { conversation_id: query.conversationId };
         const page = await this.rest.call("GET /messages/conversation", {
             query: { ...which, before: query.before, limit: query.limit },
@@ -199,7 +209,7 @@ export class OchatClient extends Emitter {
     }
     /** Full-text search of one's messages. */
     async searchMessages(query) {
-        await this.ready;
+        await this.caughtUp();
         const page = await this.rest.call("GET /messages/search", { query });
         return page.messages.map((m) => this.feed.keep(fromRest(m), true));
     }
@@ -227,6 +237,27 @@ export class OchatClient extends Emitter {
     attachmentUrl(id) {
         return this.rest.call("GET /attachments/{id}", { path: { id } });
     }
+    /**
+     * Waits (up to `syncTimeout`) for a sync under way: messages read over
+     * REST then already count the changes the sync brings, which are then
+     * not applied to them twice.
+     */
+    async caughtUp() {
+        await this.ready;
+        if (!this.catchingUp)
+            return;
+        await new Promise((resolve) => {
+            const timer = setTimeout(done, this.options.syncTimeout ?? 15_000);
+            const off = this.on("synced", done);
+            const offState = this.on("state", done);
+            function done() {
+                clearTimeout(timer);
+                off();
+                offState();
+                resolve();
+            }
+        });
+    }
     // ---- lifecycle --------------------------------------------------------------
     /**
      * Closes the connection for good. Unacked sends stay in the storage
@@ -238,26 +269,55 @@ export class OchatClient extends Emitter {
             return;
         this.closed = true;
         this.wake?.();
-        this.ws?.close(1000, "client closed");
+        // Ends the connection without waiting for the server's close, which a
+        // dead network never sends.
+        this.abandon?.(1000, "client closed");
         this.stopTimers();
         this.outbox.abandon(new OchatError("closed", "the client was closed before the ack"));
         this.setState("closed");
         await this.running;
         await this.saving;
     }
+    /**
+     * Loads the saved state and learns the user; tried again (with backoff)
+     * until it works or the client closes: a token service or storage that
+     * is down at start-up is not the end.
+     */
     async load() {
-        const token = await this.tokens.get();
-        this.me = claims(token).sub ?? (await this.rest.call("GET /users/me")).id;
-        this.feed = new Feed(this.me, { viewSize: this.options.viewSize });
-        const saved = await this.storage.load();
-        if (saved && saved.user === this.me) {
-            this.feed.restore(saved.cursor, saved.seen);
-            this.outbox.restore(saved.outbox);
+        for (let attempt = 0;; attempt++) {
+            try {
+                const token = await this.tokens.get();
+                this.me = claims(token).sub ?? (await this.rest.call("GET /users/me")).id;
+                this.feed = new Feed(this.me, { viewSize: this.options.viewSize });
+                const saved = await this.storage.load();
+                if (saved && saved.user === this.me) {
+                    this.feed.restore(saved.cursor, saved.seen, saved.own);
+                    this.outbox.restore(saved.outbox);
+                }
+                return;
+            }
+            catch (error) {
+                if (this.closed)
+                    throw new OchatError("closed", "the client was closed before it was ready");
+                this.tokens.forget();
+                this.emit("error", asError(error));
+                await this.pause(backoffDelay(attempt, this.options.backoff));
+                if (this.closed)
+                    throw new OchatError("closed", "the client was closed before it was ready");
+            }
         }
     }
     async run() {
         while (!this.closed) {
             this.setState("connecting");
+            const fixed = this.tokens.refreshable ? null : await this.tokens.get();
+            const exp = fixed === null ? undefined : claims(fixed).exp;
+            if (exp !== undefined && exp * 1000 <= Date.now()) {
+                // A fixed token past its expiry would only be refused (a 401 the
+                // WebSocket API cannot tell from a network failure).
+                this.end(new OchatError("token_expired", "the token expired"), { code: 1008, reason: "token expired" });
+                break;
+            }
             let ended;
             try {
                 ended = await this.session(await this.tokens.get());
@@ -273,23 +333,25 @@ export class OchatClient extends Emitter {
             if (ended.code === 1008 && /token expired/.test(ended.reason)) {
                 this.tokens.forget();
                 if (!this.tokens.refreshable) {
-                    this.closed = true;
-                    this.outbox.abandon(new OchatError("token_expired", ended.reason));
-                    this.setState("closed", ended);
+                    this.end(new OchatError("token_expired", ended.reason), ended);
                     break;
                 }
-                // Straight back, with a fresh token.
-                this.setState("offline", ended);
-                continue;
             }
-            // A connection refused before it opened may be a refused token.
-            if (!ended.opened)
+            else if (!ended.opened) {
+                // A connection refused before it opened may be a refused token.
                 this.tokens.forget();
+            }
             this.setState("offline", ended);
             await this.pause(backoffDelay(this.attempt++, this.options.backoff));
         }
     }
-    /** One connection, from its opening to its close. */
+    /** The client stops for good: waiting sends reject with `error`. */
+    end(error, ended) {
+        this.closed = true;
+        this.outbox.abandon(error);
+        this.setState("closed", ended);
+    }
+    /** One connection, from its opening to its close (or its silence). */
     session(token) {
         return new Promise((resolve) => {
             // The platform's class is looked up on each connection: one
@@ -298,6 +360,34 @@ export class OchatClient extends Emitter {
             const ws = new socketClass(`${this.socketUrl}?token=${encodeURIComponent(token)}`);
             this.ws = ws;
             let opened = false;
+            let done = false;
+            const finish = (code, reason) => {
+                if (done)
+                    return;
+                done = true;
+                if (this.ws === ws) {
+                    this.ws = null;
+                    this.stopTimers();
+                }
+                resolve({ opened, code, reason, planned: this.plannedClose === ws });
+            };
+            this.abandon = (code, reason) => {
+                finish(code, reason);
+                ws.close(code, reason);
+            };
+            this.lastHeard = Date.now();
+            const heartbeat = this.options.heartbeat ?? 20_000;
+            if (heartbeat > 0) {
+                this.timers.add(setInterval(() => {
+                    // Heard nothing, not even a pong (or never opened): the network
+                    // is gone without a close (a sleeping laptop, a changed Wi-Fi).
+                    // Do not wait for TCP to notice.
+                    if (Date.now() - this.lastHeard > 2 * heartbeat)
+                        this.abandon?.(4000, "no answer from the server");
+                    else
+                        this.sendFrame({ type: "ping" });
+                }, heartbeat));
+            }
             ws.addEventListener("open", () => {
                 opened = true;
                 this.opened(ws, token);
@@ -307,13 +397,7 @@ export class OchatClient extends Emitter {
                     this.receive(String(event.data));
             });
             ws.addEventListener("error", () => undefined); // a close follows
-            ws.addEventListener("close", (event) => {
-                if (this.ws === ws) {
-                    this.ws = null;
-                    this.stopTimers();
-                }
-                resolve({ opened, code: event.code, reason: event.reason, planned: this.plannedClose === ws });
-            });
+            ws.addEventListener("close", (event) => finish(event.code, event.reason));
         });
     }
     opened(ws, token) {
@@ -322,26 +406,29 @@ export class OchatClient extends Emitter {
             return;
         }
         this.setState("online");
+        this.lastHeard = Date.now();
         for (const entry of this.outbox.list())
             this.transmit(entry.client_id);
         for (const id of this.unreadSent)
             this.sendFrame({ type: "mark_read", message_id: id });
         this.unreadSent.clear();
-        this.syncing = false;
         this.requestSync();
         const every = this.options.syncEvery ?? 30_000;
         if (every > 0)
-            this.everyTimer = setInterval(() => this.requestSync(), every);
+            this.timers.add(setInterval(() => this.requestSync(), every));
         const before = this.options.refreshBefore ?? 60_000;
         const at = before > 0 && this.tokens.refreshable ? refreshAt(token, before) : null;
-        if (at !== null) {
-            this.refreshTimer = setTimeout(() => {
+        // A token already at its refresh time (a token function answering a
+        // cached one) waits for the server's close instead of reconnecting
+        // again and again.
+        if (at !== null && at - Date.now() >= 1_000) {
+            this.timers.add(setTimeout(() => {
                 // A fresh token means a fresh connection: the outbox and the
                 // cursor carry everything across.
                 this.tokens.forget();
                 this.plannedClose = ws;
                 ws.close(1000, "refreshing the token");
-            }, Math.min(2 ** 31 - 1, at - Date.now()));
+            }, Math.min(2 ** 31 - 1, at - Date.now())));
         }
     }
     receive(text) {
@@ -352,12 +439,13 @@ export class OchatClient extends Emitter {
         catch {
             return;
         }
+        this.lastHeard = Date.now();
         this.emit("frame", frame);
         const feed = this.feed;
         switch (frame.type) {
             case "message": {
-                const message = fromWire(frame);
-                if (feed.takeMessage(message)) {
+                const message = feed.takeMessage(fromWire(frame));
+                if (message) {
                     this.emit("message", message);
                     this.save();
                 }
@@ -376,14 +464,16 @@ export class OchatClient extends Emitter {
                 else {
                     this.sentOn.delete(entry.client_id);
                     const refusals = (this.refusals.get(entry.client_id) ?? 0) + 1;
-                    if (RETRYABLE.has(frame.code) && refusals < MAX_RETRIES) {
+                    if (RETRYABLE.has(frame.code) && (PATIENT.has(frame.code) || refusals < MAX_RETRIES)) {
                         // Again later (longer each time), on this connection or the next.
                         this.refusals.set(entry.client_id, refusals);
                         const ws = this.ws;
-                        setTimeout(() => {
+                        const timer = setTimeout(() => {
+                            this.timers.delete(timer);
                             if (this.ws === ws)
                                 this.transmit(entry.client_id);
                         }, 100 + backoffDelay(refusals, this.options.backoff));
+                        this.timers.add(timer);
                     }
                     else {
                         this.refusals.delete(entry.client_id);
@@ -431,30 +521,36 @@ export class OchatClient extends Emitter {
                 break;
         }
     }
-    /** A sync page: messages and changes interleave by seq, and go to the app in that order. */
+    /**
+     * A sync page: messages and changes interleave by seq, and go to the app
+     * in that order. A page asked for twice (the first answer was late)
+     * hands over nothing twice: the feed drops what its cursor passed.
+     */
     page(page) {
         const feed = this.feed;
-        if (this.syncTimer)
-            clearTimeout(this.syncTimer);
         const entries = [
             ...page.messages.map((message) => ({ seq: message.seq, message })),
             ...page.changes.map((change) => ({ seq: change.seq, change })),
         ].sort((a, b) => a.seq - b.seq);
         for (const entry of entries) {
             if (entry.message) {
-                const message = fromWire(entry.message);
-                if (feed.takeMessage(message, true))
+                const message = feed.takeMessage(fromWire(entry.message));
+                if (message)
                     this.emit("message", message);
             }
             else if (entry.change) {
-                const taken = feed.takeChange(entry.change, true);
+                const taken = feed.takeChange(entry.change);
                 if (taken && (taken.changed || !taken.message))
                     this.emit("change", { change: entry.change, message: taken.message });
             }
         }
         feed.advance(page.cursor);
         this.save();
-        this.syncing = false;
+        this.syncsOut = Math.max(0, this.syncsOut - 1);
+        // Another answer is on its way (this one was late): it decides.
+        if (this.syncsOut > 0)
+            return;
+        this.clearSyncTimer();
         if (page.has_more) {
             this.requestSync();
             return;
@@ -471,19 +567,32 @@ export class OchatClient extends Emitter {
     requestSync() {
         if (!this.feed || !this.ws || this.stateNow !== "online")
             return;
-        if (this.syncing) {
+        if (this.syncsOut > 0) {
             this.syncAgain = true;
             return;
         }
+        this.askSync();
+    }
+    askSync() {
         if (!this.sendFrame({ type: "sync", cursor: this.feed.cursor, limit: this.options.syncLimit ?? 100 }))
             return;
-        this.syncing = true;
+        this.syncsOut += 1;
         // A refused sync (rate limited, the database away) answers an error
         // no request id ties to it: ask again after a while.
+        this.clearSyncTimer();
         this.syncTimer = setTimeout(() => {
-            this.syncing = false;
-            this.requestSync();
+            this.syncTimer = null;
+            this.askSync();
         }, this.options.syncTimeout ?? 15_000);
+    }
+    clearSyncTimer() {
+        if (this.syncTimer)
+            clearTimeout(this.syncTimer);
+        this.syncTimer = null;
+    }
+    /** Whether a sync is under way on an open connection. */
+    get catchingUp() {
+        return this.stateNow === "online" && this.syncsOut > 0;
     }
     acked(clientId, ack) {
         this.sentOn.delete(clientId);
@@ -494,8 +603,8 @@ export class OchatClient extends Emitter {
         const feed = this.feed;
         const frame = entry.frame;
         if (frame.type === "message") {
-            const message = this.sentMessage(frame, ack, this.files.get(clientId) ?? []);
-            if (feed.takeMessage(message))
+            const message = feed.takeMessage(this.sentMessage(frame, ack, this.files.get(clientId) ?? []));
+            if (message)
                 this.emit("message", message);
         }
         else {
@@ -510,10 +619,26 @@ export class OchatClient extends Emitter {
             this.ensureOpen();
             const clientId = randomId();
             const acked = this.outbox.add({ client_id: clientId, frame: { ...frame, client_id: clientId } });
-            await this.save();
-            this.transmit(clientId);
-            await acked;
+            await this.saveThenTransmit(clientId, acked);
         });
+    }
+    /**
+     * Saves a new outbox entry, then sends it; answers its ack. The entry
+     * waits for its save even on a connection opening meanwhile, so nothing
+     * goes out that a crash could forget.
+     */
+    async saveThenTransmit(clientId, acked) {
+        // Rejected while the save runs (closed, full), it is still handled.
+        acked.catch(() => undefined);
+        this.unsaved.add(clientId);
+        try {
+            await this.save();
+        }
+        finally {
+            this.unsaved.delete(clientId);
+        }
+        this.transmit(clientId);
+        return acked;
     }
     ensureOpen() {
         if (this.closed)
@@ -522,7 +647,7 @@ export class OchatClient extends Emitter {
     /** Sends an outbox entry on the current connection, unless it went out on it already. */
     transmit(clientId) {
         const entry = this.outbox.get(clientId);
-        if (!entry || !this.ws || this.stateNow !== "online" || this.sentOn.get(clientId) === this.ws)
+        if (!entry || !this.ws || this.stateNow !== "online" || this.unsaved.has(clientId) || this.sentOn.get(clientId) === this.ws)
             return;
         if (this.sendFrame(entry.frame))
             this.sentOn.set(clientId, this.ws);
@@ -585,6 +710,7 @@ export class OchatClient extends Emitter {
             user: this.me,
             cursor: this.feed.cursor,
             seen: this.feed.seenEntries(),
+            own: this.feed.ownEntries(),
             outbox: this.outbox.list(),
         };
     }
@@ -605,14 +731,12 @@ export class OchatClient extends Emitter {
         });
     }
     stopTimers() {
-        if (this.syncTimer)
-            clearTimeout(this.syncTimer);
-        if (this.everyTimer)
-            clearInterval(this.everyTimer);
-        if (this.refreshTimer)
-            clearTimeout(this.refreshTimer);
-        this.syncTimer = this.everyTimer = this.refreshTimer = null;
-        this.syncing = false;
+        this.clearSyncTimer();
+        for (const timer of this.timers)
+            clearTimeout(timer);
+        this.timers.clear();
+        this.abandon = null;
+        this.syncsOut = 0;
         this.syncAgain = false;
     }
 }

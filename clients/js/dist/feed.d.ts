@@ -65,15 +65,17 @@ export declare class Feed {
     private readonly seenSize;
     constructor(me: string, limits?: FeedLimits);
     /**
-     * A message from any source; answers whether the app has not had it yet.
-     * `fromPage`: it came in a sync page, whose cursor has not moved yet.
+     * A message from any source: answers the held message to hand to the
+     * app, or null when the app had it already. Anything at or below the
+     * cursor was handed over with its sync page (a live frame late, or a
+     * page asked for twice).
      */
-    takeMessage(message: ChatMessage, fromPage?: boolean): boolean;
+    takeMessage(message: ChatMessage): ChatMessage | null;
     /**
      * A change from a live frame or a sync page; answers what applying it
      * did, or null when the app already had this change.
      */
-    takeChange(change: Change, fromPage?: boolean): Applied | null;
+    takeChange(change: Change): Applied | null;
     /**
      * Applies a change to the view: a change applied twice ends the same
      * way, and the second time `changed` is false.
@@ -91,7 +93,9 @@ export declare class Feed {
     message(id: string): ChatMessage | undefined;
     /** Everything handed over past the cursor, for saving. */
     seenEntries(): Array<[string, number]>;
-    restore(cursor: number, seen: Array<[string, number]>): void;
+    /** The user's own messages handed over most recently, for saving. */
+    ownEntries(): string[];
+    restore(cursor: number, seen: Array<[string, number]>, own?: string[]): void;
     private remember;
 }
 export {};

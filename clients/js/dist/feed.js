@@ -35,36 +35,37 @@ export class Feed {
         this.seenSize = limits.seenSize ?? 10_000;
     }
     /**
-     * A message from any source; answers whether the app has not had it yet.
-     * `fromPage`: it came in a sync page, whose cursor has not moved yet.
+     * A message from any source: answers the held message to hand to the
+     * app, or null when the app had it already. Anything at or below the
+     * cursor was handed over with its sync page (a live frame late, or a
+     * page asked for twice).
      */
-    takeMessage(message, fromPage = false) {
+    takeMessage(message) {
         const seq = message.seq ?? 0;
-        if (!fromPage && seq > 0 && seq <= this.cursor)
-            return false;
+        if (seq > 0 && seq <= this.cursor)
+            return null;
         const known = this.seen.get(message.id);
         if (known !== undefined) {
             if (seq > 0 && known === 0)
                 this.seen.set(message.id, seq);
-            return false;
+            return null;
         }
         if (this.own.has(message.id))
-            return false;
+            return null;
         this.remember(message.id, seq);
         if (message.from === this.me) {
             this.own.set(message.id, true);
             if (this.own.size > OWN_KEPT)
                 this.own.delete(this.own.keys().next().value);
         }
-        this.keep(message);
-        return true;
+        return this.keep(message);
     }
     /**
      * A change from a live frame or a sync page; answers what applying it
      * did, or null when the app already had this change.
      */
-    takeChange(change, fromPage = false) {
-        if (!fromPage && change.seq <= this.cursor)
+    takeChange(change) {
+        if (change.seq <= this.cursor)
             return null;
         const key = `change:${change.seq}`;
         if (this.seen.has(key))
@@ -161,6 +162,10 @@ export class Feed {
                 Object.assign(known, { ...message, seq: known.seq ?? message.seq });
                 this.reactors.delete(message.id);
             }
+            else {
+                // What the view holds stays: later changes were applied to it.
+                known.seq ??= message.seq;
+            }
             return known;
         }
         this.view.set(message.id, message);
@@ -178,11 +183,18 @@ export class Feed {
     seenEntries() {
         return [...this.seen];
     }
-    restore(cursor, seen) {
+    /** The user's own messages handed over most recently, for saving. */
+    ownEntries() {
+        return [...this.own.keys()];
+    }
+    restore(cursor, seen, own = []) {
         this.cursor = cursor;
         this.seen.clear();
         for (const [key, seq] of seen)
             this.remember(key, seq);
+        this.own.clear();
+        for (const id of own.slice(-OWN_KEPT))
+            this.own.set(id, true);
     }
     remember(key, seq) {
         this.seen.set(key, seq);

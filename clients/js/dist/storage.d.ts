@@ -16,6 +16,8 @@ export interface SavedState {
     cursor: number;
     /** Ids (and `change:<seq>` keys) handed to the app past the cursor, with their seq (0: not known yet). */
     seen: Array<[string, number]>;
+    /** The user's own messages handed over most recently (an ack may still come for one). */
+    own: string[];
     outbox: OutboxEntry[];
 }
 /**

@@ -30,6 +30,7 @@ export function parseState(text) {
             typeof value.user === "string" &&
             typeof value.cursor === "number" &&
             Array.isArray(value.seen) &&
+            Array.isArray(value.own) &&
             Array.isArray(value.outbox)) {
             return value;
         }

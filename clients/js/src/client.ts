@@ -65,6 +65,11 @@ export interface ClientOptions {
   syncEvery?: number;
   /** A sync page not answered within this many ms is asked again (default 15,000). */
   syncTimeout?: number;
+  /**
+   * Sends a ping this often while online, in ms (default 20,000; 0:
+   * never); a connection silent for twice as long is given up on.
+   */
+  heartbeat?: number;
   /** At most one "typing" per conversation this often, in ms (default 2,000). */
   typingEvery?: number;
   /** Sends and changes waiting for their ack, at most (default 1,000). */
@@ -111,8 +116,13 @@ export interface ClientEvents {
 
 type Ended = { opened: boolean; code: number; reason: string; planned: boolean };
 
-/** Busy refusals of one send before it is given up (with the last one's code). */
+/**
+ * Refusals of one send for a server error (`internal`, `request_timeout`)
+ * before it is given up with that code. Refusals for a busy or unsure
+ * server (`PATIENT`) are retried for as long as it takes.
+ */
 const MAX_RETRIES = 10;
+const PATIENT: ReadonlySet<string> = new Set(["rate_limited", "unavailable", "outcome_unknown"]);
 
 /** Connects (and keeps connecting) to ochat. */
 export function connect(options: ClientOptions): OchatClient {
@@ -139,11 +149,18 @@ export class OchatClient extends Emitter<ClientEvents> {
   private attempt = 0;
   private closed = false;
   private wake: (() => void) | null = null;
-  private syncing = false;
+  /** Sync requests sent on this connection and not answered yet. */
+  private syncsOut = 0;
   private syncAgain = false;
   private syncTimer: ReturnType<typeof setTimeout> | null = null;
-  private everyTimer: ReturnType<typeof setInterval> | null = null;
-  private refreshTimer: ReturnType<typeof setTimeout> | null = null;
+  /** The connection's timers (periodic sync, heartbeat, token refresh, resends): cleared with it. */
+  private readonly timers = new Set<ReturnType<typeof setTimeout>>();
+  /** When the connection last heard from the server. */
+  private lastHeard = 0;
+  /** Ends the connection now, without waiting for its close (the network may be gone). */
+  private abandon: ((code: number, reason: string) => void) | null = null;
+  /** Sends and changes added whose save has not finished: they go out after it. */
+  private readonly unsaved = new Set<string>();
   private plannedClose: WebSocketLike | null = null;
   private readonly unreadSent = new Set<string>();
   /** How often the server answered a busy refusal to each outbox entry. */
@@ -222,9 +239,7 @@ export class OchatClient extends Emitter<ClientEvents> {
     const files = (input.attachments ?? []).filter((a): a is Attachment => typeof a !== "string");
     const acked = this.outbox.add({ client_id: clientId, frame });
     if (files.length) this.files.set(clientId, files);
-    await this.save();
-    this.transmit(clientId);
-    const ack = await acked.finally(() => this.files.delete(clientId));
+    const ack = await this.saveThenTransmit(clientId, acked).finally(() => this.files.delete(clientId));
     return this.feed!.message(ack.id) ?? this.sentMessage(frame, ack, files);
   }
 
@@ -307,7 +322,7 @@ export class OchatClient extends Emitter<ClientEvents> {
   async history(
     query: { withUser: string; before?: string; limit?: number } | { conversationId: string; before?: string; limit?: number },
   ): Promise<{ messages: ChatMessage[]; has_more: boolean }> {
-    await this.ready;
+    await this.caughtUp();
     const which = "withUser" in query ? { with_user: query.withUser } : { conversation_id: query.conversationId };
     const page = await this.rest.call("GET /messages/conversation", {
       query: { ...which, before: query.before, limit: query.limit },
@@ -317,7 +332,7 @@ export class OchatClient extends Emitter<ClientEvents> {
 
   /** Full-text search of one's messages. */
   async searchMessages(query: Operations["GET /messages/search"]["query"]): Promise<ChatMessage[]> {
-    await this.ready;
+    await this.caughtUp();
     const page = await this.rest.call("GET /messages/search", { query });
     return page.messages.map((m) => this.feed!.keep(fromRest(m), true));
   }
@@ -353,6 +368,27 @@ export class OchatClient extends Emitter<ClientEvents> {
     return this.rest.call("GET /attachments/{id}", { path: { id } });
   }
 
+  /**
+   * Waits (up to `syncTimeout`) for a sync under way: messages read over
+   * REST then already count the changes the sync brings, which are then
+   * not applied to them twice.
+   */
+  private async caughtUp(): Promise<void> {
+    await this.ready;
+    if (!this.catchingUp) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, this.options.syncTimeout ?? 15_000);
+      const off = this.on("synced", done);
+      const offState = this.on("state", done);
+      function done() {
+        clearTimeout(timer);
+        off();
+        offState();
+        resolve();
+      }
+    });
+  }
+
   // ---- lifecycle --------------------------------------------------------------
 
   /**
@@ -364,7 +400,9 @@ export class OchatClient extends Emitter<ClientEvents> {
     if (this.closed) return;
     this.closed = true;
     this.wake?.();
-    this.ws?.close(1000, "client closed");
+    // Ends the connection without waiting for the server's close, which a
+    // dead network never sends.
+    this.abandon?.(1000, "client closed");
     this.stopTimers();
     this.outbox.abandon(new OchatError("closed", "the client was closed before the ack"));
     this.setState("closed");
@@ -372,20 +410,44 @@ export class OchatClient extends Emitter<ClientEvents> {
     await this.saving;
   }
 
+  /**
+   * Loads the saved state and learns the user; tried again (with backoff)
+   * until it works or the client closes: a token service or storage that
+   * is down at start-up is not the end.
+   */
   private async load(): Promise<void> {
-    const token = await this.tokens.get();
-    this.me = claims(token).sub ?? (await this.rest.call("GET /users/me")).id;
-    this.feed = new Feed(this.me, { viewSize: this.options.viewSize });
-    const saved = await this.storage.load();
-    if (saved && saved.user === this.me) {
-      this.feed.restore(saved.cursor, saved.seen);
-      this.outbox.restore(saved.outbox);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const token = await this.tokens.get();
+        this.me = claims(token).sub ?? (await this.rest.call("GET /users/me")).id;
+        this.feed = new Feed(this.me, { viewSize: this.options.viewSize });
+        const saved = await this.storage.load();
+        if (saved && saved.user === this.me) {
+          this.feed.restore(saved.cursor, saved.seen, saved.own);
+          this.outbox.restore(saved.outbox);
+        }
+        return;
+      } catch (error) {
+        if (this.closed) throw new OchatError("closed", "the client was closed before it was ready");
+        this.tokens.forget();
+        this.emit("error", asError(error));
+        await this.pause(backoffDelay(attempt, this.options.backoff));
+        if (this.closed) throw new OchatError("closed", "the client was closed before it was ready");
+      }
     }
   }
 
   private async run(): Promise<void> {
     while (!this.closed) {
       this.setState("connecting");
+      const fixed = this.tokens.refreshable ? null : await this.tokens.get();
+      const exp = fixed === null ? undefined : claims(fixed).exp;
+      if (exp !== undefined && exp * 1000 <= Date.now()) {
+        // A fixed token past its expiry would only be refused (a 401 the
+        // WebSocket API cannot tell from a network failure).
+        this.end(new OchatError("token_expired", "the token expired"), { code: 1008, reason: "token expired" });
+        break;
+      }
       let ended: Ended;
       try {
         ended = await this.session(await this.tokens.get());
@@ -398,23 +460,26 @@ export class OchatClient extends Emitter<ClientEvents> {
       if (ended.code === 1008 && /token expired/.test(ended.reason)) {
         this.tokens.forget();
         if (!this.tokens.refreshable) {
-          this.closed = true;
-          this.outbox.abandon(new OchatError("token_expired", ended.reason));
-          this.setState("closed", ended);
+          this.end(new OchatError("token_expired", ended.reason), ended);
           break;
         }
-        // Straight back, with a fresh token.
-        this.setState("offline", ended);
-        continue;
+      } else if (!ended.opened) {
+        // A connection refused before it opened may be a refused token.
+        this.tokens.forget();
       }
-      // A connection refused before it opened may be a refused token.
-      if (!ended.opened) this.tokens.forget();
       this.setState("offline", ended);
       await this.pause(backoffDelay(this.attempt++, this.options.backoff));
     }
   }
 
-  /** One connection, from its opening to its close. */
+  /** The client stops for good: waiting sends reject with `error`. */
+  private end(error: OchatError, ended: { code: number; reason: string }): void {
+    this.closed = true;
+    this.outbox.abandon(error);
+    this.setState("closed", ended);
+  }
+
+  /** One connection, from its opening to its close (or its silence). */
   private session(token: string): Promise<Ended> {
     return new Promise((resolve) => {
       // The platform's class is looked up on each connection: one
@@ -423,6 +488,33 @@ export class OchatClient extends Emitter<ClientEvents> {
       const ws = new socketClass(`${this.socketUrl}?token=${encodeURIComponent(token)}`);
       this.ws = ws;
       let opened = false;
+      let done = false;
+      const finish = (code: number, reason: string) => {
+        if (done) return;
+        done = true;
+        if (this.ws === ws) {
+          this.ws = null;
+          this.stopTimers();
+        }
+        resolve({ opened, code, reason, planned: this.plannedClose === ws });
+      };
+      this.abandon = (code, reason) => {
+        finish(code, reason);
+        ws.close(code, reason);
+      };
+      this.lastHeard = Date.now();
+      const heartbeat = this.options.heartbeat ?? 20_000;
+      if (heartbeat > 0) {
+        this.timers.add(
+          setInterval(() => {
+            // Heard nothing, not even a pong (or never opened): the network
+            // is gone without a close (a sleeping laptop, a changed Wi-Fi).
+            // Do not wait for TCP to notice.
+            if (Date.now() - this.lastHeard > 2 * heartbeat) this.abandon?.(4000, "no answer from the server");
+            else this.sendFrame({ type: "ping" });
+          }, heartbeat),
+        );
+      }
       ws.addEventListener("open", () => {
         opened = true;
         this.opened(ws, token);
@@ -431,13 +523,7 @@ export class OchatClient extends Emitter<ClientEvents> {
         if (this.ws === ws) this.receive(String(event.data));
       });
       ws.addEventListener("error", () => undefined); // a close follows
-      ws.addEventListener("close", (event) => {
-        if (this.ws === ws) {
-          this.ws = null;
-          this.stopTimers();
-        }
-        resolve({ opened, code: event.code, reason: event.reason, planned: this.plannedClose === ws });
-      });
+      ws.addEventListener("close", (event) => finish(event.code, event.reason));
     });
   }
 
@@ -447,25 +533,30 @@ export class OchatClient extends Emitter<ClientEvents> {
       return;
     }
     this.setState("online");
+    this.lastHeard = Date.now();
     for (const entry of this.outbox.list()) this.transmit(entry.client_id);
     for (const id of this.unreadSent) this.sendFrame({ type: "mark_read", message_id: id });
     this.unreadSent.clear();
-    this.syncing = false;
     this.requestSync();
     const every = this.options.syncEvery ?? 30_000;
-    if (every > 0) this.everyTimer = setInterval(() => this.requestSync(), every);
+    if (every > 0) this.timers.add(setInterval(() => this.requestSync(), every));
     const before = this.options.refreshBefore ?? 60_000;
     const at = before > 0 && this.tokens.refreshable ? refreshAt(token, before) : null;
-    if (at !== null) {
-      this.refreshTimer = setTimeout(
-        () => {
-          // A fresh token means a fresh connection: the outbox and the
-          // cursor carry everything across.
-          this.tokens.forget();
-          this.plannedClose = ws;
-          ws.close(1000, "refreshing the token");
-        },
-        Math.min(2 ** 31 - 1, at - Date.now()),
+    // A token already at its refresh time (a token function answering a
+    // cached one) waits for the server's close instead of reconnecting
+    // again and again.
+    if (at !== null && at - Date.now() >= 1_000) {
+      this.timers.add(
+        setTimeout(
+          () => {
+            // A fresh token means a fresh connection: the outbox and the
+            // cursor carry everything across.
+            this.tokens.forget();
+            this.plannedClose = ws;
+            ws.close(1000, "refreshing the token");
+          },
+          Math.min(2 ** 31 - 1, at - Date.now()),
+        ),
       );
     }
   }
@@ -477,12 +568,13 @@ export class OchatClient extends Emitter<ClientEvents> {
     } catch {
       return;
     }
+    this.lastHeard = Date.now();
     this.emit("frame", frame);
     const feed = this.feed!;
     switch (frame.type) {
       case "message": {
-        const message = fromWire(frame);
-        if (feed.takeMessage(message)) {
+        const message = feed.takeMessage(fromWire(frame));
+        if (message) {
           this.emit("message", message);
           this.save();
         }
@@ -499,13 +591,15 @@ export class OchatClient extends Emitter<ClientEvents> {
         } else {
           this.sentOn.delete(entry.client_id);
           const refusals = (this.refusals.get(entry.client_id) ?? 0) + 1;
-          if (RETRYABLE.has(frame.code) && refusals < MAX_RETRIES) {
+          if (RETRYABLE.has(frame.code) && (PATIENT.has(frame.code) || refusals < MAX_RETRIES)) {
             // Again later (longer each time), on this connection or the next.
             this.refusals.set(entry.client_id, refusals);
             const ws = this.ws;
-            setTimeout(() => {
+            const timer = setTimeout(() => {
+              this.timers.delete(timer);
               if (this.ws === ws) this.transmit(entry.client_id);
             }, 100 + backoffDelay(refusals, this.options.backoff));
+            this.timers.add(timer);
           } else {
             this.refusals.delete(entry.client_id);
             this.outbox.refused(entry.client_id, error);
@@ -550,26 +644,32 @@ export class OchatClient extends Emitter<ClientEvents> {
     }
   }
 
-  /** A sync page: messages and changes interleave by seq, and go to the app in that order. */
+  /**
+   * A sync page: messages and changes interleave by seq, and go to the app
+   * in that order. A page asked for twice (the first answer was late)
+   * hands over nothing twice: the feed drops what its cursor passed.
+   */
   private page(page: SyncPage): void {
     const feed = this.feed!;
-    if (this.syncTimer) clearTimeout(this.syncTimer);
     const entries: Array<{ seq: number; message?: SyncMessage; change?: Change }> = [
       ...page.messages.map((message) => ({ seq: message.seq, message })),
       ...page.changes.map((change) => ({ seq: change.seq, change })),
     ].sort((a, b) => a.seq - b.seq);
     for (const entry of entries) {
       if (entry.message) {
-        const message = fromWire(entry.message);
-        if (feed.takeMessage(message, true)) this.emit("message", message);
+        const message = feed.takeMessage(fromWire(entry.message));
+        if (message) this.emit("message", message);
       } else if (entry.change) {
-        const taken = feed.takeChange(entry.change, true);
+        const taken = feed.takeChange(entry.change);
         if (taken && (taken.changed || !taken.message)) this.emit("change", { change: entry.change, message: taken.message });
       }
     }
     feed.advance(page.cursor);
     this.save();
-    this.syncing = false;
+    this.syncsOut = Math.max(0, this.syncsOut - 1);
+    // Another answer is on its way (this one was late): it decides.
+    if (this.syncsOut > 0) return;
+    this.clearSyncTimer();
     if (page.has_more) {
       this.requestSync();
       return;
@@ -586,18 +686,33 @@ export class OchatClient extends Emitter<ClientEvents> {
 
   private requestSync(): void {
     if (!this.feed || !this.ws || this.stateNow !== "online") return;
-    if (this.syncing) {
+    if (this.syncsOut > 0) {
       this.syncAgain = true;
       return;
     }
-    if (!this.sendFrame({ type: "sync", cursor: this.feed.cursor, limit: this.options.syncLimit ?? 100 })) return;
-    this.syncing = true;
+    this.askSync();
+  }
+
+  private askSync(): void {
+    if (!this.sendFrame({ type: "sync", cursor: this.feed!.cursor, limit: this.options.syncLimit ?? 100 })) return;
+    this.syncsOut += 1;
     // A refused sync (rate limited, the database away) answers an error
     // no request id ties to it: ask again after a while.
+    this.clearSyncTimer();
     this.syncTimer = setTimeout(() => {
-      this.syncing = false;
-      this.requestSync();
+      this.syncTimer = null;
+      this.askSync();
     }, this.options.syncTimeout ?? 15_000);
+  }
+
+  private clearSyncTimer(): void {
+    if (this.syncTimer) clearTimeout(this.syncTimer);
+    this.syncTimer = null;
+  }
+
+  /** Whether a sync is under way on an open connection. */
+  private get catchingUp(): boolean {
+    return this.stateNow === "online" && this.syncsOut > 0;
   }
 
   private acked(clientId: string, ack: Acked): void {
@@ -608,8 +723,8 @@ export class OchatClient extends Emitter<ClientEvents> {
     const feed = this.feed!;
     const frame = entry.frame;
     if (frame.type === "message") {
-      const message = this.sentMessage(frame, ack, this.files.get(clientId) ?? []);
-      if (feed.takeMessage(message)) this.emit("message", message);
+      const message = feed.takeMessage(this.sentMessage(frame, ack, this.files.get(clientId) ?? []));
+      if (message) this.emit("message", message);
     } else {
       const change = ownChange(frame, ack, this.me!);
       if (change) this.emit("change", { change, message: feed.apply(change).message });
@@ -622,10 +737,26 @@ export class OchatClient extends Emitter<ClientEvents> {
       this.ensureOpen();
       const clientId = randomId();
       const acked = this.outbox.add({ client_id: clientId, frame: { ...frame, client_id: clientId } });
-      await this.save();
-      this.transmit(clientId);
-      await acked;
+      await this.saveThenTransmit(clientId, acked);
     });
+  }
+
+  /**
+   * Saves a new outbox entry, then sends it; answers its ack. The entry
+   * waits for its save even on a connection opening meanwhile, so nothing
+   * goes out that a crash could forget.
+   */
+  private async saveThenTransmit(clientId: string, acked: Promise<Acked>): Promise<Acked> {
+    // Rejected while the save runs (closed, full), it is still handled.
+    acked.catch(() => undefined);
+    this.unsaved.add(clientId);
+    try {
+      await this.save();
+    } finally {
+      this.unsaved.delete(clientId);
+    }
+    this.transmit(clientId);
+    return acked;
   }
 
   private ensureOpen(): void {
@@ -635,7 +766,7 @@ export class OchatClient extends Emitter<ClientEvents> {
   /** Sends an outbox entry on the current connection, unless it went out on it already. */
   private transmit(clientId: string): void {
     const entry = this.outbox.get(clientId);
-    if (!entry || !this.ws || this.stateNow !== "online" || this.sentOn.get(clientId) === this.ws) return;
+    if (!entry || !this.ws || this.stateNow !== "online" || this.unsaved.has(clientId) || this.sentOn.get(clientId) === this.ws) return;
     if (this.sendFrame(entry.frame)) this.sentOn.set(clientId, this.ws);
   }
 
@@ -696,6 +827,7 @@ export class OchatClient extends Emitter<ClientEvents> {
       user: this.me!,
       cursor: this.feed!.cursor,
       seen: this.feed!.seenEntries(),
+      own: this.feed!.ownEntries(),
       outbox: this.outbox.list(),
     };
   }
@@ -718,11 +850,11 @@ export class OchatClient extends Emitter<ClientEvents> {
   }
 
   private stopTimers(): void {
-    if (this.syncTimer) clearTimeout(this.syncTimer);
-    if (this.everyTimer) clearInterval(this.everyTimer);
-    if (this.refreshTimer) clearTimeout(this.refreshTimer);
-    this.syncTimer = this.everyTimer = this.refreshTimer = null;
-    this.syncing = false;
+    this.clearSyncTimer();
+    for (const timer of this.timers) clearTimeout(timer);
+    this.timers.clear();
+    this.abandon = null;
+    this.syncsOut = 0;
     this.syncAgain = false;
   }
 }

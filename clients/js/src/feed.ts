@@ -94,33 +94,34 @@ export class Feed {
   }
 
   /**
-   * A message from any source; answers whether the app has not had it yet.
-   * `fromPage`: it came in a sync page, whose cursor has not moved yet.
+   * A message from any source: answers the held message to hand to the
+   * app, or null when the app had it already. Anything at or below the
+   * cursor was handed over with its sync page (a live frame late, or a
+   * page asked for twice).
    */
-  takeMessage(message: ChatMessage, fromPage = false): boolean {
+  takeMessage(message: ChatMessage): ChatMessage | null {
     const seq = message.seq ?? 0;
-    if (!fromPage && seq > 0 && seq <= this.cursor) return false;
+    if (seq > 0 && seq <= this.cursor) return null;
     const known = this.seen.get(message.id);
     if (known !== undefined) {
       if (seq > 0 && known === 0) this.seen.set(message.id, seq);
-      return false;
+      return null;
     }
-    if (this.own.has(message.id)) return false;
+    if (this.own.has(message.id)) return null;
     this.remember(message.id, seq);
     if (message.from === this.me) {
       this.own.set(message.id, true);
       if (this.own.size > OWN_KEPT) this.own.delete(this.own.keys().next().value as string);
     }
-    this.keep(message);
-    return true;
+    return this.keep(message);
   }
 
   /**
    * A change from a live frame or a sync page; answers what applying it
    * did, or null when the app already had this change.
    */
-  takeChange(change: Change, fromPage = false): Applied | null {
-    if (!fromPage && change.seq <= this.cursor) return null;
+  takeChange(change: Change): Applied | null {
+    if (change.seq <= this.cursor) return null;
     const key = `change:${change.seq}`;
     if (this.seen.has(key)) return null;
     this.remember(key, change.seq);
@@ -208,6 +209,9 @@ export class Feed {
       if (fresh) {
         Object.assign(known, { ...message, seq: known.seq ?? message.seq });
         this.reactors.delete(message.id);
+      } else {
+        // What the view holds stays: later changes were applied to it.
+        known.seq ??= message.seq;
       }
       return known;
     }
@@ -229,10 +233,17 @@ export class Feed {
     return [...this.seen];
   }
 
-  restore(cursor: number, seen: Array<[string, number]>): void {
+  /** The user's own messages handed over most recently, for saving. */
+  ownEntries(): string[] {
+    return [...this.own.keys()];
+  }
+
+  restore(cursor: number, seen: Array<[string, number]>, own: string[] = []): void {
     this.cursor = cursor;
     this.seen.clear();
     for (const [key, seq] of seen) this.remember(key, seq);
+    this.own.clear();
+    for (const id of own.slice(-OWN_KEPT)) this.own.set(id, true);
   }
 
   private remember(key: string, seq: number): void {

@@ -16,6 +16,8 @@ export interface SavedState {
   cursor: number;
   /** Ids (and `change:<seq>` keys) handed to the app past the cursor, with their seq (0: not known yet). */
   seen: Array<[string, number]>;
+  /** The user's own messages handed over most recently (an ack may still come for one). */
+  own: string[];
   outbox: OutboxEntry[];
 }
 
@@ -68,6 +70,7 @@ export function parseState(text: string | null): SavedState | null {
       typeof value.user === "string" &&
       typeof value.cursor === "number" &&
       Array.isArray(value.seen) &&
+      Array.isArray(value.own) &&
       Array.isArray(value.outbox)
     ) {
       return value as SavedState;

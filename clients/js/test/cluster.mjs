@@ -40,6 +40,20 @@ export async function eventually(what, check, ms = 30_000) {
   }
 }
 
+/**
+ * Closes, after the file's tests, every client `track` was given: a test
+ * that fails half way leaves none reconnecting (which would keep the test
+ * process alive).
+ */
+export function closeAfter(after) {
+  const clients = [];
+  after(() => Promise.all(clients.map((client) => client.close())));
+  return (client) => {
+    clients.push(client);
+    return client;
+  };
+}
+
 /** An HS256 token as Supabase issues them, valid for `seconds`. */
 export function mint(sub, seconds = 3600) {
   const now = Math.floor(Date.now() / 1000);
@@ -105,6 +119,21 @@ export class Node {
     this.child.kill("SIGKILL");
     this.child = null;
   }
+}
+
+/** One node on an embedded SQLite file of its own (no PostgreSQL or Redis), with `env`. */
+export async function embeddedNode(env = {}) {
+  const dir = mkdtempSync(join(tmpdir(), "ochat-embedded-"));
+  const node = await Node.start({ DATABASE_URL: `sqlite://${dir}/ochat.db`, ...env });
+  return {
+    node,
+    dir,
+    url: `http://127.0.0.1:${node.port}`,
+    stop() {
+      node.kill();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 /** Nodes sharing a fresh database and Redis prefix. */

@@ -2,36 +2,31 @@
 // server's exact code and message; what it refuses only for now (over
 // budget) is sent again with the same client_id until stored, once.
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { WebSocket } from "ws";
 
 import { connect } from "../dist/index.js";
-import { eventually, mint, Node } from "./cluster.mjs";
+import { closeAfter, embeddedNode, eventually, mint } from "./cluster.mjs";
 
-let node;
-let dir;
+let embedded;
 let url;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), "ochat-errors-"));
-  node = await Node.start({ DATABASE_URL: `sqlite://${dir}/ochat.db`, RATE_LIMIT_PER_SEC: "20", RATE_LIMIT_BURST: "5" });
-  url = `http://127.0.0.1:${node.port}`;
+  embedded = await embeddedNode({ RATE_LIMIT_PER_SEC: "20", RATE_LIMIT_BURST: "5" });
+  url = embedded.url;
 });
 
-after(() => {
-  node?.kill();
-  rmSync(dir, { recursive: true, force: true });
-});
+after(() => embedded?.stop());
 
-const open = (id, options = {}) => connect({ url, WebSocket, token: () => mint(id), ...options });
+const track = closeAfter(after);
+const open = (id, options = {}) => track(connect({ url, WebSocket, token: () => mint(id), ...options }));
+// Online: the node has met the user (a send to someone it never met is refused).
+const online = (...clients) => eventually("online", () => clients.every((c) => c.state === "online"));
 
 test("sends over the budget are retried until each is stored once", async () => {
   const alice = open(crypto.randomUUID());
   const bob = open(crypto.randomUUID());
-  await Promise.all([alice.ready, bob.ready]);
+  await online(alice, bob);
   const refused = [];
   alice.on("frame", (f) => f.type === "error" && refused.push(f.code));
   const got = new Map();
@@ -49,8 +44,7 @@ test("sends over the budget are retried until each is stored once", async () => 
 test("a send refused for good rejects with the server's code and message, and leaves the outbox", async () => {
   const alice = open(crypto.randomUUID());
   const bob = open(crypto.randomUUID());
-  await Promise.all([alice.ready, bob.ready]);
-  await eventually("online", () => alice.state === "online");
+  await online(alice, bob);
   await assert.rejects(alice.send({ to: bob.userId, content: "   " }), { name: "OchatError", code: "content_empty", message: "content is empty" });
   await assert.rejects(alice.send({ to: alice.userId, content: "me" }), { code: "invalid_field", message: "cannot send a message to yourself" });
   await assert.rejects(alice.send({ content: "nowhere" }), {
@@ -66,15 +60,16 @@ test("a send refused for good rejects with the server's code and message, and le
 test("a REST call answered 401 fetches a fresh token and is made again", async () => {
   const id = crypto.randomUUID();
   let calls = 0;
-  const client = connect({
+  const client = track(connect({
     url,
     WebSocket,
     // The first token is signed with another secret: the node refuses it.
     token: () => (++calls === 1 ? mint(id).replace(/\.[^.]+$/, ".bad-signature") : mint(id)),
-  });
+  }));
   const profile = await client.profile();
   assert.equal(profile.id, id);
-  assert.equal(calls, 2);
+  // The socket, refused too, may have fetched one more.
+  assert.ok(calls >= 2);
   await assert.rejects(client.user("not-a-uuid"), {
     code: "invalid_field",
     status: 400,

@@ -8,13 +8,14 @@ import { after, before, test } from "node:test";
 import { WebSocket } from "ws";
 
 import { connect } from "../dist/index.js";
-import { eventually, mint, nginx, nodes, sleep } from "./cluster.mjs";
+import { closeAfter, eventually, mint, nginx, nodes, sleep } from "./cluster.mjs";
 
 const CLIENTS = 10;
 const EACH = 100;
 
 let cluster;
 let balancer;
+const track = closeAfter(after);
 
 before(async () => {
   cluster = await nodes(2);
@@ -29,7 +30,7 @@ after(() => {
 test("two node kills mid-burst: 1,000 messages over 10 clients, each stored once and handed to each app once", async () => {
   const users = Array.from({ length: CLIENTS }, () => crypto.randomUUID());
   const clients = users.map((id) =>
-    connect({ url: balancer.url, token: () => mint(id), WebSocket, backoff: { initial: 100, max: 1000 } }),
+    track(connect({ url: balancer.url, token: () => mint(id), WebSocket, backoff: { initial: 100, max: 1000 } })),
   );
   // Every message event, counted by id, per client.
   const seen = clients.map(() => new Map());

@@ -2,42 +2,38 @@
 // send made while the node was down and never acked is resent (stored
 // once), and nothing the app had is handed over again.
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { WebSocket } from "ws";
 
 import { connect, fileStorage } from "../dist/node.js";
-import { eventually, mint, Node } from "./cluster.mjs";
+import { closeAfter, embeddedNode, eventually, mint } from "./cluster.mjs";
 
-let node;
-let dir;
+let embedded;
 let url;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), "ochat-persist-"));
-  node = await Node.start({ DATABASE_URL: `sqlite://${dir}/ochat.db` });
-  url = `http://127.0.0.1:${node.port}`;
+  embedded = await embeddedNode();
+  url = embedded.url;
 });
 
-after(() => {
-  node?.kill();
-  rmSync(dir, { recursive: true, force: true });
-});
+after(() => embedded?.stop());
+
+const track = closeAfter(after);
 
 test("a restarted client resends its saved outbox once and hands over nothing twice", async () => {
   const alice = crypto.randomUUID();
   const bob = crypto.randomUUID();
-  const file = join(dir, "alice.json");
+  const file = join(embedded.dir, "alice.json");
   const open = () => {
-    const client = connect({ url, WebSocket, token: () => mint(alice), storage: fileStorage(file), backoff: { initial: 50, max: 200 } });
+    const client = track(connect({ url, WebSocket, token: () => mint(alice), storage: fileStorage(file), backoff: { initial: 50, max: 200 } }));
     const got = [];
     client.on("message", (m) => got.push(m.content));
     return { client, got };
   };
-  const bobClient = connect({ url, WebSocket, token: () => mint(bob) });
-  await bobClient.ready;
+  const bobClient = track(connect({ url, WebSocket, token: () => mint(bob) }));
+  await eventually("Bob online", () => bobClient.state === "online");
   const bobGot = [];
   bobClient.on("message", (m) => bobGot.push(m.content));
 
@@ -47,14 +43,14 @@ test("a restarted client resends its saved outbox once and hands over nothing tw
   await eventually("Alice has both", () => first.got.length === 2);
 
   // The node goes down; Alice writes anyway, then her app quits.
-  node.kill();
+  embedded.node.kill();
   await eventually("Alice offline", () => first.client.state === "offline");
   const unsent = first.client.send({ to: bob, content: "while down" });
   await eventually("the send saved", () => JSON.parse(readFileSync(file, "utf8")).outbox.length === 1);
   await first.client.close();
   await assert.rejects(unsent, { code: "closed" });
 
-  await node.start();
+  await embedded.node.start();
   const second = open();
   await eventually("the saved send stored and handed over", () => second.got.includes("while down"));
   await eventually("Bob has it", () => bobGot.includes("while down"));

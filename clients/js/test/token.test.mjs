@@ -3,34 +3,28 @@
 // after the server closes the connection for the expired one. A fixed
 // token that expires ends the client. Nothing sent meanwhile is lost.
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { WebSocket } from "ws";
 
 import { connect } from "../dist/index.js";
-import { eventually, mint, Node, sleep } from "./cluster.mjs";
+import { closeAfter, embeddedNode, eventually, mint, sleep } from "./cluster.mjs";
 
-let node;
-let dir;
+let embedded;
 let url;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), "ochat-token-"));
-  node = await Node.start({ DATABASE_URL: `sqlite://${dir}/ochat.db` });
-  url = `http://127.0.0.1:${node.port}`;
+  embedded = await embeddedNode();
+  url = embedded.url;
 });
 
-after(() => {
-  node?.kill();
-  rmSync(dir, { recursive: true, force: true });
-});
+after(() => embedded?.stop());
+
+const track = closeAfter(after);
 
 /** A client whose token function mints `seconds`-long tokens, counting calls and closes. */
 function client(id, seconds, options = {}) {
   const log = { tokens: 0, closes: [] };
-  const c = connect({
+  const c = track(connect({
     url,
     WebSocket,
     token: () => {
@@ -39,7 +33,7 @@ function client(id, seconds, options = {}) {
     },
     backoff: { initial: 50, max: 500 },
     ...options,
-  });
+  }));
   c.on("state", (s) => {
     if (s.code) log.closes.push(s.code);
   });
@@ -63,7 +57,6 @@ async function talk(alice, bob, ms) {
 test("a token function is called again before each token expires, with no close for an expired token", async () => {
   const alice = client(crypto.randomUUID(), 4);
   const bob = client(crypto.randomUUID(), 3600);
-  await Promise.all([alice.c.ready, bob.c.ready]);
   await eventually("both online", () => alice.c.state === "online" && bob.c.state === "online");
   const { got, stored } = await talk(alice, bob, 9000);
   assert.ok(alice.log.tokens >= 3, `4 s tokens over 9 s: fetched ${alice.log.tokens} times`);
@@ -76,7 +69,7 @@ test("a token function is called again before each token expires, with no close 
 test("with proactive refresh off, the server's close for an expired token fetches a new one and nothing is lost", async () => {
   const alice = client(crypto.randomUUID(), 3, { refreshBefore: 0 });
   const bob = client(crypto.randomUUID(), 3600);
-  await Promise.all([alice.c.ready, bob.c.ready]);
+  await eventually("both online", () => alice.c.state === "online" && bob.c.state === "online");
   const { got } = await talk(alice, bob, 5000);
   assert.ok(alice.log.closes.includes(1008), `closed for the expired token: ${alice.log.closes}`);
   assert.ok(alice.log.tokens >= 2);
@@ -87,7 +80,7 @@ test("with proactive refresh off, the server's close for an expired token fetche
 
 test("a fixed token that expires closes the client, and a send waiting for its ack is rejected", async () => {
   const id = crypto.randomUUID();
-  const c = connect({ url, WebSocket, token: mint(id, 2) });
+  const c = track(connect({ url, WebSocket, token: mint(id, 2) }));
   await eventually("online", () => c.state === "online");
   await eventually("closed at expiry", () => c.state === "closed", 10_000);
   await assert.rejects(c.send({ to: crypto.randomUUID(), content: "too late" }), { code: "closed" });

@@ -37,22 +37,42 @@ test("token refresh: a minute ahead, but never past three quarters of its life",
 
 test("feed: a message live then in a sync page (and the reverse) reaches the app once", () => {
   const feed = new Feed(me);
-  assert.equal(feed.takeMessage(message("a", 1)), true);
-  assert.equal(feed.takeMessage(message("a", 1)), false, "a repeated live frame");
-  assert.equal(feed.takeMessage(message("a", 1), true), false, "the page holding it");
-  assert.equal(feed.takeMessage(message("b", 2), true), true);
+  const a = message("a", 1);
+  assert.equal(feed.takeMessage(a), a);
+  assert.equal(feed.takeMessage(message("a", 1)), null, "a repeated live frame");
+  assert.equal(feed.takeMessage(message("a", 1)), null, "the page holding it");
+  assert.ok(feed.takeMessage(message("b", 2)));
   feed.advance(2);
-  assert.equal(feed.takeMessage(message("b", 2)), false, "a late live frame below the cursor");
-  assert.equal(feed.takeMessage(message("c", 3)), true);
+  assert.equal(feed.takeMessage(message("b", 2)), null, "a late live frame below the cursor");
+  assert.ok(feed.takeMessage(message("c", 3)));
   assert.deepEqual(feed.seenEntries(), [["c", 3]], "only what is past the cursor is remembered");
+});
+
+test("feed: a page asked for twice hands nothing over the second time", () => {
+  const feed = new Feed(me);
+  const page = [message("p", 4), message("q", 5)];
+  assert.equal(page.filter((m) => feed.takeMessage({ ...m })).length, 2);
+  feed.advance(5);
+  assert.equal(page.filter((m) => feed.takeMessage({ ...m })).length, 0);
+  const react = { type: "reaction_added", conversation_id: "c", seq: 5, message_id: "p", user_id: other, emoji: "👍" };
+  assert.equal(feed.takeChange(react), null, "a change the cursor passed");
+});
+
+test("feed: a message already held (from history) is handed over as the held object", () => {
+  const feed = new Feed(me);
+  const held = feed.keep({ ...message("h", undefined), reactions: [{ emoji: "👍", count: 2, me: false }] }, true);
+  const handed = feed.takeMessage(message("h", 9));
+  assert.equal(handed, held);
+  assert.deepEqual(handed.reactions, [{ emoji: "👍", count: 2, me: false }]);
+  assert.equal(handed.seq, 9);
 });
 
 test("feed: an acked message (no seq yet) is not handed over again when sync brings it", () => {
   const feed = new Feed(me);
   const own = { ...message("own", undefined), from: me, to: other };
   delete own.seq;
-  assert.equal(feed.takeMessage(own), true);
-  assert.equal(feed.takeMessage({ ...own, seq: 7 }, true), false);
+  assert.ok(feed.takeMessage(own));
+  assert.equal(feed.takeMessage({ ...own, seq: 7 }), null);
   feed.advance(7);
   assert.deepEqual(feed.seenEntries(), []);
 });
@@ -102,17 +122,22 @@ test("outbox: past its limit a send is refused with outbox_full", async () => {
 test("saved state: anything but a saved state is ignored", () => {
   assert.equal(parseState(null), null);
   assert.equal(parseState("{"), null);
-  assert.equal(parseState(JSON.stringify({ version: 2, user: me, cursor: 1, seen: [], outbox: [] })), null);
-  const good = { version: 1, user: me, cursor: 4, seen: [["a", 5]], outbox: [] };
+  assert.equal(parseState(JSON.stringify({ version: 2, user: me, cursor: 1, seen: [], own: [], outbox: [] })), null);
+  assert.equal(parseState(JSON.stringify({ version: 1, user: me, cursor: 1, seen: [], outbox: [] })), null);
+  const good = { version: 1, user: me, cursor: 4, seen: [["a", 5]], own: ["b"], outbox: [] };
   assert.deepEqual(parseState(JSON.stringify(good)), good);
 });
 
 test("feed: an ack that comes after a sync page passed its message hands nothing over again", () => {
   const feed = new Feed(me);
   const own = { ...message("own", 3), from: me, to: other };
-  assert.equal(feed.takeMessage(own, true), true, "the resend's connection synced first");
+  assert.ok(feed.takeMessage(own), "the resend's connection synced first");
   feed.advance(3);
   const acked = { ...own };
   delete acked.seq;
-  assert.equal(feed.takeMessage(acked), false);
+  assert.equal(feed.takeMessage(acked), null);
+  // After a restart from saved state too.
+  const restarted = new Feed(me);
+  restarted.restore(feed.cursor, feed.seenEntries(), feed.ownEntries());
+  assert.equal(restarted.takeMessage({ ...acked }), null);
 });

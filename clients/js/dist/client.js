@@ -229,6 +229,37 @@ export class OchatClient extends Emitter {
     renameGroup(id, title) {
         return this.rest.call("PATCH /conversations/{id}", { path: { id }, body: { title } });
     }
+    /** Makes a group member an admin or a plain member again (owners and admins may). */
+    setRole(id, userId, role) {
+        return this.rest.call("PATCH /conversations/{id}/members/{user_id}", { path: { id, user_id: userId }, body: { role } });
+    }
+    /** Changes one's username or avatar. */
+    updateProfile(changes) {
+        return this.rest.call("PATCH /users/me", { body: changes });
+    }
+    /** One's counts: conversations, sent, received, unread. */
+    stats() {
+        return this.rest.call("GET /messages/stats");
+    }
+    /** Stops someone from messaging one (and from finding one by name). */
+    block(userId) {
+        return this.rest.call("POST /users/{id}/block", { path: { id: userId } });
+    }
+    unblock(userId) {
+        return this.rest.call("DELETE /users/{id}/block", { path: { id: userId } });
+    }
+    /** Whom one blocked. */
+    blocks(query = {}) {
+        return this.rest.call("GET /users/me/blocks", { query });
+    }
+    /** Marks many received messages read at once (up to 1,000); each sender hears of it. */
+    markManyRead(messageIds) {
+        return this.rest.call("POST /messages/mark-read", { body: { message_ids: messageIds } });
+    }
+    /** Whether someone is online now (their profile says; `presence` events say when it changes). */
+    async isOnline(userId) {
+        return (await this.user(userId)).is_online;
+    }
     /** Announces a file; PUT its bytes to the answer's `upload_url`, then send its id with a message. */
     announceAttachment(file) {
         return this.rest.call("POST /attachments", { body: file });

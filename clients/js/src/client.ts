@@ -358,6 +358,45 @@ export class OchatClient extends Emitter<ClientEvents> {
     return this.rest.call("PATCH /conversations/{id}", { path: { id }, body: { title } });
   }
 
+  /** Makes a group member an admin or a plain member again (owners and admins may). */
+  setRole(id: string, userId: string, role: Operations["PATCH /conversations/{id}/members/{user_id}"]["body"]["role"]): Promise<Operations["PATCH /conversations/{id}/members/{user_id}"]["response"]> {
+    return this.rest.call("PATCH /conversations/{id}/members/{user_id}", { path: { id, user_id: userId }, body: { role } });
+  }
+
+  /** Changes one's username or avatar. */
+  updateProfile(changes: Operations["PATCH /users/me"]["body"]): Promise<Operations["PATCH /users/me"]["response"]> {
+    return this.rest.call("PATCH /users/me", { body: changes });
+  }
+
+  /** One's counts: conversations, sent, received, unread. */
+  stats(): Promise<Operations["GET /messages/stats"]["response"]> {
+    return this.rest.call("GET /messages/stats");
+  }
+
+  /** Stops someone from messaging one (and from finding one by name). */
+  block(userId: string): Promise<Operations["POST /users/{id}/block"]["response"]> {
+    return this.rest.call("POST /users/{id}/block", { path: { id: userId } });
+  }
+
+  unblock(userId: string): Promise<Operations["DELETE /users/{id}/block"]["response"]> {
+    return this.rest.call("DELETE /users/{id}/block", { path: { id: userId } });
+  }
+
+  /** Whom one blocked. */
+  blocks(query: Operations["GET /users/me/blocks"]["query"] = {}): Promise<Operations["GET /users/me/blocks"]["response"]> {
+    return this.rest.call("GET /users/me/blocks", { query });
+  }
+
+  /** Marks many received messages read at once (up to 1,000); each sender hears of it. */
+  markManyRead(messageIds: string[]): Promise<Operations["POST /messages/mark-read"]["response"]> {
+    return this.rest.call("POST /messages/mark-read", { body: { message_ids: messageIds } });
+  }
+
+  /** Whether someone is online now (their profile says; `presence` events say when it changes). */
+  async isOnline(userId: string): Promise<boolean> {
+    return (await this.user(userId)).is_online;
+  }
+
   /** Announces a file; PUT its bytes to the answer's `upload_url`, then send its id with a message. */
   announceAttachment(file: Operations["POST /attachments"]["body"]): Promise<Operations["POST /attachments"]["response"]> {
     return this.rest.call("POST /attachments", { body: file });

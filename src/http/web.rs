@@ -38,6 +38,8 @@ const LIBRARY: &[(&str, &str)] = &[
     module!("emitter.js"),
     module!("errors.js"),
     module!("feed.js"),
+    module!("messages.js"),
+    module!("methods.js"),
     module!("outbox.js"),
     module!("rest.js"),
     module!("storage.js"),

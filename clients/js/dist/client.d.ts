@@ -1,10 +1,10 @@
 import { type Backoff } from "./backoff.js";
-import { Emitter } from "./emitter.js";
 import { OchatError } from "./errors.js";
 import { type Change, type ChatMessage, type OwnChange } from "./feed.js";
-import type { Attachment, ConversationCreated, ConversationUpdated, MemberAdded, MemberRemoved, MessageOut, ReadReceipt, ServerFrame, SyncMessage, TypingOut, UserOffline, UserOnline } from "./generated/protocol.js";
-import type { Message as RestMessage, Operations } from "./generated/rest.js";
-import { Rest, type CallArgs, type Operation } from "./rest.js";
+import type { Attachment, ConversationCreated, ConversationUpdated, MemberAdded, MemberRemoved, ReadReceipt, ServerFrame, TypingOut, UserOffline, UserOnline } from "./generated/protocol.js";
+import type { Operations } from "./generated/rest.js";
+import { RestMethods } from "./methods.js";
+import { Rest } from "./rest.js";
 import { type ClientStorage } from "./storage.js";
 import { type TokenSource } from "./token.js";
 /** The parts of the WebSocket API the client uses (the platform's, or `ws`'s in Node 20). */
@@ -105,7 +105,7 @@ export interface ClientEvents {
 }
 /** Connects (and keeps connecting) to ochat. */
 export declare function connect(options: ClientOptions): OchatClient;
-export declare class OchatClient extends Emitter<ClientEvents> {
+export declare class OchatClient extends RestMethods<ClientEvents> {
     /** Resolves once the saved state is loaded and the user known; rejects if that fails. */
     readonly ready: Promise<void>;
     /** The REST API, typed from the OpenAPI document. */
@@ -178,17 +178,6 @@ export declare class OchatClient extends Emitter<ClientEvents> {
     typing(destination: Destination, isTyping?: boolean): void;
     /** Catches up now (the client also does on every connection and every `syncEvery`). */
     sync(): void;
-    /** Any REST operation, typed from the OpenAPI document. */
-    request<K extends Operation>(operation: K, args?: CallArgs<K>): Promise<Operations[K]["response"]>;
-    profile(): Promise<Operations["GET /users/me"]["response"]>;
-    user(id: string): Promise<Operations["GET /users/{id}"]["response"]>;
-    /** People whose username starts with `prefix` (any case), by name; page on with `after`. */
-    searchUsers(prefix: string, page?: {
-        after?: string;
-        limit?: number;
-    }): Promise<Operations["GET /users/search"]["response"]>;
-    /** One's conversations, most recent first. */
-    conversations(query?: Operations["GET /messages/conversations"]["query"]): Promise<Operations["GET /messages/conversations"]["response"]>;
     /** A page of a conversation's history, oldest first; page back with `before`. Changes apply to these messages too. */
     history(query: {
         withUser: string;
@@ -204,31 +193,6 @@ export declare class OchatClient extends Emitter<ClientEvents> {
     }>;
     /** Full-text search of one's messages. */
     searchMessages(query: Operations["GET /messages/search"]["query"]): Promise<ChatMessage[]>;
-    createGroup(title: string, memberIds: string[]): Promise<Operations["POST /conversations"]["response"]>;
-    group(id: string): Promise<Operations["GET /conversations/{id}"]["response"]>;
-    addMembers(id: string, userIds: string[]): Promise<Operations["POST /conversations/{id}/members"]["response"]>;
-    /** Removes someone from a group (oneself: leaving it). */
-    removeMember(id: string, userId: string): Promise<Operations["DELETE /conversations/{id}/members/{user_id}"]["response"]>;
-    renameGroup(id: string, title: string): Promise<Operations["PATCH /conversations/{id}"]["response"]>;
-    /** Makes a group member an admin or a plain member again (owners and admins may). */
-    setRole(id: string, userId: string, role: Operations["PATCH /conversations/{id}/members/{user_id}"]["body"]["role"]): Promise<Operations["PATCH /conversations/{id}/members/{user_id}"]["response"]>;
-    /** Changes one's username or avatar. */
-    updateProfile(changes: Operations["PATCH /users/me"]["body"]): Promise<Operations["PATCH /users/me"]["response"]>;
-    /** One's counts: conversations, sent, received, unread. */
-    stats(): Promise<Operations["GET /messages/stats"]["response"]>;
-    /** Stops someone from messaging one (and from finding one by name). */
-    block(userId: string): Promise<Operations["POST /users/{id}/block"]["response"]>;
-    unblock(userId: string): Promise<Operations["DELETE /users/{id}/block"]["response"]>;
-    /** Whom one blocked. */
-    blocks(query?: Operations["GET /users/me/blocks"]["query"]): Promise<Operations["GET /users/me/blocks"]["response"]>;
-    /** Marks many received messages read at once (up to 1,000); each sender hears of it. */
-    markManyRead(messageIds: string[]): Promise<Operations["POST /messages/mark-read"]["response"]>;
-    /** Whether someone is online now (their profile says; `presence` events say when it changes). */
-    isOnline(userId: string): Promise<boolean>;
-    /** Announces a file; PUT its bytes to the answer's `upload_url`, then send its id with a message. */
-    announceAttachment(file: Operations["POST /attachments"]["body"]): Promise<Operations["POST /attachments"]["response"]>;
-    /** A short-lived download URL for an attachment. */
-    attachmentUrl(id: string): Promise<Operations["GET /attachments/{id}"]["response"]>;
     /**
      * Waits (up to `syncTimeout`) for a sync under way: messages read over
      * REST then already count the changes the sync brings, which are then
@@ -289,9 +253,3 @@ export declare class OchatClient extends Emitter<ClientEvents> {
     private pause;
     private stopTimers;
 }
-/** A message frame (live or in a sync page) as the app sees it. */
-export declare function fromWire(frame: MessageOut | SyncMessage): ChatMessage;
-/** A message from the REST API as the app sees it. */
-export declare function fromRest(m: RestMessage): ChatMessage;
-/** The conversation a message belongs to, from `me`'s side: its group, or the other person. */
-export declare function conversationOf(message: ChatMessage, me: string): string;

@@ -4,9 +4,10 @@
 // cursor to the end; between connections nothing is lost, because the
 // server keeps the feed and the client keeps its place in it.
 import { backoffDelay } from "./backoff.js";
-import { Emitter } from "./emitter.js";
 import { OchatError, RETRYABLE } from "./errors.js";
 import { Feed } from "./feed.js";
+import { fromRest, fromWire } from "./messages.js";
+import { RestMethods } from "./methods.js";
 import { Outbox } from "./outbox.js";
 import { Rest } from "./rest.js";
 import { memoryStorage } from "./storage.js";
@@ -22,7 +23,7 @@ const PATIENT = new Set(["rate_limited", "unavailable", "outcome_unknown"]);
 export function connect(options) {
     return new OchatClient(options);
 }
-export class OchatClient extends Emitter {
+export class OchatClient extends RestMethods {
     /** Resolves once the saved state is loaded and the user known; rejects if that fails. */
     ready;
     /** The REST API, typed from the OpenAPI document. */
@@ -179,25 +180,7 @@ export class OchatClient extends Emitter {
     sync() {
         this.requestSync();
     }
-    // ---- REST -----------------------------------------------------------------
-    /** Any REST operation, typed from the OpenAPI document. */
-    request(operation, args) {
-        return this.rest.call(operation, args);
-    }
-    profile() {
-        return this.rest.call("GET /users/me");
-    }
-    user(id) {
-        return this.rest.call("GET /users/{id}", { path: { id } });
-    }
-    /** People whose username starts with `prefix` (any case), by name; page on with `after`. */
-    searchUsers(prefix, page = {}) {
-        return this.rest.call("GET /users/search", { query: { q: prefix, ...page } });
-    }
-    /** One's conversations, most recent first. */
-    conversations(query = {}) {
-        return this.rest.call("GET /messages/conversations", { query });
-    }
+    // ---- history and search (held, so changes apply to them) -------------------
     /** A page of a conversation's history, oldest first; page back with `before`. Changes apply to these messages too. */
     async history(query) {
         await this.caughtUp();
@@ -212,61 +195,6 @@ export class OchatClient extends Emitter {
         await this.caughtUp();
         const page = await this.rest.call("GET /messages/search", { query });
         return page.messages.map((m) => this.feed.keep(fromRest(m), true));
-    }
-    createGroup(title, memberIds) {
-        return this.rest.call("POST /conversations", { body: { title, member_ids: memberIds } });
-    }
-    group(id) {
-        return this.rest.call("GET /conversations/{id}", { path: { id } });
-    }
-    addMembers(id, userIds) {
-        return this.rest.call("POST /conversations/{id}/members", { path: { id }, body: { user_ids: userIds } });
-    }
-    /** Removes someone from a group (oneself: leaving it). */
-    removeMember(id, userId) {
-        return this.rest.call("DELETE /conversations/{id}/members/{user_id}", { path: { id, user_id: userId } });
-    }
-    renameGroup(id, title) {
-        return this.rest.call("PATCH /conversations/{id}", { path: { id }, body: { title } });
-    }
-    /** Makes a group member an admin or a plain member again (owners and admins may). */
-    setRole(id, userId, role) {
-        return this.rest.call("PATCH /conversations/{id}/members/{user_id}", { path: { id, user_id: userId }, body: { role } });
-    }
-    /** Changes one's username or avatar. */
-    updateProfile(changes) {
-        return this.rest.call("PATCH /users/me", { body: changes });
-    }
-    /** One's counts: conversations, sent, received, unread. */
-    stats() {
-        return this.rest.call("GET /messages/stats");
-    }
-    /** Stops someone from messaging one (and from finding one by name). */
-    block(userId) {
-        return this.rest.call("POST /users/{id}/block", { path: { id: userId } });
-    }
-    unblock(userId) {
-        return this.rest.call("DELETE /users/{id}/block", { path: { id: userId } });
-    }
-    /** Whom one blocked. */
-    blocks(query = {}) {
-        return this.rest.call("GET /users/me/blocks", { query });
-    }
-    /** Marks many received messages read at once (up to 1,000); each sender hears of it. */
-    markManyRead(messageIds) {
-        return this.rest.call("POST /messages/mark-read", { body: { message_ids: messageIds } });
-    }
-    /** Whether someone is online now (their profile says; `presence` events say when it changes). */
-    async isOnline(userId) {
-        return (await this.user(userId)).is_online;
-    }
-    /** Announces a file; PUT its bytes to the answer's `upload_url`, then send its id with a message. */
-    announceAttachment(file) {
-        return this.rest.call("POST /attachments", { body: file });
-    }
-    /** A short-lived download URL for an attachment. */
-    attachmentUrl(id) {
-        return this.rest.call("GET /attachments/{id}", { path: { id } });
     }
     /**
      * Waits (up to `syncTimeout`) for a sync under way: messages read over
@@ -795,51 +723,6 @@ function ownChange(frame, ack, me) {
         default:
             return null;
     }
-}
-/** A message frame (live or in a sync page) as the app sees it. */
-export function fromWire(frame) {
-    return {
-        id: frame.id,
-        from: frame.from,
-        to: frame.to ?? null,
-        conversation_id: frame.to ? null : (frame.conversation_id ?? null),
-        content: frame.content,
-        timestamp: frame.timestamp,
-        seq: frame.seq,
-        reply_to: frame.reply_to ?? null,
-        edited_at: frame.edited_at ?? null,
-        deleted_at: frame.deleted_at ?? null,
-        attachments: frame.attachments ?? [],
-        reactions: [],
-        is_read: false,
-    };
-}
-/** A message from the REST API as the app sees it. */
-export function fromRest(m) {
-    return {
-        id: m.id,
-        from: m.sender_id,
-        to: m.receiver_id ?? null,
-        conversation_id: m.receiver_id ? null : m.conversation_id,
-        content: m.content,
-        timestamp: m.created_at,
-        reply_to: m.reply_to ? { ...m.reply_to, preview: m.reply_to.preview ?? null } : null,
-        edited_at: m.edited_at ?? null,
-        deleted_at: m.deleted_at ?? null,
-        attachments: (m.attachments ?? []).map(({ width, height, ...a }) => ({
-            ...a,
-            ...(width ? { width } : {}),
-            ...(height ? { height } : {}),
-        })),
-        reactions: (m.reactions ?? []).map((r) => ({ ...r })),
-        is_read: m.is_read,
-    };
-}
-/** The conversation a message belongs to, from `me`'s side: its group, or the other person. */
-export function conversationOf(message, me) {
-    if (!message.to)
-        return message.conversation_id ?? "";
-    return message.from === me ? message.to : message.from;
 }
 function randomId() {
     return globalThis.crypto.randomUUID();

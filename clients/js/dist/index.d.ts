@@ -1,4 +1,5 @@
-export { connect, OchatClient, conversationOf, fromRest, fromWire } from "./client.js";
+export { connect, OchatClient } from "./client.js";
+export { conversationOf, fromRest, fromWire } from "./messages.js";
 export type { ClientEvents, ClientOptions, ConnectionState, Destination, GroupEvent, SendInput, WebSocketConstructor, WebSocketLike, } from "./client.js";
 export { backoffDelay, type Backoff } from "./backoff.js";
 export { OchatError, RETRYABLE } from "./errors.js";

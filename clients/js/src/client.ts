@@ -5,7 +5,6 @@
 // server keeps the feed and the client keeps its place in it.
 
 import { backoffDelay, type Backoff } from "./backoff.js";
-import { Emitter } from "./emitter.js";
 import { OchatError, RETRYABLE } from "./errors.js";
 import { Feed, type Change, type ChatMessage, type OwnChange } from "./feed.js";
 import type {
@@ -15,7 +14,6 @@ import type {
   ConversationUpdated,
   MemberAdded,
   MemberRemoved,
-  MessageOut,
   ReadReceipt,
   ServerFrame,
   SyncMessage,
@@ -24,9 +22,11 @@ import type {
   UserOffline,
   UserOnline,
 } from "./generated/protocol.js";
-import type { Message as RestMessage, Operations } from "./generated/rest.js";
+import type { Operations } from "./generated/rest.js";
+import { fromRest, fromWire } from "./messages.js";
+import { RestMethods } from "./methods.js";
 import { Outbox, type Acked } from "./outbox.js";
-import { Rest, type CallArgs, type Operation } from "./rest.js";
+import { Rest } from "./rest.js";
 import { memoryStorage, type ClientStorage, type OutboxEntry, type SavedState } from "./storage.js";
 import { claims, refreshAt, Tokens, type TokenSource } from "./token.js";
 
@@ -129,7 +129,7 @@ export function connect(options: ClientOptions): OchatClient {
   return new OchatClient(options);
 }
 
-export class OchatClient extends Emitter<ClientEvents> {
+export class OchatClient extends RestMethods<ClientEvents> {
   /** Resolves once the saved state is loaded and the user known; rejects if that fails. */
   readonly ready: Promise<void>;
   /** The REST API, typed from the OpenAPI document. */
@@ -293,30 +293,7 @@ export class OchatClient extends Emitter<ClientEvents> {
     this.requestSync();
   }
 
-  // ---- REST -----------------------------------------------------------------
-
-  /** Any REST operation, typed from the OpenAPI document. */
-  request<K extends Operation>(operation: K, args?: CallArgs<K>): Promise<Operations[K]["response"]> {
-    return this.rest.call(operation, args);
-  }
-
-  profile(): Promise<Operations["GET /users/me"]["response"]> {
-    return this.rest.call("GET /users/me");
-  }
-
-  user(id: string): Promise<Operations["GET /users/{id}"]["response"]> {
-    return this.rest.call("GET /users/{id}", { path: { id } });
-  }
-
-  /** People whose username starts with `prefix` (any case), by name; page on with `after`. */
-  searchUsers(prefix: string, page: { after?: string; limit?: number } = {}): Promise<Operations["GET /users/search"]["response"]> {
-    return this.rest.call("GET /users/search", { query: { q: prefix, ...page } });
-  }
-
-  /** One's conversations, most recent first. */
-  conversations(query: Operations["GET /messages/conversations"]["query"] = {}): Promise<Operations["GET /messages/conversations"]["response"]> {
-    return this.rest.call("GET /messages/conversations", { query });
-  }
+  // ---- history and search (held, so changes apply to them) -------------------
 
   /** A page of a conversation's history, oldest first; page back with `before`. Changes apply to these messages too. */
   async history(
@@ -335,76 +312,6 @@ export class OchatClient extends Emitter<ClientEvents> {
     await this.caughtUp();
     const page = await this.rest.call("GET /messages/search", { query });
     return page.messages.map((m) => this.feed!.keep(fromRest(m), true));
-  }
-
-  createGroup(title: string, memberIds: string[]): Promise<Operations["POST /conversations"]["response"]> {
-    return this.rest.call("POST /conversations", { body: { title, member_ids: memberIds } });
-  }
-
-  group(id: string): Promise<Operations["GET /conversations/{id}"]["response"]> {
-    return this.rest.call("GET /conversations/{id}", { path: { id } });
-  }
-
-  addMembers(id: string, userIds: string[]): Promise<Operations["POST /conversations/{id}/members"]["response"]> {
-    return this.rest.call("POST /conversations/{id}/members", { path: { id }, body: { user_ids: userIds } });
-  }
-
-  /** Removes someone from a group (oneself: leaving it). */
-  removeMember(id: string, userId: string): Promise<Operations["DELETE /conversations/{id}/members/{user_id}"]["response"]> {
-    return this.rest.call("DELETE /conversations/{id}/members/{user_id}", { path: { id, user_id: userId } });
-  }
-
-  renameGroup(id: string, title: string): Promise<Operations["PATCH /conversations/{id}"]["response"]> {
-    return this.rest.call("PATCH /conversations/{id}", { path: { id }, body: { title } });
-  }
-
-  /** Makes a group member an admin or a plain member again (owners and admins may). */
-  setRole(id: string, userId: string, role: Operations["PATCH /conversations/{id}/members/{user_id}"]["body"]["role"]): Promise<Operations["PATCH /conversations/{id}/members/{user_id}"]["response"]> {
-    return this.rest.call("PATCH /conversations/{id}/members/{user_id}", { path: { id, user_id: userId }, body: { role } });
-  }
-
-  /** Changes one's username or avatar. */
-  updateProfile(changes: Operations["PATCH /users/me"]["body"]): Promise<Operations["PATCH /users/me"]["response"]> {
-    return this.rest.call("PATCH /users/me", { body: changes });
-  }
-
-  /** One's counts: conversations, sent, received, unread. */
-  stats(): Promise<Operations["GET /messages/stats"]["response"]> {
-    return this.rest.call("GET /messages/stats");
-  }
-
-  /** Stops someone from messaging one (and from finding one by name). */
-  block(userId: string): Promise<Operations["POST /users/{id}/block"]["response"]> {
-    return this.rest.call("POST /users/{id}/block", { path: { id: userId } });
-  }
-
-  unblock(userId: string): Promise<Operations["DELETE /users/{id}/block"]["response"]> {
-    return this.rest.call("DELETE /users/{id}/block", { path: { id: userId } });
-  }
-
-  /** Whom one blocked. */
-  blocks(query: Operations["GET /users/me/blocks"]["query"] = {}): Promise<Operations["GET /users/me/blocks"]["response"]> {
-    return this.rest.call("GET /users/me/blocks", { query });
-  }
-
-  /** Marks many received messages read at once (up to 1,000); each sender hears of it. */
-  markManyRead(messageIds: string[]): Promise<Operations["POST /messages/mark-read"]["response"]> {
-    return this.rest.call("POST /messages/mark-read", { body: { message_ids: messageIds } });
-  }
-
-  /** Whether someone is online now (their profile says; `presence` events say when it changes). */
-  async isOnline(userId: string): Promise<boolean> {
-    return (await this.user(userId)).is_online;
-  }
-
-  /** Announces a file; PUT its bytes to the answer's `upload_url`, then send its id with a message. */
-  announceAttachment(file: Operations["POST /attachments"]["body"]): Promise<Operations["POST /attachments"]["response"]> {
-    return this.rest.call("POST /attachments", { body: file });
-  }
-
-  /** A short-lived download URL for an attachment. */
-  attachmentUrl(id: string): Promise<Operations["GET /attachments/{id}"]["response"]> {
-    return this.rest.call("GET /attachments/{id}", { path: { id } });
   }
 
   /**
@@ -922,53 +829,6 @@ function ownChange(frame: ClientFrame, ack: Acked, me: string): OwnChange | null
     default:
       return null;
   }
-}
-
-/** A message frame (live or in a sync page) as the app sees it. */
-export function fromWire(frame: MessageOut | SyncMessage): ChatMessage {
-  return {
-    id: frame.id,
-    from: frame.from,
-    to: frame.to ?? null,
-    conversation_id: frame.to ? null : (frame.conversation_id ?? null),
-    content: frame.content,
-    timestamp: frame.timestamp,
-    seq: frame.seq,
-    reply_to: frame.reply_to ?? null,
-    edited_at: frame.edited_at ?? null,
-    deleted_at: frame.deleted_at ?? null,
-    attachments: frame.attachments ?? [],
-    reactions: [],
-    is_read: false,
-  };
-}
-
-/** A message from the REST API as the app sees it. */
-export function fromRest(m: RestMessage): ChatMessage {
-  return {
-    id: m.id,
-    from: m.sender_id,
-    to: m.receiver_id ?? null,
-    conversation_id: m.receiver_id ? null : m.conversation_id,
-    content: m.content,
-    timestamp: m.created_at,
-    reply_to: m.reply_to ? { ...m.reply_to, preview: m.reply_to.preview ?? null } : null,
-    edited_at: m.edited_at ?? null,
-    deleted_at: m.deleted_at ?? null,
-    attachments: (m.attachments ?? []).map(({ width, height, ...a }) => ({
-      ...a,
-      ...(width ? { width } : {}),
-      ...(height ? { height } : {}),
-    })),
-    reactions: (m.reactions ?? []).map((r) => ({ ...r })),
-    is_read: m.is_read,
-  };
-}
-
-/** The conversation a message belongs to, from `me`'s side: its group, or the other person. */
-export function conversationOf(message: ChatMessage, me: string): string {
-  if (!message.to) return message.conversation_id ?? "";
-  return message.from === me ? message.to : message.from;
 }
 
 function randomId(): string {

@@ -1,5 +1,6 @@
 // @ochat/client: ochat's client for browsers and Node.
-export { connect, OchatClient, conversationOf, fromRest, fromWire } from "./client.js";
+export { connect, OchatClient } from "./client.js";
+export { conversationOf, fromRest, fromWire } from "./messages.js";
 export type {
   ClientEvents,
   ClientOptions,

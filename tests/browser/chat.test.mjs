@@ -12,8 +12,9 @@ import { mkdtempSync, rmSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import net from "node:net";
 import { chromium } from "playwright-core";
+
+import { freePort } from "../../clients/js/test/cluster.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const binary = process.env.OCHAT_BIN || join(root, "target", "debug", "ochat");
@@ -28,17 +29,6 @@ let browser;
 let workdir;
 let base;
 let port;
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer();
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address();
-      probe.close(() => resolve(port));
-    });
-    probe.on("error", reject);
-  });
-}
 
 async function waitReady(url) {
   const deadline = Date.now() + 20000;

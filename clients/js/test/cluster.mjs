@@ -136,6 +136,17 @@ export async function embeddedNode(env = {}) {
   };
 }
 
+/**
+ * One embedded node for a test file: started before its tests, stopped
+ * after them. Its fields (`url`, `node`, `dir`) are there once started.
+ */
+export function embeddedNodeFor({ before, after }, env = {}) {
+  const held = {};
+  before(async () => Object.assign(held, await embeddedNode(env)));
+  after(() => held.stop?.());
+  return held;
+}
+
 /** Nodes sharing a fresh database and Redis prefix. */
 export async function nodes(count, env = {}) {
   const db = database();

@@ -6,20 +6,12 @@ import { after, before, test } from "node:test";
 import { WebSocket } from "ws";
 
 import { connect } from "../dist/index.js";
-import { closeAfter, embeddedNode, eventually, mint } from "./cluster.mjs";
+import { closeAfter, embeddedNodeFor, eventually, mint } from "./cluster.mjs";
 
-let embedded;
-let url;
-
-before(async () => {
-  embedded = await embeddedNode({ RATE_LIMIT_PER_SEC: "20", RATE_LIMIT_BURST: "5" });
-  url = embedded.url;
-});
-
-after(() => embedded?.stop());
+const embedded = embeddedNodeFor({ before, after }, { RATE_LIMIT_PER_SEC: "20", RATE_LIMIT_BURST: "5" });
 
 const track = closeAfter(after);
-const open = (id, options = {}) => track(connect({ url, WebSocket, token: () => mint(id), ...options }));
+const open = (id, options = {}) => track(connect({ url: embedded.url, WebSocket, token: () => mint(id), ...options }));
 // Online: the node has met the user (a send to someone it never met is refused).
 const online = (...clients) => eventually("online", () => clients.every((c) => c.state === "online"));
 
@@ -61,7 +53,7 @@ test("a REST call answered 401 fetches a fresh token and is made again", async (
   const id = crypto.randomUUID();
   let calls = 0;
   const client = track(connect({
-    url,
+    url: embedded.url,
     WebSocket,
     // The first token is signed with another secret: the node refuses it.
     token: () => (++calls === 1 ? mint(id).replace(/\.[^.]+$/, ".bad-signature") : mint(id)),

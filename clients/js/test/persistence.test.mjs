@@ -8,17 +8,9 @@ import { after, before, test } from "node:test";
 import { WebSocket } from "ws";
 
 import { connect, fileStorage } from "../dist/node.js";
-import { closeAfter, embeddedNode, eventually, mint } from "./cluster.mjs";
+import { closeAfter, embeddedNodeFor, eventually, mint } from "./cluster.mjs";
 
-let embedded;
-let url;
-
-before(async () => {
-  embedded = await embeddedNode();
-  url = embedded.url;
-});
-
-after(() => embedded?.stop());
+const embedded = embeddedNodeFor({ before, after });
 
 const track = closeAfter(after);
 
@@ -27,12 +19,12 @@ test("a restarted client resends its saved outbox once and hands over nothing tw
   const bob = crypto.randomUUID();
   const file = join(embedded.dir, "alice.json");
   const open = () => {
-    const client = track(connect({ url, WebSocket, token: () => mint(alice), storage: fileStorage(file), backoff: { initial: 50, max: 200 } }));
+    const client = track(connect({ url: embedded.url, WebSocket, token: () => mint(alice), storage: fileStorage(file), backoff: { initial: 50, max: 200 } }));
     const got = [];
     client.on("message", (m) => got.push(m.content));
     return { client, got };
   };
-  const bobClient = track(connect({ url, WebSocket, token: () => mint(bob) }));
+  const bobClient = track(connect({ url: embedded.url, WebSocket, token: () => mint(bob) }));
   await eventually("Bob online", () => bobClient.state === "online");
   const bobGot = [];
   bobClient.on("message", (m) => bobGot.push(m.content));

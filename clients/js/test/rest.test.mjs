@@ -5,15 +5,9 @@ import { after, before, test } from "node:test";
 import { WebSocket } from "ws";
 
 import { connect } from "../dist/index.js";
-import { closeAfter, embeddedNode, eventually, mint } from "./cluster.mjs";
+import { closeAfter, embeddedNodeFor, eventually, mint } from "./cluster.mjs";
 
-let embedded;
-
-before(async () => {
-  embedded = await embeddedNode();
-});
-
-after(() => embedded?.stop());
+const embedded = embeddedNodeFor({ before, after });
 
 const track = closeAfter(after);
 

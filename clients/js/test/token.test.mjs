@@ -7,17 +7,9 @@ import { after, before, test } from "node:test";
 import { WebSocket } from "ws";
 
 import { connect } from "../dist/index.js";
-import { closeAfter, embeddedNode, eventually, mint, sleep } from "./cluster.mjs";
+import { closeAfter, embeddedNodeFor, eventually, mint, sleep } from "./cluster.mjs";
 
-let embedded;
-let url;
-
-before(async () => {
-  embedded = await embeddedNode();
-  url = embedded.url;
-});
-
-after(() => embedded?.stop());
+const embedded = embeddedNodeFor({ before, after });
 
 const track = closeAfter(after);
 
@@ -25,7 +17,7 @@ const track = closeAfter(after);
 function client(id, seconds, options = {}) {
   const log = { tokens: 0, closes: [] };
   const c = track(connect({
-    url,
+    url: embedded.url,
     WebSocket,
     token: () => {
       log.tokens += 1;
@@ -80,7 +72,7 @@ test("with proactive refresh off, the server's close for an expired token fetche
 
 test("a fixed token that expires closes the client, and a send waiting for its ack is rejected", async () => {
   const id = crypto.randomUUID();
-  const c = track(connect({ url, WebSocket, token: mint(id, 2) }));
+  const c = track(connect({ url: embedded.url, WebSocket, token: mint(id, 2) }));
   await eventually("online", () => c.state === "online");
   await eventually("closed at expiry", () => c.state === "closed", 10_000);
   await assert.rejects(c.send({ to: crypto.randomUUID(), content: "too late" }), { code: "closed" });

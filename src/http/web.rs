@@ -15,7 +15,12 @@ use axum::routing::get;
 use crate::state::AppState;
 
 const INDEX: &str = include_str!("../../web/index.html");
-const SCRIPT: &str = include_str!("../../web/app.js");
+/// The client's scripts, each a module at `/<name>`.
+const SCRIPTS: &[(&str, &str)] = &[
+    ("app.js", include_str!("../../web/app.js")),
+    ("conversation.js", include_str!("../../web/conversation.js")),
+    ("ui.js", include_str!("../../web/ui.js")),
+];
 const STYLE: &str = include_str!("../../web/style.css");
 
 /// A built module of the client library, by its file name.
@@ -35,6 +40,7 @@ const LIBRARY: &[(&str, &str)] = &[
     module!("index.js"),
     module!("client.js"),
     module!("backoff.js"),
+    module!("connection.js"),
     module!("emitter.js"),
     module!("errors.js"),
     module!("feed.js"),
@@ -43,6 +49,7 @@ const LIBRARY: &[(&str, &str)] = &[
     module!("outbox.js"),
     module!("rest.js"),
     module!("storage.js"),
+    module!("sync.js"),
     module!("token.js"),
 ];
 
@@ -63,8 +70,13 @@ pub fn router(files: Option<&str>) -> Router<AppState> {
     };
     let mut router = Router::new()
         .route("/", serve("text/html; charset=utf-8", INDEX))
-        .route("/app.js", serve("text/javascript; charset=utf-8", SCRIPT))
         .route("/style.css", serve("text/css; charset=utf-8", STYLE));
+    for (name, body) in SCRIPTS {
+        router = router.route(
+            &format!("/{name}"),
+            serve("text/javascript; charset=utf-8", body),
+        );
+    }
     for (name, body) in LIBRARY {
         router = router.route(
             &format!("/client/{name}"),
@@ -92,41 +104,59 @@ fn asset(content_type: &'static str, body: &'static str, policy: HeaderValue) ->
 
 #[cfg(test)]
 mod tests {
-    use super::{LIBRARY, SCRIPT};
+    use super::{LIBRARY, SCRIPTS};
 
     /// The browser client leaves the protocol to the library: no socket,
     /// no frames, no idempotency keys of its own.
     #[test]
     fn the_browser_client_speaks_no_protocol_itself() {
-        for word in [
-            "WebSocket",
-            "/ws",
-            "client_id",
-            "\"ack\"",
-            "\"sync\"",
-            "mark_read",
-            "cursor",
-        ] {
-            assert!(!SCRIPT.contains(word), "web/app.js mentions {word}");
+        for (name, body) in SCRIPTS {
+            for word in [
+                "WebSocket",
+                "/ws",
+                "client_id",
+                "\"ack\"",
+                "\"sync\"",
+                "mark_read",
+                "cursor",
+            ] {
+                assert!(!body.contains(word), "web/{name} mentions {word}");
+            }
         }
     }
 
-    /// Every module a served module imports (`from "./x.js"`) is served
-    /// too: a module the library gains cannot be missing in browsers.
+    /// Every module a served module imports is served too: the library's
+    /// own (`./x.js`), and the client's (`/x.js`) or the library's
+    /// (`/client/x.js`) from the client's scripts. A module either gains
+    /// cannot be missing in browsers.
     #[test]
-    fn the_served_library_imports_only_served_modules() {
-        let served: Vec<&str> = LIBRARY.iter().map(|(name, _)| *name).collect();
-        for (name, body) in LIBRARY.iter().chain([&("app.js", super::SCRIPT)]) {
-            for import in body.split("from \"").skip(1) {
-                let target = import.split('"').next().unwrap();
-                let target = target
-                    .strip_prefix("./")
-                    .or_else(|| target.strip_prefix("/client/"))
-                    .unwrap_or_else(|| panic!("{name} imports {target}: not the library"));
+    fn served_modules_import_only_served_modules() {
+        let names = |list: &[(&'static str, &'static str)]| -> Vec<&'static str> {
+            list.iter().map(|(name, _)| *name).collect()
+        };
+        let (library, scripts) = (names(LIBRARY), names(SCRIPTS));
+        let imports = |body: &'static str| {
+            body.split("from \"")
+                .skip(1)
+                .map(|rest| rest.split('"').next().unwrap())
+                .collect::<Vec<_>>()
+        };
+        for (name, body) in LIBRARY {
+            for target in imports(body) {
+                let module = target.strip_prefix("./").unwrap_or(target);
                 assert!(
-                    served.contains(&target),
+                    library.contains(&module),
                     "{name} imports {target}, which is not served"
                 );
+            }
+        }
+        for (name, body) in SCRIPTS {
+            for target in imports(body) {
+                let served = match target.strip_prefix("/client/") {
+                    Some(module) => library.contains(&module),
+                    None => scripts.contains(&target.trim_start_matches('/')),
+                };
+                assert!(served, "web/{name} imports {target}, which is not served");
             }
         }
     }

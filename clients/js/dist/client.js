@@ -4,21 +4,16 @@
 // cursor to the end; between connections nothing is lost, because the
 // server keeps the feed and the client keeps its place in it.
 import { backoffDelay } from "./backoff.js";
-import { OchatError, RETRYABLE } from "./errors.js";
+import { Connection } from "./connection.js";
+import { OchatError, retried } from "./errors.js";
 import { Feed } from "./feed.js";
-import { fromRest, fromWire } from "./messages.js";
+import { destinationOf, fromRest, fromWire, ownChange, sentMessage } from "./messages.js";
 import { RestMethods } from "./methods.js";
 import { Outbox } from "./outbox.js";
 import { Rest } from "./rest.js";
-import { memoryStorage } from "./storage.js";
+import { memoryStorage, Saver } from "./storage.js";
+import { SyncRequests } from "./sync.js";
 import { claims, refreshAt, Tokens } from "./token.js";
-/**
- * Refusals of one send for a server error (`internal`, `request_timeout`)
- * before it is given up with that code. Refusals for a busy or unsure
- * server (`PATIENT`) are retried for as long as it takes.
- */
-const MAX_RETRIES = 10;
-const PATIENT = new Set(["rate_limited", "unavailable", "outcome_unknown"]);
 /** Connects (and keeps connecting) to ochat. */
 export function connect(options) {
     return new OchatClient(options);
@@ -35,34 +30,24 @@ export class OchatClient extends RestMethods {
     outbox;
     feed = null;
     me = null;
-    ws = null;
+    conn = null;
     /** Which connection each outbox entry last went out on. */
     sentOn = new Map();
     stateNow = "connecting";
     attempt = 0;
     closed = false;
     wake = null;
-    /** Sync requests sent on this connection and not answered yet. */
-    syncsOut = 0;
-    syncAgain = false;
-    syncTimer = null;
-    /** The connection's timers (periodic sync, heartbeat, token refresh, resends): cleared with it. */
-    timers = new Set();
-    /** When the connection last heard from the server. */
-    lastHeard = 0;
-    /** Ends the connection now, without waiting for its close (the network may be gone). */
-    abandon = null;
+    /** This connection's sync requests. */
+    syncs = null;
     /** Sends and changes added whose save has not finished: they go out after it. */
     unsaved = new Set();
-    plannedClose = null;
     unreadSent = new Set();
     /** How often the server answered a busy refusal to each outbox entry. */
     refusals = new Map();
     /** The attachments a send in the outbox carries, to show once it is stored. */
     files = new Map();
     typingSent = new Map();
-    saving = Promise.resolve();
-    saveQueued = null;
+    saver;
     running;
     constructor(options) {
         super();
@@ -80,6 +65,14 @@ export class OchatClient extends RestMethods {
         this.storage = options.storage ?? memoryStorage();
         this.rest = new Rest(base, this.tokens, fetcher);
         this.outbox = new Outbox(options.outboxLimit ?? 1_000);
+        this.saver = new Saver(this.storage, () => ({
+            version: 1,
+            user: this.me,
+            cursor: this.feed.cursor,
+            seen: this.feed.seenEntries(),
+            own: this.feed.ownEntries(),
+            outbox: this.outbox.list(),
+        }), (error) => this.emit("error", asError(error)));
         this.ready = this.load();
         // Unobserved, a failed load must not crash the process: `ready` tells.
         this.ready.catch(() => undefined);
@@ -129,7 +122,8 @@ export class OchatClient extends RestMethods {
         if (files.length)
             this.files.set(clientId, files);
         const ack = await this.saveThenTransmit(clientId, acked).finally(() => this.files.delete(clientId));
-        return this.feed.message(ack.id) ?? this.sentMessage(frame, ack, files);
+        const replied = frame.reply_to ? this.feed.message(frame.reply_to) : undefined;
+        return this.feed.message(ack.id) ?? sentMessage(frame, ack, this.me, replied, files);
     }
     /** Edits one's own message; resolves once stored. */
     edit(messageId, content) {
@@ -230,12 +224,11 @@ export class OchatClient extends RestMethods {
         this.wake?.();
         // Ends the connection without waiting for the server's close, which a
         // dead network never sends.
-        this.abandon?.(1000, "client closed");
-        this.stopTimers();
+        this.conn?.abandon(1000, "client closed");
         this.outbox.abandon(new OchatError("closed", "the client was closed before the ack"));
         this.setState("closed");
         await this.running;
-        await this.saving;
+        await this.saver.done;
     }
     /**
      * Loads the saved state and learns the user; tried again (with backoff)
@@ -279,7 +272,7 @@ export class OchatClient extends RestMethods {
             }
             let ended;
             try {
-                ended = await this.session(await this.tokens.get());
+                ended = await this.connection(await this.tokens.get());
             }
             catch (error) {
                 this.emit("error", asError(error));
@@ -310,84 +303,51 @@ export class OchatClient extends RestMethods {
         this.outbox.abandon(error);
         this.setState("closed", ended);
     }
-    /** One connection, from its opening to its close (or its silence). */
-    session(token) {
-        return new Promise((resolve) => {
-            // The platform's class is looked up on each connection: one
-            // installed later (a polyfill, a test's network mock) is used.
-            const socketClass = this.options.WebSocket ?? platformSocket();
-            const ws = new socketClass(`${this.socketUrl}?token=${encodeURIComponent(token)}`);
-            this.ws = ws;
-            let opened = false;
-            let done = false;
-            const finish = (code, reason) => {
-                if (done)
-                    return;
-                done = true;
-                if (this.ws === ws) {
-                    this.ws = null;
-                    this.stopTimers();
-                }
-                resolve({ opened, code, reason, planned: this.plannedClose === ws });
-            };
-            this.abandon = (code, reason) => {
-                finish(code, reason);
-                ws.close(code, reason);
-            };
-            this.lastHeard = Date.now();
-            const heartbeat = this.options.heartbeat ?? 20_000;
-            if (heartbeat > 0) {
-                this.timers.add(setInterval(() => {
-                    // Heard nothing, not even a pong (or never opened): the network
-                    // is gone without a close (a sleeping laptop, a changed Wi-Fi).
-                    // Do not wait for TCP to notice.
-                    if (Date.now() - this.lastHeard > 2 * heartbeat)
-                        this.abandon?.(4000, "no answer from the server");
-                    else
-                        this.sendFrame({ type: "ping" });
-                }, heartbeat));
-            }
-            ws.addEventListener("open", () => {
-                opened = true;
-                this.opened(ws, token);
-            });
-            ws.addEventListener("message", (event) => {
-                if (this.ws === ws)
-                    this.receive(String(event.data));
-            });
-            ws.addEventListener("error", () => undefined); // a close follows
-            ws.addEventListener("close", (event) => finish(event.code, event.reason));
+    /** One connection, from its opening to its end. */
+    async connection(token) {
+        // The platform's class is looked up on each connection: one installed
+        // later (a polyfill, a test's network mock) is used.
+        const socketClass = this.options.WebSocket ?? platformSocket();
+        const url = `${this.socketUrl}?token=${encodeURIComponent(token)}`;
+        const conn = new Connection(url, socketClass, this.options.heartbeat ?? 20_000, {
+            open: () => this.opened(conn, token),
+            frame: (text) => this.receive(text),
         });
+        this.conn = conn;
+        const ended = await conn.ended;
+        this.conn = null;
+        this.syncs?.stop();
+        this.syncs = null;
+        return ended;
     }
-    opened(ws, token) {
+    opened(conn, token) {
         if (this.closed) {
-            ws.close(1000, "client closed");
+            conn.abandon(1000, "client closed");
             return;
         }
         this.setState("online");
-        this.lastHeard = Date.now();
         for (const entry of this.outbox.list())
             this.transmit(entry.client_id);
         for (const id of this.unreadSent)
             this.sendFrame({ type: "mark_read", message_id: id });
         this.unreadSent.clear();
+        this.syncs = new SyncRequests(() => this.sendFrame({ type: "sync", cursor: this.feed.cursor, limit: this.options.syncLimit ?? 100 }), this.options.syncTimeout ?? 15_000);
         this.requestSync();
         const every = this.options.syncEvery ?? 30_000;
         if (every > 0)
-            this.timers.add(setInterval(() => this.requestSync(), every));
+            conn.every(every, () => this.requestSync());
         const before = this.options.refreshBefore ?? 60_000;
         const at = before > 0 && this.tokens.refreshable ? refreshAt(token, before) : null;
         // A token already at its refresh time (a token function answering a
         // cached one) waits for the server's close instead of reconnecting
         // again and again.
         if (at !== null && at - Date.now() >= 1_000) {
-            this.timers.add(setTimeout(() => {
+            conn.after(at - Date.now(), () => {
                 // A fresh token means a fresh connection: the outbox and the
                 // cursor carry everything across.
                 this.tokens.forget();
-                this.plannedClose = ws;
-                ws.close(1000, "refreshing the token");
-            }, Math.min(2 ** 31 - 1, at - Date.now())));
+                conn.replace("refreshing the token");
+            });
         }
     }
     receive(text) {
@@ -398,7 +358,6 @@ export class OchatClient extends RestMethods {
         catch {
             return;
         }
-        this.lastHeard = Date.now();
         this.emit("frame", frame);
         const feed = this.feed;
         switch (frame.type) {
@@ -423,16 +382,10 @@ export class OchatClient extends RestMethods {
                 else {
                     this.sentOn.delete(entry.client_id);
                     const refusals = (this.refusals.get(entry.client_id) ?? 0) + 1;
-                    if (RETRYABLE.has(frame.code) && (PATIENT.has(frame.code) || refusals < MAX_RETRIES)) {
+                    if (retried(frame.code, refusals)) {
                         // Again later (longer each time), on this connection or the next.
                         this.refusals.set(entry.client_id, refusals);
-                        const ws = this.ws;
-                        const timer = setTimeout(() => {
-                            this.timers.delete(timer);
-                            if (this.ws === ws)
-                                this.transmit(entry.client_id);
-                        }, 100 + backoffDelay(refusals, this.options.backoff));
-                        this.timers.add(timer);
+                        this.conn?.after(100 + backoffDelay(refusals, this.options.backoff), () => this.transmit(entry.client_id));
                     }
                     else {
                         this.refusals.delete(entry.client_id);
@@ -505,53 +458,27 @@ export class OchatClient extends RestMethods {
         }
         feed.advance(page.cursor);
         this.save();
-        this.syncsOut = Math.max(0, this.syncsOut - 1);
+        const syncs = this.syncs;
         // Another answer is on its way (this one was late): it decides.
-        if (this.syncsOut > 0)
+        if (!syncs?.answered())
             return;
-        this.clearSyncTimer();
         if (page.has_more) {
-            this.requestSync();
+            syncs.request();
             return;
         }
         // A connection that got this far is a good one: the next failure
         // starts the backoff from the bottom again.
         this.attempt = 0;
         this.emit("synced", { cursor: feed.cursor });
-        if (this.syncAgain) {
-            this.syncAgain = false;
-            this.requestSync();
-        }
+        syncs.finished();
     }
     requestSync() {
-        if (!this.feed || !this.ws || this.stateNow !== "online")
-            return;
-        if (this.syncsOut > 0) {
-            this.syncAgain = true;
-            return;
-        }
-        this.askSync();
-    }
-    askSync() {
-        if (!this.sendFrame({ type: "sync", cursor: this.feed.cursor, limit: this.options.syncLimit ?? 100 }))
-            return;
-        this.syncsOut += 1;
-        // A refused sync (rate limited, the database away) answers an error
-        // no request id ties to it: ask again after a while.
-        this.clearSyncTimer();
-        this.syncTimer = setTimeout(() => {
-            this.syncTimer = null;
-            this.askSync();
-        }, this.options.syncTimeout ?? 15_000);
-    }
-    clearSyncTimer() {
-        if (this.syncTimer)
-            clearTimeout(this.syncTimer);
-        this.syncTimer = null;
+        if (this.stateNow === "online")
+            this.syncs?.request();
     }
     /** Whether a sync is under way on an open connection. */
     get catchingUp() {
-        return this.stateNow === "online" && this.syncsOut > 0;
+        return this.stateNow === "online" && !!this.syncs?.busy;
     }
     acked(clientId, ack) {
         this.sentOn.delete(clientId);
@@ -562,7 +489,8 @@ export class OchatClient extends RestMethods {
         const feed = this.feed;
         const frame = entry.frame;
         if (frame.type === "message") {
-            const message = feed.takeMessage(this.sentMessage(frame, ack, this.files.get(clientId) ?? []));
+            const replied = frame.reply_to ? feed.message(frame.reply_to) : undefined;
+            const message = feed.takeMessage(sentMessage(frame, ack, this.me, replied, this.files.get(clientId) ?? []));
             if (message)
                 this.emit("message", message);
         }
@@ -606,72 +534,17 @@ export class OchatClient extends RestMethods {
     /** Sends an outbox entry on the current connection, unless it went out on it already. */
     transmit(clientId) {
         const entry = this.outbox.get(clientId);
-        if (!entry || !this.ws || this.stateNow !== "online" || this.unsaved.has(clientId) || this.sentOn.get(clientId) === this.ws)
+        const conn = this.conn;
+        if (!entry || !conn || this.unsaved.has(clientId) || this.sentOn.get(clientId) === conn)
             return;
         if (this.sendFrame(entry.frame))
-            this.sentOn.set(clientId, this.ws);
+            this.sentOn.set(clientId, conn);
     }
     sendFrame(frame) {
-        const ws = this.ws;
-        if (!ws || ws.readyState !== 1 || this.stateNow !== "online")
-            return false;
-        try {
-            ws.send(JSON.stringify(frame));
-            return true;
-        }
-        catch {
-            return false;
-        }
+        return this.stateNow === "online" && !!this.conn?.send(frame);
     }
-    /** The message an ack confirms, as the server stored it. */
-    sentMessage(frame, ack, files) {
-        const replied = frame.reply_to ? this.feed.message(frame.reply_to) : undefined;
-        return {
-            id: ack.id,
-            from: this.me,
-            to: frame.to ?? null,
-            conversation_id: frame.conversation_id ?? null,
-            content: frame.content.trim(),
-            timestamp: ack.timestamp,
-            reply_to: replied
-                ? { id: replied.id, sender_id: replied.from, preview: [...replied.content].slice(0, 100).join(""), deleted: false }
-                : null,
-            edited_at: null,
-            deleted_at: null,
-            attachments: files,
-            reactions: [],
-            is_read: false,
-        };
-    }
-    /**
-     * Saves the state; calls made while a save waits to start share it, and
-     * answer once a save holding their change is done.
-     */
     save() {
-        if (this.saveQueued)
-            return this.saveQueued;
-        const queued = this.saving.then(async () => {
-            this.saveQueued = null;
-            try {
-                await this.storage.save(this.snapshot());
-            }
-            catch (error) {
-                this.emit("error", asError(error));
-            }
-        });
-        this.saveQueued = queued;
-        this.saving = queued;
-        return queued;
-    }
-    snapshot() {
-        return {
-            version: 1,
-            user: this.me,
-            cursor: this.feed.cursor,
-            seen: this.feed.seenEntries(),
-            own: this.feed.ownEntries(),
-            outbox: this.outbox.list(),
-        };
+        return this.saver.save();
     }
     setState(state, ended) {
         if (this.stateNow === state)
@@ -689,40 +562,9 @@ export class OchatClient extends RestMethods {
             this.wake = done;
         });
     }
-    stopTimers() {
-        this.clearSyncTimer();
-        for (const timer of this.timers)
-            clearTimeout(timer);
-        this.timers.clear();
-        this.abandon = null;
-        this.syncsOut = 0;
-        this.syncAgain = false;
-    }
 }
 function platformSocket() {
     return globalThis.WebSocket;
-}
-function destinationOf(input) {
-    if (input.to && !input.conversationId)
-        return { to: input.to };
-    if (input.conversationId && !input.to)
-        return { conversation_id: input.conversationId };
-    throw new OchatError("invalid_field", "give exactly one of `to` (a user) and `conversationId` (a group)");
-}
-/** The change an acked edit, delete or reaction of one's own stands for. */
-function ownChange(frame, ack, me) {
-    switch (frame.type) {
-        case "edit":
-            return { type: "message_updated", id: frame.message_id, content: frame.content.trim(), edited_at: ack.timestamp };
-        case "delete":
-            return { type: "message_deleted", id: frame.message_id, deleted_at: ack.timestamp };
-        case "react":
-            return { type: "reaction_added", message_id: frame.message_id, user_id: me, emoji: frame.emoji };
-        case "unreact":
-            return { type: "reaction_removed", message_id: frame.message_id, user_id: me, emoji: frame.emoji };
-        default:
-            return null;
-    }
 }
 function randomId() {
     return globalThis.crypto.randomUUID();

@@ -16,3 +16,5 @@ export declare class OchatError extends Error {
  * committed. Every other code is final.
  */
 export declare const RETRYABLE: ReadonlySet<string>;
+/** Whether a send refused with `code` for the `refusals`-th time goes again. */
+export declare function retried(code: string, refusals: number): boolean;

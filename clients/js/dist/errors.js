@@ -26,3 +26,11 @@ export const RETRYABLE = new Set([
     "request_timeout",
     "internal",
 ]);
+/** "Not now": retried for as long as it takes. */
+const PATIENT = new Set(["rate_limited", "unavailable", "outcome_unknown"]);
+/** Refusals for a server error (`internal`, `request_timeout`) before a send is given up with that code. */
+const MAX_RETRIES = 10;
+/** Whether a send refused with `code` for the `refusals`-th time goes again. */
+export function retried(code, refusals) {
+    return PATIENT.has(code) || (RETRYABLE.has(code) && refusals < MAX_RETRIES);
+}

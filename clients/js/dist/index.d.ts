@@ -1,6 +1,6 @@
 export { connect, OchatClient } from "./client.js";
 export { conversationOf, fromRest, fromWire } from "./messages.js";
-export type { ClientEvents, ClientOptions, ConnectionState, Destination, GroupEvent, SendInput, WebSocketConstructor, WebSocketLike, } from "./client.js";
+export type { ClientEvents, ClientOptions, ConnectionState, Destination, GroupEvent, SendInput, WebSocketConstructor, WebSocketLike, } from "./options.js";
 export { backoffDelay, type Backoff } from "./backoff.js";
 export { OchatError, RETRYABLE } from "./errors.js";
 export { Feed, type Applied, type Change, type ChatMessage, type OwnChange } from "./feed.js";

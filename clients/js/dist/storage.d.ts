@@ -43,3 +43,20 @@ export interface WebStorage {
 export declare function webStorage(key?: string, storage?: WebStorage): ClientStorage;
 /** A saved state from its JSON text, or null when it is not one. */
 export declare function parseState(text: string | null): SavedState | null;
+/**
+ * Saves the client's state one save at a time, in order. Calls made while
+ * a save waits to start share it, and answer once a save holding their
+ * change is done. A failed save is reported, not thrown: it must not hold
+ * messaging back.
+ */
+export declare class Saver {
+    private readonly storage;
+    private readonly snapshot;
+    private readonly failed;
+    private saving;
+    private queued;
+    constructor(storage: ClientStorage, snapshot: () => SavedState, failed: (error: unknown) => void);
+    save(): Promise<void>;
+    /** Resolves once every save asked for so far is done. */
+    get done(): Promise<void>;
+}

@@ -40,3 +40,41 @@ export function parseState(text) {
     }
     return null;
 }
+/**
+ * Saves the client's state one save at a time, in order. Calls made while
+ * a save waits to start share it, and answer once a save holding their
+ * change is done. A failed save is reported, not thrown: it must not hold
+ * messaging back.
+ */
+export class Saver {
+    storage;
+    snapshot;
+    failed;
+    saving = Promise.resolve();
+    queued = null;
+    constructor(storage, snapshot, failed) {
+        this.storage = storage;
+        this.snapshot = snapshot;
+        this.failed = failed;
+    }
+    save() {
+        if (this.queued)
+            return this.queued;
+        const queued = this.saving.then(async () => {
+            this.queued = null;
+            try {
+                await this.storage.save(this.snapshot());
+            }
+            catch (error) {
+                this.failed(error);
+            }
+        });
+        this.queued = queued;
+        this.saving = queued;
+        return queued;
+    }
+    /** Resolves once every save asked for so far is done. */
+    get done() {
+        return this.saving;
+    }
+}

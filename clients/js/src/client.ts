@@ -4,125 +4,27 @@
 // cursor to the end; between connections nothing is lost, because the
 // server keeps the feed and the client keeps its place in it.
 
-import { backoffDelay, type Backoff } from "./backoff.js";
-import { OchatError, RETRYABLE } from "./errors.js";
-import { Feed, type Change, type ChatMessage, type OwnChange } from "./feed.js";
-import type {
-  Attachment,
-  ClientFrame,
-  ConversationCreated,
-  ConversationUpdated,
-  MemberAdded,
-  MemberRemoved,
-  ReadReceipt,
-  ServerFrame,
-  SyncMessage,
-  SyncPage,
-  TypingOut,
-  UserOffline,
-  UserOnline,
-} from "./generated/protocol.js";
+import { backoffDelay } from "./backoff.js";
+import { Connection, type Ended } from "./connection.js";
+import { OchatError, retried } from "./errors.js";
+import { Feed, type Change, type ChatMessage } from "./feed.js";
+import type { Attachment, ClientFrame, ServerFrame, SyncMessage, SyncPage } from "./generated/protocol.js";
 import type { Operations } from "./generated/rest.js";
-import { fromRest, fromWire } from "./messages.js";
+import { destinationOf, fromRest, fromWire, ownChange, sentMessage } from "./messages.js";
 import { RestMethods } from "./methods.js";
+import type {
+  ClientEvents,
+  ClientOptions,
+  ConnectionState,
+  Destination,
+  SendInput,
+  WebSocketConstructor,
+} from "./options.js";
 import { Outbox, type Acked } from "./outbox.js";
 import { Rest } from "./rest.js";
-import { memoryStorage, type ClientStorage, type OutboxEntry, type SavedState } from "./storage.js";
-import { claims, refreshAt, Tokens, type TokenSource } from "./token.js";
-
-/** The parts of the WebSocket API the client uses (the platform's, or `ws`'s in Node 20). */
-export interface WebSocketLike {
-  readonly readyState: number;
-  send(data: string): void;
-  close(code?: number, reason?: string): void;
-  addEventListener(type: "open" | "error", listener: () => void): void;
-  addEventListener(type: "message", listener: (event: { data: unknown }) => void): void;
-  addEventListener(type: "close", listener: (event: { code: number; reason: string }) => void): void;
-}
-export type WebSocketConstructor = new (url: string) => WebSocketLike;
-
-export interface ClientOptions {
-  /** The ochat server's (or its load balancer's) http(s) origin; in a browser, the page's by default. */
-  url?: string;
-  /** A token, or a function answering a fresh one (called again before expiry and after a refusal). */
-  token: TokenSource;
-  /** The WebSocket class; the platform's by default (Node 20 has none: pass `ws`'s). */
-  WebSocket?: WebSocketConstructor;
-  fetch?: typeof fetch;
-  /** Where the cursor, the ids past it and the outbox are kept; memory by default. */
-  storage?: ClientStorage;
-  /** Reconnect waits: exponential with full jitter (250 ms doubling to 30 s by default). */
-  backoff?: Backoff;
-  /**
-   * How long before a token's expiry to fetch the next one and reconnect
-   * with it, in ms (default 60,000; at most a quarter of its life). 0: only
-   * once the server closes the connection for the expired token.
-   */
-  refreshBefore?: number;
-  /** Messages and changes per sync page (default 100). */
-  syncLimit?: number;
-  /** Sync this often while online, in ms, so that a gap in live delivery never lasts (default 30,000; 0: never). */
-  syncEvery?: number;
-  /** A sync page not answered within this many ms is asked again (default 15,000). */
-  syncTimeout?: number;
-  /**
-   * Sends a ping this often while online, in ms (default 20,000; 0:
-   * never); a connection silent for twice as long is given up on.
-   */
-  heartbeat?: number;
-  /** At most one "typing" per conversation this often, in ms (default 2,000). */
-  typingEvery?: number;
-  /** Sends and changes waiting for their ack, at most (default 1,000). */
-  outboxLimit?: number;
-  /** Messages kept in the local view (default 5,000). */
-  viewSize?: number;
-}
-
-export type ConnectionState = "connecting" | "online" | "offline" | "closed";
-
-/** Who a message or a typing signal is for: one user, or a group. */
-export type Destination = { to: string } | { conversationId: string };
-
-export interface SendInput {
-  to?: string;
-  conversationId?: string;
-  content: string;
-  /** The message this one answers. */
-  replyTo?: string;
-  /** Files announced with `announceAttachment` and uploaded: their ids, or the whole attachments to show at once. */
-  attachments?: Array<string | Attachment>;
-}
-
-export type GroupEvent = ConversationCreated | MemberAdded | MemberRemoved | ConversationUpdated;
-
-export interface ClientEvents {
-  /** The connection's state changed. */
-  state: { state: ConnectionState; attempt: number; code?: number; reason?: string };
-  /** Each message of this user's feed, exactly once: received, sent from here or from another device. */
-  message: ChatMessage;
-  /** A change to a message: `message` is the view's copy after it, or null when the view does not hold it. */
-  change: { change: Change | OwnChange; message: ChatMessage | null };
-  typing: TypingOut;
-  read: ReadReceipt;
-  presence: UserOnline | UserOffline;
-  group: GroupEvent;
-  /** A sync reached the end of the feed. */
-  synced: { cursor: number };
-  /** A refusal no promise carries (a typing frame, a sync), or a storage failure. */
-  error: OchatError;
-  /** Every frame the server sends, as it came. */
-  frame: ServerFrame;
-}
-
-type Ended = { opened: boolean; code: number; reason: string; planned: boolean };
-
-/**
- * Refusals of one send for a server error (`internal`, `request_timeout`)
- * before it is given up with that code. Refusals for a busy or unsure
- * server (`PATIENT`) are retried for as long as it takes.
- */
-const MAX_RETRIES = 10;
-const PATIENT: ReadonlySet<string> = new Set(["rate_limited", "unavailable", "outcome_unknown"]);
+import { memoryStorage, Saver, type ClientStorage } from "./storage.js";
+import { SyncRequests } from "./sync.js";
+import { claims, refreshAt, Tokens } from "./token.js";
 
 /** Connects (and keeps connecting) to ochat. */
 export function connect(options: ClientOptions): OchatClient {
@@ -142,34 +44,24 @@ export class OchatClient extends RestMethods<ClientEvents> {
   private readonly outbox: Outbox;
   private feed: Feed | null = null;
   private me: string | null = null;
-  private ws: WebSocketLike | null = null;
+  private conn: Connection | null = null;
   /** Which connection each outbox entry last went out on. */
-  private readonly sentOn = new Map<string, WebSocketLike>();
+  private readonly sentOn = new Map<string, Connection>();
   private stateNow: ConnectionState = "connecting";
   private attempt = 0;
   private closed = false;
   private wake: (() => void) | null = null;
-  /** Sync requests sent on this connection and not answered yet. */
-  private syncsOut = 0;
-  private syncAgain = false;
-  private syncTimer: ReturnType<typeof setTimeout> | null = null;
-  /** The connection's timers (periodic sync, heartbeat, token refresh, resends): cleared with it. */
-  private readonly timers = new Set<ReturnType<typeof setTimeout>>();
-  /** When the connection last heard from the server. */
-  private lastHeard = 0;
-  /** Ends the connection now, without waiting for its close (the network may be gone). */
-  private abandon: ((code: number, reason: string) => void) | null = null;
+  /** This connection's sync requests. */
+  private syncs: SyncRequests | null = null;
   /** Sends and changes added whose save has not finished: they go out after it. */
   private readonly unsaved = new Set<string>();
-  private plannedClose: WebSocketLike | null = null;
   private readonly unreadSent = new Set<string>();
   /** How often the server answered a busy refusal to each outbox entry. */
   private readonly refusals = new Map<string, number>();
   /** The attachments a send in the outbox carries, to show once it is stored. */
   private readonly files = new Map<string, Attachment[]>();
   private readonly typingSent = new Map<string, { at: number; typing: boolean }>();
-  private saving: Promise<void> = Promise.resolve();
-  private saveQueued: Promise<void> | null = null;
+  private readonly saver: Saver;
   private readonly running: Promise<void>;
 
   constructor(options: ClientOptions) {
@@ -187,6 +79,18 @@ export class OchatClient extends RestMethods<ClientEvents> {
     this.storage = options.storage ?? memoryStorage();
     this.rest = new Rest(base, this.tokens, fetcher);
     this.outbox = new Outbox(options.outboxLimit ?? 1_000);
+    this.saver = new Saver(
+      this.storage,
+      () => ({
+        version: 1,
+        user: this.me!,
+        cursor: this.feed!.cursor,
+        seen: this.feed!.seenEntries(),
+        own: this.feed!.ownEntries(),
+        outbox: this.outbox.list(),
+      }),
+      (error) => this.emit("error", asError(error)),
+    );
     this.ready = this.load();
     // Unobserved, a failed load must not crash the process: `ready` tells.
     this.ready.catch(() => undefined);
@@ -240,7 +144,8 @@ export class OchatClient extends RestMethods<ClientEvents> {
     const acked = this.outbox.add({ client_id: clientId, frame });
     if (files.length) this.files.set(clientId, files);
     const ack = await this.saveThenTransmit(clientId, acked).finally(() => this.files.delete(clientId));
-    return this.feed!.message(ack.id) ?? this.sentMessage(frame, ack, files);
+    const replied = frame.reply_to ? this.feed!.message(frame.reply_to) : undefined;
+    return this.feed!.message(ack.id) ?? sentMessage(frame, ack, this.me!, replied, files);
   }
 
   /** Edits one's own message; resolves once stored. */
@@ -348,12 +253,11 @@ export class OchatClient extends RestMethods<ClientEvents> {
     this.wake?.();
     // Ends the connection without waiting for the server's close, which a
     // dead network never sends.
-    this.abandon?.(1000, "client closed");
-    this.stopTimers();
+    this.conn?.abandon(1000, "client closed");
     this.outbox.abandon(new OchatError("closed", "the client was closed before the ack"));
     this.setState("closed");
     await this.running;
-    await this.saving;
+    await this.saver.done;
   }
 
   /**
@@ -396,7 +300,7 @@ export class OchatClient extends RestMethods<ClientEvents> {
       }
       let ended: Ended;
       try {
-        ended = await this.session(await this.tokens.get());
+        ended = await this.connection(await this.tokens.get());
       } catch (error) {
         this.emit("error", asError(error));
         ended = { opened: false, code: 0, reason: String(error), planned: false };
@@ -425,85 +329,52 @@ export class OchatClient extends RestMethods<ClientEvents> {
     this.setState("closed", ended);
   }
 
-  /** One connection, from its opening to its close (or its silence). */
-  private session(token: string): Promise<Ended> {
-    return new Promise((resolve) => {
-      // The platform's class is looked up on each connection: one
-      // installed later (a polyfill, a test's network mock) is used.
-      const socketClass = this.options.WebSocket ?? platformSocket()!;
-      const ws = new socketClass(`${this.socketUrl}?token=${encodeURIComponent(token)}`);
-      this.ws = ws;
-      let opened = false;
-      let done = false;
-      const finish = (code: number, reason: string) => {
-        if (done) return;
-        done = true;
-        if (this.ws === ws) {
-          this.ws = null;
-          this.stopTimers();
-        }
-        resolve({ opened, code, reason, planned: this.plannedClose === ws });
-      };
-      this.abandon = (code, reason) => {
-        finish(code, reason);
-        ws.close(code, reason);
-      };
-      this.lastHeard = Date.now();
-      const heartbeat = this.options.heartbeat ?? 20_000;
-      if (heartbeat > 0) {
-        this.timers.add(
-          setInterval(() => {
-            // Heard nothing, not even a pong (or never opened): the network
-            // is gone without a close (a sleeping laptop, a changed Wi-Fi).
-            // Do not wait for TCP to notice.
-            if (Date.now() - this.lastHeard > 2 * heartbeat) this.abandon?.(4000, "no answer from the server");
-            else this.sendFrame({ type: "ping" });
-          }, heartbeat),
-        );
-      }
-      ws.addEventListener("open", () => {
-        opened = true;
-        this.opened(ws, token);
-      });
-      ws.addEventListener("message", (event) => {
-        if (this.ws === ws) this.receive(String(event.data));
-      });
-      ws.addEventListener("error", () => undefined); // a close follows
-      ws.addEventListener("close", (event) => finish(event.code, event.reason));
+  /** One connection, from its opening to its end. */
+  private async connection(token: string): Promise<Ended> {
+    // The platform's class is looked up on each connection: one installed
+    // later (a polyfill, a test's network mock) is used.
+    const socketClass = this.options.WebSocket ?? platformSocket()!;
+    const url = `${this.socketUrl}?token=${encodeURIComponent(token)}`;
+    const conn: Connection = new Connection(url, socketClass, this.options.heartbeat ?? 20_000, {
+      open: () => this.opened(conn, token),
+      frame: (text) => this.receive(text),
     });
+    this.conn = conn;
+    const ended = await conn.ended;
+    this.conn = null;
+    this.syncs?.stop();
+    this.syncs = null;
+    return ended;
   }
 
-  private opened(ws: WebSocketLike, token: string): void {
+  private opened(conn: Connection, token: string): void {
     if (this.closed) {
-      ws.close(1000, "client closed");
+      conn.abandon(1000, "client closed");
       return;
     }
     this.setState("online");
-    this.lastHeard = Date.now();
     for (const entry of this.outbox.list()) this.transmit(entry.client_id);
     for (const id of this.unreadSent) this.sendFrame({ type: "mark_read", message_id: id });
     this.unreadSent.clear();
+    this.syncs = new SyncRequests(
+      () => this.sendFrame({ type: "sync", cursor: this.feed!.cursor, limit: this.options.syncLimit ?? 100 }),
+      this.options.syncTimeout ?? 15_000,
+    );
     this.requestSync();
     const every = this.options.syncEvery ?? 30_000;
-    if (every > 0) this.timers.add(setInterval(() => this.requestSync(), every));
+    if (every > 0) conn.every(every, () => this.requestSync());
     const before = this.options.refreshBefore ?? 60_000;
     const at = before > 0 && this.tokens.refreshable ? refreshAt(token, before) : null;
     // A token already at its refresh time (a token function answering a
     // cached one) waits for the server's close instead of reconnecting
     // again and again.
     if (at !== null && at - Date.now() >= 1_000) {
-      this.timers.add(
-        setTimeout(
-          () => {
-            // A fresh token means a fresh connection: the outbox and the
-            // cursor carry everything across.
-            this.tokens.forget();
-            this.plannedClose = ws;
-            ws.close(1000, "refreshing the token");
-          },
-          Math.min(2 ** 31 - 1, at - Date.now()),
-        ),
-      );
+      conn.after(at - Date.now(), () => {
+        // A fresh token means a fresh connection: the outbox and the
+        // cursor carry everything across.
+        this.tokens.forget();
+        conn.replace("refreshing the token");
+      });
     }
   }
 
@@ -514,7 +385,6 @@ export class OchatClient extends RestMethods<ClientEvents> {
     } catch {
       return;
     }
-    this.lastHeard = Date.now();
     this.emit("frame", frame);
     const feed = this.feed!;
     switch (frame.type) {
@@ -537,15 +407,10 @@ export class OchatClient extends RestMethods<ClientEvents> {
         } else {
           this.sentOn.delete(entry.client_id);
           const refusals = (this.refusals.get(entry.client_id) ?? 0) + 1;
-          if (RETRYABLE.has(frame.code) && (PATIENT.has(frame.code) || refusals < MAX_RETRIES)) {
+          if (retried(frame.code, refusals)) {
             // Again later (longer each time), on this connection or the next.
             this.refusals.set(entry.client_id, refusals);
-            const ws = this.ws;
-            const timer = setTimeout(() => {
-              this.timers.delete(timer);
-              if (this.ws === ws) this.transmit(entry.client_id);
-            }, 100 + backoffDelay(refusals, this.options.backoff));
-            this.timers.add(timer);
+            this.conn?.after(100 + backoffDelay(refusals, this.options.backoff), () => this.transmit(entry.client_id));
           } else {
             this.refusals.delete(entry.client_id);
             this.outbox.refused(entry.client_id, error);
@@ -612,53 +477,27 @@ export class OchatClient extends RestMethods<ClientEvents> {
     }
     feed.advance(page.cursor);
     this.save();
-    this.syncsOut = Math.max(0, this.syncsOut - 1);
+    const syncs = this.syncs;
     // Another answer is on its way (this one was late): it decides.
-    if (this.syncsOut > 0) return;
-    this.clearSyncTimer();
+    if (!syncs?.answered()) return;
     if (page.has_more) {
-      this.requestSync();
+      syncs.request();
       return;
     }
     // A connection that got this far is a good one: the next failure
     // starts the backoff from the bottom again.
     this.attempt = 0;
     this.emit("synced", { cursor: feed.cursor });
-    if (this.syncAgain) {
-      this.syncAgain = false;
-      this.requestSync();
-    }
+    syncs.finished();
   }
 
   private requestSync(): void {
-    if (!this.feed || !this.ws || this.stateNow !== "online") return;
-    if (this.syncsOut > 0) {
-      this.syncAgain = true;
-      return;
-    }
-    this.askSync();
-  }
-
-  private askSync(): void {
-    if (!this.sendFrame({ type: "sync", cursor: this.feed!.cursor, limit: this.options.syncLimit ?? 100 })) return;
-    this.syncsOut += 1;
-    // A refused sync (rate limited, the database away) answers an error
-    // no request id ties to it: ask again after a while.
-    this.clearSyncTimer();
-    this.syncTimer = setTimeout(() => {
-      this.syncTimer = null;
-      this.askSync();
-    }, this.options.syncTimeout ?? 15_000);
-  }
-
-  private clearSyncTimer(): void {
-    if (this.syncTimer) clearTimeout(this.syncTimer);
-    this.syncTimer = null;
+    if (this.stateNow === "online") this.syncs?.request();
   }
 
   /** Whether a sync is under way on an open connection. */
   private get catchingUp(): boolean {
-    return this.stateNow === "online" && this.syncsOut > 0;
+    return this.stateNow === "online" && !!this.syncs?.busy;
   }
 
   private acked(clientId: string, ack: Acked): void {
@@ -669,7 +508,8 @@ export class OchatClient extends RestMethods<ClientEvents> {
     const feed = this.feed!;
     const frame = entry.frame;
     if (frame.type === "message") {
-      const message = feed.takeMessage(this.sentMessage(frame, ack, this.files.get(clientId) ?? []));
+      const replied = frame.reply_to ? feed.message(frame.reply_to) : undefined;
+      const message = feed.takeMessage(sentMessage(frame, ack, this.me!, replied, this.files.get(clientId) ?? []));
       if (message) this.emit("message", message);
     } else {
       const change = ownChange(frame, ack, this.me!);
@@ -712,70 +552,17 @@ export class OchatClient extends RestMethods<ClientEvents> {
   /** Sends an outbox entry on the current connection, unless it went out on it already. */
   private transmit(clientId: string): void {
     const entry = this.outbox.get(clientId);
-    if (!entry || !this.ws || this.stateNow !== "online" || this.unsaved.has(clientId) || this.sentOn.get(clientId) === this.ws) return;
-    if (this.sendFrame(entry.frame)) this.sentOn.set(clientId, this.ws);
+    const conn = this.conn;
+    if (!entry || !conn || this.unsaved.has(clientId) || this.sentOn.get(clientId) === conn) return;
+    if (this.sendFrame(entry.frame)) this.sentOn.set(clientId, conn);
   }
 
   private sendFrame(frame: ClientFrame): boolean {
-    const ws = this.ws;
-    if (!ws || ws.readyState !== 1 || this.stateNow !== "online") return false;
-    try {
-      ws.send(JSON.stringify(frame));
-      return true;
-    } catch {
-      return false;
-    }
+    return this.stateNow === "online" && !!this.conn?.send(frame);
   }
 
-  /** The message an ack confirms, as the server stored it. */
-  private sentMessage(frame: OutboxEntry["frame"] & { type: "message" }, ack: Acked, files: Attachment[]): ChatMessage {
-    const replied = frame.reply_to ? this.feed!.message(frame.reply_to) : undefined;
-    return {
-      id: ack.id,
-      from: this.me!,
-      to: frame.to ?? null,
-      conversation_id: frame.conversation_id ?? null,
-      content: frame.content.trim(),
-      timestamp: ack.timestamp,
-      reply_to: replied
-        ? { id: replied.id, sender_id: replied.from, preview: [...replied.content].slice(0, 100).join(""), deleted: false }
-        : null,
-      edited_at: null,
-      deleted_at: null,
-      attachments: files,
-      reactions: [],
-      is_read: false,
-    };
-  }
-
-  /**
-   * Saves the state; calls made while a save waits to start share it, and
-   * answer once a save holding their change is done.
-   */
   private save(): Promise<void> {
-    if (this.saveQueued) return this.saveQueued;
-    const queued = this.saving.then(async () => {
-      this.saveQueued = null;
-      try {
-        await this.storage.save(this.snapshot());
-      } catch (error) {
-        this.emit("error", asError(error));
-      }
-    });
-    this.saveQueued = queued;
-    this.saving = queued;
-    return queued;
-  }
-
-  private snapshot(): SavedState {
-    return {
-      version: 1,
-      user: this.me!,
-      cursor: this.feed!.cursor,
-      seen: this.feed!.seenEntries(),
-      own: this.feed!.ownEntries(),
-      outbox: this.outbox.list(),
-    };
+    return this.saver.save();
   }
 
   private setState(state: ConnectionState, ended?: { code: number; reason: string }): void {
@@ -794,41 +581,10 @@ export class OchatClient extends RestMethods<ClientEvents> {
       this.wake = done;
     });
   }
-
-  private stopTimers(): void {
-    this.clearSyncTimer();
-    for (const timer of this.timers) clearTimeout(timer);
-    this.timers.clear();
-    this.abandon = null;
-    this.syncsOut = 0;
-    this.syncAgain = false;
-  }
 }
 
 function platformSocket(): WebSocketConstructor | undefined {
   return (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
-}
-
-function destinationOf(input: { to?: string; conversationId?: string }): { to: string } | { conversation_id: string } {
-  if (input.to && !input.conversationId) return { to: input.to };
-  if (input.conversationId && !input.to) return { conversation_id: input.conversationId };
-  throw new OchatError("invalid_field", "give exactly one of `to` (a user) and `conversationId` (a group)");
-}
-
-/** The change an acked edit, delete or reaction of one's own stands for. */
-function ownChange(frame: ClientFrame, ack: Acked, me: string): OwnChange | null {
-  switch (frame.type) {
-    case "edit":
-      return { type: "message_updated", id: frame.message_id, content: frame.content.trim(), edited_at: ack.timestamp };
-    case "delete":
-      return { type: "message_deleted", id: frame.message_id, deleted_at: ack.timestamp };
-    case "react":
-      return { type: "reaction_added", message_id: frame.message_id, user_id: me, emoji: frame.emoji };
-    case "unreact":
-      return { type: "reaction_removed", message_id: frame.message_id, user_id: me, emoji: frame.emoji };
-    default:
-      return null;
-  }
 }
 
 function randomId(): string {

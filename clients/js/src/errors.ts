@@ -30,3 +30,14 @@ export const RETRYABLE: ReadonlySet<string> = new Set([
   "request_timeout",
   "internal",
 ]);
+
+/** "Not now": retried for as long as it takes. */
+const PATIENT: ReadonlySet<string> = new Set(["rate_limited", "unavailable", "outcome_unknown"]);
+
+/** Refusals for a server error (`internal`, `request_timeout`) before a send is given up with that code. */
+const MAX_RETRIES = 10;
+
+/** Whether a send refused with `code` for the `refusals`-th time goes again. */
+export function retried(code: string, refusals: number): boolean {
+  return PATIENT.has(code) || (RETRYABLE.has(code) && refusals < MAX_RETRIES);
+}

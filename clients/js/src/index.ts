@@ -10,7 +10,7 @@ export type {
   SendInput,
   WebSocketConstructor,
   WebSocketLike,
-} from "./client.js";
+} from "./options.js";
 export { backoffDelay, type Backoff } from "./backoff.js";
 export { OchatError, RETRYABLE } from "./errors.js";
 export { Feed, type Applied, type Change, type ChatMessage, type OwnChange } from "./feed.js";

@@ -1,7 +1,9 @@
 // A message in the one shape the app sees, from the wire or from REST.
 
-import type { ChatMessage } from "./feed.js";
-import type { MessageOut, SyncMessage } from "./generated/protocol.js";
+import { OchatError } from "./errors.js";
+import type { ChatMessage, OwnChange } from "./feed.js";
+import type { Attachment, ClientFrame, MessageOut, SendMessage, SyncMessage } from "./generated/protocol.js";
+import type { Acked } from "./outbox.js";
 import type { Message as RestMessage } from "./generated/rest.js";
 
 /** A message frame (live or in a sync page) as the app sees it. */
@@ -49,4 +51,56 @@ export function fromRest(m: RestMessage): ChatMessage {
 export function conversationOf(message: ChatMessage, me: string): string {
   if (!message.to) return message.conversation_id ?? "";
   return message.from === me ? message.to : message.from;
+}
+
+/** Where a message or typing signal goes, as the wire says it. */
+export function destinationOf(input: { to?: string; conversationId?: string }): { to: string } | { conversation_id: string } {
+  if (input.to && !input.conversationId) return { to: input.to };
+  if (input.conversationId && !input.to) return { conversation_id: input.conversationId };
+  throw new OchatError("invalid_field", "give exactly one of `to` (a user) and `conversationId` (a group)");
+}
+
+/**
+ * The message an ack confirms, as the server stored it: `me` sent it,
+ * `replied` is the message it answers (when held), `files` what it carries.
+ */
+export function sentMessage(
+  frame: SendMessage,
+  ack: Acked,
+  me: string,
+  replied: ChatMessage | undefined,
+  files: Attachment[],
+): ChatMessage {
+  return {
+    id: ack.id,
+    from: me,
+    to: frame.to ?? null,
+    conversation_id: frame.conversation_id ?? null,
+    content: frame.content.trim(),
+    timestamp: ack.timestamp,
+    reply_to: replied
+      ? { id: replied.id, sender_id: replied.from, preview: [...replied.content].slice(0, 100).join(""), deleted: false }
+      : null,
+    edited_at: null,
+    deleted_at: null,
+    attachments: files,
+    reactions: [],
+    is_read: false,
+  };
+}
+
+/** The change an acked edit, delete or reaction of one's own stands for. */
+export function ownChange(frame: ClientFrame, ack: Acked, me: string): OwnChange | null {
+  switch (frame.type) {
+    case "edit":
+      return { type: "message_updated", id: frame.message_id, content: frame.content.trim(), edited_at: ack.timestamp };
+    case "delete":
+      return { type: "message_deleted", id: frame.message_id, deleted_at: ack.timestamp };
+    case "react":
+      return { type: "reaction_added", message_id: frame.message_id, user_id: me, emoji: frame.emoji };
+    case "unreact":
+      return { type: "reaction_removed", message_id: frame.message_id, user_id: me, emoji: frame.emoji };
+    default:
+      return null;
+  }
 }

@@ -80,3 +80,40 @@ export function parseState(text: string | null): SavedState | null {
   }
   return null;
 }
+
+/**
+ * Saves the client's state one save at a time, in order. Calls made while
+ * a save waits to start share it, and answer once a save holding their
+ * change is done. A failed save is reported, not thrown: it must not hold
+ * messaging back.
+ */
+export class Saver {
+  private saving: Promise<void> = Promise.resolve();
+  private queued: Promise<void> | null = null;
+
+  constructor(
+    private readonly storage: ClientStorage,
+    private readonly snapshot: () => SavedState,
+    private readonly failed: (error: unknown) => void,
+  ) {}
+
+  save(): Promise<void> {
+    if (this.queued) return this.queued;
+    const queued = this.saving.then(async () => {
+      this.queued = null;
+      try {
+        await this.storage.save(this.snapshot());
+      } catch (error) {
+        this.failed(error);
+      }
+    });
+    this.queued = queued;
+    this.saving = queued;
+    return queued;
+  }
+
+  /** Resolves once every save asked for so far is done. */
+  get done(): Promise<void> {
+    return this.saving;
+  }
+}

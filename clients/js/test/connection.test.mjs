@@ -129,3 +129,29 @@ test("close() stops every timer: nothing keeps the process alive", async () => {
   await sleep(10);
   assert.deepEqual(process.getActiveResourcesInfo().filter((r) => r === "Timeout"), []);
 });
+
+test("what connect() and the client refuse, with the exact answer", async () => {
+  const { Socket } = scripted();
+  assert.throws(() => connect({ token: "t", WebSocket: Socket }), {
+    name: "TypeError",
+    message: "connect: `url` is required outside a browser",
+  });
+  // Node 20 has no WebSocket of its own (Node 22 has one).
+  if (!globalThis.WebSocket) {
+    assert.throws(() => connect({ url: "http://ochat.test", token: "t" }), {
+      name: "TypeError",
+      message: "connect: this platform has no WebSocket; pass one as `WebSocket`",
+    });
+  }
+  const client = track(connect({ url: "http://ochat.test", token: token(3600), WebSocket: Socket }));
+  assert.throws(() => client.userId, { code: "not_ready", message: "the client is not ready yet: await client.ready" });
+  await client.ready;
+  assert.equal(client.userId, me);
+});
+
+test("a REST answer that is not ochat's error body becomes http_<status>", async () => {
+  const { Socket } = scripted();
+  const fetch = async () => new Response("<html>bad gateway</html>", { status: 502, headers: { "content-type": "text/html" } });
+  const client = track(connect({ url: "http://ochat.test", token: token(3600), WebSocket: Socket, fetch }));
+  await assert.rejects(client.profile(), { name: "OchatError", code: "http_502", message: "HTTP 502", status: 502 });
+});
